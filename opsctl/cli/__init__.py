@@ -1,0 +1,107 @@
+"""The opsctl command line: command groups are registered here, errors become exit codes here.
+
+Each group lives in its own module and keeps its heavy imports inside the commands, so
+``opsctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import click
+import typer
+
+from opsctl import __version__, console
+from opsctl.cli import demo, spec
+from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
+from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
+
+app = typer.Typer(
+    name="opsctl",
+    help="Operate the multi-region IM platform: specs, local stack, load tests, rollouts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# The one place command groups are registered.
+app.add_typer(spec.app, name="spec")
+app.command("demo")(demo.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.data_console().print(f"opsctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    *,
+    stack: StackOption = None,
+    output: OutputOption = None,
+    infra_dir: InfraDirOption = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More detail; -v shows tracebacks.")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and data.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Global options apply to every command; a command's own flags win over them."""
+    console.verbosity = -1 if quiet else verbose
+    ctx.obj = RootOptions(
+        cli={
+            "stack": stack,
+            "output": output.value if output else None,
+            "infra_dir": str(infra_dir) if infra_dir else None,
+        }
+    )
+
+
+def _report(error: OpsctlError) -> None:
+    err = console.console
+    err.print(f"[red bold]error:[/red bold] {error.message}", markup=True, highlight=False)
+    if isinstance(error, InvalidInputFile):
+        for problem in error.problems:
+            field = f"[bold]{problem.path}[/bold]: " if problem.path else ""
+            err.print(f"  {problem.location()}: {field}{_escape(problem.message)}")
+    if error.hint:
+        err.print(f"  hint: {_escape(error.hint)}")
+    if console.verbosity >= 1:
+        err.print_exception()
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run opsctl and return its exit code; the only place errors become exit codes."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=list(argv) if argv is not None else None, prog_name="opsctl",
+                     standalone_mode=False)
+    except OpsctlError as error:
+        _report(error)
+        return int(error.exit_code)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.ClickException as usage:
+        usage.show(file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.console.print("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.OK)
+
+
+def main() -> None:
+    sys.exit(run())

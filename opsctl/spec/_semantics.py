@@ -1,0 +1,108 @@
+"""Rules that span fields. Each returns (field path, problem); the loader adds file positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from opsctl.spec._model import Region, StackSpec
+from opsctl.spec._yaml import Path
+
+Finding = tuple[Path, str]
+
+
+def _regions(spec: StackSpec) -> Iterator[Finding]:
+    first_seen: dict[str, int] = {}
+    for index, region in enumerate(spec.regions):
+        if region.name in first_seen:
+            yield (
+                ("regions", index, "name"),
+                f"duplicate region name '{region.name}' (also regions[{first_seen[region.name]}])",
+            )
+        else:
+            first_seen[region.name] = index
+    primaries = [i for i, region in enumerate(spec.regions) if region.role == "primary"]
+    if not primaries:
+        yield ("regions",), "no region has role 'primary'; exactly one must"
+    for index in primaries[1:]:
+        yield (
+            ("regions", index, "role"),
+            f"a second primary (regions[{primaries[0]}] is primary); exactly one region may be",
+        )
+
+
+def _sizing(index: int, region: Region) -> Iterator[Finding]:
+    at: Path = ("regions", index)
+    gateway, dispatcher = region.gateway, region.dispatcher
+    if gateway.replicas > gateway.max_replicas:
+        yield (
+            (*at, "gateway", "replicas"),
+            f"{gateway.replicas} is greater than maxReplicas ({gateway.max_replicas})",
+        )
+    capacity = gateway.max_replicas * gateway.connections_per_pod
+    if capacity < region.peak_concurrent_users:
+        yield (
+            (*at, "peakConcurrentUsers"),
+            f"{region.peak_concurrent_users} exceeds the gateway's maximum capacity "
+            f"({gateway.max_replicas} pods x {gateway.connections_per_pod} = {capacity})",
+        )
+    if dispatcher.replicas > dispatcher.max_replicas:
+        yield (
+            (*at, "dispatcher", "replicas"),
+            f"{dispatcher.replicas} is greater than maxReplicas ({dispatcher.max_replicas})",
+        )
+    kafka = region.kafka
+    if kafka.replication_factor > kafka.brokers:
+        yield (
+            (*at, "kafka", "replicationFactor"),
+            f"{kafka.replication_factor} is greater than the region's brokers ({kafka.brokers})",
+        )
+    if kafka.min_insync_replicas > kafka.replication_factor:
+        yield (
+            (*at, "kafka", "minInsyncReplicas"),
+            f"{kafka.min_insync_replicas} is greater than replicationFactor "
+            f"({kafka.replication_factor}); every produce would fail",
+        )
+    if kafka.message_partitions < dispatcher.max_replicas:
+        yield (
+            (*at, "kafka", "messagePartitions"),
+            f"{kafka.message_partitions} is fewer than dispatcher.maxReplicas "
+            f"({dispatcher.max_replicas}); the extra consumers would sit idle",
+        )
+    cassandra = region.cassandra
+    if cassandra.replication_factor > cassandra.nodes:
+        yield (
+            (*at, "cassandra", "replicationFactor"),
+            f"{cassandra.replication_factor} is greater than the region's nodes "
+            f"({cassandra.nodes})",
+        )
+    if len(set(region.zones)) != len(region.zones):
+        yield (*at, "zones"), "zones must be unique"
+
+
+def _alerting(spec: StackSpec) -> Iterator[Finding]:
+    names: dict[str, int] = {}
+    for index, receiver in enumerate(spec.alerting.receivers):
+        at: Path = ("alerting", "receivers", index)
+        if receiver.name in names:
+            yield (*at, "name"), f"duplicate receiver name '{receiver.name}'"
+        names.setdefault(receiver.name, index)
+        if (receiver.secret_ref is None) == (receiver.url is None):
+            yield at, "set exactly one of secretRef (a Kubernetes Secret) or url"
+    teams: set[str] = set()
+    for index, team in enumerate(spec.alerting.teams):
+        at = ("alerting", "teams", index)
+        if team.name in teams:
+            yield (*at, "name"), f"duplicate team name '{team.name}'"
+        teams.add(team.name)
+        for field, alias in (("page_receiver", "pageReceiver"), ("ticket_receiver", "ticketReceiver")):
+            target = getattr(team, field)
+            if target not in names:
+                yield (*at, alias), f"unknown receiver '{target}'; known: {', '.join(names)}"
+
+
+def check(spec: StackSpec) -> list[Finding]:
+    findings = list(_regions(spec))
+    for index, region in enumerate(spec.regions):
+        findings.extend(_sizing(index, region))
+    findings.extend(_alerting(spec))
+    return findings
