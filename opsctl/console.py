@@ -9,18 +9,13 @@ from typing import Any
 from rich.console import Console
 
 # Messages, progress and errors. Data never goes here, so `opsctl ... | jq` stays clean.
-console = Console(stderr=True, highlight=False)
-# Data only (tables, JSON). Created lazily so tests that swap sys.stdout are honoured.
-_data_console: Console | None = None
-
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 verbosity = 0  # set once by the root callback: -1 quiet, 0 normal, 1+ verbose
 
 
 def data_console() -> Console:
-    global _data_console
-    if _data_console is None or _data_console.file is not sys.stdout:
-        _data_console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-    return _data_console
+    """A console on the current stdout, for data only (tables)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:

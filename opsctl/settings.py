@@ -13,14 +13,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from opsctl.errors import InputProblem, InvalidInputFile
 from opsctl.paths import DEFAULT_INFRA_DIR
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 

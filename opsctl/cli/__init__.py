@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from typing import Annotated
 
-import click
 import typer
 
 from opsctl import __version__, console
@@ -87,20 +86,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run opsctl and return its exit code; the only place errors become exit codes."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="opsctl",
-                     standalone_mode=False)
+        returned = command.main(
+            args=list(argv) if argv is not None else None, prog_name="opsctl", standalone_mode=False
+        )
     except OpsctlError as error:
         _report(error)
         return int(error.exit_code)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return int(done.exit_code)
-    except click.ClickException as usage:
-        usage.show(file=sys.stderr)
-        return int(ExitCode.BAD_INPUT)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         console.console.print("interrupted")
         return int(ExitCode.INTERRUPTED)
-    return int(ExitCode.OK)
+    except SystemExit as exiting:  # typer's completion helpers exit directly
+        return exiting.code if isinstance(exiting.code, int) else int(ExitCode.OK)
+    except typer.TyperException as usage:  # bad flags, unknown commands, bad values
+        show = getattr(usage, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            console.console.print(f"error: {usage}")
+        return int(getattr(usage, "exit_code", ExitCode.BAD_INPUT))
+    # Without standalone mode, `typer.Exit` raised inside a command comes back as a return value.
+    return returned if isinstance(returned, int) else int(ExitCode.OK)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def show(ctx: typer.Context, *, stack: StackOption = None, output: OutputOption 
     resolved = settings(ctx, stack=stack, output=output)
     spec = load_stack(resolved.infra_dir, resolved.stack)
     if resolved.output is OutputFormat.json:
-        console.emit_json(spec.model_dump(mode="json", by_alias=True))
+        console.emit_json(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     else:
         render_spec(console.data_console(), resolved.stack, spec)
 

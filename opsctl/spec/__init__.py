@@ -50,4 +50,5 @@ __all__ = [
     "parse_duration",
     "parse_spec",
     "parse_storage",
+    "stack_file",
 ]

@@ -94,7 +94,10 @@ def _alerting(spec: StackSpec) -> Iterator[Finding]:
         if team.name in teams:
             yield (*at, "name"), f"duplicate team name '{team.name}'"
         teams.add(team.name)
-        for field, alias in (("page_receiver", "pageReceiver"), ("ticket_receiver", "ticketReceiver")):
+        for field, alias in (
+            ("page_receiver", "pageReceiver"),
+            ("ticket_receiver", "ticketReceiver"),
+        ):
             target = getattr(team, field)
             if target not in names:
                 yield (*at, alias), f"unknown receiver '{target}'; known: {', '.join(names)}"

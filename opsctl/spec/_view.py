@@ -38,7 +38,9 @@ def region_rows(spec: StackSpec) -> list[dict[str, Any]]:
 def render_regions(out: Console, spec: StackSpec) -> None:
     table = Table(title=f"regions of '{spec.environment}'", title_justify="left")
     for column in ("region", "role", "context", "zones", "peak users", "gateways", "capacity"):
-        table.add_column(column, justify="right" if column in {"peak users", "capacity"} else "left")
+        table.add_column(
+            column, justify="right" if column in {"peak users", "capacity"} else "left"
+        )
     for row in region_rows(spec):
         table.add_row(
             row["name"],
@@ -55,14 +57,15 @@ def render_regions(out: Console, spec: StackSpec) -> None:
 def render_spec(out: Console, stack: str, spec: StackSpec) -> None:
     slos = spec.slos
     out.print(f"[bold]stack[/bold] {stack}   [bold]environment[/bold] {spec.environment}")
-    out.print(f"[bold]images[/bold] gateway={spec.images.gateway} dispatcher={spec.images.dispatcher}")
+    out.print(
+        f"[bold]images[/bold] gateway={spec.images.gateway} dispatcher={spec.images.dispatcher}"
+    )
     out.print(
         f"[bold]SLOs[/bold] availability {slos.availability}% · delivery p99 "
         f"{slos.delivery_latency_p99_ms} ms · connect success {slos.connect_success}%"
     )
-    out.print(
-        f"[bold]reconnect budget[/bold] {spec.reconnect_budget.reconnects_per_second}/s cluster-wide"
-    )
+    budget = spec.reconnect_budget.reconnects_per_second
+    out.print(f"[bold]reconnect budget[/bold] {budget}/s cluster-wide")
     teams = ", ".join(
         f"{team.name}→{team.page_receiver}/{team.ticket_receiver}" for team in spec.alerting.teams
     )

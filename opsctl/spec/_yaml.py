@@ -29,7 +29,9 @@ def format_path(path: Path) -> str:
 
 
 def _walk(node: yaml.Node, path: Path, positions: dict[Path, tuple[int, int]]) -> None:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    # A mapping entry is located at its key (set by the parent), so "replicas: 9" points at
+    # "replicas"; list items and the root are located at the node itself.
+    positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -42,6 +44,7 @@ def _walk(node: yaml.Node, path: Path, positions: dict[Path, tuple[int, int]]) -
                     key_node.start_mark.column + 1,
                 )
             seen[key] = key_node.start_mark.line + 1
+            positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             _walk(value_node, (*path, key), positions)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -25,10 +25,13 @@ if [[ ! -e $policy ]]; then
   restore_policy=true
 fi
 trap '$restore_policy && $sudo rm -f "$policy"' EXIT
+daemons=(redis-server prometheus prometheus-alertmanager sshd)
+before=$(pgrep -x "$(IFS='|'; echo "${daemons[*]}")" || true)
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Some postinst scripts start daemons even with policy-rc.d on non-systemd hosts: stop them.
-for daemon in redis-server prometheus prometheus-alertmanager; do
-  pkill -x "$daemon" 2>/dev/null || true
+# Some postinst scripts start daemons even with policy-rc.d on non-systemd hosts: stop the
+# ones this install started (never ones that were already running).
+for pid in $(pgrep -x "$(IFS='|'; echo "${daemons[*]}")" || true); do
+  grep -qx "$pid" <<<"$before" || $sudo kill "$pid" 2>/dev/null || true
 done
 echo "setup: debian packages installed"
