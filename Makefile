@@ -42,7 +42,7 @@ test-e2e: setup ## Only the e2e tier.
 	@$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench: setup ## Run the benchmarks and print their figures (see docs/benchmarks.md).
-	@$(BIN)/python -m benchmarks
+	@$(BIN)/python -m benchmarks.cli_startup
 
 lock: ## Re-resolve requirements.lock from pyproject.toml.
 	@$(OPSCTL_CACHE_DIR)/tools/uv-*/bin/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements.lock

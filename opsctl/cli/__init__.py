@@ -22,6 +22,8 @@ app = typer.Typer(
     help="Operate the multi-region IM platform: specs, local stack, load tests, rollouts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: typer's Rich help imports markdown and pygments (~0.3 s), too slow for --help.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

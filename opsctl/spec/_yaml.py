@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,11 @@ def _walk(node: yaml.Node, path: Path, positions: dict[Path, tuple[int, int]]) -
 
 def load_with_positions(text: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
     """Parse one YAML document; return the data and a map of field path -> (line, column)."""
+    # One pass with libyaml when available: compose (keeps marks), then construct from the node.
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -66,6 +69,8 @@ def load_with_positions(text: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
         raise YamlProblem(f"YAML error: {exc}") from exc
     except RecursionError as exc:
         raise YamlProblem("YAML nests too deeply") from exc
+    finally:
+        loader.dispose()
     positions: dict[Path, tuple[int, int]] = {}
     if node is not None:
         _walk(node, (), positions)

@@ -25,7 +25,8 @@ if [[ ! -x $uv_home/bin/uv ]]; then
 fi
 [[ -x .venv/bin/python ]] || { echo "setup: creating .venv"; "$python" -m venv .venv; }
 echo "setup: syncing .venv to requirements.lock"
-"$uv_home/bin/uv" pip sync -q --python .venv/bin/python requirements.lock
+# Precompile bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI), every run would recompile.
+"$uv_home/bin/uv" pip sync -q --compile-bytecode --python .venv/bin/python requirements.lock
 # compat mode: a .pth with the repo root, so packages added later import without reinstalling.
 "$uv_home/bin/uv" pip install -q --python .venv/bin/python --no-deps \
   --config-settings editable_mode=compat -e .

@@ -1,0 +1,1 @@
+"""Benchmarks: plain scripts that print figures; docs/benchmarks.md records them."""
