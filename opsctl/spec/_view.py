@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -36,54 +37,80 @@ def region_rows(spec: StackSpec) -> list[dict[str, Any]]:
 
 
 def render_regions(out: Console, spec: StackSpec) -> None:
-    table = Table(title=f"regions of '{spec.environment}'", title_justify="left")
-    for column in ("region", "role", "context", "zones", "peak users", "gateways", "capacity"):
-        table.add_column(
-            column, justify="right" if column in {"peak users", "capacity"} else "left"
-        )
+    table = Table(
+        title=f"regions of '{spec.environment}'",
+        title_justify="left",
+        caption="* primary region",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    # Numbers never wrap or truncate; a long context folds instead.
+    table.add_column("region", no_wrap=True, min_width=12)
+    table.add_column("context", overflow="fold")
+    for numeric, width in (("peak users", 10), ("gateways", 8), ("capacity", 10), ("headroom", 8)):
+        table.add_column(numeric, justify="right", no_wrap=True, min_width=width)
     for row in region_rows(spec):
         table.add_row(
-            row["name"],
-            row["role"],
+            row["name"] + (" *" if row["role"] == "primary" else ""),
             row["kubeContext"],
-            ",".join(row["zones"]),
             f"{row['peakConcurrentUsers']:,}",
             f"{row['gatewayReplicas']}..{row['gatewayMaxReplicas']}",
-            f"{row['gatewayCapacity']:,} ({row['headroomPercent']}% headroom)",
+            f"{row['gatewayCapacity']:,}",
+            f"{row['headroomPercent']}%",
         )
     out.print(table)
+
+
+def _sizing_sheet(spec: StackSpec) -> Table:
+    """One column per region, one row per sized thing: reads like a capacity plan."""
+    table = Table(title="sizing per region", title_justify="left")
+    table.add_column("")
+    for region in spec.regions:
+        table.add_column(f"{region.name} ({region.role})")
+    rows: dict[str, list[str]] = {}
+    for region in spec.regions:
+        gateway, kafka, cassandra, redis = (
+            region.gateway,
+            region.kafka,
+            region.cassandra,
+            region.redis,
+        )
+        cells = {
+            "kube context": region.kube_context,
+            "zones": ", ".join(region.zones),
+            "peak users": f"{region.peak_concurrent_users:,}",
+            "gateway pods": f"{gateway.replicas}..{gateway.max_replicas}",
+            "connections/pod": f"{gateway.connections_per_pod:,}",
+            "dispatcher pods": f"{region.dispatcher.replicas}..{region.dispatcher.max_replicas}",
+            "kafka": f"{kafka.brokers} brokers, {kafka.message_partitions} partitions",
+            "kafka replication": f"RF {kafka.replication_factor}, minISR {kafka.min_insync_replicas}",
+            "kafka storage": f"{kafka.storage}/broker",
+            "cassandra": f"{cassandra.nodes} nodes, RF {cassandra.replication_factor}",
+            "cassandra storage": f"{cassandra.storage}/node",
+            "redis": f"{redis.shards} shards x {redis.replicas_per_shard} replicas",
+            "monitoring": f"{region.monitoring.retention}, {region.monitoring.storage}",
+        }
+        for label, cell in cells.items():
+            rows.setdefault(label, []).append(cell)
+    for label, cells_of_regions in rows.items():
+        table.add_row(label, *cells_of_regions)
+    return table
 
 
 def render_spec(out: Console, stack: str, spec: StackSpec) -> None:
     slos = spec.slos
     out.print(f"[bold]stack[/bold] {stack}   [bold]environment[/bold] {spec.environment}")
+    out.print(f"[bold]images[/bold] gateway {spec.images.gateway}")
+    out.print(f"       dispatcher {spec.images.dispatcher}")
     out.print(
-        f"[bold]images[/bold] gateway={spec.images.gateway} dispatcher={spec.images.dispatcher}"
-    )
-    out.print(
-        f"[bold]SLOs[/bold] availability {slos.availability}% · delivery p99 "
-        f"{slos.delivery_latency_p99_ms} ms · connect success {slos.connect_success}%"
+        f"[bold]SLOs[/bold] availability {slos.availability}%, delivery p99 "
+        f"{slos.delivery_latency_p99_ms} ms, connect success {slos.connect_success}%"
     )
     budget = spec.reconnect_budget.reconnects_per_second
     out.print(f"[bold]reconnect budget[/bold] {budget}/s cluster-wide")
-    teams = ", ".join(
-        f"{team.name}→{team.page_receiver}/{team.ticket_receiver}" for team in spec.alerting.teams
-    )
-    out.print(f"[bold]alert routing[/bold] {teams}")
-    render_regions(out, spec)
-
-    table = Table(title="data stores per region", title_justify="left")
-    for column in ("region", "dispatcher", "kafka", "cassandra", "redis", "monitoring"):
-        table.add_column(column)
-    for region in spec.regions:
-        kafka, cassandra, redis = region.kafka, region.cassandra, region.redis
-        table.add_row(
-            region.name,
-            f"{region.dispatcher.replicas}..{region.dispatcher.max_replicas}",
-            f"{kafka.brokers} brokers, {kafka.message_partitions} partitions, "
-            f"RF {kafka.replication_factor}/minISR {kafka.min_insync_replicas}, {kafka.storage}",
-            f"{cassandra.nodes} nodes, RF {cassandra.replication_factor}, {cassandra.storage}",
-            f"{redis.shards} shards x {redis.replicas_per_shard} replicas",
-            f"{region.monitoring.retention}, {region.monitoring.storage}",
+    for team in spec.alerting.teams:
+        out.print(
+            f"[bold]alert routing[/bold] team {team.name}: page {team.page_receiver}, "
+            f"ticket {team.ticket_receiver}"
         )
-    out.print(table)
+    out.print(_sizing_sheet(spec))

@@ -33,7 +33,7 @@ def test_show_table_summarises_every_region(opsctl: OpsctlRunner) -> None:
         "eu-central",
         "us-east",
         "delivery p99",
-        "data stores per region",
+        "sizing per region",
         "alert routing",
     ):
         assert text in result.stdout
