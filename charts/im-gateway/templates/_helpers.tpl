@@ -1,0 +1,129 @@
+{{/* Chart name, overridable. */}}
+{{- define "im-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release already contains the chart name. */}}
+{{- define "im-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of one component's objects: <fullname>-<component>. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "im-gateway.componentName" -}}
+{{- printf "%s-%s" (include "im-gateway.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "im-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "im-gateway.labels" -}}
+helm.sh/chart: {{ include "im-gateway.chart" . }}
+{{ include "im-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: im-platform
+{{- with .Values.region }}
+im.platform/region: {{ . | quote }}
+{{- end }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "im-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "im-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "im-gateway.componentLabels" -}}
+{{ include "im-gateway.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "im-gateway.componentSelectorLabels" -}}
+{{ include "im-gateway.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "im-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "im-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference: repository@digest, else repository:tag (tag defaults to appVersion). Call with (dict "root" $ "image" .Values.gateway.image). */}}
+{{- define "im-gateway.image" -}}
+{{- $tag := default .root.Chart.AppVersion .image.tag }}
+{{- if eq $tag "latest" }}
+{{- fail (printf "%s: the mutable tag 'latest' is not allowed; pin a version" .image.repository) }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the JWT verification key. */}}
+{{- define "im-gateway.authSecretName" -}}
+{{- default (printf "%s-auth" (include "im-gateway.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/* Environment shared by gateway and dispatcher (the IMGW_* contract). */}}
+{{- define "im-gateway.backendEnv" -}}
+- name: IMGW_LISTEN_HOST
+  value: "0.0.0.0"
+- name: IMGW_NODE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: IMGW_KAFKA_BOOTSTRAP
+  value: {{ .Values.kafka.bootstrap | quote }}
+- name: IMGW_KAFKA_TOPIC
+  value: {{ .Values.kafka.topic | quote }}
+- name: IMGW_REDIS_URL
+  value: {{ .Values.redis.url | quote }}
+- name: IMGW_CASSANDRA_HOSTS
+  value: {{ .Values.cassandra.hosts | quote }}
+- name: IMGW_CASSANDRA_KEYSPACE
+  value: {{ .Values.cassandra.keyspace | quote }}
+{{- with .Values.cassandra.datacenter }}
+- name: IMGW_CASSANDRA_DATACENTER
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Spread across zones (hard) and nodes (soft). Call with (dict "root" $ "component" "gateway" "skew" 1). */}}
+{{- define "im-gateway.topologySpread" -}}
+- maxSkew: {{ .skew }}
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: DoNotSchedule
+  labelSelector:
+    matchLabels:
+      {{- include "im-gateway.componentSelectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "im-gateway.componentSelectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+{{- end }}
+
+{{/* Grace period: preStop pause + drain window + margin, so the drain always finishes before SIGKILL. */}}
+{{- define "im-gateway.gatewayGracePeriod" -}}
+{{- add .Values.gateway.preStopSleepSeconds .Values.gateway.drainWindowSeconds .Values.gateway.terminationGraceMarginSeconds }}
+{{- end }}
