@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__, console
-from opsctl.cli import demo, spec
+from opsctl.cli import alerts, demo, spec
 from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
 from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
 
@@ -29,6 +29,7 @@ app = typer.Typer(
 
 # The one place command groups are registered.
 app.add_typer(spec.app, name="spec")
+app.add_typer(alerts.app, name="alerts")
 app.command("demo")(demo.demo)
 
 

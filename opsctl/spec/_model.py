@@ -144,10 +144,10 @@ class ReconnectBudget(SpecModel):
 class Receiver(SpecModel):
     name: DnsLabel
     type: Literal["pagerduty", "slack", "webhook"]
-    # Where the receiver's URL or key comes from. Secrets never live in the spec:
-    # either a Kubernetes Secret name or, for non-secret endpoints, a plain URL.
+    # Secrets never live in the spec, only the name of the Kubernetes Secret holding them:
+    # the routing key (pagerduty), the webhook URL (slack), or a bearer token (webhook).
     secret_ref: DnsLabel | None = None
-    url: str | None = None
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None  # webhook only
 
 
 class Team(SpecModel):

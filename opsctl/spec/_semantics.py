@@ -86,8 +86,13 @@ def _alerting(spec: StackSpec) -> Iterator[Finding]:
         if receiver.name in names:
             yield (*at, "name"), f"duplicate receiver name '{receiver.name}'"
         names.setdefault(receiver.name, index)
-        if (receiver.secret_ref is None) == (receiver.url is None):
-            yield at, "set exactly one of secretRef (a Kubernetes Secret) or url"
+        if receiver.type == "webhook" and receiver.url is None:
+            yield (*at, "url"), "a webhook receiver needs url (secretRef, if set, holds its token)"
+        if receiver.type != "webhook":
+            if receiver.secret_ref is None:
+                yield (*at, "secretRef"), f"a {receiver.type} receiver needs secretRef (its key)"
+            if receiver.url is not None:
+                yield (*at, "url"), f"a {receiver.type} receiver takes its URL from secretRef"
     teams: set[str] = set()
     for index, team in enumerate(spec.alerting.teams):
         at = ("alerting", "teams", index)

@@ -83,7 +83,9 @@ def _sizing_sheet(spec: StackSpec) -> Table:
             "connections/pod": f"{gateway.connections_per_pod:,}",
             "dispatcher pods": f"{region.dispatcher.replicas}..{region.dispatcher.max_replicas}",
             "kafka": f"{kafka.brokers} brokers, {kafka.message_partitions} partitions",
-            "kafka replication": f"RF {kafka.replication_factor}, minISR {kafka.min_insync_replicas}",
+            "kafka replication": (
+                f"RF {kafka.replication_factor}, minISR {kafka.min_insync_replicas}"
+            ),
             "kafka storage": f"{kafka.storage}/broker",
             "cassandra": f"{cassandra.nodes} nodes, RF {cassandra.replication_factor}",
             "cassandra storage": f"{cassandra.storage}/node",
