@@ -16,6 +16,7 @@ help: ## List the targets.
 setup: ## Install everything (Debian packages, virtualenv, cached tools). Fast when nothing changed.
 	@scripts/setup/apt.sh
 	@scripts/setup/venv.sh
+	@scripts/setup/gotools.sh
 
 demo: setup ## Run the main job on the local stack.
 	@$(BIN)/opsctl demo

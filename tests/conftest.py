@@ -6,6 +6,9 @@ import pytest
 
 from tests.support import OpsctlRunner
 
+# Session fixtures for real components: the simulated clusters (kwok).
+pytest_plugins = ["opsctl.cluster.pytest_plugin"]
+
 TIERS = ("unit", "integration", "e2e")
 
 

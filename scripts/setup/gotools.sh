@@ -104,7 +104,7 @@ build() {
   printf 'setup: building %s %s ... ' "$name" "$version"
   ldflags="-s -w $(version_ldflags "$name" "$version" "$module_dir")"
   # One binary at a time with -p 2: the machine is small and shared.
-  if ! (cd "$modules/$module_dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+  if ! (cd "$modules/$module_dir" && CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local \
     go build -p 2 -trimpath -ldflags "$ldflags" -o "$staging" "$package") >"$log" 2>&1; then
     echo "failed"
     echo "setup: go build of $name failed; last lines of $log:" >&2

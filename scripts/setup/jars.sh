@@ -31,7 +31,9 @@ fetch() {
   local name=$1 version=$2 group=$3 artifact=$4
   shift 4
   local dest=$jars/$name-$version
-  [[ -f $dest/.complete ]] && return 0
+  # The stamp names what was fetched, so changing an extra artifact fetches again.
+  local want="$group:$artifact:$version $*"
+  [[ -f $dest/.complete && "$(<"$dest/.complete")" == "$want" ]] && return 0
   command -v mvn >/dev/null || { echo "setup: mvn is required (apt-get install maven)" >&2; exit 1; }
   echo "setup: fetching $group:$artifact:$version from Maven Central"
   local staging=$dest.partial
@@ -49,7 +51,7 @@ fetch() {
   done
   [[ -f $staging/$artifact-$version.jar ]] \
     || { echo "setup: $artifact-$version.jar missing after mvn (see $staging.log)" >&2; exit 1; }
-  touch "$staging/.complete"
+  printf '%s\n' "$want" >"$staging/.complete"
   rm -rf "$dest" "$staging.log"
   mv "$staging" "$dest"
   echo "setup: $name $version ready ($(find "$dest" -name '*.jar' | wc -l) jars)"
