@@ -15,6 +15,7 @@ help: ## List the targets.
 
 setup: ## Install everything (Debian packages, virtualenv, cached tools). Fast when nothing changed.
 	@scripts/setup/apt.sh
+	@scripts/setup/jars.sh
 	@scripts/setup/venv.sh
 	@scripts/setup/gotools.sh
 

@@ -6,8 +6,8 @@ import pytest
 
 from tests.support import OpsctlRunner
 
-# Session fixtures for real components: the simulated clusters (kwok).
-pytest_plugins = ["opsctl.cluster.pytest_plugin"]
+# Session fixtures for real components: the local process stack and the simulated clusters.
+pytest_plugins = ["opsctl.local.pytest_plugin", "opsctl.cluster.pytest_plugin"]
 
 TIERS = ("unit", "integration", "e2e")
 

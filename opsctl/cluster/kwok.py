@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]  # no stubs in the lock
+import psutil
 import yaml
 from kubernetes.client import ApiClient, CoreV1Api, V1Node
 from kubernetes.client.exceptions import ApiException

@@ -1,0 +1,93 @@
+"""Wall time of `opsctl local up`: cold (empty state dir: Kafka storage formatted, Cassandra
+bootstraps its system keyspaces, migrations create topics and tables) and warm (data kept from
+the previous run), plus a repeated `up` on the running stack and `down`.
+
+Each run uses a fresh temporary state dir on a free block of ports and ends with `down --wipe`.
+The per-component times are the "healthy in N s" figures `up` prints.
+
+Run: .venv/bin/python -m benchmarks.local_up [--runs N] [--infra-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from opsctl.local import find_free_port_block
+
+# Until `local` is registered in opsctl.cli, mount it the way the lead will.
+_MOUNTED = (
+    "import sys, opsctl.cli as cli\n"
+    "from opsctl.cli import local\n"
+    "if 'local' not in {g.name for g in cli.app.registered_groups}:\n"
+    "    cli.app.add_typer(local.app, name='local')\n"
+    "sys.exit(cli.run(sys.argv[1:]))\n"
+)
+_HEALTHY = re.compile(r"(\S+)\s+(?:healthy|done) in ([0-9.]+)s")
+
+
+def opsctl(args: list[str]) -> tuple[float, dict[str, float]]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _MOUNTED, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"opsctl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    parts = {name: float(seconds) for name, seconds in _HEALTHY.findall(done.stderr)}
+    return elapsed, parts
+
+
+def one_run(infra_only: bool) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
+        common = ["--state-dir", f"{tmp}/state"]
+        up = ["local", "up", *common, "--base-port", str(find_free_port_block())]
+        if infra_only:
+            up.append("--infra-only")
+        cold, cold_parts = opsctl(up)
+        again, _ = opsctl(up)
+        down, _ = opsctl(["local", "down", *common])
+        warm, warm_parts = opsctl(up)
+        opsctl(["local", "down", *common, "--wipe"])
+    return {
+        "cold_up_s": round(cold, 2),
+        "warm_up_s": round(warm, 2),
+        "repeat_up_s": round(again, 2),
+        "down_s": round(down, 2),
+        "cold_parts_s": cold_parts,
+        "warm_parts_s": warm_parts,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--infra-only", action="store_true", help="without the IM processes")
+    args = parser.parse_args()
+    runs = [one_run(args.infra_only) for _ in range(args.runs)]
+    print(
+        f"opsctl local up ({'infra only' if args.infra_only else 'full stack'}), "
+        f"{args.runs} run(s), {os.cpu_count()} CPUs"
+    )
+    for key in ("cold_up_s", "warm_up_s", "repeat_up_s", "down_s"):
+        values = [float(run[key]) for run in runs]  # type: ignore[arg-type]
+        print(f"  {key:<12} median {statistics.median(values):6.2f}  all {values}")
+    for label in ("cold_parts_s", "warm_parts_s"):
+        parts = runs[-1][label]
+        print(f"  {label:<12} (last run) {json.dumps(parts)}")
+    print(json.dumps({"benchmark": "local_up", "infra_only": args.infra_only, "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()

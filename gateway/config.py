@@ -1,0 +1,179 @@
+"""Typed configuration from IMGW_* environment variables, validated before anything starts.
+
+A bad value fails fast: the entry points print every problem (variable name and what is wrong)
+and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PREFIX = "IMGW_"
+Role = Literal["gateway", "dispatcher", "migrate"]
+
+_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+# Variables each role cannot run without (the others have defaults).
+REQUIRED: dict[Role, tuple[str, ...]] = {
+    "gateway": ("node_id", "listen_port", "kafka_bootstrap", "redis_url", "cassandra_hosts"),
+    "dispatcher": ("node_id", "listen_port", "kafka_bootstrap", "redis_url", "cassandra_hosts"),
+    "migrate": ("kafka_bootstrap", "cassandra_hosts"),
+}
+
+
+class ConfigError(Exception):
+    """One or more IMGW_* variables are missing or invalid."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{var}: {msg}" for var, msg in problems))
+
+
+class Config(BaseModel):
+    """Every knob of the gateway, the dispatcher and migrate. Field x <- env IMGW_X."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str = Field("", pattern=r"^$|" + _ID)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(0, ge=0, le=65535)
+
+    kafka_bootstrap: str = ""
+    kafka_topic: str = Field("im.messages", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    kafka_partitions: int = Field(6, ge=1, le=10000)
+    kafka_replication_factor: int = Field(1, ge=1, le=16)
+    kafka_linger_ms: int = Field(3, ge=0, le=1000)
+    kafka_consumer_group: str = Field("im-dispatcher", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+
+    redis_url: str = ""
+
+    cassandra_hosts: str = ""
+    cassandra_keyspace: str = Field("im", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    cassandra_replication_factor: int = Field(1, ge=1, le=16)
+    cassandra_datacenter: str = ""  # set -> NetworkTopologyStrategy {dc: rf}; empty -> Simple
+    cassandra_bucket_s: int = Field(86400, ge=60)  # width of a message partition in time
+
+    jwt_hs256_secret_file: Path | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway_s: float = Field(30.0, ge=0, le=600)
+
+    drain_window_s: float = Field(10.0, ge=0, le=3600)
+    max_connections: int = Field(50000, ge=1)
+    max_frame_bytes: int = Field(65536, ge=512, le=16 * 1024 * 1024)
+    rate_limit_per_s: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(100, ge=1)
+    send_queue_max: int = Field(256, ge=1, le=100000)
+    heartbeat_interval_s: float = Field(25.0, gt=0)
+    idle_timeout_s: float = Field(75.0, gt=0)
+    hello_timeout_s: float = Field(10.0, gt=0)
+    dedup_ttl_s: int = Field(86400, ge=60)
+    route_ttl_s: int = Field(60, ge=5)
+    recent_cache_size: int = Field(200, ge=0, le=10000)
+    sync_limit: int = Field(500, ge=1, le=10000)
+    max_group_members: int = Field(256, ge=2, le=100000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap", "cassandra_hosts")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        if value == "":
+            return value
+        for raw_item in value.split(","):
+            item = raw_item.strip()
+            if not _HOST_PORT.match(item):
+                raise ValueError(f"'{item}' is not host:port (comma-separated list expected)")
+            port = int(item.rsplit(":", 1)[1])
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} out of range in '{item}'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not re.match(r"^rediss?://[^/\s]+(/\d+)?$", value):
+            raise ValueError("expected redis://host:port/db")
+        return value
+
+    @field_validator("jwt_hs256_secret_file", "jwt_jwks_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        if not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    def host_ports(
+        self, field: Literal["kafka_bootstrap", "cassandra_hosts"]
+    ) -> list[tuple[str, int]]:
+        out = []
+        for item in getattr(self, field).split(","):
+            host, port = item.strip().rsplit(":", 1)
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from env; raise ConfigError listing every problem by variable name."""
+    env = os.environ if env is None else env
+    known = set(Config.model_fields)
+    raw: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        field = key[len(PREFIX) :].lower()
+        if field not in known:
+            problems.append((key, "unknown variable"))
+        elif value != "":
+            raw[field] = value
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            value = raw.get(field, "")
+            problems.append((env_name(field), f"{error['msg']} (got {value!r})"))
+        raise ConfigError(sorted(problems)) from None
+    for field in REQUIRED[role]:
+        missing = field not in raw if field == "listen_port" else not getattr(config, field)
+        if missing:
+            problems.append((env_name(field), "required"))
+    if role == "gateway" and not (config.jwt_hs256_secret_file or config.jwt_jwks_file):
+        problems.append(
+            ("IMGW_JWT_HS256_SECRET_FILE", "set it or IMGW_JWT_JWKS_FILE: tokens cannot be checked")
+        )
+    if config.idle_timeout_s <= config.heartbeat_interval_s:
+        problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
+    if problems:
+        raise ConfigError(sorted(problems))
+    return config
+
+
+def load_or_exit(role: Role) -> Config:
+    """Entry-point helper: the validated config, or the problems on stderr and exit 2."""
+    try:
+        return load(role)
+    except ConfigError as error:
+        _fail(role, error)
+
+
+def _fail(role: str, error: ConfigError) -> NoReturn:
+    print(f"{role}: invalid configuration:", file=sys.stderr)
+    for var, message in error.problems:
+        print(f"  {var}: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,144 @@
+"""Prometheus metrics. Names are part of the interface (dashboards and alerts use them) and are
+listed in docs/protocol.md; change them only together with the doc and the alert rules."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# End-to-end delivery SLO is 50-300 ms: resolve finely around it.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+FAST_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape size and nobody reads them
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "im_gateway_"
+        self.connections_active = Gauge(p + "connections_active", "Open sessions.", registry=r)
+        self.connects = Counter(
+            p + "connects", "Connection attempts by outcome.", ["reason"], registry=r
+        )
+        self.disconnects = Counter(
+            p + "disconnects", "Closed sessions by reason.", ["reason"], registry=r
+        )
+        self.frames_in = Counter(p + "frames_in", "Client frames by op.", ["op"], registry=r)
+        self.frames_out = Counter(p + "frames_out", "Server frames by op.", ["op"], registry=r)
+        self.protocol_errors = Counter(
+            p + "protocol_errors", "Error frames sent, by code.", ["code"], registry=r
+        )
+        self.messages_accepted = Counter(
+            p + "messages_accepted", "Messages durable in Kafka and acknowledged.", registry=r
+        )
+        self.messages_duplicate = Counter(
+            p + "messages_duplicate", "Resends of an already accepted client_msg_id.", registry=r
+        )
+        self.messages_failed = Counter(
+            p + "messages_failed", "Sends not accepted, by reason.", ["reason"], registry=r
+        )
+        self.messages_delivered = Counter(
+            p + "messages_delivered", "Live message frames written to device sockets.", registry=r
+        )
+        self.messages_deduplicated = Counter(
+            p + "messages_deduplicated",
+            "Live deliveries skipped because the device already had that seq.",
+            registry=r,
+        )
+        self.synced_messages = Counter(
+            p + "synced_messages", "Messages sent in sync batches, by source.", ["source"],
+            registry=r,
+        )  # fmt: skip
+        self.receipts = Counter(p + "receipts", "Receipts accepted from devices.", registry=r)
+        self.delivery_latency = Histogram(
+            p + "delivery_latency_seconds",
+            "Sender's accept time to the write on the recipient's socket.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.kafka_produce_latency = Histogram(
+            p + "kafka_produce_latency_seconds",
+            "Produce call to broker acknowledgement (acks=all).",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.send_queue_depth = Gauge(
+            p + "send_queue_depth", "Frames waiting in per-connection send queues.", registry=r
+        )
+        self.send_queue_drops = Counter(
+            p + "send_queue_drops", "Frames dropped because a send queue was full.", registry=r
+        )
+        self.auth_failures = Counter(
+            p + "auth_failures", "Refused tokens by reason.", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            p + "rate_limited", "Frames refused by the per-connection rate limit.", registry=r
+        )
+        self.draining = Gauge(p + "draining", "1 while draining after SIGTERM.", registry=r)
+        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
+        self.backend_up = Gauge(
+            p + "backend_up", "1 when the backend answered its last check.", ["backend"],
+            registry=r,
+        )  # fmt: skip
+        self.pubsub_reconnects = Counter(
+            p + "pubsub_reconnects", "Redis pub/sub resubscriptions after a failure.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class DispatcherMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "im_dispatcher_"
+        self.consumed = Counter(p + "consumed", "Kafka records consumed.", registry=r)
+        self.persisted = Counter(p + "persisted", "Messages written to Cassandra.", registry=r)
+        self.duplicates = Counter(
+            p + "duplicates", "Records already assigned a seq (redelivery/resend).", registry=r
+        )
+        self.routed = Counter(
+            p + "routed", "Deliveries published to gateways (one per user per node).", registry=r
+        )
+        self.offline = Counter(
+            p + "recipients_offline", "Recipients with no live gateway route.", registry=r
+        )
+        self.dead_lettered = Counter(
+            p + "dead_lettered", "Unparseable records sent to the dead-letter topic.", registry=r
+        )
+        self.failures = Counter(
+            p + "batch_failures", "Batches retried after an error, by exception type.", ["error"],
+            registry=r,
+        )  # fmt: skip
+        self.consumer_lag = Gauge(
+            p + "consumer_lag", "Records behind the high watermark, by partition.", ["partition"],
+            registry=r,
+        )  # fmt: skip
+        self.persist_latency = Histogram(
+            p + "persist_latency_seconds",
+            "Cassandra write time for one batch.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.batch_latency = Histogram(
+            p + "batch_latency_seconds",
+            "Consume to offsets committed, per batch (persist + route).",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            p + "batch_size", "Records per processed batch.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+        )  # fmt: skip
+        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
+        self.draining = Gauge(p + "draining", "1 while stopping after SIGTERM.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

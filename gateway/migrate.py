@@ -1,0 +1,359 @@
+"""Apply the schema: Kafka topics (migrations/kafka/topics.yaml) and the versioned CQL migrations
+(migrations/cql/NNNN_name.cql), idempotently.
+
+Run: ``python -m gateway.migrate [--only kafka|cql] [--wait SECONDS]``.
+Exit 0 when everything is applied (or already was), 2 for bad configuration or migration files,
+1 when a backend refused or stayed unreachable.
+"""
+
+# Heavy client libraries are imported where first used, so --help and bad input stay fast.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gateway.config import Config, load_or_exit
+from gateway.runtime import setup_logging
+
+log = logging.getLogger("gateway.migrate")
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+CQL_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.cql$")
+TOPIC_ALREADY_EXISTS = 36
+
+
+class MigrationInputError(Exception):
+    """A migration file is invalid (exit 2, nothing applied)."""
+
+
+class MigrationFailed(Exception):
+    """A backend refused a change or stayed unreachable (exit 1)."""
+
+
+# Kafka plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def load_topic_plan(
+    text: str, *, source: str, topic: str, partitions: int, replication_factor: int
+) -> list[TopicPlan]:
+    """Parse topics.yaml; partitions and replication come from the environment."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MigrationInputError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise MigrationInputError(f"{source}: expected a mapping with 'version: 1'")
+    topics = data.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise MigrationInputError(f"{source}: 'topics' must be a non-empty list")
+    plans = [
+        _topic_entry(entry, f"{source}: topics[{i}]", topic, partitions, replication_factor)
+        for i, entry in enumerate(topics)
+    ]
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise MigrationInputError(f"{source}: duplicate topic names {names}")
+    return plans
+
+
+def _topic_entry(
+    entry: object, where: str, topic: str, partitions: int, replication_factor: int
+) -> TopicPlan:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise MigrationInputError(f"{where}: needs a string 'name'")
+    unknown = set(entry) - {"name", "purpose", "configs"}
+    if unknown:
+        raise MigrationInputError(f"{where}: unknown keys {sorted(unknown)}")
+    name = entry["name"].replace("{topic}", topic)
+    if not re.match(r"^[A-Za-z0-9._-]{1,249}$", name):
+        raise MigrationInputError(f"{where}.name: '{name}' is not a valid topic name")
+    configs = entry.get("configs") or {}
+    if not isinstance(configs, dict):
+        raise MigrationInputError(f"{where}.configs: must be a mapping")
+    resolved: dict[str, str] = {}
+    for key, value in configs.items():
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise MigrationInputError(f"{where}.configs.{key}: must be a string or integer")
+        resolved[str(key)] = str(value)
+    if "min.insync.replicas" in resolved:
+        try:
+            wanted = int(resolved["min.insync.replicas"])
+        except ValueError:
+            raise MigrationInputError(
+                f"{where}.configs.min.insync.replicas: must be an integer"
+            ) from None
+        resolved["min.insync.replicas"] = str(min(wanted, max(1, replication_factor - 1)))
+    return TopicPlan(name, partitions, replication_factor, resolved)
+
+
+async def apply_kafka(config: Config, plans: list[TopicPlan], wait_s: float) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    deadline = time.monotonic() + wait_s
+    admin = None
+    while admin is None:
+        candidate = AIOKafkaAdminClient(
+            bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=15000
+        )
+        try:
+            await candidate.start()
+            admin = candidate
+        except Exception as exc:
+            await candidate.close()
+            if time.monotonic() > deadline:
+                raise MigrationFailed(
+                    f"Kafka at {config.kafka_bootstrap} unreachable: {exc}"
+                ) from None
+            log.info("waiting for Kafka at %s ...", config.kafka_bootstrap)
+            await asyncio.sleep(1.0)
+    done: list[str] = []
+    try:
+        existing = {t["topic"]: t for t in await admin.describe_topics()}
+        missing = [p for p in plans if p.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(p.name, p.partitions, p.replication_factor, topic_configs=p.configs)
+                    for p in missing
+                ]
+            )
+            for error in response.topic_errors:
+                topic, code = error[0], error[1]
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise MigrationFailed(f"creating topic {topic} failed: {error}")
+            done += [f"kafka: created topic {p.name} ({p.partitions} partitions)" for p in missing]
+        for plan in plans:
+            if plan.name in existing:
+                done += await _reconcile_topic(admin, plan, existing[plan.name])
+    finally:
+        await admin.close()
+    return done
+
+
+async def _reconcile_topic(admin: object, plan: TopicPlan, current: dict[str, object]) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    assert isinstance(admin, AIOKafkaAdminClient)
+    done: list[str] = []
+    partitions = current["partitions"]
+    assert isinstance(partitions, list)
+    if len(partitions) < plan.partitions:
+        await admin.create_partitions({plan.name: NewPartitions(plan.partitions)})
+        done.append(f"kafka: {plan.name} partitions {len(partitions)} -> {plan.partitions}")
+    elif len(partitions) > plan.partitions:
+        log.warning(
+            "%s has %d partitions, more than the %d configured; Kafka cannot shrink",
+            plan.name, len(partitions), plan.partitions,
+        )  # fmt: skip
+    replicas = len(partitions[0]["replicas"]) if partitions else 0
+    if replicas != plan.replication_factor:
+        log.warning(
+            "%s has replication factor %d, configured %d: needs a partition reassignment, "
+            "which migrate does not do",
+            plan.name, replicas, plan.replication_factor,
+        )  # fmt: skip
+    resource = ConfigResource(ConfigResourceType.TOPIC, plan.name, configs=plan.configs)
+    for response in await admin.alter_configs([resource]):
+        for result in response.resources:
+            if result[0] != 0:
+                raise MigrationFailed(f"config of {plan.name}: {result}")
+    done.append(f"kafka: configs of {plan.name} in sync")
+    return done
+
+
+# CQL migrations --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CqlMigration:
+    version: int
+    name: str
+    path: Path
+    checksum: str
+    statements: tuple[str, ...]
+
+
+def cql_statements(text: str) -> list[str]:
+    """Split a migration into statements: ';' ends one, '--' comments are dropped."""
+    lines = [line.split("--", 1)[0] if "--" in line else line for line in text.splitlines()]
+    body = "\n".join(lines)
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
+
+
+def discover_migrations(directory: Path) -> list[CqlMigration]:
+    found: list[CqlMigration] = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix != ".cql":
+            continue
+        match = CQL_NAME.match(path.name)
+        if not match:
+            raise MigrationInputError(f"{path}: name must look like 0001_description.cql")
+        text = path.read_text(encoding="utf-8")
+        statements = tuple(cql_statements(text))
+        if not statements:
+            raise MigrationInputError(f"{path}: no CQL statements")
+        for stmt in statements:
+            if re.search(r"\bKEYSPACE\b", stmt, re.IGNORECASE):
+                raise MigrationInputError(f"{path}: keyspaces are managed by migrate, not files")
+        checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
+        found.append(CqlMigration(int(match[1]), match[2], path, checksum, statements))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationInputError(f"{directory}: two migrations share a version: {versions}")
+    if versions != list(range(1, len(versions) + 1)):
+        raise MigrationInputError(f"{directory}: versions must be 1..N without gaps: {versions}")
+    return found
+
+
+def replication_of(replication_factor: int, datacenter: str) -> dict[str, str]:
+    if datacenter:
+        return {"class": "NetworkTopologyStrategy", datacenter: str(replication_factor)}
+    return {"class": "SimpleStrategy", "replication_factor": str(replication_factor)}
+
+
+def _replication_cql(replication: dict[str, str]) -> str:
+    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in replication.items()) + "}"
+
+
+def _same_replication(current: dict[str, str], wanted: dict[str, str]) -> bool:
+    def short(cls: str) -> str:
+        return cls.rsplit(".", 1)[-1]
+
+    a = {k: short(v) if k == "class" else v for k, v in current.items()}
+    b = {k: short(v) if k == "class" else v for k, v in wanted.items()}
+    return a == b
+
+
+def apply_cql(config: Config, migrations: list[CqlMigration], wait_s: float) -> list[str]:
+    from gateway.store import CassandraStore
+
+    store = CassandraStore(
+        config.host_ports("cassandra_hosts"), config.cassandra_keyspace, config.cassandra_bucket_s
+    )
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            session = store.connect(keyspace=False, timeout_s=15)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise MigrationFailed(
+                    f"Cassandra at {config.cassandra_hosts} unreachable: {exc}"
+                ) from None
+            log.info("waiting for Cassandra at %s ...", config.cassandra_hosts)
+            time.sleep(2.0)
+    done: list[str] = []
+    keyspace = config.cassandra_keyspace
+    wanted = replication_of(config.cassandra_replication_factor, config.cassandra_datacenter)
+    try:
+        rows = list(
+            session.execute(
+                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                (keyspace,),
+            )
+        )
+        if not rows:
+            session.execute(
+                f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
+                f"WITH replication = {_replication_cql(wanted)}"
+            )
+            done.append(f"cql: created keyspace {keyspace} {wanted}")
+        elif not _same_replication(dict(rows[0].replication), wanted):
+            session.execute(
+                f"ALTER KEYSPACE {keyspace} WITH replication = {_replication_cql(wanted)}"
+            )
+            done.append(f"cql: keyspace {keyspace} replication -> {wanted} (run a repair)")
+        session.set_keyspace(keyspace)
+        session.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version int PRIMARY KEY, name text, checksum text, applied_at timestamp)"
+        )
+        applied = {
+            row.version: row.checksum
+            for row in session.execute("SELECT version, checksum FROM schema_migrations")
+        }
+        for migration in migrations:
+            label = f"{migration.version:04d}_{migration.name}"
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise MigrationFailed(
+                        f"{migration.path}: changed after it was applied "
+                        "(add a new migration instead of editing an applied one)"
+                    )
+                continue
+            for stmt in migration.statements:
+                session.execute(stmt, timeout=60)
+            session.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                "VALUES (%s, %s, %s, toTimestamp(now()))",
+                (migration.version, migration.name, migration.checksum),
+            )
+            done.append(f"cql: applied {label}")
+        if not any(line.startswith("cql: applied") for line in done):
+            done.append(f"cql: {len(migrations)} migrations already applied")
+    finally:
+        store.close()
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.migrate", description=__doc__)
+    parser.add_argument("--only", choices=("kafka", "cql"), help="apply only one of the two")
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for unreachable backends"
+    )
+    args = parser.parse_args(argv)
+    config = load_or_exit("migrate")
+    setup_logging(config.log_level, config.node_id or "migrate")
+    try:
+        topics_file = MIGRATIONS_DIR / "kafka" / "topics.yaml"
+        plans = load_topic_plan(
+            topics_file.read_text(encoding="utf-8"),
+            source=str(topics_file),
+            topic=config.kafka_topic,
+            partitions=config.kafka_partitions,
+            replication_factor=config.kafka_replication_factor,
+        )
+        migrations = discover_migrations(MIGRATIONS_DIR / "cql")
+    except MigrationInputError as exc:
+        print(f"migrate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        done: list[str] = []
+        if args.only in (None, "kafka"):
+            done += asyncio.run(apply_kafka(config, plans, args.wait))
+        if args.only in (None, "cql"):
+            done += apply_cql(config, migrations, args.wait)
+    except MigrationFailed as exc:
+        print(f"migrate: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"migrate: error: {exc!r}", file=sys.stderr)
+        return 1
+    for line in done:
+        print(line, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The local IM stack: Redis, Kafka (KRaft), Cassandra, Prometheus, Alertmanager and the IM
+processes, run as supervised processes on 127.0.0.1 under one state dir.
+
+    from opsctl.local import LocalStack, resolve_config
+    stack = LocalStack(resolve_config(state_dir=path))
+    info = stack.up()      # idempotent; rolls back and raises ComponentFailed on failure
+    stack.kill("gw-1")     # failure drills: stop/kill/start/restart one component
+    stack.down(wipe=True)
+"""
+
+from opsctl.local._config import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_STATE_DIR,
+    ENV_BASE_PORT,
+    ENV_GATEWAYS,
+    ENV_STATE_DIR,
+    PORT_BLOCK_SIZE,
+    LocalConfig,
+    Ports,
+    parse_port_overrides,
+    resolve_config,
+    resolve_state_dir,
+)
+from opsctl.local._errors import (
+    ArtifactMissing,
+    ComponentFailed,
+    PortInUse,
+    StackConflict,
+    StackNotRunning,
+    UnknownComponent,
+)
+from opsctl.local._procs import find_free_port_block
+from opsctl.local._stack import (
+    ComponentStatus,
+    LocalStack,
+    NullReporter,
+    Reporter,
+    StackInfo,
+    load_recorded,
+)
+
+__all__ = [
+    "DEFAULT_BASE_PORT",
+    "DEFAULT_STATE_DIR",
+    "ENV_BASE_PORT",
+    "ENV_GATEWAYS",
+    "ENV_STATE_DIR",
+    "PORT_BLOCK_SIZE",
+    "ArtifactMissing",
+    "ComponentFailed",
+    "ComponentStatus",
+    "LocalConfig",
+    "LocalStack",
+    "NullReporter",
+    "PortInUse",
+    "Ports",
+    "Reporter",
+    "StackConflict",
+    "StackInfo",
+    "StackNotRunning",
+    "UnknownComponent",
+    "find_free_port_block",
+    "load_recorded",
+    "parse_port_overrides",
+    "resolve_config",
+    "resolve_state_dir",
+]

@@ -1,0 +1,229 @@
+"""The local stack's configuration: one typed model holding every port, path and size.
+
+Ports are laid out from one base port (default 19100) at fixed offsets, so a whole stack can be
+moved with one number (tests pick a free block) and single ports can still be overridden.
+Values resolve as: explicit argument (CLI flag) > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from opsctl.errors import UserInputError
+from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT, cache_dir
+
+DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "local"
+DEFAULT_BASE_PORT = 19100
+DEFAULT_GATEWAYS = 2
+MAX_GATEWAYS = 16
+VERSIONS_FILE = REPO_ROOT / "scripts" / "setup" / "jars" / "versions.env"
+
+ENV_STATE_DIR = "OPSCTL_LOCAL_STATE_DIR"
+ENV_BASE_PORT = "OPSCTL_LOCAL_BASE_PORT"
+ENV_GATEWAYS = "OPSCTL_LOCAL_GATEWAYS"
+# Set in every process the stack starts; `down` sweeps by it, so nothing escapes.
+ENV_MARKER = "OPSCTL_LOCAL_STACK"
+
+Port = Annotated[int, Field(ge=1024, le=65535)]
+
+# Offsets from the base port. Gateways take consecutive ports from GATEWAY_OFFSET.
+PORT_OFFSETS: dict[str, int] = {
+    "redis": 0,
+    "kafka": 1,
+    "kafka_controller": 2,
+    "cassandra": 3,
+    "cassandra_storage": 4,
+    "prometheus": 5,
+    "alertmanager": 6,
+    "alert_webhook": 7,
+    "dispatcher": 8,
+}
+GATEWAY_OFFSET = 10
+PORT_BLOCK_SIZE = GATEWAY_OFFSET + MAX_GATEWAYS
+
+
+def _default_python() -> Path:
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return venv if venv.exists() else Path(sys.executable)
+
+
+class Ports(BaseModel):
+    """Every TCP port the stack listens on (all on 127.0.0.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis: Port
+    kafka: Port
+    kafka_controller: Port
+    cassandra: Port  # CQL native protocol
+    cassandra_storage: Port  # inter-node; unused by clients but bound
+    prometheus: Port
+    alertmanager: Port
+    # Where Alertmanager's webhook receiver posts; nothing of ours listens (tests may).
+    alert_webhook: Port
+    dispatcher: Port
+    gateway_first: Port
+
+    @classmethod
+    def from_base(cls, base: int, overrides: Mapping[str, int] | None = None) -> Ports:
+        values = {name: base + offset for name, offset in PORT_OFFSETS.items()}
+        values["gateway_first"] = base + GATEWAY_OFFSET
+        for name, port in (overrides or {}).items():
+            if name not in values:
+                known = ", ".join(values)
+                raise UserInputError(f"--port {name}=...: unknown port name; known: {known}")
+            values[name] = port
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise _input_error("ports", exc) from None
+
+    def gateway(self, index: int) -> int:
+        """Port of gateway ``index`` (0-based)."""
+        return self.gateway_first + index
+
+
+class LocalConfig(BaseModel):
+    """Everything `opsctl local up` needs; recorded in the state dir so down/status reuse it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dir: Path
+    ports: Ports
+    gateways: int = Field(default=DEFAULT_GATEWAYS, ge=1, le=MAX_GATEWAYS)
+    # Start migrate, the dispatcher and the gateways; False brings up only the infrastructure.
+    im: bool = True
+    infra_dir: Path = DEFAULT_INFRA_DIR
+    spec_stack: str = "local"
+    rule_globs: tuple[str, ...] = ("alerts/rules/*.yaml", "alerts/build/*.yaml")
+    repo_root: Path = REPO_ROOT
+    cache_dir: Path = Field(default_factory=cache_dir)
+    java: Path = Path("/usr/bin/java")
+    python: Path = Field(default_factory=_default_python)
+    redis_server: Path = Path("/usr/bin/redis-server")
+    prometheus: Path = Path("/usr/bin/prometheus")
+    alertmanager: Path = Path("/usr/bin/prometheus-alertmanager")
+    kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[mMgG]$")
+    cassandra_heap: str = Field(default="1G", pattern=r"^[0-9]+[mMgG]$")
+    jvm_quick_start: bool = True
+    # Extra or overriding server.properties entries (tuning, or breaking it on purpose in tests).
+    kafka_overrides: dict[str, str] = Field(default_factory=dict)
+    scrape_interval_s: int = Field(default=2, ge=1, le=60)
+    drain_window_s: int = Field(default=2, ge=0, le=300)
+    jwt_issuer: str = "im-local"
+    jwt_audience: str = "im-gateway"
+    kafka_topic: str = "im.messages"
+    cassandra_keyspace: str = "im"
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> LocalConfig:
+        seen: dict[int, str] = {}
+        named = [(name, getattr(self.ports, name)) for name in PORT_OFFSETS]
+        named += [(f"gateway {i + 1}", self.ports.gateway(i)) for i in range(self.gateways)]
+        for name, port in named:
+            if port > 65535:
+                raise ValueError(f"{name} port {port} is above 65535")
+            if port in seen:
+                raise ValueError(f"port {port} is used by both {seen[port]} and {name}")
+            seen[port] = name
+        return self
+
+    @property
+    def gateway_ids(self) -> list[str]:
+        return [f"gw-{i + 1}" for i in range(self.gateways)]
+
+    def recorded_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+
+def resolve_state_dir(state_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The state dir: explicit argument > $OPSCTL_LOCAL_STATE_DIR > .state/local."""
+    env = os.environ if env is None else env
+    if state_dir is None:
+        state_dir = Path(env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR) else DEFAULT_STATE_DIR
+    return state_dir.expanduser().resolve()
+
+
+def resolve_config(
+    *,
+    state_dir: Path | None = None,
+    base_port: int | None = None,
+    port_overrides: Mapping[str, int] | None = None,
+    gateways: int | None = None,
+    im: bool = True,
+    infra_dir: Path | None = None,
+    rule_globs: tuple[str, ...] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LocalConfig:
+    """Build the config: explicit argument > environment variable > default."""
+    env = os.environ if env is None else env
+    if base_port is None:
+        base_port = _env_int(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
+    if not 1024 <= base_port <= 65535 - PORT_BLOCK_SIZE:
+        raise UserInputError(
+            f"base port {base_port} is out of range: it must be 1024..{65535 - PORT_BLOCK_SIZE}"
+            f" (the stack uses {PORT_BLOCK_SIZE} ports from it)"
+        )
+    if gateways is None:
+        gateways = _env_int(env, ENV_GATEWAYS, DEFAULT_GATEWAYS)
+    values: dict[str, object] = {
+        "state_dir": resolve_state_dir(state_dir, env),
+        "ports": Ports.from_base(base_port, port_overrides),
+        "gateways": gateways,
+        "im": im,
+    }
+    if infra_dir is not None:
+        values["infra_dir"] = infra_dir
+    if rule_globs is not None:
+        values["rule_globs"] = rule_globs
+    try:
+        return LocalConfig.model_validate(values)
+    except ValidationError as exc:
+        raise _input_error("local stack config", exc) from None
+
+
+def parse_port_overrides(items: list[str]) -> dict[str, int]:
+    """``["kafka=19501", ...]`` from repeated --port flags."""
+    overrides: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise UserInputError(f"--port {item!r}: expected NAME=PORT, e.g. kafka=19501")
+        overrides[name.strip().replace("-", "_")] = int(value)
+    return overrides
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserInputError(f"{name}={raw!r}: not an integer") from None
+
+
+def _input_error(what: str, exc: ValidationError) -> UserInputError:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return UserInputError(f"invalid {what}: " + "; ".join(problems))
+
+
+def jvm_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """The Kafka/Cassandra versions pinned in scripts/setup/jars/versions.env."""
+    versions: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        versions[key.strip()] = value.strip()
+    return versions

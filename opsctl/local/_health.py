@@ -1,0 +1,192 @@
+"""Health checks that speak each component's own protocol, with a hard timeout.
+
+They are deliberately tiny protocol clients (no driver imports) so a check costs milliseconds:
+Redis PING, a Kafka Metadata request, a CQL OPTIONS + STARTUP handshake, an HTTP GET.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+
+
+class HealthCheck(Protocol):
+    def __call__(self, timeout_s: float) -> Health: ...
+
+    def describe(self) -> str: ...
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed by peer")
+        chunks += chunk
+    return bytes(chunks)
+
+
+@dataclass(frozen=True)
+class TcpCheck:
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"tcp {self.host}:{self.port}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s):
+                return Health(True, "accepting connections")
+        except OSError as exc:
+            return Health(False, f"connect {self.host}:{self.port}: {exc}")
+
+
+@dataclass(frozen=True)
+class RedisPing:
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"redis PING {self.host}:{self.port}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                reply = sock.recv(64)
+        except OSError as exc:
+            return Health(False, f"connect {self.host}:{self.port}: {exc}")
+        if reply.startswith(b"+PONG"):
+            return Health(True, "PONG")
+        return Health(False, f"unexpected reply {reply[:40]!r}")
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    host: str
+    port: int
+    path: str
+
+    def describe(self) -> str:
+        return f"GET http://{self.host}:{self.port}{self.path}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        try:
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+            response.read(4096)
+        except (OSError, http.client.HTTPException) as exc:
+            return Health(False, f"GET {self.path}: {exc}")
+        finally:
+            conn.close()
+        if response.status == 200:
+            return Health(True, f"GET {self.path} 200")
+        return Health(False, f"GET {self.path} returned {response.status}")
+
+
+@dataclass(frozen=True)
+class KafkaMetadataCheck:
+    """A Metadata v4 request (still supported by Kafka 3.x and 4.x): healthy when the broker
+    lists itself and a controller is elected."""
+
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"kafka metadata {self.host}:{self.port}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        client_id = b"opsctl-local"
+        # header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
+        header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
+        body = struct.pack(">i?", -1, False)  # topics=null (all), allow_auto_topic_creation
+        request = header + body
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+                sock.sendall(struct.pack(">i", len(request)) + request)
+                (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+                payload = _recv_exactly(sock, size)
+        except (OSError, struct.error) as exc:
+            return Health(False, f"metadata request to {self.host}:{self.port}: {exc}")
+        try:
+            brokers, controller = _parse_metadata_v4(payload)
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            return Health(False, f"unreadable metadata response: {exc}")
+        if not brokers:
+            return Health(False, "no brokers registered yet")
+        if controller < 0:
+            return Health(False, "no active controller yet")
+        listed = ", ".join(f"{host}:{port}" for host, port in brokers)
+        return Health(True, f"brokers {listed}, controller {controller}")
+
+
+def _parse_metadata_v4(payload: bytes) -> tuple[list[tuple[str, int]], int]:
+    pos = 4 + 4  # correlation_id, throttle_time_ms
+    (count,) = struct.unpack_from(">i", payload, pos)
+    pos += 4
+    brokers = []
+    for _ in range(max(count, 0)):
+        _node_id, host_len = struct.unpack_from(">ih", payload, pos)
+        pos += 6
+        host = payload[pos : pos + host_len].decode()
+        pos += host_len
+        (port, rack_len) = struct.unpack_from(">ih", payload, pos)
+        pos += 6 + max(rack_len, 0)
+        brokers.append((host, port))
+    (cluster_len,) = struct.unpack_from(">h", payload, pos)
+    pos += 2 + max(cluster_len, 0)
+    (controller,) = struct.unpack_from(">i", payload, pos)
+    return brokers, controller
+
+
+@dataclass(frozen=True)
+class CqlCheck:
+    """CQL native protocol v4: OPTIONS must answer SUPPORTED and STARTUP must answer READY."""
+
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"cql {self.host}:{self.port}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        startup_body = _cql_string_map({"CQL_VERSION": "3.0.0"})
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+                opcode, _ = _cql_exchange(sock, 0x05, b"", stream=1)  # OPTIONS
+                if opcode != 0x06:  # SUPPORTED
+                    return Health(False, f"OPTIONS answered opcode {opcode:#x}")
+                opcode, body = _cql_exchange(sock, 0x01, startup_body, stream=2)  # STARTUP
+        except (OSError, struct.error, ConnectionError) as exc:
+            return Health(False, f"cql handshake with {self.host}:{self.port}: {exc}")
+        if opcode == 0x02:  # READY
+            return Health(True, "CQL READY")
+        return Health(False, f"STARTUP answered opcode {opcode:#x}: {body[:80]!r}")
+
+
+def _cql_string_map(values: dict[str, str]) -> bytes:
+    out = struct.pack(">H", len(values))
+    for key, value in values.items():
+        for text in (key, value):
+            raw = text.encode()
+            out += struct.pack(">H", len(raw)) + raw
+    return out
+
+
+def _cql_exchange(sock: socket.socket, opcode: int, body: bytes, stream: int) -> tuple[int, bytes]:
+    sock.sendall(struct.pack(">BBhBi", 0x04, 0, stream, opcode, len(body)) + body)
+    _version, _flags, _stream, reply_opcode, length = struct.unpack(
+        ">BBhBi", _recv_exactly(sock, 9)
+    )
+    return reply_opcode, _recv_exactly(sock, length)

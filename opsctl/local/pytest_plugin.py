@@ -1,0 +1,69 @@
+"""pytest plugin: one real local stack per test session.
+
+Enable it in the root conftest with ``pytest_plugins = ["opsctl.local.pytest_plugin"]``.
+
+The ``local_stack`` fixture starts the whole stack once (in a temporary state dir, on a free
+block of ports), yields the running :class:`~opsctl.local.LocalStack` and stops it when the
+session ends. ``local_stack.info`` has every URL, port and the HS256 secret path; failure tests
+use ``local_stack.kill("gw-1")``, ``.stop(name)``, ``.start(name)`` and ``.restart(name)``, and
+should leave the component running again (``local_stack.up()`` restores whatever is down).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opsctl.errors import OpsctlError
+from opsctl.local._config import resolve_config
+from opsctl.local._procs import find_free_port_block
+from opsctl.local._stack import LocalStack
+
+_SESSION: dict[str, LocalStack] = {}
+
+
+def start_test_stack(state_dir: Path, *, im: bool = True, gateways: int = 2) -> LocalStack:
+    """Bring up a stack in ``state_dir`` on a free port block; pytest.fail() with the
+    component's log tail if it does not come up (nothing is left running then)."""
+    config = resolve_config(
+        state_dir=state_dir,
+        base_port=find_free_port_block(),
+        gateways=gateways,
+        im=im,
+        env={},  # the developer's OPSCTL_LOCAL_* must not leak into tests
+    )
+    stack = LocalStack(config)
+    try:
+        stack.up()
+    except OpsctlError as error:
+        hint = f"\n  hint: {error.hint}" if error.hint else ""
+        pytest.fail(f"local stack did not come up: {error.message}{hint}", pytrace=False)
+    return stack
+
+
+def _session_stack(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> LocalStack:
+    # One stack per session even if the fixture is reachable from several conftests.
+    if "stack" not in _SESSION:
+        state_dir = tmp_path_factory.mktemp("local-stack", numbered=True)
+        stack = start_test_stack(state_dir)
+        _SESSION["stack"] = stack
+
+        def _down() -> None:
+            _SESSION.pop("stack", None)
+            stack.down()
+
+        config.add_cleanup(_down)
+    return _SESSION["stack"]
+
+
+@pytest.fixture(scope="session")
+def local_stack(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> LocalStack:
+    """The running local stack (session-scoped): Redis, Kafka, Cassandra, Prometheus,
+    Alertmanager, the dispatcher and two gateways. Stopped when the session ends."""
+    return _session_stack(pytestconfig, tmp_path_factory)
+
+
+__all__ = ["local_stack", "start_test_stack"]

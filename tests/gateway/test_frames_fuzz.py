@@ -1,0 +1,91 @@
+"""Fuzz the parse/validate layer: whatever arrives, only ProtocolError (documented codes) or a
+valid frame comes out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.protocol import ALL_ERROR_CODES, CLIENT_OPS, ProtocolError, parse_frame
+
+pytestmark = pytest.mark.unit
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=20), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+field_names = st.sampled_from(
+    ["op", "ref", "device_id", "token", "sync", "cursors", "limit", "client_msg_id", "to",
+     "group_id", "body", "conversation_id", "seq", "kind", "users", "members"]
+)  # fmt: skip
+plausible = st.fixed_dictionaries(
+    {"op": st.sampled_from([*CLIENT_OPS, "bogus", ""])},
+    optional={
+        "ref": st.one_of(st.text(max_size=70), st.integers(), json_values),
+        "device_id": st.one_of(st.text(max_size=70), json_values),
+        "client_msg_id": st.text(max_size=70),
+        "to": st.one_of(st.text(max_size=20), st.none()),
+        "group_id": st.one_of(st.text(max_size=20), st.none()),
+        "body": st.one_of(st.text(max_size=100), json_values),
+        "conversation_id": st.sampled_from(["dm:a:b", "g:x", "dm:b:a", "x", ""]),
+        "seq": st.one_of(st.integers(), json_values),
+        "kind": st.sampled_from(["delivered", "read", "other"]),
+        "users": st.lists(st.text(max_size=10), max_size=5),
+        "members": st.one_of(st.lists(st.text(max_size=10), max_size=5), json_values),
+        "cursors": st.dictionaries(st.text(max_size=12), json_values, max_size=4),
+        "sync": st.one_of(json_values, st.fixed_dictionaries({"cursors": json_values})),
+        "limit": json_values,
+    },
+)
+
+
+def check(raw: str | bytes, max_bytes: int = 4096) -> None:
+    error: ProtocolError | None = None
+    try:
+        frame = parse_frame(raw, max_bytes)
+    except ProtocolError as exc:
+        error = exc
+    if error is not None:
+        assert error.code in ALL_ERROR_CODES
+        assert isinstance(error.message, str)
+        assert error.ref is None or (isinstance(error.ref, str) and len(error.ref) <= 64)
+        return
+    assert type(frame).__name__ in {"Hello", "Ping", "Send", "Receipt", "Sync", "Presence",
+                                    "Group"}  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=300))
+def test_arbitrary_text(raw: str) -> None:
+    check(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(raw: bytes) -> None:
+    check(raw)
+
+
+@settings(max_examples=600, deadline=None)
+@given(json_values)
+def test_arbitrary_json(value: Any) -> None:
+    check(json.dumps(value))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plausible, st.dictionaries(field_names, json_values, max_size=3))
+def test_plausible_frames(frame: dict[str, Any], noise: dict[str, Any]) -> None:
+    check(json.dumps(frame))
+    check(json.dumps({**frame, **noise}))
+
+
+def test_deep_nesting_is_a_protocol_error() -> None:
+    check("[" * 100000 + "]" * 100000, max_bytes=10**6)
+    check('{"op":"ping","ref":' + "[" * 5000 + "]" * 5000 + "}", max_bytes=10**6)
