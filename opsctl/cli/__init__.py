@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__, console
-from opsctl.cli import alerts, cluster, demo, local, playbooks, spec
+from opsctl.cli import alerts, cluster, dashboards, demo, local, playbooks, spec
 from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
 from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 # The one place command groups are registered.
 app.add_typer(spec.app, name="spec")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(local.app, name="local")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(playbooks.app, name="playbooks")

@@ -62,7 +62,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         pytest.fail(f"{missing.message}; {missing.hint or ''}", pytrace=False)
     # Imported here, not at module top: loading this plugin must not cost every pytest run the
     # Kubernetes client import (about a second).
-    from opsctl.cluster.kwok import KwokClusters  # noqa: PLC0415
+    from opsctl.cluster.kwok import KwokClusters
 
     plan = plan_clusters(DEFAULT_INFRA_DIR, TEST_STACK)[0]
     clusters = KwokClusters(tmp_path_factory.mktemp("kwok"), tools=tools)
@@ -76,7 +76,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 @pytest.fixture
 def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace labelled ``opsctl.test/run=<id>``, deleted after the test."""
-    from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta  # noqa: PLC0415
+    from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
 
     run_id = uuid.uuid4().hex[:8]
     name = f"t-{run_id}"
@@ -94,7 +94,7 @@ def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) ->
 
 def _wait_for_default_service_account(core: CoreV1Api, namespace: str) -> None:
     """Admission rejects pods until the controller-manager creates the namespace's 'default'."""
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException
 
     deadline = time.monotonic() + 30.0
     while True:
