@@ -49,6 +49,33 @@ InfraDirOption = Annotated[
 ]
 
 
+PrometheusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus-url",
+        help="Prometheus to query. [env: OPSCTL_PROMETHEUS_URL] [default: the local stack's]",
+        show_default=False,
+    ),
+]
+AlertmanagerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alertmanager-url",
+        help="Alertmanager to use. [env: OPSCTL_ALERTMANAGER_URL] [default: the local stack's]",
+        show_default=False,
+    ),
+]
+LocalStateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="State dir of the local stack to find endpoints in. [env: OPSCTL_LOCAL_STATE_DIR]",
+        file_okay=False,
+        show_default=False,
+    ),
+]
+
+
 @dataclass
 class RootOptions:
     """What the root callback saw; commands layer their own flags on top."""

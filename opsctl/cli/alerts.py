@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
+from opsctl.cli._options import (
+    AlertmanagerOption,
+    LocalStateDirOption,
+    OutputOption,
+    PrometheusOption,
+    StackOption,
+    settings,
+)
 from opsctl.settings import OutputFormat, Settings
 
 if TYPE_CHECKING:
@@ -163,3 +170,177 @@ def render(
     else:
         for shown in written:
             console.data_console().print(shown)
+
+
+@app.command("list")
+def list_alerts(
+    ctx: typer.Context,
+    *,
+    prometheus_url: PrometheusOption = None,
+    state_dir: LocalStateDirOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Firing and pending alerts from a Prometheus (default: the local stack's)."""
+    from rich.table import Table
+
+    from opsctl import console, endpoints
+    from opsctl.alerts import _live
+
+    resolved = settings(ctx, output=output)
+    target = endpoints.resolve(
+        prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
+    )
+    alerts = _live.list_alerts(target.prometheus)
+    if resolved.output is OutputFormat.json:
+        console.emit_json([alert.as_dict() for alert in alerts])
+        return
+    table = Table(title=f"alerts at {target.prometheus}", title_justify="left")
+    for column in ("state", "alert", "severity", "labels", "since"):
+        table.add_column(column, overflow="fold")
+    for alert in alerts:
+        extra = {k: v for k, v in alert.labels.items() if k not in {"alertname", "severity"}}
+        table.add_row(
+            alert.state,
+            alert.name,
+            alert.labels.get("severity", ""),
+            ", ".join(f"{k}={v}" for k, v in sorted(extra.items())),
+            alert.active_since or "",
+        )
+    console.data_console().print(table)
+    console.info(f"{sum(a.state == 'firing' for a in alerts)} firing, "
+                 f"{sum(a.state == 'pending' for a in alerts)} pending")  # fmt: skip
+
+
+silence_app = typer.Typer(help="Silences through the Alertmanager API v2.")
+app.add_typer(silence_app, name="silence")
+
+
+@silence_app.command("create")
+def silence_create(
+    ctx: typer.Context,
+    *,
+    author: Annotated[str, typer.Option(help="Who silences (required).")],
+    comment: Annotated[str, typer.Option(help="Why: a ticket or change id (required).")],
+    expires: Annotated[str, typer.Option(help="How long, e.g. 30m, 2h (required, at most 7d).")],
+    matcher: Annotated[
+        list[str] | None,
+        typer.Option("--matcher", "-m", help="name=value, name!=value, name=~regex (repeatable)."),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Scope to one namespace (deploy windows).")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Scope to one region (deploy windows).")
+    ] = None,
+    alertmanager_url: AlertmanagerOption = None,
+    state_dir: LocalStateDirOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Create a silence; every input is checked before anything is sent."""
+    from opsctl import console, endpoints
+    from opsctl.alerts import _live
+
+    resolved = settings(ctx, output=output)
+    request = _live.SilenceRequest.build(
+        matchers=matcher or [], author=author, comment=comment, expires=expires,
+        namespace=namespace, region=region,
+    )  # fmt: skip
+    target = endpoints.resolve(
+        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
+    )
+    silence_id = _live.create_silence(target.alertmanager, request)
+    if resolved.output is OutputFormat.json:
+        console.emit_json({"silenceID": silence_id, "expiresIn": expires})
+    else:
+        console.data_console().print(silence_id)
+        shown = ", ".join(_live.format_matcher(m) for m in request.matchers)
+        console.info(f"silenced for {expires}: {shown}")
+
+
+@silence_app.command("list")
+def silence_list(
+    ctx: typer.Context,
+    *,
+    include_expired: Annotated[bool, typer.Option(help="Also show expired silences.")] = False,
+    alertmanager_url: AlertmanagerOption = None,
+    state_dir: LocalStateDirOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Active and pending silences."""
+    from rich.table import Table
+
+    from opsctl import console, endpoints
+    from opsctl.alerts import _live
+
+    resolved = settings(ctx, output=output)
+    target = endpoints.resolve(
+        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
+    )
+    silences = _live.list_silences(target.alertmanager, include_expired=include_expired)
+    if resolved.output is OutputFormat.json:
+        console.emit_json(silences)
+        return
+    table = Table(title=f"silences at {target.alertmanager}", title_justify="left")
+    for column in ("id", "state", "matchers", "ends", "by", "comment"):
+        table.add_column(column, overflow="fold")
+    for silence in silences:
+        matchers = ", ".join(_live.format_matcher(m) for m in silence["matchers"])
+        table.add_row(silence["id"], silence["status"]["state"], matchers, silence["endsAt"],
+                      silence["createdBy"], silence["comment"])  # fmt: skip
+    console.data_console().print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    ctx: typer.Context,
+    silence_id: Annotated[str, typer.Argument(help="The silence to end now.")],
+    *,
+    alertmanager_url: AlertmanagerOption = None,
+    state_dir: LocalStateDirOption = None,
+) -> None:
+    """End a silence now."""
+    from opsctl import console, endpoints
+    from opsctl.alerts import _live
+
+    target = endpoints.resolve(
+        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
+    )
+    _live.expire_silence(target.alertmanager, silence_id)
+    console.info(f"expired {silence_id}")
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    *,
+    rules_dir: RulesDirOption = None,
+    prometheus_url: PrometheusOption = None,
+    state_dir: LocalStateDirOption = None,
+    stack: StackOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Rules in git against a live Prometheus's /api/v1/rules; exit 1 when they differ."""
+    from rich.table import Table
+
+    from opsctl import alerts, console, endpoints
+    from opsctl.alerts import _diff
+    from opsctl.errors import CheckFailed
+
+    resolved, spec = _spec(ctx, stack, output)
+    wanted = alerts.ruleset(spec, _sources(rules_dir))
+    target = endpoints.resolve(
+        prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
+    )
+    diffs = _diff.diff(wanted, target.prometheus)
+    if resolved.output is OutputFormat.json:
+        console.emit_json([d.as_dict() for d in diffs])
+    elif diffs:
+        table = Table(title=f"git ({resolved.stack}) vs {target.prometheus}", title_justify="left")
+        for column in ("change", "group", "rule", "detail"):
+            table.add_column(column, overflow="fold")
+        for entry in diffs:
+            table.add_row(entry.change, entry.group, entry.rule, entry.detail)
+        console.data_console().print(table)
+    if diffs:
+        raise CheckFailed(f"{len(diffs)} rules differ between git and {target.prometheus}")
+    console.info(f"[green]✓[/green] {target.prometheus} runs exactly the rules in git")

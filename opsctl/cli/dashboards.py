@@ -7,26 +7,19 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
+from opsctl.cli._options import (
+    LocalStateDirOption,
+    OutputOption,
+    PrometheusOption,
+    StackOption,
+    settings,
+)
 from opsctl.settings import OutputFormat
 
 app = typer.Typer(help="Grafana dashboards as code: build, lint against a live Prometheus, apply.")
 
 OutDirOption = Annotated[
     Path, typer.Option("--out", help="Directory to write into (created if missing).")
-]
-PrometheusOption = Annotated[
-    str | None,
-    typer.Option(
-        "--prometheus-url",
-        help="Prometheus to run every panel query against. [env: OPSCTL_PROMETHEUS_URL] "
-        "[default: the running local stack's]",
-        show_default=False,
-    ),
-]
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="State dir of the local stack to use.", file_okay=False),
 ]
 
 
@@ -61,7 +54,7 @@ def lint(
         bool, typer.Option(help="Also run every query against a live Prometheus.")
     ] = True,
     prometheus_url: PrometheusOption = None,
-    state_dir: StateDirOption = None,
+    state_dir: LocalStateDirOption = None,
     stack: StackOption = None,
     output: OutputOption = None,
 ) -> None:
