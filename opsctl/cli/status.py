@@ -1,0 +1,132 @@
+"""opsctl status: how every region of a stack is doing, in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opsctl.cli._options import LocalStateDirOption, OutputOption, StackOption, settings
+from opsctl.settings import OutputFormat
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from opsctl.status import RegionStatus
+
+
+def _number(value: float | None, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _short(error: str | None) -> str:
+    """Errors are long; the table shows the gist, `-o json` the whole text."""
+    if error is None:
+        return "-"
+    text = error.removeprefix("unreachable: ")
+    return "unreachable" + (f" ({text[:40]}…)" if len(text) > 40 else f" ({text})")
+
+
+def _table(stack: str, rows: list[RegionStatus]) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"status of '{stack}'", title_justify="left")
+    for column in ("region", "workloads", "conns", "msg/s", "p99", "SLO burn", "kafka lag",
+                   "cassandra", "redis", "firing"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if not row.reachable:
+            table.add_row(row.region, f"[red]{_short(row.kube_error)}[/red]", *[""] * 7,
+                          f"[red]{_short(row.prometheus_error)}[/red]")  # fmt: skip
+            continue
+        values = row.values
+        workloads = (
+            (row.kube_error or "-")
+            if row.workloads_desired is None
+            else (f"{row.workloads_ready}/{row.workloads_desired}")
+        )
+        burns = [b for b in row.slo_burn.values() if b is not None]
+        health = {None: "-", 0.0: "[red]down[/red]", 1.0: "ok"}
+        table.add_row(
+            row.region,
+            workloads,
+            _number(values.get("connections")),
+            _number(values.get("messages_per_s"), digits=1),
+            _number(None if values.get("delivery_p99_s") is None
+                    else values["delivery_p99_s"] * 1000, " ms"),  # type: ignore[operator]
+            _number(max(burns) if burns else None, "x", 2),
+            _number(values.get("kafka_lag")),
+            health.get(values.get("cassandra_up"), "?"),
+            health.get(values.get("redis_up"), "?"),
+            _short(row.prometheus_error) if row.prometheus_error
+            else (", ".join(row.firing) if row.firing else "none"),
+        )  # fmt: skip
+    return table
+
+
+def status(
+    ctx: typer.Context,
+    *,
+    prometheus_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prometheus-url",
+            help="REGION=URL of a region's Prometheus (repeatable; a bare URL for one region). "
+            "Default: the API server's service proxy, or the local stack's for stack local.",
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="Kubeconfig with the regions' contexts. [default: $KUBECONFIG, the "
+            "simulated clusters', ~/.kube/config]",
+            dir_okay=False,
+        ),
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="Refresh until interrupted.")] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between refreshes with --watch.", min=1)
+    ] = 5,
+    state_dir: LocalStateDirOption = None,
+    stack: StackOption = None,
+    output: OutputOption = None,
+) -> None:
+    """One row per region: workloads, load, p99, SLO burn, Kafka lag, stores and alerts."""
+    import time
+
+    from opsctl import console, endpoints
+    from opsctl import status as status_domain
+    from opsctl.errors import UserInputError
+    from opsctl.spec import load_stack
+
+    resolved = settings(ctx, stack=stack, output=output)
+    spec = load_stack(resolved.infra_dir, resolved.stack)
+    urls = status_domain.parse_prometheus_urls(prometheus_url or [], spec)
+    if spec.environment == "local" and len(urls) < len(spec.regions):
+        try:  # the local stack's Prometheus, when one is running
+            local = endpoints.resolve(local_state_dir=state_dir).prometheus
+            urls.setdefault(spec.regions[0].name, local)
+        except UserInputError:
+            pass
+    config = kubeconfig or status_domain.default_kubeconfig()
+
+    def rows() -> list[RegionStatus]:
+        return status_domain.collect(spec, kubeconfig=config, prometheus_urls=urls)
+
+    if resolved.output is OutputFormat.json:
+        console.emit_json([row.as_dict() for row in rows()])
+        return
+    if not watch:
+        console.data_console().print(_table(resolved.stack, rows()))
+        return
+    from rich.live import Live
+
+    with Live(
+        _table(resolved.stack, rows()), console=console.data_console(), auto_refresh=False
+    ) as live:
+        while True:
+            time.sleep(interval)
+            live.update(_table(resolved.stack, rows()), refresh=True)
