@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__, console
-from opsctl.cli import alerts, cluster, dashboards, demo, local, playbooks, spec
+from opsctl.cli import alerts, cluster, dashboards, demo, local, playbooks, spec, status
 from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
 from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
 
@@ -35,6 +35,7 @@ app.add_typer(local.app, name="local")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(playbooks.app, name="playbooks")
 app.command("demo")(demo.demo)
+app.command("status")(status.status)
 
 
 def _version(value: bool) -> None:
