@@ -76,6 +76,24 @@ LocalStateDirOption = Annotated[
 ]
 
 
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="Kubeconfig holding the regions' contexts. "
+        "[default: $KUBECONFIG, the simulated clusters', ~/.kube/config]",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Let the API server validate; change nothing.")
+]
+RegionOption = Annotated[
+    str | None, typer.Option("--region", "-r", help="Only this region (default: every region).")
+]
+
+
 @dataclass
 class RootOptions:
     """What the root callback saw; commands layer their own flags on top."""

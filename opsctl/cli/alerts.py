@@ -9,9 +9,12 @@ import typer
 
 from opsctl.cli._options import (
     AlertmanagerOption,
+    DryRunOption,
+    KubeconfigOption,
     LocalStateDirOption,
     OutputOption,
     PrometheusOption,
+    RegionOption,
     StackOption,
     settings,
 )
@@ -30,9 +33,6 @@ RulesDirOption = Annotated[
     typer.Option(
         "--rules-dir", help="Rule sources to use instead of alerts/rules.", file_okay=False
     ),
-]
-RegionOption = Annotated[
-    str | None, typer.Option("--region", "-r", help="Only this region (default: every region).")
 ]
 
 
@@ -146,17 +146,10 @@ def render(
     import yaml
 
     from opsctl import alerts, console
-    from opsctl.errors import UserInputError
+    from opsctl.kube import select_regions
 
     resolved, spec = _spec(ctx, stack, output)
-    regions = spec.regions
-    if region is not None:
-        regions = [r for r in spec.regions if r.name == region]
-        if not regions:
-            names = ", ".join(r.name for r in spec.regions)
-            raise UserInputError(
-                f"--region: '{region}' is not a region of '{resolved.stack}' ({names})"
-            )
+    regions = select_regions(spec, region)
     rules = alerts.ruleset(spec, _sources(rules_dir))
     written = []
     for target in regions:
@@ -344,3 +337,40 @@ def diff(
     if diffs:
         raise CheckFailed(f"{len(diffs)} rules differ between git and {target.prometheus}")
     console.info(f"[green]✓[/green] {target.prometheus} runs exactly the rules in git")
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    *,
+    region: RegionOption = None,
+    kubeconfig: KubeconfigOption = None,
+    dry_run: DryRunOption = False,
+    rules_dir: RulesDirOption = None,
+    stack: StackOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Server-side apply the PrometheusRules to each region's cluster (its kubeContext)."""
+    from opsctl import alerts, console
+    from opsctl.alerts._render import NAMESPACE
+    from opsctl.kube import apply_to_regions, default_kubeconfig, select_regions
+
+    resolved, spec = _spec(ctx, stack, output)
+    rules = alerts.ruleset(spec, _sources(rules_dir))
+    regions = select_regions(spec, region)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    applied = apply_to_regions(
+        regions,
+        lambda target: [namespace, *alerts.prometheus_rules(spec, target, rules)],
+        kubeconfig=kubeconfig or default_kubeconfig(),
+        dry_run=dry_run,
+    )
+    if resolved.output is OutputFormat.json:
+        console.emit_json({name: [str(o) for o in objs] for name, objs in applied.items()})
+    verb = "validated" if dry_run else "applied"
+    for name, objects in applied.items():
+        skipped = [o for o in objects if not o.validated]
+        if skipped:
+            console.warn(f"{name}: {len(skipped)} objects not validated: their namespace "
+                         "does not exist yet (a real apply creates it first)")  # fmt: skip
+        console.info(f"[green]✓[/green] {name}: {verb} {len(objects) - 1} PrometheusRules")

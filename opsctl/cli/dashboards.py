@@ -8,9 +8,12 @@ from typing import Annotated
 import typer
 
 from opsctl.cli._options import (
+    DryRunOption,
+    KubeconfigOption,
     LocalStateDirOption,
     OutputOption,
     PrometheusOption,
+    RegionOption,
     StackOption,
     settings,
 )
@@ -109,3 +112,42 @@ def render(
     else:
         for shown in written:
             console.data_console().print(shown)
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    *,
+    region: RegionOption = None,
+    kubeconfig: KubeconfigOption = None,
+    dry_run: DryRunOption = False,
+    stack: StackOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region."""
+    from opsctl import console, dashboards
+    from opsctl.dashboards._configmaps import NAMESPACE
+    from opsctl.kube import apply_to_regions, default_kubeconfig, select_regions
+    from opsctl.spec import Region, load_stack
+
+    resolved = settings(ctx, stack=stack, output=output)
+    spec = load_stack(resolved.infra_dir, resolved.stack)
+    regions = select_regions(spec, region)
+    built = dashboards.build_all(spec)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+
+    def objects_for(target: Region) -> list[dict[str, object]]:
+        return [namespace, *dashboards.configmaps(spec, target, built)]
+
+    applied = apply_to_regions(
+        regions, objects_for, kubeconfig=kubeconfig or default_kubeconfig(), dry_run=dry_run
+    )
+    if resolved.output is OutputFormat.json:
+        console.emit_json({name: [str(o) for o in objs] for name, objs in applied.items()})
+    verb = "validated" if dry_run else "applied"
+    for name, objects in applied.items():
+        skipped = [o for o in objects if not o.validated]
+        if skipped:
+            console.warn(f"{name}: {len(skipped)} objects not validated: their namespace "
+                         "does not exist yet (a real apply creates it first)")  # fmt: skip
+        console.info(f"[green]✓[/green] {name}: {verb} {len(objects) - 1} dashboard ConfigMaps")

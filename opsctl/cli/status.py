@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opsctl.cli._options import LocalStateDirOption, OutputOption, StackOption, settings
+from opsctl.cli._options import (
+    KubeconfigOption,
+    LocalStateDirOption,
+    OutputOption,
+    StackOption,
+    settings,
+)
 from opsctl.settings import OutputFormat
 
 if TYPE_CHECKING:
@@ -78,14 +83,7 @@ def status(
             "Default: the API server's service proxy, or the local stack's for stack local.",
         ),
     ] = None,
-    kubeconfig: Annotated[
-        Path | None,
-        typer.Option(
-            help="Kubeconfig with the regions' contexts. [default: $KUBECONFIG, the "
-            "simulated clusters', ~/.kube/config]",
-            dir_okay=False,
-        ),
-    ] = None,
+    kubeconfig: KubeconfigOption = None,
     watch: Annotated[bool, typer.Option(help="Refresh until interrupted.")] = False,
     interval: Annotated[
         float, typer.Option(help="Seconds between refreshes with --watch.", min=1)
@@ -100,6 +98,7 @@ def status(
     from opsctl import console, endpoints
     from opsctl import status as status_domain
     from opsctl.errors import UserInputError
+    from opsctl.kube import default_kubeconfig
     from opsctl.spec import load_stack
 
     resolved = settings(ctx, stack=stack, output=output)
@@ -111,7 +110,7 @@ def status(
             urls.setdefault(spec.regions[0].name, local)
         except UserInputError:
             pass
-    config = kubeconfig or status_domain.default_kubeconfig()
+    config = kubeconfig or default_kubeconfig()
 
     def rows() -> list[RegionStatus]:
         return status_domain.collect(spec, kubeconfig=config, prometheus_urls=urls)

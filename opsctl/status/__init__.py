@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,17 +9,7 @@ from opsctl.errors import UserInputError
 from opsctl.spec import StackSpec
 from opsctl.status._collect import QUERIES, RegionStatus, region_status
 
-__all__ = ["QUERIES", "RegionStatus", "collect", "default_kubeconfig", "parse_prometheus_urls"]
-
-
-def default_kubeconfig() -> Path | None:
-    """$KUBECONFIG, else the simulated clusters' kubeconfig when present, else ~/.kube/config."""
-    if os.environ.get("KUBECONFIG"):
-        return Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-    from opsctl.cluster.kwok import default_state_dir
-
-    kwok = default_state_dir() / "kubeconfig"
-    return kwok if kwok.is_file() else None
+__all__ = ["QUERIES", "RegionStatus", "collect", "parse_prometheus_urls"]
 
 
 def parse_prometheus_urls(values: list[str], spec: StackSpec) -> dict[str, str]:
