@@ -13,7 +13,18 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__, console
-from opsctl.cli import alerts, cluster, dashboards, demo, local, playbooks, spec, status
+from opsctl.cli import (
+    alerts,
+    cluster,
+    dashboards,
+    demo,
+    infra,
+    local,
+    playbooks,
+    render,
+    spec,
+    status,
+)
 from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
 from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
 
@@ -34,6 +45,8 @@ app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(local.app, name="local")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(playbooks.app, name="playbooks")
+app.add_typer(infra.app, name="infra")
+app.command("render")(render.render)
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 

@@ -1,0 +1,216 @@
+"""Pulumi components of the IM stack, built from ``opsctl.stack``'s plain plans.
+
+Type tokens: ``imstack:region:Region`` per region, and one child component per part,
+``imstack:<part>:<Part>`` (``imstack:kafka:Kafka``, ...). Ordering is explicit: a part depends
+on the parts its builder names; inside a part, objects depend on the part's Helm releases
+(which install the CRDs) and Jobs on the part's other objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.imstack.resources import create, resource_name
+from opsctl.spec import StackSpec
+from opsctl.stack import (
+    Component,
+    RegionPlan,
+    build_stack,
+    check_kube_contexts,
+    kubeconfig_paths,
+)
+from opsctl.stack import _names as names
+
+TYPE_PREFIX = "imstack"
+# pulumi-kubernetes waits for this condition before dependants go ahead (generic await).
+_WAIT_READY = {"pulumi.com/waitFor": "condition=Ready"}
+
+
+@dataclass
+class Shared:
+    """What one region hands to the others: providers and the root CA's Certificate."""
+
+    providers: dict[str, k8s.Provider] = field(default_factory=dict)
+    root_ca: pulumi.Resource | None = None
+
+
+class PartComponent(pulumi.ComponentResource):
+    """One part of a region (platform, pki, monitoring, kafka, cassandra, redis, gateway)."""
+
+    def __init__(
+        self,
+        region: str,
+        part: Component,
+        provider: k8s.Provider,
+        shared: Shared,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__(
+            f"{TYPE_PREFIX}:{part.name}:{part.type_name}", f"{region}-{part.name}", None, opts
+        )
+        self.releases = [self._release(region, release, provider) for release in part.releases]
+        self.copies = [
+            self._secret_copy(region, copy, provider, shared) for copy in part.secret_copies
+        ]
+        ready: list[pulumi.Resource] = [*self.releases, *self.copies]
+        self.objects: list[pulumi.Resource] = []
+        for built in part.objects:
+            waits = ready + (self.objects if built["kind"] == "Job" else [])
+            manifest = _with_pulumi_hints(built)
+            created = create(
+                region,
+                manifest,
+                pulumi.ResourceOptions(parent=self, provider=provider, depends_on=waits),
+            )
+            self.objects.append(created)
+            if (
+                manifest["kind"] == "Certificate"
+                and manifest["metadata"]["name"] == names.ROOT_CA_SECRET
+            ):
+                shared.root_ca = created
+        self.charts = [
+            k8s.helm.v4.Chart(
+                f"{region}/{chart.name}",
+                chart=str(chart.path),
+                namespace=chart.namespace,
+                values=chart.values,
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=provider, depends_on=[*ready, *self.objects]
+                ),
+            )
+            for chart in part.charts
+        ]
+        self.register_outputs(
+            {
+                "releases": [release.name for release in part.releases],
+                "objects": [resource_name(region, m) for m in part.objects],
+            }
+        )
+
+    def _release(self, region: str, release: Any, provider: k8s.Provider) -> k8s.helm.v3.Release:
+        return k8s.helm.v3.Release(
+            f"{region}/{release.name}",
+            k8s.helm.v3.ReleaseArgs(
+                name=release.name,
+                namespace=release.namespace,
+                chart=release.chart,
+                version=release.version,
+                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=release.repo),
+                values=release.values,
+                create_namespace=False,  # the platform part owns namespaces
+                atomic=True,
+                timeout=900,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+
+    def _secret_copy(
+        self, region: str, copy: Any, provider: k8s.Provider, shared: Shared
+    ) -> k8s.core.v1.Secret:
+        source_provider = shared.providers[copy.source_region]
+        source = k8s.core.v1.Secret.get(
+            f"{region}/source/{copy.source_region}/{copy.source_namespace}/{copy.source_name}",
+            f"{copy.source_namespace}/{copy.source_name}",
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=source_provider,
+                depends_on=[shared.root_ca] if shared.root_ca is not None else [],
+                additional_secret_outputs=["data"],
+            ),
+        )
+        return k8s.core.v1.Secret(
+            f"{region}/secret/{copy.namespace}/{copy.name}",
+            metadata={
+                "name": copy.name,
+                "namespace": copy.namespace,
+                "labels": {**names.MANAGED_BY, names.REGION_LABEL: region},
+                "annotations": {"im.platform/copied-from": copy.source_region},
+            },
+            type=copy.type,
+            data=pulumi.Output.secret(cast(Any, source.data)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, additional_secret_outputs=["data"]
+            ),
+        )
+
+
+def _with_pulumi_hints(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Certificates gate their dependants on Ready (cross-region copies read the CA's Secret)."""
+    if manifest["kind"] != "Certificate":
+        return manifest
+    meta = dict(manifest["metadata"])
+    meta["annotations"] = {**meta.get("annotations", {}), **_WAIT_READY}
+    return {**manifest, "metadata": meta}
+
+
+class RegionComponent(pulumi.ComponentResource):
+    """``imstack:region:Region``: a region's provider and every part, in dependency order."""
+
+    def __init__(
+        self,
+        plan: RegionPlan,
+        shared: Shared,
+        kubeconfig: str | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        region = plan.region
+        super().__init__(f"{TYPE_PREFIX}:region:Region", region.name, None, opts)
+        provider_args: dict[str, Any] = {"context": region.kube_context}
+        if kubeconfig:
+            provider_args["kubeconfig"] = kubeconfig
+        self.provider = k8s.Provider(
+            f"{region.name}-k8s", **provider_args, opts=pulumi.ResourceOptions(parent=self)
+        )
+        shared.providers[region.name] = self.provider
+        self.parts: dict[str, PartComponent] = {}
+        for part in plan.components:
+            self.parts[part.name] = PartComponent(
+                region.name,
+                part,
+                self.provider,
+                shared,
+                pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.parts[dep] for dep in part.depends_on]
+                ),
+            )
+        self.endpoints = plan.endpoints
+        self.register_outputs({"kubeContext": region.kube_context, "endpoints": plan.endpoints})
+
+
+@dataclass
+class StackComponents:
+    regions: dict[str, RegionComponent]
+
+
+def build_program(
+    spec: StackSpec,
+    *,
+    kubeconfig: str | None = None,
+    dashboards: Sequence[dict[str, Any]] | None = None,
+    file: str = "<pulumi config imstack:spec>",
+) -> StackComponents:
+    """Validate everything first (exit-2 class errors name the field), then declare resources."""
+    paths = [Path(kubeconfig)] if kubeconfig else kubeconfig_paths()
+    check_kube_contexts(spec, paths, file=file)
+    plan = build_stack(spec, dashboards=dashboards, file=file)
+    shared = Shared()
+    # The primary first: the others copy its root CA.
+    ordered = sorted(plan.regions, key=lambda r: r.region.role != "primary")
+    regions = {
+        region_plan.region.name: RegionComponent(region_plan, shared, kubeconfig)
+        for region_plan in ordered
+    }
+    pulumi.export(
+        "regions",
+        {
+            name: {"kubeContext": spec.region(name).kube_context, "endpoints": component.endpoints}
+            for name, component in regions.items()
+        },
+    )
+    return StackComponents(regions=regions)

@@ -1,0 +1,230 @@
+"""Cassandra with cass-operator: one CassandraDatacenter per region, all in one cluster.
+
+Each region's datacenter seeds from the other regions' published seed names, and a Job in the
+primary region sets NetworkTopologyStrategy replication for the app keyspace (and the system
+keyspaces that must span DCs) with each region's replication factor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsctl.spec import Region, StackSpec
+from opsctl.stack import _names as n
+from opsctl.stack._certs import CASSANDRA_INTERNODE_TLS_SECRET
+from opsctl.stack._k8s import RESTRICTED_CONTAINER
+from opsctl.stack._model import Component, HelmRelease, Manifest
+from opsctl.stack._names import small
+from opsctl.stack._sizing import profile
+from opsctl.stack._versions import CASS_OPERATOR, CASSANDRA_SERVER_VERSION, CASSANDRA_TOOLS_IMAGE
+
+API = "cassandra.datastax.com/v1beta1"
+SUPERUSER_SECRET = f"{n.CASSANDRA_CLUSTER}-superuser"
+TLS_DIR = "/etc/cassandra-tls"
+# Keyspaces whose data must exist in every DC (auth would fail over badly otherwise).
+SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
+
+
+def _release(region: Region) -> HelmRelease:
+    return HelmRelease(
+        name="cass-operator",
+        namespace=n.CASS_OPERATOR_NAMESPACE,
+        chart=CASS_OPERATOR.chart,
+        repo=CASS_OPERATOR.repo,
+        version=CASS_OPERATOR.version,
+        values={
+            "global": {"clusterScoped": True},
+            "replicaCount": 1,
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+            },
+            "admissionWebhooks": {"enabled": not small(region)},
+        },
+    )
+
+
+def replication(spec: StackSpec) -> dict[str, Any]:
+    """NetworkTopologyStrategy: each region's datacenter keeps its spec'd number of replicas."""
+    return {
+        "class": "NetworkTopologyStrategy",
+        **{region.name: region.cassandra.replication_factor for region in spec.regions},
+    }
+
+
+def _racks(region: Region) -> list[dict[str, Any]]:
+    # One rack per zone (as many as there are nodes to fill them): replicas land in distinct
+    # zones because NetworkTopologyStrategy places them on distinct racks.
+    zones = region.zones[: min(region.cassandra.nodes, len(region.zones))]
+    return [{"name": zone, "nodeAffinityLabels": {n.ZONE_KEY: zone}} for zone in zones]
+
+
+def datacenter(spec: StackSpec, region: Region) -> Manifest:
+    cassandra = region.cassandra
+    seeds = [n.cassandra_seed_host(spec, peer) for peer in spec.regions if peer.name != region.name]
+    pod_resources = profile("cassandra", region)
+    dc_spec: dict[str, Any] = {
+        "clusterName": n.CASSANDRA_CLUSTER,
+        "serverType": "cassandra",
+        "serverVersion": CASSANDRA_SERVER_VERSION,
+        "size": cassandra.nodes,
+        "racks": _racks(region),
+        "resources": pod_resources,
+        "superuserSecretName": SUPERUSER_SECRET,
+        "storageConfig": {
+            "cassandraDataVolumeClaimSpec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": cassandra.storage}},
+            }
+        },
+        "config": {
+            "cassandra-yaml": {
+                "num_tokens": 16,
+                "authenticator": "PasswordAuthenticator",
+                "authorizer": "CassandraAuthorizer",
+                "server_encryption_options": {
+                    "internode_encryption": "all",
+                    "ssl_context_factory": {
+                        "class_name": "org.apache.cassandra.security.PEMBasedSslContextFactory"
+                    },
+                    "keystore": f"{TLS_DIR}/tls-combined.pem",
+                    "truststore": f"{TLS_DIR}/ca.crt",
+                    "require_client_auth": True,
+                },
+            },
+            "jvm-server-options": {
+                "initial_heap_size": "512M" if small(region) else "8G",
+                "max_heap_size": "512M" if small(region) else "8G",
+            },
+        },
+        "podTemplateSpec": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "cassandra",
+                        "volumeMounts": [
+                            {"name": "internode-tls", "mountPath": TLS_DIR, "readOnly": True}
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {
+                        "name": "internode-tls",
+                        "secret": {"secretName": CASSANDRA_INTERNODE_TLS_SECRET},
+                    }
+                ],
+            }
+        },
+    }
+    if seeds:
+        dc_spec["additionalSeeds"] = seeds
+    meta = n.metadata(spec, region, "cassandra", region.name, n.DATA_NAMESPACE)
+    meta["annotations"] = {
+        # Published for the other regions' additionalSeeds (external-dns).
+        "im.platform/seed-host": n.cassandra_seed_host(spec, region),
+    }
+    return {"apiVersion": API, "kind": "CassandraDatacenter", "metadata": meta, "spec": dc_spec}
+
+
+def _cql_map(mapping: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"'{key}': '{value}'" for key, value in mapping.items()) + "}"
+
+
+def keyspace_cql(spec: StackSpec) -> str:
+    strategy = _cql_map(replication(spec))
+    lines = [
+        f"CREATE KEYSPACE IF NOT EXISTS {n.CASSANDRA_KEYSPACE} WITH replication = {strategy};",
+        f"ALTER KEYSPACE {n.CASSANDRA_KEYSPACE} WITH replication = {strategy};",
+    ]
+    lines += [f"ALTER KEYSPACE {name} WITH replication = {strategy};" for name in SYSTEM_KEYSPACES]
+    return "\n".join(lines) + "\n"
+
+
+def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
+    """The CQL as a ConfigMap and a Job that applies it (idempotent; retried until all DCs up)."""
+    name = "im-cassandra-keyspace"
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": n.metadata(spec, region, "cassandra", name, n.DATA_NAMESPACE),
+        "data": {"keyspace.cql": keyspace_cql(spec)},
+    }
+    host = n.cassandra_service(region).split(":")[0]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": n.metadata(spec, region, "cassandra", name, n.DATA_NAMESPACE),
+        "spec": {
+            "backoffLimit": 30,
+            "template": {
+                "metadata": {"labels": n.labels(spec, region, "cassandra")},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 999,
+                        "runAsGroup": 999,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "cqlsh",
+                            "image": CASSANDRA_TOOLS_IMAGE,
+                            "command": [
+                                "sh",
+                                "-c",
+                                f'cqlsh "{host}" {n.CASSANDRA_CQL_PORT} -u "$CQL_USER" '
+                                '-p "$CQL_PASSWORD" -f /cql/keyspace.cql',
+                            ],
+                            "env": [
+                                {
+                                    "name": "CQL_USER",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": SUPERUSER_SECRET,
+                                            "key": "username",
+                                        }
+                                    },
+                                },
+                                {
+                                    "name": "CQL_PASSWORD",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": SUPERUSER_SECRET,
+                                            "key": "password",
+                                        }
+                                    },
+                                },
+                                {"name": "HOME", "value": "/tmp"},
+                            ],
+                            "resources": profile("job", region),
+                            "securityContext": RESTRICTED_CONTAINER,
+                            "volumeMounts": [
+                                {"name": "cql", "mountPath": "/cql", "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "cql", "configMap": {"name": name}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+    return [config, job]
+
+
+def build(spec: StackSpec, region: Region) -> Component:
+    objects = [datacenter(spec, region)]
+    if region.role == "primary":
+        objects += keyspace_objects(spec, region)
+    return Component(
+        name="cassandra",
+        type_name="Cassandra",
+        releases=(_release(region),),
+        objects=tuple(objects),
+        depends_on=("platform", "pki"),
+    )

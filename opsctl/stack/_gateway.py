@@ -1,0 +1,106 @@
+"""The gateway and dispatcher through our chart (charts/im-gateway), with values from the spec.
+
+Backend endpoints come from the same names the Kafka, Redis and Cassandra builders create.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from opsctl.paths import REPO_ROOT
+from opsctl.spec import Region, StackSpec
+from opsctl.stack import _names as n
+from opsctl.stack._model import Component, LocalChart
+from opsctl.stack._sizing import profile
+
+CHART_PATH = REPO_ROOT / "charts" / "im-gateway"
+
+
+def image_values(reference: str) -> dict[str, str]:
+    """Split registry/name:tag[@sha256:...] into the chart's repository/tag/digest."""
+    name, _, digest = reference.partition("@")
+    repository, tag = name, ""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = name.rsplit(":", 1)
+    values = {"repository": repository, "tag": tag}
+    if digest:
+        values["digest"] = digest
+    return values
+
+
+def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
+    gateway, dispatcher = region.gateway, region.dispatcher
+    data_ns = {"matchLabels": {"kubernetes.io/metadata.name": n.DATA_NAMESPACE}}
+    return {
+        "region": region.name,
+        "commonLabels": {n.ENVIRONMENT_LABEL: spec.environment},
+        "kafka": {"bootstrap": n.kafka_bootstrap(region), "topic": n.MESSAGE_TOPIC},
+        "redis": {"url": n.redis_url(region)},
+        "cassandra": {
+            "hosts": n.cassandra_service(region),
+            "keyspace": n.CASSANDRA_KEYSPACE,
+            "datacenter": region.name,
+        },
+        "gateway": {
+            "image": image_values(spec.images.gateway),
+            "drainWindowSeconds": n.drain_window_seconds(spec, region),
+            # Headroom above the HPA target so a pod can absorb a neighbour's reconnects.
+            "limits": {"maxConnections": math.ceil(gateway.connections_per_pod * 1.2)},
+            "resources": profile("gateway", region),
+            "podAntiAffinity": "soft" if n.small(region) else "hard",
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": gateway.replicas,
+                "maxReplicas": gateway.max_replicas,
+                "connectionsPerPod": gateway.connections_per_pod,
+            },
+        },
+        "dispatcher": {
+            "image": image_values(spec.images.dispatcher),
+            "replicas": dispatcher.replicas,
+            "resources": profile("dispatcher", region),
+            "autoscaling": {
+                "enabled": dispatcher.max_replicas > dispatcher.replicas,
+                "minReplicas": dispatcher.replicas,
+                "maxReplicas": dispatcher.max_replicas,
+            },
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "kafka": {
+                "namespaceSelector": data_ns,
+                "podSelector": {"matchLabels": {"strimzi.io/cluster": n.KAFKA_CLUSTER}},
+                "ports": [n.KAFKA_PORTS["plain"], n.KAFKA_PORTS["tls"]],
+            },
+            "redis": {
+                # The operator's pod labels differ by Redis kind; the namespace and port suffice.
+                "namespaceSelector": data_ns,
+                "podSelector": {"matchLabels": {}},
+                "ports": [n.REDIS_PORT],
+            },
+            "cassandra": {
+                "namespaceSelector": data_ns,
+                "podSelector": {
+                    "matchLabels": {"cassandra.datastax.com/cluster": n.CASSANDRA_CLUSTER}
+                },
+                "ports": [n.CASSANDRA_CQL_PORT],
+            },
+        },
+    }
+
+
+def build(spec: StackSpec, region: Region) -> Component:
+    chart = LocalChart(
+        name=n.GATEWAY_RELEASE,
+        namespace=n.APP_NAMESPACE,
+        path=CHART_PATH,
+        values=chart_values(spec, region),
+    )
+    return Component(
+        name="gateway",
+        type_name="Gateway",
+        charts=(chart,),
+        depends_on=("platform", "pki", "monitoring", "kafka", "cassandra", "redis"),
+    )

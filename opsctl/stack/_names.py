@@ -1,0 +1,122 @@
+"""Names, namespaces, labels and endpoints shared by the builders (and the chart values).
+
+The gateway's backend URLs are computed here from the same names the Kafka, Redis and
+Cassandra builders use, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from opsctl.spec import Region, StackSpec
+
+APP_NAMESPACE = "im"
+DATA_NAMESPACE = "im-data"
+MONITORING_NAMESPACE = "monitoring"
+CERT_MANAGER_NAMESPACE = "cert-manager"
+STRIMZI_NAMESPACE = "strimzi"
+CASS_OPERATOR_NAMESPACE = "cass-operator"
+REDIS_OPERATOR_NAMESPACE = "redis-operator"
+
+GATEWAY_RELEASE = "im-gateway"
+KAFKA_CLUSTER = "im-kafka"
+MESSAGE_TOPIC = "im.messages"
+CASSANDRA_CLUSTER = "im"
+CASSANDRA_KEYSPACE = "im"
+REDIS_NAME = "im-redis"
+MONITORING_RELEASE = "kube-prometheus-stack"  # the PrometheusRule selector matches this name
+
+ROOT_CA_SECRET = "im-root-ca"
+CA_ISSUER = "im-ca"
+SELF_SIGNED_ISSUER = "im-selfsigned"
+
+# Outside names for what crosses regions. The spec has no DNS zone yet; this is the convention
+# external-dns publishes (see infra/README.md).
+DNS_SUFFIX = "im.internal"
+
+ZONE_KEY = "topology.kubernetes.io/zone"
+REGION_LABEL = "im.platform/region"
+ENVIRONMENT_LABEL = "im.platform/environment"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "imstack", "app.kubernetes.io/part-of": "im-platform"}
+
+KAFKA_PORTS = {"plain": 9092, "tls": 9093, "external": 9094}
+CASSANDRA_CQL_PORT = 9042
+CASSANDRA_INTERNODE_PORT = 7001  # TLS storage port
+REDIS_PORT = 6379
+
+
+def labels(spec: StackSpec, region: Region, component: str) -> dict[str, str]:
+    return {
+        **MANAGED_BY,
+        COMPONENT_LABEL: component,
+        REGION_LABEL: region.name,
+        ENVIRONMENT_LABEL: spec.environment,
+    }
+
+
+def metadata(
+    spec: StackSpec, region: Region, component: str, name: str, namespace: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels(spec, region, component)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def region_domain(spec: StackSpec, region: Region) -> str:
+    return f"{region.name}.{spec.environment}.{DNS_SUFFIX}"
+
+
+def kafka_bootstrap(region: Region) -> str:
+    del region  # the same in-cluster name in every region
+    return f"{KAFKA_CLUSTER}-kafka-bootstrap.{DATA_NAMESPACE}.svc:{KAFKA_PORTS['plain']}"
+
+
+def kafka_external_bootstrap(spec: StackSpec, region: Region) -> str:
+    return f"kafka-bootstrap.{region_domain(spec, region)}:{KAFKA_PORTS['external']}"
+
+
+def cassandra_service(region: Region) -> str:
+    # cass-operator names the client Service <cluster>-<datacenter>-service.
+    return f"{CASSANDRA_CLUSTER}-{region.name}-service.{DATA_NAMESPACE}.svc:{CASSANDRA_CQL_PORT}"
+
+
+def cassandra_seed_host(spec: StackSpec, region: Region) -> str:
+    return f"cassandra-seeds.{region_domain(spec, region)}"
+
+
+def redis_kind(region: Region) -> str:
+    """Which custom resource of the Redis operator serves this region's sizing."""
+    if region.redis.shards > 1:
+        return "RedisCluster"
+    return "RedisReplication" if region.redis.replicas_per_shard > 0 else "Redis"
+
+
+def redis_url(region: Region) -> str:
+    # The operator names the client Service after the resource; a cluster's is <name>-leader.
+    service = {
+        "RedisCluster": f"{REDIS_NAME}-leader",
+        "RedisReplication": f"{REDIS_NAME}-master",
+        "Redis": REDIS_NAME,
+    }[redis_kind(region)]
+    return f"redis://{service}.{DATA_NAMESPACE}.svc:{REDIS_PORT}/0"
+
+
+def small(region: Region) -> bool:
+    """Sizing class: a region under 100k peak users gets the small resource profile."""
+    return region.peak_concurrent_users < 100_000
+
+
+def drain_window_seconds(spec: StackSpec, region: Region) -> int:
+    """Seconds over which one draining gateway pod asks its clients to reconnect.
+
+    The region gets its share (by peak users) of the stack's reconnect budget; one pod's
+    connections spread over the window must fit in it. Clamped to 30 s .. 10 min.
+    """
+    total = sum(r.peak_concurrent_users for r in spec.regions) or 1
+    share = max(region.peak_concurrent_users / total, 1 / len(spec.regions))
+    budget = spec.reconnect_budget.reconnects_per_second * share
+    window = math.ceil(region.gateway.connections_per_pod / budget)
+    return min(max(window, 30), 600)

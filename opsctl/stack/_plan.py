@@ -1,0 +1,81 @@
+"""Assemble every component of every region, in dependency order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opsctl.spec import Region, StackSpec
+from opsctl.stack import _cassandra, _certs, _gateway, _kafka, _monitoring, _platform, _redis
+from opsctl.stack import _names as n
+from opsctl.stack._model import Component, RegionPlan, StackPlan
+
+if TYPE_CHECKING:
+    from opsctl.alerts import RuleSet
+
+COMPONENT_ORDER = ("platform", "pki", "monitoring", "kafka", "cassandra", "redis", "gateway")
+
+
+def build_region(
+    spec: StackSpec,
+    region: Region,
+    *,
+    rules: RuleSet | None = None,
+    dashboards: Sequence[dict[str, Any]] = (),
+    file: str = "<stack spec>",
+) -> RegionPlan:
+    """Every object and release of one region. Raises InvalidInputFile for unbuildable specs."""
+    _redis.check(spec, file)
+    if rules is None:
+        from opsctl.alerts import ruleset
+
+        rules = ruleset(spec)
+    components: tuple[Component, ...] = (
+        _platform.build(spec, region),
+        _certs.build(spec, region),
+        _monitoring.build(spec, region, rules, dashboards),
+        _kafka.build(spec, region),
+        _cassandra.build(spec, region),
+        _redis.build(spec, region),
+        _gateway.build(spec, region),
+    )
+    return RegionPlan(
+        region=region,
+        components=components,
+        endpoints={
+            "kafka": n.kafka_bootstrap(region),
+            "kafkaExternal": n.kafka_external_bootstrap(spec, region),
+            "redis": n.redis_url(region),
+            "cassandra": n.cassandra_service(region),
+            "cassandraSeed": n.cassandra_seed_host(spec, region),
+        },
+    )
+
+
+def build_stack(
+    spec: StackSpec,
+    *,
+    regions: Sequence[str] | None = None,
+    dashboards: Sequence[dict[str, Any]] | None = None,
+    file: str = "<stack spec>",
+) -> StackPlan:
+    """Plans for the named regions (all by default); rules and dashboards are built once.
+
+    ``dashboards`` defaults to the project's own set (dashboards/), built from the spec.
+    """
+    from opsctl.alerts import ruleset
+    from opsctl.dashboards import build_all
+
+    if dashboards is None:
+        dashboards = list(build_all(spec).values())
+
+    _redis.check(spec, file)
+    rules = ruleset(spec)
+    chosen = [spec.region(name) for name in regions] if regions else list(spec.regions)
+    return StackPlan(
+        environment=spec.environment,
+        regions=tuple(
+            build_region(spec, region, rules=rules, dashboards=dashboards, file=file)
+            for region in chosen
+        ),
+    )

@@ -1,0 +1,210 @@
+"""`opsctl render` output against real tools: the pinned helm and the kwok test cluster.
+
+The built-in kinds of the local stack's render are applied server-side to the test cluster,
+dry run first and then for real; the Prometheus Operator kinds (PrometheusRule and the chart's
+ServiceMonitors) are dry-run validated against the upstream CRDs of the pinned operator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from opsctl.cluster._tools import find_tools
+from opsctl.errors import ToolMissing
+from opsctl.spec import parse_spec
+from opsctl.stack import COMPONENT_ORDER, build_stack
+from opsctl.stack.policies import check_all
+from opsctl.stack.render import manifests_in, render
+from tests.support import shipped_spec
+
+if TYPE_CHECKING:
+    from opsctl.cluster.pytest_plugin import KubeCluster
+
+pytestmark = pytest.mark.integration
+
+BUILT_IN_GROUPS = {"", "apps", "batch", "policy", "autoscaling"}
+PROMETHEUS_GROUP = "monitoring.coreos.com"
+
+
+def _tool(name: str) -> Path:
+    try:
+        return find_tools((name,))[name]
+    except ToolMissing as missing:
+        pytest.fail(f"{missing.message}; {missing.hint or ''}", pytrace=False)
+
+
+def _group(manifest: dict[str, Any]) -> str:
+    api = str(manifest["apiVersion"])
+    return api.split("/", maxsplit=1)[0] if "/" in api else ""
+
+
+def _built_in(manifest: dict[str, Any]) -> bool:
+    group = _group(manifest)
+    return group in BUILT_IN_GROUPS or group.endswith(".k8s.io")
+
+
+@pytest.fixture(scope="module")
+def prod_render(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _tool("helm")
+    out = tmp_path_factory.mktemp("render-prod")
+    render(build_stack(parse_spec(shipped_spec("prod"))), out)
+    return out
+
+
+def test_prod_render_has_every_component_of_every_region(prod_render: Path) -> None:
+    spec = parse_spec(shipped_spec("prod"))
+    for region in spec.regions:
+        folders = sorted(p.name for p in (prod_render / region.name).iterdir() if p.is_dir())
+        assert [f.split("-", 1)[1] for f in folders] == list(COMPONENT_ORDER)
+        releases = sorted((prod_render / region.name).glob("*/release-*.yaml"))
+        assert len(releases) == 5
+        for path in releases:
+            release = yaml.safe_load(path.read_text())
+            assert {"chart", "repo", "version", "values"} <= release.keys()
+        chart = list(
+            yaml.safe_load_all(
+                (prod_render / region.name / "06-gateway" / "chart-im-gateway.yaml").read_text()
+            )
+        )
+        kinds = {(o["kind"], o["metadata"]["name"]) for o in chart}
+        assert ("Deployment", "im-gateway-gateway") in kinds
+        assert ("Deployment", "im-gateway-dispatcher") in kinds
+        hpa = next(
+            o
+            for o in chart
+            if o["kind"] == "HorizontalPodAutoscaler" and "gateway-gateway" in o["metadata"]["name"]
+        )
+        assert hpa["spec"]["minReplicas"] == region.gateway.replicas
+        assert hpa["spec"]["maxReplicas"] == region.gateway.max_replicas
+        gateway = next(
+            o
+            for o in chart
+            if o["metadata"]["name"] == "im-gateway-gateway" and o["kind"] == "Deployment"
+        )
+        (container,) = gateway["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == spec.images.gateway
+        assert all(o["metadata"]["namespace"] == "im" for o in chart)
+
+
+def test_rendered_prod_objects_and_chart_comply_with_every_policy(prod_render: Path) -> None:
+    for region in ("ap-east", "eu-central", "us-east"):
+        assert check_all(manifests_in(prod_render / region)) == []
+
+
+def _kubectl(cluster: KubeCluster, *args: str, stdin: str | None = None) -> str:
+    command = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
+               "--context", cluster.context, *args]  # fmt: skip
+    done = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def _apply(cluster: KubeCluster, manifests: list[dict[str, Any]], *, dry_run: bool) -> str:
+    args = ["apply", "--server-side", "--field-manager=opsctl-test", "-f", "-"]
+    if dry_run:
+        args.append("--dry-run=server")
+    return _kubectl(cluster, *args, stdin=yaml.safe_dump_all(manifests))
+
+
+def _delete_namespaces(cluster: KubeCluster, names: list[str]) -> None:
+    kubectl = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig), "--context",
+               cluster.context]  # fmt: skip
+    subprocess.run(
+        [*kubectl, "delete", "namespace", "--wait=false", "--ignore-not-found", *names],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_local_render_applies_to_the_test_cluster(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    _tool("helm")
+    render(build_stack(parse_spec(shipped_spec("local"))), tmp_path)
+    manifests = list(manifests_in(tmp_path / "local"))
+    built_in = [m for m in manifests if _built_in(m)]
+    namespaces = [m for m in built_in if m["kind"] == "Namespace"]
+    rest = [m for m in built_in if m["kind"] != "Namespace"]
+    kinds = {m["kind"] for m in rest}
+    assert {"NetworkPolicy", "ResourceQuota", "LimitRange", "Deployment", "Service",
+            "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds  # fmt: skip
+    try:
+        _apply(kube_cluster, namespaces, dry_run=True)
+        _apply(kube_cluster, namespaces, dry_run=False)
+        _apply(kube_cluster, rest, dry_run=True)
+        applied = _apply(kube_cluster, rest, dry_run=False)
+        assert applied.count("serverside-applied") == len(rest)
+        # Quota, LimitRange and the restricted PodSecurity level all admit the chart's pods.
+        deadline = time.monotonic() + 90
+        while True:
+            pods = _kubectl(kube_cluster, "get", "pods", "-n", "im", "-o", "name")
+            names = pods.split()
+            if any("gateway-gateway" in n for n in names) and any("dispatcher" in n for n in names):
+                break
+            if time.monotonic() > deadline:
+                events = _kubectl(kube_cluster, "get", "events", "-n", "im")
+                pytest.fail(f"gateway/dispatcher pods never admitted: {pods}\n{events}")
+            time.sleep(1)
+    finally:
+        _delete_namespaces(kube_cluster, [m["metadata"]["name"] for m in namespaces])
+
+
+def test_prometheus_kinds_validate_against_the_pinned_upstream_crds(
+    kube_cluster: KubeCluster, kube_namespace: str, prod_render: Path
+) -> None:
+    from opsctl.cluster.crds import install_crds
+
+    try:
+        with kube_cluster.api_client() as client:
+            install_crds(client, ["prometheus-operator"])
+    except ToolMissing as missing:
+        pytest.fail(f"{missing.message}; {missing.hint or ''}", pytrace=False)
+    objects = [m for m in manifests_in(prod_render / "ap-east") if _group(m) == PROMETHEUS_GROUP]
+    assert {m["kind"] for m in objects} == {"PrometheusRule", "ServiceMonitor"}
+    for manifest in objects:  # the schema does not depend on the namespace
+        manifest["metadata"]["namespace"] = kube_namespace
+    out = _apply(kube_cluster, objects, dry_run=True)
+    assert out.count("serverside-applied (server dry run)") == len(objects)
+
+
+def _cli(*args: str) -> int:
+    """The render command on its own app, errors mapped to exit codes as opsctl.cli.run does."""
+    import typer
+
+    from opsctl.cli import render as render_cli
+    from opsctl.errors import OpsctlError
+
+    app = typer.Typer()
+    app.command("render")(render_cli.render)
+    app.command("noop")(lambda: None)  # keeps "render" a subcommand
+    try:
+        typer.main.get_command(app).main(list(args), prog_name="opsctl", standalone_mode=False)
+    except OpsctlError as error:
+        return int(error.exit_code)
+    return 0
+
+
+def test_render_cli_writes_one_region_and_rejects_unknown_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("OPSCTL_CONFIG", "/nonexistent/opsctl-config.toml")
+    _tool("helm")
+    code = _cli(
+        "render", "--stack", "prod", "--region", "eu-central", "--out", str(tmp_path), "-o", "json"
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in summary["regions"]] == ["eu-central"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eu-central"]
+    assert _cli("render", "--stack", "prod", "--region", "mars", "--out", str(tmp_path)) == 2
