@@ -22,6 +22,7 @@ from opsctl.cli import (
     local,
     playbooks,
     render,
+    rollout,
     spec,
     status,
 )
@@ -47,6 +48,7 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(playbooks.app, name="playbooks")
 app.add_typer(infra.app, name="infra")
 app.command("render")(render.render)
+app.add_typer(rollout.app, name="rollout")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 

@@ -1,0 +1,219 @@
+"""Real Prometheus scraping exporter processes that play gateway pods, and a stable Deployment
+shaped like the chart's. Shared by the rollout tests and benchmarks/rollout_rollback.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from opsctl.paths import REPO_ROOT
+
+PROMETHEUS = "/usr/bin/prometheus"
+STABLE = "im-gateway-gateway"
+CANARY_POD = f"{STABLE}-canary-7d9f8c6b5-abcde"
+STABLE_POD = f"{STABLE}-5c8b7d9f4-fghij"
+DISPATCHER_POD = "im-gateway-dispatcher-6b5c4d7f8-klmno"
+OLD_IMAGE = "registry.im.internal/im/gateway:0.1.0"
+NEW_IMAGE = "registry.im.internal/im/gateway:0.2.0"
+
+HEALTHY: dict[str, Any] = {
+    "rps": 80.0,
+    "error_ratio": 0.0,
+    "latency_ms": 40.0,
+    "connections": 5000.0,
+    "connect_rps": 40.0,
+}
+BREACHING: dict[str, Any] = {**HEALTHY, "error_ratio": 0.05, "latency_ms": 900.0}
+QUIET: dict[str, Any] = {**HEALTHY, "rps": 0.3, "connect_rps": 0.3, "connections": 3.0}
+DISPATCHER: dict[str, Any] = {"lag": 12.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class MetricsLab:
+    """Exporters (one per pod name) and a Prometheus scraping them every second."""
+
+    def __init__(self, workdir: Path, namespace: str, pods: dict[str, dict[str, Any]]) -> None:
+        self.workdir = workdir
+        self.namespace = namespace
+        self.pods = pods
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.ports: dict[str, int] = {}
+        self.url = ""
+
+    def profile_path(self, pod: str) -> Path:
+        return self.workdir / f"{pod}.json"
+
+    def set(self, pod: str, profile: dict[str, Any]) -> None:
+        staging = self.profile_path(pod).with_suffix(".tmp")
+        staging.write_text(json.dumps(profile))
+        staging.replace(self.profile_path(pod))
+
+    def start(self) -> MetricsLab:
+        if not Path(PROMETHEUS).is_file():
+            raise AssertionError("Prometheus is missing: apt-get install prometheus")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        targets = []
+        for pod, profile in self.pods.items():
+            self.set(pod, profile)
+            port = free_port()
+            self.ports[pod] = port
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.opsctl.rollout.exporter",
+                        "--port",
+                        str(port),
+                        "--profile",
+                        str(self.profile_path(pod)),
+                    ],
+                    cwd=REPO_ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(self.workdir / f"{pod}.log").open("wb"),
+                )
+            )
+            targets.append(
+                {
+                    "targets": [f"127.0.0.1:{port}"],
+                    "labels": {"namespace": self.namespace, "pod": pod},
+                }
+            )
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "im-gateway", "static_configs": targets}],
+        }
+        config_path = self.workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config_path}",
+                    f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=(self.workdir / "prometheus.log").open("wb"),
+            )
+        )
+        wait_for("Prometheus ready", self._ready, timeout=30)
+        wait_for("every exporter scraped", lambda: self.value("count(up == 1)") == len(self.pods))
+        time.sleep(3.0)  # a few scrapes, so rate() windows have points
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def value(self, query: str) -> float | None:
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=5.0)
+        result = response.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.processes.clear()
+        shutil.rmtree(self.workdir / "tsdb", ignore_errors=True)
+
+
+def stable_deployment(namespace: str, replicas: int = 4, image: str = OLD_IMAGE) -> dict[str, Any]:
+    """The chart's gateway Deployment, reduced to what a rollout touches."""
+    selector = {
+        "app.kubernetes.io/name": "im-gateway",
+        "app.kubernetes.io/instance": "im-gateway",
+        "app.kubernetes.io/component": "gateway",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": STABLE, "namespace": namespace, "labels": dict(selector)},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "selector": {"matchLabels": dict(selector)},
+            "template": {
+                "metadata": {"labels": dict(selector)},
+                "spec": {
+                    "terminationGracePeriodSeconds": 50,
+                    "containers": [
+                        {"name": "gateway", "image": image, "ports": [{"containerPort": 8080}]}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(namespace: str) -> dict[str, Any]:
+    selector = {
+        "app.kubernetes.io/name": "im-gateway",
+        "app.kubernetes.io/instance": "im-gateway",
+        "app.kubernetes.io/component": "gateway",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": STABLE, "namespace": namespace},
+        "spec": {"selector": selector, "ports": [{"name": "ws", "port": 80, "targetPort": 8080}]},
+    }
+
+
+def opsctl_subprocess(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """opsctl with the rollout group mounted, in its own process (to kill it, or to run two)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.opsctl.rollout.cli_main", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
