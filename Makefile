@@ -18,6 +18,7 @@ setup: ## Install everything (Debian packages, virtualenv, cached tools). Fast w
 	@scripts/setup/jars.sh
 	@scripts/setup/venv.sh
 	@scripts/setup/gotools.sh
+	@scripts/setup/crds.sh
 
 demo: setup ## Run the main job on the local stack.
 	@$(BIN)/opsctl demo

@@ -102,3 +102,20 @@ def test_chart_has_the_scaffold_files() -> None:
         "templates/tests/readyz-job.yaml",
     ):
         assert (CHART / name).is_file(), name
+
+
+def schema_patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return own + [p for value in node.values() for p in schema_patterns(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in schema_patterns(value)]
+    return []
+
+
+def test_schema_patterns_are_go_regexps() -> None:
+    """helm validates with Go's RE2: no lookaround or backreferences, which Python accepts."""
+    patterns = schema_patterns(SCHEMA)
+    assert patterns
+    unsupported = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]")
+    assert [p for p in patterns if unsupported.search(p)] == []
