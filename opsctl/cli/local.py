@@ -67,7 +67,9 @@ def up(
             metavar="NAME=PORT",
             help="Override one port, NAME=PORT (redis, kafka, kafka_controller, cassandra, "
             "cassandra_storage, prometheus, alertmanager, alert_webhook, dispatcher, "
-            "gateway_first). Repeatable.",
+            "gateway_first, kafka_metrics, cassandra_metrics, redis_replica, redis_exporter, "
+            "redis_replica_exporter, kube_state_metrics, kube_state_metrics_telemetry). "
+            "Repeatable.",
             show_default=False,
         ),
     ] = None,
@@ -94,6 +96,33 @@ def up(
             show_default=False,
         ),
     ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            help="Also run kube-state-metrics against this cluster (job kube-state-metrics). "
+            "[env: OPSCTL_LOCAL_KUBECONFIG] [default: no cluster]",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="The kubeconfig context to watch. [env: OPSCTL_LOCAL_KUBE_CONTEXT] "
+            "[default: the kubeconfig's current-context]",
+            show_default=False,
+        ),
+    ] = None,
+    no_exporters: Annotated[
+        bool,
+        typer.Option(
+            "--no-exporters",
+            help="Skip the JMX agents, redis_exporter and the Redis replica (faster, but the "
+            "Kafka/Cassandra/Redis alert rules have no data).",
+        ),
+    ] = False,
     output: OutputOption = None,
 ) -> None:
     """Start the stack (or whatever of it is not running) and wait until every part is healthy.
@@ -114,6 +143,9 @@ def up(
         im=not infra_only,
         infra_dir=resolved.infra_dir,
         rule_globs=tuple(rules) if rules else None,
+        kubeconfig=kubeconfig,
+        kube_context=context,
+        exporters=not no_exporters,
     )
     reporter = RichReporter(console.console) if console.verbosity >= 0 else None
     stack = LocalStack(config, reporter=reporter)
@@ -131,6 +163,7 @@ def up(
         ("cassandra", info.cassandra_hosts),
         ("prometheus", info.prometheus_url),
         ("alertmanager", info.alertmanager_url),
+        *((f"{job} metrics", "  ".join(urls)) for job, urls in info.metrics_urls.items()),
         ("jwt secret", str(info.jwt_secret_file)),
     ]:
         data.print(f"{label:<13} {value}", markup=False)
@@ -199,7 +232,9 @@ def logs(
     component: Annotated[
         str,
         typer.Argument(
-            help="redis, kafka, cassandra, prometheus, alertmanager, dispatcher, gw-N or migrate."
+            help="redis, redis-replica, kafka, cassandra, prometheus, alertmanager, "
+            "redis-exporter, redis-replica-exporter, kube-state-metrics, dispatcher, gw-N or "
+            "migrate."
         ),
     ],
     *,

@@ -22,6 +22,15 @@ import yaml
 
 from opsctl.local._config import LocalConfig, jvm_versions
 from opsctl.local._errors import ArtifactMissing, ComponentFailed
+from opsctl.local._exporters import (
+    RedisReplicaCheck,
+    exporter_http_check,
+    exporter_scrape_configs,
+    jmx_agent_flags,
+    kube_state_metrics_argv,
+    redis_exporter_argv,
+    render_ksm_kubeconfig,
+)
 from opsctl.local._health import (
     CqlCheck,
     HealthCheck,
@@ -30,7 +39,7 @@ from opsctl.local._health import (
     RedisPing,
 )
 from opsctl.local._procs import read_tail
-from opsctl.spec import StackSpec
+from opsctl.spec import StackSpec, load_stack
 
 HOST = "127.0.0.1"
 INFRA_PHASE = 0
@@ -195,9 +204,23 @@ def imgw_env(config: LocalConfig, spec: SpecValues, layout: Layout) -> dict[str,
 # ---- config file rendering (pure) ----------------------------------------------------------
 
 
-def render_redis_conf(port: int, data_dir: Path) -> str:
+def render_redis_conf(
+    port: int,
+    data_dir: Path,
+    *,
+    maxmemory: str | None = None,
+    maxmemory_policy: str | None = None,
+    replica_of: int | None = None,
+) -> str:
+    limits = [f"maxmemory {maxmemory}"] if maxmemory else []
+    if maxmemory_policy:
+        limits.append(f"maxmemory-policy {maxmemory_policy}")
+    # A replica follows the primary read-only; its maxmemory mirrors the primary's, as in prod.
+    replication = [f"replicaof {HOST} {replica_of}", "replica-read-only yes"] if replica_of else []
     return "\n".join(
         [
+            *limits,
+            *replication,
             f"bind {HOST}",
             f"port {port}",
             "protected-mode yes",
@@ -211,6 +234,8 @@ def render_redis_conf(port: int, data_dir: Path) -> str:
             "appendonly yes",
             "appendfsync everysec",
             'save ""',
+            # Sync a (re)connecting replica at once, not after the default 5 s wait for others.
+            "repl-diskless-sync-delay 0",
             "",
         ]
     )
@@ -310,6 +335,15 @@ def render_cassandra_yaml(config: LocalConfig, data_dir: Path) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
+def write_generated_rules(config: LocalConfig, directory: Path) -> None:
+    """The rules generated from the stack spec (SLO burn rates), as the clusters get them."""
+    from opsctl.alerts import slo_rules
+
+    for stale in directory.glob("*.yaml"):
+        stale.unlink()
+    slo_rules(load_stack(config.infra_dir, config.spec_stack)).write(directory)
+
+
 def rule_file_patterns(config: LocalConfig) -> list[str]:
     """The alert rule globs, absolute (Prometheus expands them; no match is fine)."""
     patterns = []
@@ -319,7 +353,9 @@ def rule_file_patterns(config: LocalConfig) -> list[str]:
     return patterns
 
 
-def render_prometheus_yml(config: LocalConfig, spec: SpecValues) -> str:
+def render_prometheus_yml(
+    config: LocalConfig, spec: SpecValues, generated_rules: Path | None = None
+) -> str:
     ports = config.ports
     interval = f"{config.scrape_interval_s}s"
     labels = {"region": spec.region, "stack": "local"}
@@ -333,7 +369,10 @@ def render_prometheus_yml(config: LocalConfig, spec: SpecValues) -> str:
             "scrape_timeout": interval,
             "evaluation_interval": interval,
         },
-        "rule_files": rule_file_patterns(config),
+        "rule_files": [
+            *rule_file_patterns(config),
+            *([str(generated_rules / "*.yaml")] if generated_rules else []),
+        ],
         "alerting": {
             "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{ports.alertmanager}"]}]}]
         },
@@ -357,6 +396,7 @@ def render_prometheus_yml(config: LocalConfig, spec: SpecValues) -> str:
                     }
                 ],
             },
+            *exporter_scrape_configs(config, labels),
         ],
     }
     return yaml.safe_dump(document, sort_keys=False)
@@ -422,9 +462,23 @@ def build_components(config: LocalConfig, spec: SpecValues) -> list[Component]:
         _redis(config, layout),
         _cassandra(config, layout),  # the slowest starts first
         _kafka(config, layout),
-        _alertmanager(config, layout),
-        _prometheus(config, layout, spec),
     ]
+    if config.exporters:
+        components += [
+            _redis_replica(config, layout),
+            _redis_exporter(
+                config, "redis-exporter", config.ports.redis, config.ports.redis_exporter
+            ),
+            _redis_exporter(
+                config,
+                "redis-replica-exporter",
+                config.ports.redis_replica,
+                config.ports.redis_replica_exporter,
+            ),
+        ]
+    if config.watches_cluster:
+        components.append(_kube_state_metrics(config, layout))
+    components += [_alertmanager(config, layout), _prometheus(config, layout, spec)]
     if config.im:
         components += im_components(config, spec, layout)
     return components
@@ -436,7 +490,13 @@ def _redis(config: LocalConfig, layout: Layout) -> Component:
 
     def prepare() -> None:
         layout.data("redis").mkdir(parents=True, exist_ok=True)
-        _write(conf, render_redis_conf(port, layout.data("redis")))
+        rendered = render_redis_conf(
+            port,
+            layout.data("redis"),
+            maxmemory=config.redis_maxmemory,
+            maxmemory_policy=config.redis_maxmemory_policy,
+        )
+        _write(conf, rendered)
 
     return Component(
         name="redis",
@@ -472,7 +532,9 @@ def _kafka(config: LocalConfig, layout: Layout) -> Component:
         classpath,
     ]
 
-    run = [*jvm, "kafka.Kafka", str(properties)]
+    agent = jmx_agent_flags(config, "kafka", config.ports.kafka_metrics)
+    # The agent only on the broker: the format step would otherwise bind its port too.
+    run = [*jvm, *agent, "kafka.Kafka", str(properties)]
 
     def prepare() -> list[str] | None:
         _write(properties, render_kafka_properties(config, data))
@@ -518,6 +580,7 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
         "-XX:+ExitOnOutOfMemoryError",
         *CASSANDRA_JAVA17_FLAGS,
         *(f"-javaagent:{jar}" for jar in jamm[:1]),
+        *jmx_agent_flags(config, "cassandra", config.ports.cassandra_metrics),
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.config={cassandra_yaml.as_uri()}",
         f"-Dlogback.configurationFile={logback}",
@@ -544,6 +607,75 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
         start_timeout_s=180,
         stop_timeout_s=40,
         stop_group=1,
+        prepare=prepare,
+    )
+
+
+def _redis_replica(config: LocalConfig, layout: Layout) -> Component:
+    name = "redis-replica"
+    conf = layout.conf(name) / "redis.conf"
+    port = config.ports.redis_replica
+
+    def prepare() -> None:
+        layout.data(name).mkdir(parents=True, exist_ok=True)
+        rendered = render_redis_conf(
+            port,
+            layout.data(name),
+            maxmemory=config.redis_maxmemory,
+            maxmemory_policy=config.redis_maxmemory_policy,
+            replica_of=config.ports.redis,
+        )
+        _write(conf, rendered)
+
+    return Component(
+        name=name,
+        phase=INFRA_PHASE,
+        argv=[str(config.redis_server), str(conf)],
+        port=port,
+        health=RedisReplicaCheck(HOST, port),
+        endpoint=f"redis://{HOST}:{port}/0",
+        start_timeout_s=20,
+        stop_timeout_s=15,
+        stop_group=0,
+        prepare=prepare,
+    )
+
+
+def _redis_exporter(config: LocalConfig, name: str, redis_port: int, port: int) -> Component:
+    return Component(
+        name=name,
+        phase=INFRA_PHASE,
+        argv=redis_exporter_argv(config, redis_port, port),
+        port=port,
+        health=exporter_http_check(port),
+        endpoint=f"http://{HOST}:{port}/metrics",
+        start_timeout_s=20,
+        stop_timeout_s=10,
+        stop_group=2,  # before Redis, so it logs no spurious connection errors
+    )
+
+
+def _kube_state_metrics(config: LocalConfig, layout: Layout) -> Component:
+    assert config.kubeconfig is not None  # only built when a cluster is attached
+    source, context = config.kubeconfig, config.kube_context
+    kubeconfig = layout.conf("kube-state-metrics") / "kubeconfig"
+    port = config.ports.kube_state_metrics
+
+    def prepare() -> None:
+        _write(kubeconfig, render_ksm_kubeconfig(source, context))
+        kubeconfig.chmod(0o600)  # it may hold client keys
+
+    return Component(
+        name="kube-state-metrics",
+        phase=INFRA_PHASE,
+        argv=kube_state_metrics_argv(config, kubeconfig),
+        port=port,
+        # Ready once its stores have listed the cluster (served on the telemetry port).
+        health=HttpCheck(HOST, config.ports.kube_state_metrics_telemetry, "/readyz"),
+        endpoint=f"http://{HOST}:{port}/metrics",
+        start_timeout_s=60,
+        stop_timeout_s=10,
+        stop_group=2,
         prepare=prepare,
     )
 
@@ -580,11 +712,13 @@ def _alertmanager(config: LocalConfig, layout: Layout) -> Component:
 
 def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Component:
     conf = layout.conf("prometheus") / "prometheus.yml"
+    generated = layout.conf("prometheus") / "generated-rules"
     port = config.ports.prometheus
 
     def prepare() -> None:
         layout.data("prometheus").mkdir(parents=True, exist_ok=True)
-        _write(conf, render_prometheus_yml(config, spec))
+        write_generated_rules(config, generated)
+        _write(conf, render_prometheus_yml(config, spec, generated))
 
     return Component(
         name="prometheus",

@@ -27,6 +27,8 @@ VERSIONS_FILE = REPO_ROOT / "scripts" / "setup" / "jars" / "versions.env"
 ENV_STATE_DIR = "OPSCTL_LOCAL_STATE_DIR"
 ENV_BASE_PORT = "OPSCTL_LOCAL_BASE_PORT"
 ENV_GATEWAYS = "OPSCTL_LOCAL_GATEWAYS"
+ENV_KUBECONFIG = "OPSCTL_LOCAL_KUBECONFIG"
+ENV_KUBE_CONTEXT = "OPSCTL_LOCAL_KUBE_CONTEXT"
 # Set in every process the stack starts; `down` sweeps by it, so nothing escapes.
 ENV_MARKER = "OPSCTL_LOCAL_STACK"
 
@@ -45,7 +47,20 @@ PORT_OFFSETS: dict[str, int] = {
     "dispatcher": 8,
 }
 GATEWAY_OFFSET = 10
-PORT_BLOCK_SIZE = GATEWAY_OFFSET + MAX_GATEWAYS
+# The exporters and the Redis replica sit after the largest gateway block.
+EXPORTER_OFFSET = GATEWAY_OFFSET + MAX_GATEWAYS
+PORT_OFFSETS.update(
+    {
+        "kafka_metrics": EXPORTER_OFFSET,
+        "cassandra_metrics": EXPORTER_OFFSET + 1,
+        "redis_replica": EXPORTER_OFFSET + 2,
+        "redis_exporter": EXPORTER_OFFSET + 3,
+        "redis_replica_exporter": EXPORTER_OFFSET + 4,
+        "kube_state_metrics": EXPORTER_OFFSET + 5,
+        "kube_state_metrics_telemetry": EXPORTER_OFFSET + 6,
+    }
+)
+PORT_BLOCK_SIZE = EXPORTER_OFFSET + 7
 
 
 def _default_python() -> Path:
@@ -69,6 +84,25 @@ class Ports(BaseModel):
     alert_webhook: Port
     dispatcher: Port
     gateway_first: Port
+    # The JMX exporter agents inside the Kafka and Cassandra JVMs.
+    kafka_metrics: Port
+    cassandra_metrics: Port
+    redis_replica: Port
+    redis_exporter: Port
+    redis_replica_exporter: Port
+    # Only bound when a cluster is attached (kubeconfig given).
+    kube_state_metrics: Port
+    kube_state_metrics_telemetry: Port
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_exporter_ports(cls, data: object) -> object:
+        # Stacks recorded before the exporters existed: their ports follow from the base.
+        if isinstance(data, dict) and isinstance(data.get("redis"), int):
+            for name, offset in PORT_OFFSETS.items():
+                if offset >= EXPORTER_OFFSET:
+                    data.setdefault(name, data["redis"] + offset)
+        return data
 
     @classmethod
     def from_base(cls, base: int, overrides: Mapping[str, int] | None = None) -> Ports:
@@ -109,6 +143,20 @@ class LocalConfig(BaseModel):
     redis_server: Path = Path("/usr/bin/redis-server")
     prometheus: Path = Path("/usr/bin/prometheus")
     alertmanager: Path = Path("/usr/bin/prometheus-alertmanager")
+    redis_exporter: Path = Field(default_factory=lambda: cache_dir() / "bin" / "redis_exporter")
+    kube_state_metrics: Path = Field(
+        default_factory=lambda: cache_dir() / "bin" / "kube-state-metrics"
+    )
+    # The exporters production runs (JMX agents, redis_exporter, a Redis replica); False runs
+    # the bare stack.
+    exporters: bool = True
+    # Presence, routes, dedup and caches all carry TTLs; sequence data does not and must never
+    # be evicted, so only keys with a TTL are candidates (volatile-lru).
+    redis_maxmemory: str = Field(default="256mb", pattern=r"^[0-9]+(kb|mb|gb)$")
+    redis_maxmemory_policy: str = "volatile-lru"
+    # A cluster to watch with kube-state-metrics (off unless a kubeconfig is given).
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[mMgG]$")
     cassandra_heap: str = Field(default="1G", pattern=r"^[0-9]+[mMgG]$")
     jvm_quick_start: bool = True
@@ -135,6 +183,10 @@ class LocalConfig(BaseModel):
         return self
 
     @property
+    def watches_cluster(self) -> bool:
+        return self.kubeconfig is not None
+
+    @property
     def gateway_ids(self) -> list[str]:
         return [f"gw-{i + 1}" for i in range(self.gateways)]
 
@@ -159,10 +211,23 @@ def resolve_config(
     im: bool = True,
     infra_dir: Path | None = None,
     rule_globs: tuple[str, ...] | None = None,
+    kubeconfig: Path | None = None,
+    kube_context: str | None = None,
+    exporters: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> LocalConfig:
     """Build the config: explicit argument > environment variable > default."""
     env = os.environ if env is None else env
+    if kubeconfig is None and env.get(ENV_KUBECONFIG):
+        kubeconfig = Path(env[ENV_KUBECONFIG])
+    if kube_context is None and env.get(ENV_KUBE_CONTEXT):
+        kube_context = env[ENV_KUBE_CONTEXT]
+    if kube_context is not None and kubeconfig is None:
+        raise UserInputError(
+            "--context needs --kubeconfig: kube-state-metrics only runs against a given cluster"
+        )
+    if kubeconfig is not None:
+        kubeconfig = _check_kubeconfig(kubeconfig.expanduser().resolve(), kube_context)
     if base_port is None:
         base_port = _env_int(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
     if not 1024 <= base_port <= 65535 - PORT_BLOCK_SIZE:
@@ -177,6 +242,9 @@ def resolve_config(
         "ports": Ports.from_base(base_port, port_overrides),
         "gateways": gateways,
         "im": im,
+        "exporters": exporters,
+        "kubeconfig": kubeconfig,
+        "kube_context": kube_context,
     }
     if infra_dir is not None:
         values["infra_dir"] = infra_dir
@@ -186,6 +254,37 @@ def resolve_config(
         return LocalConfig.model_validate(values)
     except ValidationError as exc:
         raise _input_error("local stack config", exc) from None
+
+
+def _check_kubeconfig(path: Path, context: str | None) -> Path:
+    """The kubeconfig must be readable YAML and hold the context asked for (or a current one)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserInputError(f"--kubeconfig {path}: cannot read it: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"--kubeconfig {path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise UserInputError(f"--kubeconfig {path}: not a kubeconfig (expected a mapping)")
+    contexts = [
+        entry.get("name")
+        for entry in document.get("contexts") or []
+        if isinstance(entry, dict) and entry.get("name")
+    ]
+    wanted = context or document.get("current-context")
+    if not wanted:
+        raise UserInputError(
+            f"--kubeconfig {path}: no current-context set; name one with --context",
+            hint=f"contexts in the file: {', '.join(map(str, contexts)) or 'none'}",
+        )
+    if wanted not in contexts:
+        raise UserInputError(
+            f"--kubeconfig {path}: context '{wanted}' not found",
+            hint=f"contexts in the file: {', '.join(map(str, contexts)) or 'none'}",
+        )
+    return path
 
 
 def parse_port_overrides(items: list[str]) -> dict[str, int]:

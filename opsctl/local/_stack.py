@@ -13,7 +13,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ from opsctl.local._errors import (
     StackNotRunning,
     UnknownComponent,
 )
+from opsctl.local._exporters import check_exporters, exporter_metrics_urls
 from opsctl.local._procs import (
     PidRecord,
     Spawned,
@@ -71,10 +72,12 @@ _OWNED_ENTRIES = (
     "run",
     "secrets",
     "redis",
+    "redis-replica",
     "kafka",
     "cassandra",
     "prometheus",
     "alertmanager",
+    "kube-state-metrics",
 )
 
 
@@ -135,6 +138,9 @@ class StackInfo:
     jwt_secret_file: Path
     jwt_issuer: str
     jwt_audience: str
+    # Exporters (empty when the stack runs without them).
+    redis_replica_url: str | None = None
+    metrics_urls: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def cassandra_hosts(self) -> str:
@@ -147,6 +153,7 @@ class StackInfo:
         data["gateway_ids"] = list(self.gateway_ids)
         data["gateway_ws_urls"] = list(self.gateway_ws_urls)
         data["gateway_http_urls"] = list(self.gateway_http_urls)
+        data["metrics_urls"] = {job: list(urls) for job, urls in self.metrics_urls.items()}
         return data
 
 
@@ -243,6 +250,10 @@ class LocalStack:
             jwt_secret_file=self.layout.secret,
             jwt_issuer=config.jwt_issuer,
             jwt_audience=config.jwt_audience,
+            redis_replica_url=f"redis://{HOST}:{ports.redis_replica}/0"
+            if config.exporters
+            else None,
+            metrics_urls=exporter_metrics_urls(config),
         )
 
     def imgw_env(self) -> dict[str, str]:
@@ -309,6 +320,7 @@ class LocalStack:
             if not os.access(config.python, os.X_OK):
                 raise ToolMissing(f"python not found at {config.python}", hint="run `make setup`")
         check_jars(config)
+        check_exporters(config)
         return self.components()  # loads the spec
 
     def _check_same_config(self) -> None:

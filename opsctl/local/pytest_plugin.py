@@ -7,11 +7,17 @@ block of ports), yields the running :class:`~opsctl.local.LocalStack` and stops 
 session ends. ``local_stack.info`` has every URL, port and the HS256 secret path; failure tests
 use ``local_stack.kill("gw-1")``, ``.stop(name)``, ``.start(name)`` and ``.restart(name)``, and
 should leave the component running again (``local_stack.up()`` restores whatever is down).
+
+``local_stack_with_cluster`` is a second full stack whose kube-state-metrics watches the
+``kube_cluster`` fixture's simulated cluster (job ``kube-state-metrics`` in its Prometheus);
+only tests that ask for it pay for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,10 +26,20 @@ from opsctl.local._config import resolve_config
 from opsctl.local._procs import find_free_port_block
 from opsctl.local._stack import LocalStack
 
+if TYPE_CHECKING:
+    from opsctl.cluster.pytest_plugin import KubeCluster
+
 _SESSION: dict[str, LocalStack] = {}
 
 
-def start_test_stack(state_dir: Path, *, im: bool = True, gateways: int = 2) -> LocalStack:
+def start_test_stack(
+    state_dir: Path,
+    *,
+    im: bool = True,
+    gateways: int = 2,
+    kubeconfig: Path | None = None,
+    kube_context: str | None = None,
+) -> LocalStack:
     """Bring up a stack in ``state_dir`` on a free port block; pytest.fail() with the
     component's log tail if it does not come up (nothing is left running then)."""
     config = resolve_config(
@@ -31,6 +47,8 @@ def start_test_stack(state_dir: Path, *, im: bool = True, gateways: int = 2) -> 
         base_port=find_free_port_block(),
         gateways=gateways,
         im=im,
+        kubeconfig=kubeconfig,
+        kube_context=kube_context,
         env={},  # the developer's OPSCTL_LOCAL_* must not leak into tests
     )
     stack = LocalStack(config)
@@ -66,4 +84,20 @@ def local_stack(
     return _session_stack(pytestconfig, tmp_path_factory)
 
 
-__all__ = ["local_stack", "start_test_stack"]
+@pytest.fixture(scope="session")
+def local_stack_with_cluster(
+    tmp_path_factory: pytest.TempPathFactory, kube_cluster: KubeCluster
+) -> Iterator[LocalStack]:
+    """A full local stack (session-scoped) plus kube-state-metrics watching ``kube_cluster``.
+    Stopped when the session ends, before the cluster is deleted."""
+    state_dir = tmp_path_factory.mktemp("local-stack-with-cluster", numbered=True)
+    stack = start_test_stack(
+        state_dir, kubeconfig=kube_cluster.kubeconfig, kube_context=kube_cluster.context
+    )
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+__all__ = ["local_stack", "local_stack_with_cluster", "start_test_stack"]

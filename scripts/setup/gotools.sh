@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the pinned Go tools (Kubernetes control plane, kubectl, etcd, kwok, kwokctl, helm) from
-# the Go module proxy into $OPSCTL_CACHE_DIR/tools/<name>-<version>/bin/<name>, with stable
-# symlinks in $OPSCTL_CACHE_DIR/bin/<name>. Versions: tools/go/versions.env; wrapper modules:
+# Build the pinned Go tools (Kubernetes control plane, kubectl, etcd, kwok, kwokctl, helm,
+# redis_exporter, kube-state-metrics) from the Go module proxy into
+# $OPSCTL_CACHE_DIR/tools/<name>-<version>/bin/<name>, with stable symlinks in
+# $OPSCTL_CACHE_DIR/bin/<name>. Versions: tools/go/versions.env; wrapper modules:
 # tools/go/*/. A warm run (every binary present for the pinned versions) does no Go work and
 # takes milliseconds. Usage: gotools.sh [name ...]  (default: every tool)
 set -euo pipefail
@@ -23,6 +24,8 @@ tools=(
   "kube-scheduler|$KUBERNETES_VERSION|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler"
   "kubectl|$KUBERNETES_VERSION|kubernetes|k8s.io/kubernetes/cmd/kubectl"
   "helm|$HELM_VERSION|helm|helm.sh/helm/${HELM_VERSION%%.*}/cmd/helm"
+  "redis_exporter|$REDIS_EXPORTER_VERSION|redis-exporter|github.com/oliver006/redis_exporter"
+  "kube-state-metrics|$KUBE_STATE_METRICS_VERSION|kube-state-metrics|k8s.io/kube-state-metrics/v2"
 )
 
 binary_path() { echo "$cache/tools/$1-$2/bin/$1"; }
@@ -43,6 +46,11 @@ release_date() {
 version_ldflags() {
   local name=$1 version=$2 module_dir=$3
   case $name in
+    # Before kube-*: kube-state-metrics reports through prometheus/common, not component-base.
+    kube-state-metrics)
+      echo "-X github.com/prometheus/common/version.Version=${version#v}" \
+        "-X github.com/prometheus/common/version.BuildDate=$(release_date "$module_dir" k8s.io/kube-state-metrics/v2)"
+      ;;
     kube-* | kubectl)
       local minor=${version#v1.}
       minor=${minor%%.*}
@@ -63,6 +71,9 @@ version_ldflags() {
     helm)
       echo "-X helm.sh/helm/${version%%.*}/internal/version.version=$version" \
         "-X helm.sh/helm/${version%%.*}/internal/version.gitTreeState=clean"
+      ;;
+    redis_exporter)
+      echo "-X main.BuildVersion=${version#v} -X main.BuildDate=$(release_date "$module_dir" github.com/oliver006/redis_exporter)"
       ;;
     etcd) echo "" ;;
   esac
@@ -98,6 +109,8 @@ build() {
     etcd) check_wrapper_pin etcd go.etcd.io/etcd/server/v3 "$version" ;;
     kwok) check_wrapper_pin kwok sigs.k8s.io/kwok "$version" ;;
     helm) check_wrapper_pin helm "helm.sh/helm/${version%%.*}" "$version" ;;
+    redis-exporter) check_wrapper_pin redis-exporter github.com/oliver006/redis_exporter "$version" ;;
+    kube-state-metrics) check_wrapper_pin kube-state-metrics k8s.io/kube-state-metrics/v2 "$version" ;;
   esac
   mkdir -p "$(dirname "$dest")"
   local started=$SECONDS ldflags

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the official Kafka and Cassandra jars (with their runtime dependencies) from Maven
-# Central into $OPSCTL_CACHE_DIR/jars/<name>-<version>/ for the local stack (opsctl local up).
+# Fetch the official Kafka and Cassandra jars (with their runtime dependencies) and the Prometheus
+# JMX exporter agent from Maven Central into $OPSCTL_CACHE_DIR/jars/<name>-<version>/ for the local stack (opsctl local up).
 # Idempotent: a stamp file per directory makes a second run a no-op that takes milliseconds.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +15,7 @@ jars=$cache/jars
 wanted=(
   "kafka $KAFKA_VERSION org.apache.kafka kafka_2.13 org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION"
   "cassandra $CASSANDRA_VERSION org.apache.cassandra cassandra-all"
+  "jmx-exporter $JMX_EXPORTER_VERSION io.prometheus.jmx jmx_prometheus_javaagent"
 )
 
 run_mvn() {
@@ -61,4 +62,5 @@ for entry in "${wanted[@]}"; do
   # shellcheck disable=SC2086
   fetch $entry
 done
-echo "setup: jars present (kafka $KAFKA_VERSION, cassandra $CASSANDRA_VERSION)"
+echo "setup: jars present (kafka $KAFKA_VERSION, cassandra $CASSANDRA_VERSION," \
+  "jmx exporter $JMX_EXPORTER_VERSION)"

@@ -236,6 +236,9 @@ def test_components_follow_the_contract(tmp_path: Path) -> None:
         "redis",
         "cassandra",
         "kafka",
+        "redis-replica",
+        "redis-exporter",
+        "redis-replica-exporter",
         "alertmanager",
         "prometheus",
         "dispatcher",
@@ -256,7 +259,16 @@ def test_components_follow_the_contract(tmp_path: Path) -> None:
 def test_infra_only_has_no_im_processes(tmp_path: Path) -> None:
     config = resolve_config(state_dir=tmp_path, im=False, env={})
     names = [c.name for c in build_components(config, SPEC)]
-    assert names == ["redis", "cassandra", "kafka", "alertmanager", "prometheus"]
+    assert names == [
+        "redis",
+        "cassandra",
+        "kafka",
+        "redis-replica",
+        "redis-exporter",
+        "redis-replica-exporter",
+        "alertmanager",
+        "prometheus",
+    ]
 
 
 def test_kafka_metadata_response_parsing() -> None:

@@ -69,14 +69,44 @@ def test_up_then_down_leaves_nothing_and_wipe_deletes_the_data(tmp_path: Path) -
     try:
         stack.up()
         pids = [row.pid for row in stack.status() if row.pid]
-        assert len(pids) == 5
+        assert len(pids) == 8
         redis.Redis.from_url(stack.info.redis_url).set("k", "v")
     finally:
         stopped = stack.down()
-    assert stopped == ["prometheus", "alertmanager", "kafka", "cassandra", "redis"]
+    assert stopped == [
+        "prometheus",
+        "alertmanager",
+        "redis-replica-exporter",
+        "redis-exporter",
+        "kafka",
+        "cassandra",
+        "redis-replica",
+        "redis",
+    ]
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert _leftovers(config.state_dir) == []
+    # No exporter is left behind: nothing listens on the JMX agents' or exporters' ports.
+    ports = config.ports
+    exporter_ports = [
+        ports.kafka_metrics,
+        ports.cassandra_metrics,
+        ports.redis_replica,
+        ports.redis_exporter,
+        ports.redis_replica_exporter,
+    ]
+    listening = [
+        conn.laddr.port
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in exporter_ports
+    ]
+    assert listening == []
+    exporters = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if any(f"127.0.0.1:{ports.redis_exporter}" in arg for arg in proc.info["cmdline"] or [])
+    ]
+    assert exporters == []
     assert (config.state_dir / "cassandra" / "data").is_dir()  # data kept for a warm start
     assert (config.state_dir / "redis" / "data" / "appendonlydir").is_dir()
     assert stack.down() == []  # nothing left to stop
