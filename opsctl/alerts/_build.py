@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from opsctl.alerts import _tools
+from opsctl.alerts._metrics import exposed_metrics, unknown_metrics
 from opsctl.alerts._routing import FALLBACK_RECEIVER, alertmanager_config, expected_receiver
 from opsctl.alerts._rules import RULES_DIR, RuleSet, load_sources, structural_problems
 from opsctl.alerts._slo import slo_rules
@@ -67,11 +68,21 @@ _PROMTOOL_RULE_ERROR = re.compile(
 )
 
 
-def lint(spec: StackSpec, sources: Path = RULES_DIR) -> list[str]:
-    """promtool's syntax and lint checks on every file; problems are bad input (exit 2)."""
+def lint(
+    spec: StackSpec, sources: Path = RULES_DIR, *, prometheus_url: str | None = None
+) -> list[str]:
+    """promtool's syntax and lint checks on every file; problems are bad input (exit 2).
+
+    With ``prometheus_url``, every metric a rule uses must also exist in that live Prometheus.
+    """
     checked = []
+    problems: list[InputProblem] = []
+    if prometheus_url is not None:
+        rules = ruleset(spec, sources)
+        for text in unknown_metrics(rules, exposed_metrics(prometheus_url)):
+            file, rule, message = text.split(": ", 2)
+            problems.append(InputProblem(file, rule, f"{message} at {prometheus_url}"))
     with built(spec, sources) as result:
-        problems: list[InputProblem] = []
         for path in result.rule_files:
             answer = _tools.run(
                 "promtool", "check", "rules", "--lint=all", "--lint-fatal", str(path)

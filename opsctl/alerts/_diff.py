@@ -97,9 +97,7 @@ def _compare(
                     continue
                 if normal(found.get("query")) != normal(rule.get("expr")):
                     diffs.append(
-                        RuleDiff(
-                            name, key, "changed", f"expr: live `{normal(found.get('query'))}`"
-                        )
+                        RuleDiff(name, key, "changed", f"expr: live `{normal(found.get('query'))}`")
                     )
                 elif _seconds(found.get("duration")) != _seconds(rule.get("for")):
                     diffs.append(

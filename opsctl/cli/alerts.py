@@ -78,14 +78,22 @@ def lint(
     ctx: typer.Context,
     *,
     rules_dir: RulesDirOption = None,
+    prometheus_url: PrometheusOption = None,
+    state_dir: LocalStateDirOption = None,
     stack: StackOption = None,
     output: OutputOption = None,
 ) -> None:
-    """Required labels, annotations and runbooks; `promtool check rules --lint=all`; amtool."""
-    from opsctl import alerts, console
+    """Labels, annotations, runbooks; promtool --lint=all; amtool; with a live Prometheus
+    (--prometheus-url or --state-dir), every metric a rule uses must exist there."""
+    from opsctl import alerts, console, endpoints
 
     resolved, spec = _spec(ctx, stack, output)
-    checked = alerts.lint(spec, _sources(rules_dir))
+    live = None
+    if prometheus_url is not None or state_dir is not None:
+        live = endpoints.resolve(
+            prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
+        ).prometheus
+    checked = alerts.lint(spec, _sources(rules_dir), prometheus_url=live)
     if resolved.output is OutputFormat.json:
         console.emit_json({"stack": resolved.stack, "checked": checked, "problems": []})
     else:

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from opsctl.alerts import ruleset
+from opsctl.alerts._metrics import rule_metrics, unknown_metrics
 from opsctl.alerts._rules import RuleSet
 from opsctl.cluster.pytest_plugin import KubeCluster
 from opsctl.local import LocalStack
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.spec import load_stack
 from tests.alerts.kube_workloads import im_workloads
-from tests.alerts.metric_names import rule_metrics, unknown_metrics
 
 pytestmark = pytest.mark.integration
 

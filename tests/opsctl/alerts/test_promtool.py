@@ -11,6 +11,7 @@ import yaml
 from opsctl import alerts
 from opsctl.alerts import RULES_DIR
 from opsctl.errors import ExitCode, InvalidInputFile
+from opsctl.local import LocalStack
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.spec import load_stack, parse_spec
 from tests.support import OpsctlRunner, require_tool, shipped_spec
@@ -135,3 +136,16 @@ def test_render_refuses_an_unknown_region(opsctl: OpsctlRunner, tmp_path: Path) 
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "--region: 'mars' is not a region of 'prod'" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_rule_using_a_metric_the_live_stack_does_not_expose_exits_2(
+    opsctl: OpsctlRunner, rules_copy: Path, local_stack: LocalStack
+) -> None:
+    add_rule(rules_copy, {"alert": "ImGhost", "expr": "im_gateway_ghost_total > 0",
+                          "labels": {"severity": "ticket", "team": "im-platform"},
+                          "annotations": ANNOTATIONS}, file="ghost.yaml")  # fmt: skip
+    result = opsctl("alerts", "lint", "--rules-dir", str(rules_copy),
+                    "--prometheus-url", local_stack.info.prometheus_url)  # fmt: skip
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "ghost.yaml" in result.stderr
+    assert "alert ImGhost: metric im_gateway_ghost_total is not exposed" in result.stderr

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import redis
 
+from opsctl.alerts._metrics import rule_metrics
 from opsctl.alerts._rules import load_sources
 from opsctl.local import LocalStack
-from tests.alerts.metric_names import rule_metrics
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from opsctl.alerts import ruleset
+from opsctl.alerts._metrics import metric_names, rule_metrics, unknown_metrics
 from opsctl.alerts._rules import RuleSet
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.spec import load_stack
-from tests.alerts.metric_names import metric_names, rule_metrics, unknown_metrics
 
 pytestmark = pytest.mark.unit
 

@@ -81,6 +81,20 @@ def recorded_names(ruleset: RuleSet) -> set[str]:
     return {rule.name for rule in ruleset.recordings()} | {"ALERTS", "ALERTS_FOR_STATE"}
 
 
+def exposed_metrics(prometheus_url: str) -> set[str]:
+    """Every metric name the live Prometheus has series for."""
+    import httpx
+
+    from opsctl.errors import CheckFailed
+
+    try:
+        answer = httpx.get(f"{prometheus_url}/api/v1/label/__name__/values", timeout=10)
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise CheckFailed(f"cannot list metric names at {prometheus_url}: {exc}") from exc
+    return set(answer.json()["data"])
+
+
 def unknown_metrics(
     ruleset: RuleSet, exposed: Iterable[str], *, only_files: Iterable[str] | None = None
 ) -> list[str]:
