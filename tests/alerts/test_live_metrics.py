@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from opsctl.alerts import ruleset
-from opsctl.alerts._metrics import rule_metrics, unknown_metrics
+from opsctl.alerts._metrics import exposed_metrics, rule_metrics, unknown_metrics
 from opsctl.alerts._rules import RuleSet
 from opsctl.cluster.pytest_plugin import KubeCluster
 from opsctl.local import LocalStack
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.integration
 SETTLE_S = 90  # JVM agents, kube-state-metrics' first lists and the first scrapes
 # Series the IM processes export themselves (docs/protocol.md), as opposed to the exporters'.
 IM_PREFIXES = ("im_gateway_", "im_dispatcher_")
-
-
-def _exposed(prometheus: str) -> set[str]:
-    response = httpx.get(f"{prometheus}/api/v1/label/__name__/values", timeout=10)
-    response.raise_for_status()
-    return set(response.json()["data"])
 
 
 def _is_im(problem: str) -> bool:
@@ -54,7 +48,7 @@ def live(
     prometheus = local_stack_with_cluster.info.prometheus_url
     with im_workloads(kube_cluster):
         deadline = time.monotonic() + SETTLE_S
-        while [p for p in unknown_metrics(rules, _exposed(prometheus)) if not _is_im(p)]:
+        while [p for p in unknown_metrics(rules, exposed_metrics(prometheus)) if not _is_im(p)]:
             if time.monotonic() > deadline:
                 break
             time.sleep(2)
@@ -63,7 +57,7 @@ def live(
 
 def test_every_rule_uses_only_metrics_the_exporters_expose(live: str, rules: RuleSet) -> None:
     """Kafka, Cassandra, Redis, kube-state-metrics and Prometheus' own `up`."""
-    problems = [p for p in unknown_metrics(rules, _exposed(live)) if not _is_im(p)]
+    problems = [p for p in unknown_metrics(rules, exposed_metrics(live)) if not _is_im(p)]
     assert not problems, "rules use metrics the live local stack does not expose:\n  " + (
         "\n  ".join(problems)
     )
@@ -80,7 +74,7 @@ def test_every_rule_uses_only_metrics_the_exporters_expose(live: str, rules: Rul
     "stack's exporters). Remove this marker once they do.",
 )
 def test_every_rule_uses_only_metrics_the_im_processes_expose(live: str, rules: RuleSet) -> None:
-    problems = unknown_metrics(rules, _exposed(live))
+    problems = unknown_metrics(rules, exposed_metrics(live))
     assert not problems, "rules use metrics the live local stack does not expose:\n  " + (
         "\n  ".join(problems)
     )
@@ -90,6 +84,17 @@ def test_a_rule_with_an_unknown_metric_is_named(live: str) -> None:
     typo = 'sum(rate(redis_evicted_keyz_total{job="redis"}[5m])) > 0'
     entries = [{"alert": "RedisFine", "expr": "redis_up == 0"}, {"alert": "Typo", "expr": typo}]
     bogus = RuleSet(files={"bogus.yaml": [{"name": "im-bogus", "rules": entries}]})
-    assert unknown_metrics(bogus, _exposed(live)) == [
+    assert unknown_metrics(bogus, exposed_metrics(live)) == [
         "bogus.yaml: alert Typo: metric redis_evicted_keyz_total is not exposed"
     ]
+
+
+def test_every_rule_expression_runs_on_the_live_prometheus(live: str, rules: RuleSet) -> None:
+    """Alert and recording expressions parse and evaluate on the real server (not just promtool)."""
+    failures = []
+    with httpx.Client(base_url=live, timeout=10) as client:
+        for rule in rules.rules():
+            answer = client.get("/api/v1/query", params={"query": str(rule.body["expr"])})
+            if answer.status_code != 200 or answer.json().get("status") != "success":
+                failures.append(f"{rule.file}: {rule.where}: {answer.text[:200]}")
+    assert failures == []
