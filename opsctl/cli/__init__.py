@@ -19,6 +19,7 @@ from opsctl.cli import (
     dashboards,
     demo,
     infra,
+    loadtest,
     local,
     playbooks,
     render,
@@ -44,6 +45,7 @@ app.add_typer(spec.app, name="spec")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(local.app, name="local")
+app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(playbooks.app, name="playbooks")
 app.add_typer(infra.app, name="infra")

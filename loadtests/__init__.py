@@ -1,0 +1,1 @@
+"""Locust scenarios that speak the IM gateway protocol (docs/protocol.md)."""

@@ -1,0 +1,241 @@
+"""opsctl loadtest: IM-aware load tests with SLO gates, capacity search and generator checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opsctl.cli._options import OutputOption, settings
+from opsctl.settings import OutputFormat
+
+if TYPE_CHECKING:
+    from opsctl.loadtest.targets import Target
+
+app = typer.Typer(
+    help="Load-test the IM gateways: `run` a profile with an SLO verdict, `capacity` search, "
+    "`preflight` the generator host.",
+    no_args_is_help=True,
+)
+
+ProfileOption = Annotated[
+    str,
+    typer.Option(
+        "--profile", "-p", help="Profile name in loadtests/profiles (smoke, peak, ...) or a file."
+    ),
+]
+TargetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Gateway WebSocket URL(s), ws://HOST:PORT/ws. Repeatable. "
+        "[default: the running local stack]",
+        show_default=False,
+    ),
+]
+StackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stack", "-s", help="Take the target from this stack's spec.", show_default=False
+    ),
+]
+RegionOption = Annotated[
+    str | None, typer.Option(help="Region of --stack to load.", show_default=False)
+]
+WorkersOption = Annotated[
+    int, typer.Option(min=1, max=64, help="Locust worker processes on this machine.")
+]
+OutDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out-dir",
+        help="Where results go. [default: .state/loadtest/<time>-<profile>-<id>]",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+SecretOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--jwt-secret-file",
+        help="HS256 secret to sign users' tokens. [default: the local stack's]",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+IssuerOption = Annotated[str | None, typer.Option("--jwt-issuer", show_default=False)]
+AudienceOption = Annotated[str | None, typer.Option("--jwt-audience", show_default=False)]
+
+
+def _target(
+    ctx: typer.Context,
+    *,
+    target: list[str] | None,
+    stack: str | None,
+    region: str | None,
+    secret: Path | None,
+    issuer: str | None,
+    audience: str | None,
+) -> Target:
+    from opsctl.errors import UserInputError
+    from opsctl.loadtest.targets import local_target, region_target, url_target
+
+    if target and (stack or region):
+        raise UserInputError("give either --target or --stack/--region, not both")
+    if target:
+        return url_target(target, secret_file=secret, issuer=issuer, audience=audience)
+    if stack or region:
+        resolved = settings(ctx, stack=stack)
+        return region_target(
+            resolved.infra_dir,
+            resolved.stack,
+            region,
+            secret_file=secret,
+            issuer=issuer,
+            audience=audience,
+        )
+    return local_target()
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    *,
+    profile: ProfileOption = "smoke",
+    target: TargetOption = None,
+    stack: StackOpt = None,
+    region: RegionOption = None,
+    workers: WorkersOption = 1,
+    on_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--on-cluster",
+            help="Run master and workers as Jobs in the region's cluster (kube context from the "
+            "stack spec) instead of on this machine.",
+        ),
+    ] = False,
+    out_dir: OutDirOption = None,
+    jwt_secret_file: SecretOption = None,
+    jwt_issuer: IssuerOption = None,
+    jwt_audience: AudienceOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Run a load profile and gate on its SLOs: exit 0 pass, 1 SLO breached, 2 bad input,
+    3 unreliable (the load generator saturated, so the latency cannot be trusted)."""
+    from opsctl import console
+    from opsctl.loadtest.profiles import load_profile, profile_path
+
+    resolved = settings(ctx, output=output)
+    loaded = load_profile(profile)  # exit 2 with field paths before anything else
+    path = profile_path(profile)
+    if on_cluster:
+        from opsctl.loadtest.oncluster import launch_on_cluster
+
+        resolved_stack = settings(ctx, stack=stack)
+        launched = launch_on_cluster(
+            resolved_stack.infra_dir,
+            resolved_stack.stack,
+            region,
+            loaded,
+            path,
+            workers=workers,
+            target_urls=target,
+        )
+        console.info(f"created {', '.join(launched)} in the region's cluster")
+        return
+    tgt = _target(
+        ctx,
+        target=target,
+        stack=stack,
+        region=region,
+        secret=jwt_secret_file,
+        issuer=jwt_issuer,
+        audience=jwt_audience,
+    )
+    from opsctl.loadtest.session import execute
+
+    outcome = execute(loaded, path, tgt, workers=workers, out_dir=out_dir)
+    if resolved.output is OutputFormat.json:
+        console.emit_json(
+            {
+                "verdict": outcome.verdict.as_dict(),
+                "report": {k: str(v) for k, v in outcome.paths.items()},
+            }
+        )
+    raise typer.Exit(int(outcome.verdict.exit_code))
+
+
+@app.command()
+def capacity(
+    ctx: typer.Context,
+    *,
+    profile: ProfileOption = "capacity",
+    target: TargetOption = None,
+    stack: StackOpt = None,
+    region: RegionOption = None,
+    plan_stack: Annotated[
+        str | None,
+        typer.Option(
+            "--plan-stack",
+            help="Stack whose peakConcurrentUsers the plan sizes for. [default: prod]",
+            show_default=False,
+        ),
+    ] = None,
+    workers: WorkersOption = 1,
+    out_dir: OutDirOption = None,
+    jwt_secret_file: SecretOption = None,
+    jwt_issuer: IssuerOption = None,
+    jwt_audience: AudienceOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Step load, then binary search on users until an SLO breaks; print the knee and a
+    capacity plan (gateway pods per region) for a stack's peak users."""
+    from opsctl import console
+    from opsctl.loadtest.capacity import plan_for_stack, render_plan, search
+    from opsctl.loadtest.profiles import load_profile, profile_path
+    from opsctl.spec import load_stack
+
+    resolved = settings(ctx, output=output)
+    loaded = load_profile(profile)
+    plan_spec = load_stack(resolved.infra_dir, plan_stack or "prod")
+    tgt = _target(
+        ctx,
+        target=target,
+        stack=stack,
+        region=region,
+        secret=jwt_secret_file,
+        issuer=jwt_issuer,
+        audience=jwt_audience,
+    )
+    result = search(loaded, profile_path(profile), tgt, workers=workers, out_dir=out_dir)
+    plan = plan_for_stack(plan_spec, result)
+    if resolved.output is OutputFormat.json:
+        console.emit_json({"search": result.as_dict(), "plan": plan})
+    else:
+        render_plan(console.data_console(), result, plan)
+    raise typer.Exit(0 if result.knee_users is not None else 3)
+
+
+@app.command()
+def preflight(
+    ctx: typer.Context,
+    *,
+    profile: ProfileOption = "peak",
+    workers: WorkersOption = 1,
+    output: OutputOption = None,
+) -> None:
+    """Check this machine's limits (open files, ephemeral ports, conntrack, memory) against a
+    profile and the loadgen_host numbers in opsctl/hostlimits/limits.yaml; exit 1 if short."""
+    from opsctl import console
+    from opsctl.loadtest.preflight import check_host, render_checks
+    from opsctl.loadtest.profiles import load_profile
+
+    resolved = settings(ctx, output=output)
+    loaded = load_profile(profile)
+    report = check_host(loaded, workers=workers)
+    if resolved.output is OutputFormat.json:
+        console.emit_json(report.as_dict())
+    else:
+        render_checks(console.data_console(), report)
+    raise typer.Exit(0 if report.ok else 1)

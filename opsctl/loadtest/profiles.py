@@ -1,0 +1,221 @@
+"""Load profiles as data: ``loadtests/profiles/<name>.yaml``, checked by a typed model.
+
+Every problem is reported with the file, the field path and the line before any load is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from opsctl.errors import InputProblem, InvalidInputFile, UserInputError
+from opsctl.paths import REPO_ROOT
+from opsctl.spec._yaml import YamlProblem, format_path, load_with_positions, position_of
+
+PROFILES_DIR = REPO_ROOT / "loadtests" / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Behaviour(_Strict):
+    """How often each simulated user does one thing, per second (0 turns it off)."""
+
+    rate_per_user_s: float = Field(ge=0, description="actions per user per second")
+
+
+class GroupBehaviour(Behaviour):
+    group_size: int = Field(default=5, ge=2, le=256, description="members per group (fan-out)")
+
+
+class OfflineBehaviour(Behaviour):
+    offline_s: float = Field(default=2.0, gt=0, le=600, description="time spent offline")
+
+
+class Behaviours(_Strict):
+    direct: Behaviour = Behaviour(rate_per_user_s=0.5)
+    group: GroupBehaviour = GroupBehaviour(rate_per_user_s=0.1, group_size=5)
+    presence: Behaviour = Behaviour(rate_per_user_s=0.05)
+    reconnect: Behaviour = Behaviour(rate_per_user_s=0.0)
+    offline_sync: OfflineBehaviour = OfflineBehaviour(rate_per_user_s=0.0)
+
+    def weights(self) -> dict[str, float]:
+        return {
+            "direct": self.direct.rate_per_user_s,
+            "group": self.group.rate_per_user_s,
+            "presence": self.presence.rate_per_user_s,
+            "reconnect": self.reconnect.rate_per_user_s,
+            "offline_sync": self.offline_sync.rate_per_user_s,
+        }
+
+    @property
+    def total_rate(self) -> float:
+        return sum(self.weights().values())
+
+
+class Slo(_Strict):
+    """Thresholds the verdict checks. Latency is sender -> receiver, clock-corrected."""
+
+    delivery_p50_ms: float = Field(gt=0)
+    delivery_p95_ms: float = Field(gt=0)
+    delivery_p99_ms: float = Field(gt=0)
+    connect_success_pct: float = Field(gt=0, le=100)
+    max_lost: int = Field(default=0, ge=0)
+    max_duplicated: int = Field(default=0, ge=0)
+    max_out_of_order: int = Field(default=0, ge=0)
+    max_error_ratio: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _percentiles_ordered(self) -> Slo:
+        if not self.delivery_p50_ms <= self.delivery_p95_ms <= self.delivery_p99_ms:
+            raise ValueError(
+                "cannot be met: delivery_p50_ms <= delivery_p95_ms <= delivery_p99_ms must hold"
+            )
+        return self
+
+
+class Generator(_Strict):
+    """When a load generator is too busy to measure honestly."""
+
+    max_cpu_pct: float = Field(default=90.0, gt=0, le=100)
+    max_lag_ms: float = Field(default=100.0, gt=0)
+
+
+class Stage(_Strict):
+    """One step of a load shape: hold ``users`` until ``until_s`` from the start."""
+
+    until_s: float = Field(gt=0)
+    users: int = Field(ge=0)
+    spawn_rate: float = Field(gt=0)
+
+
+class Capacity(_Strict):
+    """Step load then binary search on concurrent users."""
+
+    start_users: int = Field(ge=1)
+    max_users: int = Field(ge=1)
+    step_factor: float = Field(default=2.0, gt=1)
+    warmup_s: float = Field(default=3.0, ge=0)
+    settle_s: float = Field(default=2.0, ge=0)
+    measure_s: float = Field(default=8.0, gt=0)
+    search_steps: int = Field(default=2, ge=0, le=10)
+    headroom_pct: float = Field(default=20.0, ge=0, lt=100)
+
+    @model_validator(mode="after")
+    def _range(self) -> Capacity:
+        if self.max_users < self.start_users:
+            raise ValueError("max_users must be >= start_users")
+        return self
+
+
+class Profile(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str = ""
+    users: int = Field(ge=1)
+    spawn_rate: float = Field(gt=0, description="users started per second")
+    duration_s: float = Field(gt=0)
+    drain_s: float = Field(default=3.0, ge=1, description="settle after sending, then final sync")
+    message_bytes: int = Field(default=64, ge=16, le=32000)
+    behaviours: Behaviours = Behaviours()
+    slo: Slo
+    generator: Generator = Generator()
+    stages: tuple[Stage, ...] = ()
+    capacity: Capacity | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        group = self.behaviours.group
+        if group.rate_per_user_s > 0 and self.users < group.group_size:
+            raise ValueError(
+                f"users ({self.users}) below behaviours.group.group_size ({group.group_size}):"
+                " no group could fill up"
+            )
+        if self.behaviours.total_rate <= 0:
+            raise ValueError("every behaviour rate is 0: the users would only idle")
+        ends = [stage.until_s for stage in self.stages]
+        if ends != sorted(ends) or len(set(ends)) != len(ends):
+            raise ValueError("stages must have strictly increasing until_s")
+        return self
+
+    @property
+    def run_time_s(self) -> float:
+        """Locust run time: the sending window plus the drain (settle and final sync)."""
+        sending = self.stages[-1].until_s if self.stages else self.duration_s
+        return sending + self.drain_s
+
+    @property
+    def peak_users(self) -> int:
+        return max([self.users, *(stage.users for stage in self.stages)])
+
+    def expected_msgs_per_s(self) -> float:
+        b = self.behaviours
+        return self.users * (b.direct.rate_per_user_s + b.group.rate_per_user_s)
+
+
+def profile_path(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Path:
+    """A profile name (``smoke``) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise UserInputError(f"profile file {candidate} does not exist")
+        return candidate
+    path = profiles_dir / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in profiles_dir.glob("*.yaml"))) or "none"
+        raise UserInputError(
+            f"unknown load profile '{name_or_path}'", hint=f"profiles in {profiles_dir}: {known}"
+        )
+    return path
+
+
+def load_profile(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    path = profile_path(name_or_path, profiles_dir)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputFile(
+            "load profile", shown, [InputProblem(shown, "", f"cannot read: {exc}")]
+        ) from exc
+    return parse_profile(text, shown)
+
+
+def parse_profile(text: str, shown: str) -> Profile:
+    try:
+        document, positions = load_with_positions(text)
+    except YamlProblem as exc:
+        problem = InputProblem(shown, "", exc.message, exc.line, exc.column)
+        raise InvalidInputFile("load profile", shown, [problem]) from exc
+    if not isinstance(document, dict):
+        raise InvalidInputFile(
+            "load profile", shown, [InputProblem(shown, "", "must be a mapping of fields")]
+        )
+    try:
+        return Profile.model_validate(document)
+    except ValidationError as exc:
+        problems = [_problem(shown, positions, error) for error in exc.errors()]
+        raise InvalidInputFile("load profile", shown, problems) from None
+
+
+def _problem(
+    shown: str, positions: dict[tuple[str | int, ...], tuple[int, int]], error: Any
+) -> InputProblem:
+    path = tuple(part for part in error["loc"] if isinstance(part, str | int))
+    where = position_of(positions, path)
+    line, column = where if where else (None, None)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return InputProblem(shown, format_path(path), message, line, column)
+
+
+def pods_needed(peak_users: int, users_per_pod: float, headroom_pct: float) -> int:
+    """Gateway pods for ``peak_users`` when one pod holds ``users_per_pod`` at the SLO."""
+    usable = users_per_pod * (1 - headroom_pct / 100)
+    if usable <= 0:
+        raise ValueError("users per pod must be positive")
+    return max(1, math.ceil(peak_users / usable))

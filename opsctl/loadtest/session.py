@@ -1,0 +1,53 @@
+"""One complete run: reachability check, Locust, verdict, reports, terminal output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsctl import console
+from opsctl.loadtest.live import live_progress, verdict_table
+from opsctl.loadtest.profiles import Profile
+from opsctl.loadtest.report import write_reports
+from opsctl.loadtest.runner import RunOptions, RunResult, run_locust
+from opsctl.loadtest.targets import Target, check_reachable
+from opsctl.loadtest.verdict import Verdict, judge
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: RunResult
+    verdict: Verdict
+    paths: dict[str, Path]
+
+
+def execute(
+    profile: Profile,
+    profile_file: Path,
+    target: Target,
+    *,
+    workers: int = 1,
+    out_dir: Path | None = None,
+    worker_env: list[dict[str, str]] | None = None,
+    show: bool = True,
+) -> Outcome:
+    check_reachable(target)
+    options = RunOptions(
+        profile=profile,
+        profile_file=profile_file,
+        target=target,
+        workers=workers,
+        out_dir=out_dir,
+        worker_env=worker_env or [],
+    )
+    err = console.console
+    label = f"{profile.name} -> {len(target.urls)} gateway(s)"
+    with live_progress(err, show and console.verbosity >= 0, label) as progress:
+        result = run_locust(options, progress)
+    verdict = judge(result.summary, profile.slo)
+    paths = write_reports(result.out_dir, result.summary, verdict)
+    if show and console.verbosity >= 0:
+        verdict_table(err, verdict, f"{profile.name}: {verdict.status.value.upper()}")
+    console.info(f"report: {paths['html']}")
+    console.info(f"summary: {paths['summary']}  csv: {paths['timeline']}, {paths['locust_csv']}")
+    return Outcome(result=result, verdict=verdict, paths=paths)

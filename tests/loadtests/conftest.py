@@ -1,0 +1,55 @@
+"""Load-test fixtures: opsctl with the `loadtest` group registered (until the lead wires it
+into opsctl/cli/__init__.py), short profiles, and the local stack's token settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from opsctl.loadtest.profiles import PROFILES_DIR
+
+
+@pytest.fixture
+def with_loadtest_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsctl import cli
+    from opsctl.cli import loadtest
+
+    if any(group.name == "loadtest" for group in cli.app.registered_groups):
+        return
+    app = copy.copy(cli.app)
+    app.registered_groups = list(cli.app.registered_groups)
+    app.add_typer(loadtest.app, name="loadtest")
+    monkeypatch.setattr(cli, "app", app)
+
+
+def write_profile(tmp_path: Path, name: str = "smoke", **changes: Any) -> Path:
+    """A copy of a shipped profile with top-level or nested (dict) fields replaced."""
+    document = yaml.safe_load((PROFILES_DIR / f"{name}.yaml").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(document.get(key), dict):
+            document[key] = {**document[key], **value}
+        else:
+            document[key] = value
+    path = tmp_path / f"{name}-test.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def target_args(stack: Any, urls: list[str] | None = None) -> list[str]:
+    info = stack.info
+    args: list[str] = []
+    for url in urls or list(info.gateway_ws_urls):
+        args += ["--target", url]
+    return [
+        *args,
+        "--jwt-secret-file",
+        str(info.jwt_secret_file),
+        "--jwt-issuer",
+        info.jwt_issuer,
+        "--jwt-audience",
+        info.jwt_audience,
+    ]
