@@ -214,13 +214,20 @@ def status(
     component: ComponentOption = ComponentChoice.gateway,
     namespace: NamespaceOption = "im",
     kubeconfig: KubeconfigOption = None,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw until it ends.")] = False,
-    every: Annotated[float, typer.Option("--every", help="Seconds between redraws.")] = 2.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", "-w", help="Redraw until it ends or pauses; Ctrl-C stops it (exit 130)."
+        ),
+    ] = False,
+    every: Annotated[
+        float, typer.Option("--every", min=0.1, help="Seconds between redraws.")
+    ] = 2.0,
     output: OutputOption = None,
 ) -> None:
     """Show the newest rollout per region. Exit 0 done/running, 1 rolled back, 3 paused."""
     from opsctl import console, rollout
-    from opsctl.errors import CheckFailed, Inconclusive
+    from opsctl.errors import CheckFailed, ExitCode, Inconclusive
     from opsctl.rollout._view import render_status, watch_status
 
     resolved, spec, kube, record = _located(
@@ -237,7 +244,12 @@ def status(
         return rollout.status(fresh, kube)
 
     if watch and resolved.output is not OutputFormat.json:
-        report = watch_status(console.data_console(), fetch, every)
+        try:
+            report = watch_status(console.data_console(), fetch, every)
+        except KeyboardInterrupt:
+            # Watching is read-only: say so, since Ctrl-C here must not look like an abort.
+            console.info(f"stopped watching; rollout {record.id} is not affected")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     else:
         report = rollout.status(record, kube)
         if resolved.output is OutputFormat.json:

@@ -135,6 +135,28 @@ LAG_SIGNAL = Signal(
     None,
     lambda t: t.max_consumer_lag,
 )
+# Batches retried after an error, per batch attempted. A committed batch is one observation of
+# im_dispatcher_batch_latency_seconds (consume to offsets committed). Retries delay deliveries,
+# so the ceiling is the send error budget.
+BATCH_FAILURE_SIGNAL = Signal(
+    "batch_failure_ratio",
+    "(sum(rate(im_dispatcher_batch_failures_total{{{sel}}}[{w}])) or vector(0))"
+    " / (sum(rate(im_dispatcher_batch_latency_seconds_count{{{sel}}}[{w}]))"
+    " + (sum(rate(im_dispatcher_batch_failures_total{{{sel}}}[{w}])) or vector(0)))",
+    "sum(increase(im_dispatcher_batch_latency_seconds_count{{{sel}}}[{w}]))",
+    lambda t: t.send_error_ratio,
+)
+DISPATCHER_SIGNALS: tuple[Signal, ...] = (LAG_SIGNAL, BATCH_FAILURE_SIGNAL)
+
+
+def signals_for(component: str) -> tuple[tuple[Signal, ...], tuple[Signal, ...]]:
+    """(own, other): the rolled component's signals, split canary from stable, and the other
+    component's, judged namespace-wide against the SLOs. A gateway rollout watches only the
+    dispatchers' lag (batch counts may be idle and would leave it inconclusive); a dispatcher
+    rollout watches every gateway signal, since end-to-end delivery shows on the gateways."""
+    if component == "dispatcher":
+        return DISPATCHER_SIGNALS, GATEWAY_SIGNALS
+    return GATEWAY_SIGNALS, (LAG_SIGNAL,)
 
 
 @dataclass
@@ -244,10 +266,11 @@ def analyze(
     window = _window(plan)
     namespace_wide = f'namespace="{plan.namespace}"'
     results: list[SignalResult] = []
-    for signal in (*GATEWAY_SIGNALS, LAG_SIGNAL):
+    own_signals, other_signals = signals_for(plan.component)
+    for signal in (*own_signals, *other_signals):
         # Only the rolled component's own signals split canary from stable; the other
         # component's signals are judged namespace-wide against the SLOs.
-        own = (signal is LAG_SIGNAL) == (plan.component == "dispatcher")
+        own = signal in own_signals
         if own and compare:
             canary_sel, stable_sel = selectors.canary, selectors.stable
         else:

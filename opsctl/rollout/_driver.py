@@ -23,7 +23,7 @@ from opsctl.rollout._analysis import (
     reconnect_rate,
 )
 from opsctl.rollout._kube import KubeApi, KubeError, check_permissions
-from opsctl.rollout._plan import RegionTarget, RolloutPlan, batch_size, canary_replicas
+from opsctl.rollout._plan import RegionTarget, RolloutPlan, canary_replicas, pods_per_batch
 from opsctl.rollout._state import (
     CONTROL_KEY,
     MAX_ANALYSES,
@@ -250,7 +250,7 @@ class Driver:
         old = progress.previous_hash
         if old:
             old_pods = f'namespace="{plan.namespace}",pod=~"{plan.deployment}-{old}-[a-z0-9]+"'
-            self._wait_drained(handle, old_pods, "old pods")
+            self._wait_drained(handle, progress, old_pods, "old pods")
         if progress.previous is not None:
             handle.api.patch(
                 "deployments",
@@ -274,12 +274,7 @@ class Driver:
             if current == 0:
                 handle.api.delete("deployments", plan.namespace, plan.canary_deployment)
                 break
-            batch = batch_size(
-                plan.reconnect_budget,
-                handle.target.connections_per_pod,
-                plan.drain_window_s,
-                current,
-            )
+            batch = pods_per_batch(plan, handle.target, current)
             before = set(self._canary_pods(handle))
             target = max(0, current - batch)
             handle.api.patch(
@@ -295,7 +290,7 @@ class Driver:
             leaving = sorted(before - set(self._canary_pods(handle)))
             if leaving:
                 selector = f'namespace="{plan.namespace}",pod=~"{"|".join(leaving)}"'
-                self._wait_drained(handle, selector, "leaving canary pods")
+                self._wait_drained(handle, progress, selector, "leaving canary pods")
         progress.canary_replicas = 0
         progress.phase = "baking"
         self._note(handle, progress, "canary removed")
@@ -478,32 +473,42 @@ class Driver:
             if time.monotonic() > deadline:
                 self._rollback(handle, progress, "rolled_back")
                 raise _Stop("rolled_back", f"{handle.target.name}: update did not finish in time")
-            if (
-                plan.component == "gateway"
-                and handle.metrics is not None
-                and time.monotonic() - last_check >= min(plan.interval_s, 5.0)
-            ):
+            if time.monotonic() - last_check >= min(plan.interval_s, 5.0):
                 last_check = time.monotonic()
-                try:
-                    rate = reconnect_rate(handle.metrics, plan)
-                except MetricsError:
-                    rate = 0.0
-                if rate > plan.reconnect_budget:
-                    progress.event("reconnect budget exceeded", rate=rate)
-                    self._rollback(handle, progress, "aborted")
-                    raise _Stop(
-                        "aborted",
-                        f"{handle.target.name}: {rate:.0f} reconnects/s exceeds the budget "
-                        f"of {plan.reconnect_budget}/s",
-                    )
+                self._check_reconnects(handle, progress)
             self._sleep(self.poll_s)
 
-    def _wait_drained(self, handle: RegionHandle, selector: str, what: str) -> None:
-        """Until the pods' connection gauge is under the threshold, or the drain window ends."""
+    def _check_reconnects(self, handle: RegionHandle, progress: RegionProgress) -> None:
+        """Abort (revert the region, exit 1) when the reconnects the rollout causes exceed the
+        spec's budget. Gateways only: dispatchers hold no client connections."""
+        plan = self.plan
+        if plan.component != "gateway" or handle.metrics is None:
+            return
+        try:
+            rate = reconnect_rate(handle.metrics, plan)
+        except MetricsError:
+            return  # Prometheus hiccup: the next check decides
+        if rate <= plan.reconnect_budget:
+            return
+        progress.event("reconnect budget exceeded", rate=round(rate, 3))
+        self._rollback(handle, progress, "aborted")
+        raise _Stop(
+            "aborted",
+            f"{handle.target.name}: measured reconnect rate {rate:.1f}/s exceeds the reconnect "
+            f"budget of {plan.reconnect_budget}/s (reconnectBudget.reconnectsPerSecond); "
+            "region reverted",
+        )
+
+    def _wait_drained(
+        self, handle: RegionHandle, progress: RegionProgress, selector: str, what: str
+    ) -> None:
+        """Until the pods' connection gauge is under the threshold, or the drain window ends;
+        the reconnect budget is checked meanwhile, since this is when clients reconnect."""
         if self.plan.component != "gateway" or handle.metrics is None:
             return
         deadline = time.monotonic() + self.plan.drain_window_s
         while time.monotonic() < deadline:
+            self._check_reconnects(handle, progress)
             try:
                 left = connections(handle.metrics, selector)
             except MetricsError:

@@ -319,6 +319,17 @@ def batch_size(budget: int, connections_per_pod: int, drain_window_s: float, rep
     return max(1, min(max(replicas, 1), math.floor(budget / per_pod_rate)))
 
 
+def pods_per_batch(plan: RolloutPlan, region: RegionTarget, replicas: int) -> int:
+    """Old pods that may leave at once. Gateways: sized to the reconnect budget. Dispatchers
+    hold no client connections, but each one leaving rebalances the Kafka consumer group, so
+    they go one at a time."""
+    if plan.component == "dispatcher":
+        return 1
+    return batch_size(
+        plan.reconnect_budget, region.connections_per_pod, plan.drain_window_s, replicas
+    )
+
+
 def rolling_strategy(plan: RolloutPlan, region: RegionTarget, replicas: int) -> dict[str, Any]:
     """The Deployment's own update, paced to the reconnect budget.
 
@@ -326,9 +337,7 @@ def rolling_strategy(plan: RolloutPlan, region: RegionTarget, replicas: int) -> 
     old pods drain at once; minReadySeconds holds each batch for the drain window before the
     controller removes the next old pods.
     """
-    batch = batch_size(
-        plan.reconnect_budget, region.connections_per_pod, plan.drain_window_s, replicas
-    )
+    batch = pods_per_batch(plan, region, replicas)
     return {
         "minReadySeconds": math.ceil(plan.drain_window_s),
         "strategy": {

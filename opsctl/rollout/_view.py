@@ -74,10 +74,25 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
 def watch_status(
     console: Console, fetch: Callable[[], dict[str, Any]], every: float
 ) -> dict[str, Any]:
-    """Redraw the table until the rollout ends (or pauses); returns the last report."""
+    """Redraw the table until the rollout ends (or pauses); returns the last report.
+
+    On a terminal the table is redrawn in place. Piped or redirected, each refresh is printed
+    after the previous one under a timestamp line, so a log shows every refresh.
+    """
     from rich.live import Live
 
     report = fetch()
+    if not console.is_terminal:
+        refresh = 1
+        while True:
+            console.print(f"-- refresh {refresh} at {time.strftime('%H:%M:%S')}")
+            console.print(status_view(report))
+            console.file.flush()
+            if report["phase"] in _ENDED:
+                return report
+            time.sleep(every)
+            report = fetch()
+            refresh += 1
     with Live(status_view(report), console=console, refresh_per_second=4) as live:
         while report["phase"] not in _ENDED:
             time.sleep(every)

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, float | None] = {
     "abnormal_disconnect_rps": 0.0,
     "drain_disconnect_rps": 0.0,
     "lag": None,  # im_dispatcher_consumer_lag when set
+    "batch_rps": None,  # dispatcher batches attempted per second, when set
+    "batch_fail_ratio": 0.0,  # share of those batches retried after an error
 }
 
 
@@ -59,6 +61,30 @@ class PodCollector(Collector):
         self.totals[key] = self.totals.get(key, 0.0) + amount
         return self.totals[key]
 
+    def _dispatcher(self, rates: dict[str, Any], dt: float) -> list[Any]:
+        families: list[Any] = []
+        if rates["lag"] is not None:
+            lag = GaugeMetricFamily(
+                "im_dispatcher_consumer_lag", "records behind", labels=["partition"]
+            )
+            lag.add_metric(["0"], float(rates["lag"]))
+            families.append(lag)
+        if rates["batch_rps"] is not None:
+            batches = rates["batch_rps"] * dt
+            committed = self._add("batches_ok", batches * (1 - rates["batch_fail_ratio"]))
+            failed = self._add("batches_failed", batches * rates["batch_fail_ratio"])
+            retried = CounterMetricFamily(
+                "im_dispatcher_batch_failures", "batches retried", labels=["error"]
+            )
+            retried.add_metric(["NoHostAvailable"], failed)
+            families.append(retried)
+            latency = HistogramMetricFamily(
+                "im_dispatcher_batch_latency_seconds", "consume to commit", labels=[]
+            )
+            latency.add_metric([], [("0.5", committed), ("+Inf", committed)], 0.1 * committed)
+            families.append(latency)
+        return families
+
     def collect(self) -> Iterator[Any]:
         with self.lock:
             rates = self._rates()
@@ -74,6 +100,7 @@ class PodCollector(Collector):
             bad = self._add("connect_bad", connects * rates["connect_fail_ratio"])
             lost = self._add("lost", rates["abnormal_disconnect_rps"] * dt)
             drained = self._add("drained", rates["drain_disconnect_rps"] * dt)
+            dispatcher = self._dispatcher(rates, dt)
             # Histogram buckets: everything observed so far landed at the current latency.
             for bound in BUCKETS_MS:
                 if bound >= rates["latency_ms"]:
@@ -108,12 +135,7 @@ class PodCollector(Collector):
         gauge = GaugeMetricFamily("im_gateway_connections_active", "open sessions", labels=[])
         gauge.add_metric([], rates["connections"])
         yield gauge
-        if rates["lag"] is not None:
-            lag = GaugeMetricFamily(
-                "im_dispatcher_consumer_lag", "records behind", labels=["partition"]
-            )
-            lag.add_metric(["0"], float(rates["lag"]))
-            yield lag
+        yield from dispatcher
 
 
 def main() -> None:

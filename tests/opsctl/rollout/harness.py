@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +25,13 @@ PROMETHEUS = "/usr/bin/prometheus"
 STABLE = "im-gateway-gateway"
 CANARY_POD = f"{STABLE}-canary-7d9f8c6b5-abcde"
 STABLE_POD = f"{STABLE}-5c8b7d9f4-fghij"
-DISPATCHER_POD = "im-gateway-dispatcher-6b5c4d7f8-klmno"
+DISPATCHER_DEPLOYMENT = "im-gateway-dispatcher"
+DISPATCHER_POD = f"{DISPATCHER_DEPLOYMENT}-6b5c4d7f8-klmno"
+DISPATCHER_CANARY_POD = f"{DISPATCHER_DEPLOYMENT}-canary-7f6d5c4b9-pqrst"
 OLD_IMAGE = "registry.im.internal/im/gateway:0.1.0"
 NEW_IMAGE = "registry.im.internal/im/gateway:0.2.0"
+OLD_DISPATCHER_IMAGE = "registry.im.internal/im/dispatcher:0.1.0"
+NEW_DISPATCHER_IMAGE = "registry.im.internal/im/dispatcher:0.2.0"
 
 HEALTHY: dict[str, Any] = {
     "rps": 80.0,
@@ -38,6 +43,9 @@ HEALTHY: dict[str, Any] = {
 BREACHING: dict[str, Any] = {**HEALTHY, "error_ratio": 0.05, "latency_ms": 900.0}
 QUIET: dict[str, Any] = {**HEALTHY, "rps": 0.3, "connect_rps": 0.3, "connections": 3.0}
 DISPATCHER: dict[str, Any] = {"lag": 12.0}
+# A dispatcher pod that commits batches (for the dispatcher's own signals).
+CONSUMING: dict[str, Any] = {"lag": 12.0, "batch_rps": 20.0, "batch_fail_ratio": 0.0}
+LAGGING: dict[str, Any] = {"lag": 5000.0, "batch_rps": 20.0, "batch_fail_ratio": 0.2}
 
 
 def free_port() -> int:
@@ -160,17 +168,23 @@ class MetricsLab:
         shutil.rmtree(self.workdir / "tsdb", ignore_errors=True)
 
 
-def stable_deployment(namespace: str, replicas: int = 4, image: str = OLD_IMAGE) -> dict[str, Any]:
-    """The chart's gateway Deployment, reduced to what a rollout touches."""
+def stable_deployment(
+    namespace: str, replicas: int = 4, image: str = OLD_IMAGE, component: str = "gateway"
+) -> dict[str, Any]:
+    """The chart's gateway (or dispatcher) Deployment, reduced to what a rollout touches."""
     selector = {
         "app.kubernetes.io/name": "im-gateway",
         "app.kubernetes.io/instance": "im-gateway",
-        "app.kubernetes.io/component": "gateway",
+        "app.kubernetes.io/component": component,
     }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": STABLE, "namespace": namespace, "labels": dict(selector)},
+        "metadata": {
+            "name": f"im-gateway-{component}",
+            "namespace": namespace,
+            "labels": dict(selector),
+        },
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 5,
@@ -184,7 +198,7 @@ def stable_deployment(namespace: str, replicas: int = 4, image: str = OLD_IMAGE)
                 "spec": {
                     "terminationGracePeriodSeconds": 50,
                     "containers": [
-                        {"name": "gateway", "image": image, "ports": [{"containerPort": 8080}]}
+                        {"name": component, "image": image, "ports": [{"containerPort": 8080}]}
                     ],
                 },
             },
@@ -217,3 +231,54 @@ def opsctl_subprocess(args: list[str], env: dict[str, str] | None = None) -> sub
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+class DeploymentWatch:
+    """Polls one Deployment in a thread and records every distinct (generation, image,
+    strategy, minReadySeconds) it shows, so a test can assert what was applied mid-rollout.
+    ``on_change`` runs in the thread for each new state (e.g. to flip an exporter profile)."""
+
+    def __init__(
+        self,
+        read: Callable[[], dict[str, Any] | None],
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        every: float = 0.1,
+    ) -> None:
+        self.read = read
+        self.on_change = on_change
+        self.every = every
+        self.states: list[dict[str, Any]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                found = self.read()
+                if found is not None:
+                    spec = found["spec"]
+                    state = {
+                        "generation": found["metadata"]["generation"],
+                        "image": spec["template"]["spec"]["containers"][0]["image"],
+                        "strategy": spec.get("strategy"),
+                        "minReadySeconds": spec.get("minReadySeconds", 0),
+                    }
+                    if not self.states or self.states[-1] != state:
+                        self.states.append(state)
+                        if self.on_change is not None:
+                            self.on_change(state)
+            except Exception as error:  # reported by stop(), not lost in the thread
+                self.errors.append(error)
+                return
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> DeploymentWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.errors:
+            raise self.errors[0]

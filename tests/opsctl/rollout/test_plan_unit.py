@@ -73,3 +73,31 @@ def test_judge_needs_samples_data_slo_and_baseline() -> None:
     results = [judge(P99, THRESHOLDS, 50, (40.0, 10.0), None),
                judge(P99, THRESHOLDS, 50, (400.0, 500.0), None)]  # fmt: skip
     assert combine(results) == "fail"
+
+
+def test_dispatchers_go_one_at_a_time_on_their_own_signals() -> None:
+    from opsctl.rollout import rolling_strategy
+    from opsctl.rollout._analysis import DISPATCHER_SIGNALS, LAG_SIGNAL, signals_for
+
+    spec = load_stack(DEFAULT_INFRA_DIR, "prod")
+    request = StartRequest(
+        stack="prod", image="0.3.1", component="dispatcher", prometheus=("http://p:9090",)
+    )
+    plan = build_plan(spec, request)
+    assert plan.image == "registry.im.internal/im/dispatcher:0.3.1"
+    assert plan.deployment == "im-gateway-dispatcher"
+    # A gateway batch in prod would be 2 pods (budget); a dispatcher rebalances, so 1.
+    assert rolling_strategy(plan, plan.regions[0], 40) == {
+        "minReadySeconds": 30,
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+    }
+    own, other = signals_for("dispatcher")
+    assert [signal.name for signal in own] == ["consumer_lag", "batch_failure_ratio"]
+    assert other == GATEWAY_SIGNALS
+    assert signals_for("gateway") == (GATEWAY_SIGNALS, (LAG_SIGNAL,))
+    batch_failures = DISPATCHER_SIGNALS[1]
+    assert judge(batch_failures, THRESHOLDS, 20, (0.2, 400.0), (0.0, 400.0)).verdict == "fail"
+    assert judge(batch_failures, THRESHOLDS, 20, (0.0, 400.0), (0.0, 400.0)).verdict == "pass"
