@@ -2,13 +2,18 @@
 (gateway -> Kafka -> dispatcher -> Cassandra/Redis -> gateway):
 
     IMGW_BENCH_WS_URLS=ws://127.0.0.1:19110/ws,ws://127.0.0.1:19111/ws \\
+    IMGW_BENCH_DISPATCHER_URL=http://127.0.0.1:19108 \\
     IMGW_BENCH_SECRET_FILE=.state/local/secrets/jwt-hs256.key \\
-    .venv/bin/python benchmarks/gateway_throughput.py --rate 5000 --seconds 20
+    .venv/bin/python benchmarks/gateway_throughput.py --rates 500,1000,2000,4000 --seconds 15
 
 Senders connect to the first URL, receivers to the last; each pair is one 1:1 conversation.
-Prints messages/s acknowledged and delivered, end-to-end latency percentiles (send call to
-receipt on the recipient's socket, same host clock) and gateway CPU, from which msg/s per
-gateway core follows. Each sender stays under the per-connection rate limit.
+For each offered rate it prints messages/s acknowledged and delivered, end-to-end latency
+percentiles (send call to receipt on the recipient's socket, same host clock) and the CPU
+seconds the gateway and dispatcher processes used during the send window (connection setup
+excluded). Messages per CPU-second is the "per core" figure: it holds on a loaded machine,
+where wall-clock throughput does not. Each sender stays under the per-connection rate limit.
+For throughput figures start the stack with LocalConfig(jvm_quick_start=False): the default
+C1-only JIT makes Kafka and Cassandra much slower under load.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import jwt
@@ -29,6 +35,8 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 PER_SENDER_RATE = 40.0  # msg/s, below the gateway's default 50/s limit
+TAIL_IDLE_S = 5.0  # after the send window, wait until nothing arrived for this long
+TAIL_MAX_S = 90.0
 
 
 def token(secret: str, user: str, issuer: str, audience: str) -> str:
@@ -49,7 +57,8 @@ async def session(url: str, secret: str, user: str, args: argparse.Namespace) ->
     return ws
 
 
-async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: object) -> None:
+async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: Any, go: Any) -> None:
+    rate = args.rate
     secret = Path(args.secret_file).read_text().strip()
     run_id = uuid.uuid4().hex[:6]
     send_url, recv_url = args.urls[0], args.urls[-1]
@@ -59,8 +68,7 @@ async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: obj
         senders.append((await session(send_url, secret, a, args), b))
         receivers.append(await session(recv_url, secret, b, args))
     latencies: list[float] = []
-    counts = {"sent": 0, "acked": 0, "delivered": 0, "errors": 0}
-    deadline = time.monotonic() + args.seconds
+    counts = {"sent": 0, "acked": 0, "delivered": 0, "errors": 0, "delivered_in_window": 0}
 
     async def read(ws: ClientConnection, is_sender: bool) -> None:
         try:
@@ -79,7 +87,10 @@ async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: obj
 
     readers = [asyncio.create_task(read(ws, True)) for ws, _ in senders]
     readers += [asyncio.create_task(read(ws, False)) for ws in receivers]
-    interval = 1.0 / (args.rate / args.workers / pairs)
+    out.put(("ready", worker))
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    deadline = time.monotonic() + args.seconds
+    interval = 1.0 / (rate / args.workers / pairs)
     next_tick = time.monotonic()
     n = 0
     while time.monotonic() < deadline:
@@ -91,22 +102,35 @@ async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: obj
         n += 1
         next_tick += interval
         await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-    await asyncio.sleep(3)  # let the tail arrive
+    counts["delivered_in_window"] = counts["delivered"]
+    await drain(counts)
+    out.put(("done", (counts, latencies)))
     for ws, _ in senders:
         await ws.close()
     for ws in receivers:
         await ws.close()
     for task in readers:
         task.cancel()
-    out.put((counts, latencies))  # type: ignore[attr-defined]
 
 
-def worker_main(args: argparse.Namespace, worker: int, pairs: int, out: object) -> None:
-    asyncio.run(run_worker(args, worker, pairs, out))
+async def drain(counts: dict[str, int]) -> None:
+    """Wait for the backlog, so the CPU measured covers every message counted."""
+    give_up = time.monotonic() + TAIL_MAX_S
+    last, quiet_since = -1, time.monotonic()
+    while time.monotonic() < give_up and counts["delivered"] < counts["sent"]:
+        if counts["delivered"] != last:
+            last, quiet_since = counts["delivered"], time.monotonic()
+        elif time.monotonic() - quiet_since > TAIL_IDLE_S:
+            break
+        await asyncio.sleep(0.1)
+
+
+def worker_main(args: argparse.Namespace, worker: int, pairs: int, out: Any, go: Any) -> None:
+    asyncio.run(run_worker(args, worker, pairs, out, go))
 
 
 def processes_on(urls: list[str]) -> list[psutil.Process]:
-    ports = {urlparse(u).port for u in urls}
+    ports = {urlparse(u).port for u in urls if u}
     found = {}
     for conn in psutil.net_connections("tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports and conn.pid:
@@ -114,53 +138,116 @@ def processes_on(urls: list[str]) -> list[psutil.Process]:
     return list(found.values())
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def measure(
+    args: argparse.Namespace,
+    rate: float,
+    gateways: list[psutil.Process],
+    dispatchers: list[psutil.Process],
+) -> dict[str, float]:
+    pairs = max(1, int(rate / PER_SENDER_RATE / args.workers))
+    out: Any = multiprocessing.Queue()
+    go: Any = multiprocessing.Event()
+    args = argparse.Namespace(**{**vars(args), "rate": rate})
+    procs = [
+        multiprocessing.Process(target=worker_main, args=(args, w, pairs, out, go))
+        for w in range(args.workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        kind, _worker = out.get(timeout=300)
+        assert kind == "ready"
+    gw_before, disp_before = cpu_seconds(gateways), cpu_seconds(dispatchers)
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    go.set()
+    results = []
+    for _ in procs:
+        kind, result = out.get(timeout=args.seconds + 300)
+        results.append(result)
+    window = time.monotonic() - started
+    gw_cpu = cpu_seconds(gateways) - gw_before
+    disp_cpu = cpu_seconds(dispatchers) - disp_before
+    load_after = os.getloadavg()[0]
+    for proc in procs:
+        proc.join(30)
+    totals = {k: sum(r[0][k] for r in results) for k in results[0][0]}
+    latencies = [x for r in results for x in r[1]]
+    p50, p90, p99, worst = (1000 * percentile(latencies, q) for q in (0.5, 0.9, 0.99, 1.0))
+    delivered = totals["delivered"]
+    figures = {
+        "offered_per_s": rate,
+        "sent": totals["sent"],
+        "acked": totals["acked"],
+        "delivered": delivered,
+        "errors": totals["errors"],
+        "delivered_per_s": totals["delivered_in_window"] / args.seconds,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "max_ms": worst,
+        "gateway_cpu_s": gw_cpu,
+        "dispatcher_cpu_s": disp_cpu,
+        "measured_s": window,
+        "msgs_per_gateway_cpu_s": delivered / gw_cpu if gw_cpu else float("nan"),
+        "gateway_cpu_us_per_msg": 1e6 * gw_cpu / delivered if delivered else float("nan"),
+        "dispatcher_cpu_us_per_msg": 1e6 * disp_cpu / delivered if delivered else float("nan"),
+        "loadavg_1m": (load_before + load_after) / 2,
+    }
+    print(
+        f"offered {rate:,.0f}/s ({pairs * args.workers} pairs): sent {totals['sent']} "
+        f"acked {totals['acked']} delivered {delivered} errors {totals['errors']}\n"
+        f"  delivered/s within the send window {figures['delivered_per_s']:,.0f}\n"
+        f"  latency ms p50 {p50:.1f} "
+        f"p90 {p90:.1f} p99 {p99:.1f} max {worst:.1f}\n"
+        f"  gateway CPU {gw_cpu:.1f} s ({len(gateways)} procs) -> "
+        f"{figures['msgs_per_gateway_cpu_s']:,.0f} msg per gateway CPU-second "
+        f"({figures['gateway_cpu_us_per_msg']:.0f} us/msg)\n"
+        f"  dispatcher CPU {disp_cpu:.1f} s -> {figures['dispatcher_cpu_us_per_msg']:.0f} us/msg"
+        f"   measured {window:.1f} s (send window + drain)   load avg {figures['loadavg_1m']:.2f}",
+        flush=True,
+    )
+    return figures
 
 
 def main() -> None:
     env = os.environ
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--urls", default=env.get("IMGW_BENCH_WS_URLS", "ws://127.0.0.1:19110/ws"))
+    parser.add_argument(
+        "--dispatcher-url",
+        default=env.get("IMGW_BENCH_DISPATCHER_URL", ""),
+        help="the dispatcher's http URL, to measure its CPU too",
+    )
     parser.add_argument("--secret-file", default=env.get("IMGW_BENCH_SECRET_FILE", ""))
     parser.add_argument("--issuer", default=env.get("IMGW_BENCH_ISSUER", "im-local"))
     parser.add_argument("--audience", default=env.get("IMGW_BENCH_AUDIENCE", "im-gateway"))
-    parser.add_argument("--rate", type=float, default=2000, help="target messages/s in total")
+    parser.add_argument(
+        "--rates", default="2000", help="comma-separated offered rates (messages/s in total)"
+    )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args()
     args.urls = args.urls.split(",")
-    pairs = max(1, int(args.rate / PER_SENDER_RATE / args.workers))
     gateways = processes_on(args.urls)
     if not gateways:
         sys.exit(f"no gateway listens on {args.urls}")
-    cpu_before = {p.pid: sum(p.cpu_times()[:2]) for p in gateways}
-    out: multiprocessing.Queue[tuple[dict[str, int], list[float]]] = multiprocessing.Queue()
-    procs = [
-        multiprocessing.Process(target=worker_main, args=(args, w, pairs, out))
-        for w in range(args.workers)
-    ]
-    started = time.monotonic()
-    for proc in procs:
-        proc.start()
-    results = [out.get(timeout=args.seconds + 300) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-    elapsed = time.monotonic() - started
-    cpu = sum(sum(p.cpu_times()[:2]) - cpu_before[p.pid] for p in gateways)
-    totals = {k: sum(r[0][k] for r in results) for k in results[0][0]}
-    latencies = [x for r in results for x in r[1]]
-    seconds = args.seconds
-    print(f"senders/receivers: {pairs * args.workers} pairs over {args.urls}")
-    print(f"sent {totals['sent']}  acked {totals['acked']}  delivered {totals['delivered']}  "
-          f"errors {totals['errors']}")  # fmt: skip
-    print(f"delivered/s: {totals['delivered'] / seconds:,.0f}")
-    p50, p90, p99, worst = (1000 * percentile(latencies, q) for q in (0.5, 0.9, 0.99, 1.0))
-    print(f"latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {worst:.1f}")
-    print(f"gateway CPU: {cpu:.1f} s over {elapsed:.0f} s wall ({len(gateways)} processes)")
-    if cpu > 0:
-        print(f"delivered msg/s per gateway core: {totals['delivered'] / cpu:,.0f}")
+    dispatchers = processes_on([args.dispatcher_url]) if args.dispatcher_url else []
+    print(f"gateways: {len(gateways)} processes on {args.urls}; dispatcher measured: "
+          f"{bool(dispatchers)}; {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    runs = [measure(args, float(rate), gateways, dispatchers) for rate in args.rates.split(",")]
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Cassandra writes are upserts, gateways drop seqs a device already has).
 """
 
 # Heavy client libraries are imported where first used, so the process listens fast.
-# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -127,6 +126,7 @@ class Dispatcher:
         self._assign: Any = None
         self._buckets_written = _SeenCache(100_000)
         self._index_written = _SeenCache(200_000)
+        self.stage = "idle"  # the batch step in progress, for the failure metric
         self._last_seq: OrderedDict[str, int] = OrderedDict()  # highest seq we assigned
 
     # Readiness ---------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ class Dispatcher:
             self.cfg.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
             health_check_interval=10,
         )  # fmt: skip
-        self._assign = self.redis.register_script(state.ASSIGN_SEQ)
+        self._assign = self.redis.register_script(state.ASSIGN_SEQS)
         attempt = 0
         while not self.stopping.is_set() and not self.store.ready:
             try:
@@ -277,6 +277,7 @@ class Dispatcher:
         while not self.stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
             if not batches:
+                self._idle_lag()
                 continue
             started = time.perf_counter()
             records: list[Any] = [r for part in batches.values() for r in part]
@@ -288,14 +289,22 @@ class Dispatcher:
                     await self.process(records)
                     break
                 except Exception as exc:  # a backend failed: retry the same batch (idempotent)
-                    log.warning("batch of %d failed, retrying: %r", len(records), exc)
-                    self.metrics.failures.labels(type(exc).__name__).inc()
+                    log.warning("batch of %d failed at %s, retrying: %r", len(records),
+                                self.stage, exc)  # fmt: skip
+                    self.metrics.failures.labels(self.stage).inc()
                     if self.stopping.is_set():
                         return  # not committed: another dispatcher redoes it
                     await asyncio.sleep(backoff(attempt))
                     attempt += 1
             await self._commit(batches)
             self.metrics.batch_latency.observe(time.perf_counter() - started)
+
+    def _idle_lag(self) -> None:
+        """A poll that fetched nothing means every assigned partition is caught up."""
+        if self.consumer is None:
+            return
+        for tp in self.consumer.assignment():
+            self.metrics.consumer_lag.labels(str(tp.partition)).set(0)
 
     async def _commit(self, batches: dict[Any, list[Any]]) -> None:
         offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -309,6 +318,8 @@ class Dispatcher:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - next_offset))
 
     async def process(self, raw_records: list[Any]) -> None:
+        # The stage names label im_dispatcher_batch_failures_total (BATCH_STAGES).
+        self.stage = "dead_letter"
         accepted: list[Accepted] = []
         for raw in raw_records:
             try:
@@ -319,14 +330,23 @@ class Dispatcher:
             accepted.append(item)
         if not accepted:
             return
+        self.stage = "sequence"
         records = await self._assign_seqs(accepted)
+        self.stage = "recipients"
         members = await self._recipients(records)
+        index = {(u, r.conversation_id) for r in records for u in members[r.conversation_id]}
+        new_index = [p for p in index if p not in self._index_written]
+        self.stage = "persist"
         started = time.perf_counter()
-        await self._persist(records, members)
+        await self._persist(records, new_index)
         self.metrics.persist_latency.observe(time.perf_counter() - started)
         self.metrics.persisted.inc(len(records))
         views = [encode(r.client_view()) for r in records]
-        await self._cache(records, views, members)
+        self.stage = "cache"
+        await self._cache(records, views, new_index)
+        for pair in new_index:
+            self._index_written.add(pair)
+        self.stage = "route"
         await self._route(records, [message_frame(view) for view in views], members)
 
     async def _dead_letter(self, raw: Any, why: str) -> None:
@@ -344,22 +364,25 @@ class Dispatcher:
         assigned: dict[int, tuple[int, int]] = {}
         pending = list(range(len(items)))
         for _round in range(3):
+            by_conv: dict[str, list[int]] = {}
+            for i in pending:
+                by_conv.setdefault(items[i].conversation_id, []).append(i)
             async with self.redis.pipeline(transaction=False) as pipe:
-                for i in pending:
-                    it = items[i]
-                    await self._assign(  # queues EVALSHA on the pipeline
-                        keys=[
-                            state.counter_key(it.conversation_id),
-                            state.assigned_key(it.conversation_id, it.message_id),
-                        ],
-                        args=[bucket_now, ASSIGNED_TTL_S],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+                for conv, indexes in by_conv.items():
+                    keys = [state.counter_key(conv)]
+                    keys += [state.assigned_key(conv, items[i].message_id) for i in indexes]
+                    # queues EVALSHA on the pipeline
+                    await self._assign(keys=keys, args=[bucket_now, ASSIGNED_TTL_S], client=pipe)
+                per_conv = await pipe.execute()
+            outcomes = [
+                (i, result)
+                for indexes, results in zip(by_conv.values(), per_conv, strict=True)
+                for i, result in zip(indexes, results, strict=True)
+            ]
             need_init: set[str] = set()
             regressed: set[str] = set()
             retry: list[int] = []
-            for i, result in zip(pending, results, strict=True):
+            for i, result in outcomes:
                 if result == "INIT":
                     need_init.add(items[i].conversation_id)
                     retry.append(i)
@@ -449,11 +472,11 @@ class Dispatcher:
             out[f"g:{gid}"] = await group_members(self.redis, self.store, gid)
         return out
 
-    async def _persist(self, records: list[MessageRecord], members: dict[str, list[str]]) -> None:
+    async def _persist(
+        self, records: list[MessageRecord], new_index: list[tuple[str, str]]
+    ) -> None:
         buckets = {(r.conversation_id, r.bucket) for r in records}
         new_buckets = [b for b in buckets if b not in self._buckets_written]
-        index = {(u, r.conversation_id) for r in records for u in members[r.conversation_id]}
-        new_index = [p for p in index if p not in self._index_written]
         await asyncio.gather(
             self.store.insert_messages(records),
             self.store.add_buckets(new_buckets),
@@ -461,23 +484,26 @@ class Dispatcher:
         )
         for b in new_buckets:
             self._buckets_written.add(b)
-        for p in new_index:
-            self._index_written.add(p)
 
     async def _cache(
-        self, records: list[MessageRecord], views: list[str], members: dict[str, list[str]]
+        self, records: list[MessageRecord], views: list[str], new_index: list[tuple[str, str]]
     ) -> None:
+        """Append to the recent caches (one RPUSH per conversation) and add conversations to
+        the users' index sets. Pairs indexed since the last Redis data loss are skipped: the
+        sets are rebuilt from Cassandra when they lack their COMPLETE marker."""
         size = self.cfg.recent_cache_size
         async with self.redis.pipeline(transaction=False) as pipe:
             if size:
+                entries: dict[str, list[str]] = defaultdict(list)
                 for record, view in zip(records, views, strict=True):
-                    key = state.recent_key(record.conversation_id)
-                    pipe.rpush(key, f"{record.seq}|{view}")
+                    entries[record.conversation_id].append(f"{record.seq}|{view}")
+                for conv, values in entries.items():
+                    key = state.recent_key(conv)
+                    pipe.rpush(key, *values)
                     pipe.ltrim(key, -size, -1)
                     pipe.expire(key, 7 * 86400)
-            for conv in {r.conversation_id for r in records}:
-                for user in members[conv]:
-                    pipe.sadd(state.user_conversations_key(user), conv)
+            for user, conv in new_index:
+                pipe.sadd(state.user_conversations_key(user), conv)
             await pipe.execute()
 
     async def _route(

@@ -16,6 +16,49 @@ FAST_BUCKETS = (
 )  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Every label value the processes use, created at 0 on start: alerts and dashboards see the
+# series before the first event (a rate over a missing series is "no data", not 0).
+CONNECT_OUTCOMES = (
+    "accepted",
+    "auth_failed",
+    "hello_timeout",
+    "closed_before_hello",
+    "protocol_error",
+    "backend_error",
+    "draining",
+    "not_ready",
+    "server_full",
+)
+DISCONNECT_REASONS = (
+    "client_close",
+    "connection_lost",
+    "frame_too_big",
+    "error",
+    "backend_error",
+    "replaced",
+    "rate_limited",
+    "protocol_error",
+    "slow_consumer",
+    "idle_timeout",
+    "token_expired",
+    "drain",
+    "shutdown",
+)
+SEND_FAILURES = ("not_member", "redis", "duplicate_id", "kafka")
+AUTH_FAILURES = (
+    "malformed",
+    "unknown_key",
+    "bad_algorithm",
+    "missing",
+    "expired",
+    "not_yet_valid",
+    "bad_issuer",
+    "bad_audience",
+    "bad_signature",
+    "bad_subject",
+)
+BATCH_STAGES = ("dead_letter", "sequence", "recipients", "persist", "cache", "route")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape size and nobody reads them
 
 
@@ -24,6 +67,9 @@ class GatewayMetrics:
         r = self.registry = registry or CollectorRegistry()
         p = "im_gateway_"
         self.connections_active = Gauge(p + "connections_active", "Open sessions.", registry=r)
+        self.connections_limit = Gauge(
+            p + "connections_limit", "Configured maximum of open sessions.", registry=r
+        )
         self.connects = Counter(
             p + "connects", "Connection attempts by outcome.", ["reason"], registry=r
         )
@@ -90,6 +136,14 @@ class GatewayMetrics:
         self.pubsub_reconnects = Counter(
             p + "pubsub_reconnects", "Redis pub/sub resubscriptions after a failure.", registry=r
         )
+        for counter, values in (
+            (self.connects, CONNECT_OUTCOMES),
+            (self.disconnects, DISCONNECT_REASONS),
+            (self.messages_failed, SEND_FAILURES),
+            (self.auth_failures, AUTH_FAILURES),
+        ):
+            for value in values:
+                counter.labels(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -139,6 +193,8 @@ class DispatcherMetrics:
         )  # fmt: skip
         self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
         self.draining = Gauge(p + "draining", "1 while stopping after SIGTERM.", registry=r)
+        for stage in BATCH_STAGES:
+            self.failures.labels(stage)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

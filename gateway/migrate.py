@@ -7,7 +7,6 @@ Exit 0 when everything is applied (or already was), 2 for bad configuration or m
 """
 
 # Heavy client libraries are imported where first used, so --help and bad input stay fast.
-# ruff: noqa: PLC0415
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ flusher task only when a client reads slowly.
 """
 
 # Heavy client libraries are imported where first used, so the process listens fast.
-# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -148,7 +147,6 @@ class Gateway:
         )
         self.channel = state.node_channel(config.node_id)
         self._marks: list[tuple[str, str]] = []
-        self._mark_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queued = 0
         self._max_receipt: Any = None
@@ -176,6 +174,11 @@ class Gateway:
         self._latency = m.delivery_latency
         for backend in ("kafka", "redis", "cassandra"):
             m.backend_up.labels(backend).set(0)
+        m.connections_limit.set(config.max_connections)
+        # Dedup claims and durable marks of all sessions, written together in one Redis
+        # pipeline per event-loop turn.
+        self._claims: list[tuple[str, str, asyncio.Future[str | None]]] = []
+        self._dedup_task: asyncio.Task[None] | None = None
 
     # HTTP and admission ----------------------------------------------------------------------
 
@@ -186,6 +189,10 @@ class Gateway:
             return False, "kafka unavailable"
         if not (self.redis_ok and self.pubsub_ok):
             return False, "redis unavailable"
+        if not self.store.ready:
+            # Sync and groups need Cassandra: a session admitted before the first connect
+            # would get an error instead of sync_done.
+            return False, "cassandra not connected yet"
         return True, "ready"
 
     def _render(self) -> bytes:
@@ -505,9 +512,7 @@ class Gateway:
         key = state.dedup_key(user, frame.client_msg_id)
         accepted_at = int(time.time() * 1000)
         try:
-            previous = await self.redis.set(
-                key, f"p|{conv}|{accepted_at}", nx=True, ex=self.cfg.dedup_ttl_s, get=True
-            )
+            previous = await self._claim(key, f"p|{conv}|{accepted_at}")
         except Exception as exc:
             self.metrics.messages_failed.labels("redis").inc()
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
@@ -556,6 +561,48 @@ class Gateway:
         pending = _PendingSend(session, frame, conv, mid, accepted_at, key, started)
         future.add_done_callback(functools.partial(self._produced, pending))
 
+    def _claim(self, key: str, value: str) -> asyncio.Future[str | None]:
+        """SET key value NX GET, batched with the other sessions' claims of this loop turn
+        (one pipeline instead of a round trip and a pool checkout per message)."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._claims.append((key, value, future))
+        self._schedule_dedup_writes()
+        return future
+
+    def _mark_durable(self, key: str, value: str) -> None:
+        """'Acknowledged' marks ride along with the next claims pipeline, off the hot path."""
+        self._marks.append((key, value))
+        self._schedule_dedup_writes()
+
+    def _schedule_dedup_writes(self) -> None:
+        if self._dedup_task is None:
+            self._dedup_task = asyncio.ensure_future(self._write_dedup())
+
+    async def _write_dedup(self) -> None:
+        try:
+            while self._claims or self._marks:
+                await asyncio.sleep(0)  # let the frames and acks of this loop turn join
+                claims, self._claims = self._claims, []
+                marks, self._marks = self._marks, []
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for key, value, _ in claims:
+                            pipe.set(key, value, nx=True, ex=self.cfg.dedup_ttl_s, get=True)
+                        for key, value in marks:
+                            pipe.set(key, value, xx=True, keepttl=True)
+                        results = await pipe.execute(raise_on_error=False)
+                except Exception as exc:  # lost marks only mean a resend re-produces
+                    results = [exc] * (len(claims) + len(marks))
+                for (_, _, future), result in zip(claims, results, strict=False):
+                    if future.done():  # the session went away meanwhile
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(ConnectionError(repr(result)))
+                    else:
+                        future.set_result(result)
+        finally:
+            self._dedup_task = None
+
     def _produced(self, pending: _PendingSend, future: asyncio.Future[Any]) -> None:
         session, frame, conv, mid, accepted_at, key, started = pending
         if future.cancelled() or future.exception() is not None:
@@ -578,27 +625,6 @@ class Gateway:
             "accepted_at": accepted_at,
         }
         self.push(session, encode(ack), "ack")
-
-    def _mark_durable(self, key: str, value: str) -> None:
-        """Batch the 'acknowledged' marks into one pipeline every few ms, off the hot path."""
-        self._marks.append((key, value))
-        if self._mark_task is None:
-            self._mark_task = asyncio.ensure_future(self._write_marks())
-
-    async def _write_marks(self) -> None:
-        try:
-            while self._marks:
-                await asyncio.sleep(0.002)
-                batch, self._marks = self._marks, []
-                try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for key, value in batch:
-                            pipe.set(key, value, xx=True, keepttl=True)
-                        await pipe.execute()
-                except Exception as exc:  # a resend then re-produces; still one message
-                    log.debug("dedup marks lost: %r", exc)
-        finally:
-            self._mark_task = None
 
     async def _is_member(self, group_id: str, user: str, ref: str | None) -> bool:
         try:
@@ -691,7 +717,8 @@ class Gateway:
             await self._sync_inner(session, cursors, limit, ref)
         except ProtocolError as exc:
             self.metrics.protocol_errors.labels(exc.code).inc()
-            self.push(session, error_frame(exc.code, exc.message, exc.ref), "error")
+            answer = error_frame(exc.code, exc.message, ref if exc.ref is None else exc.ref)
+            self.push(session, answer, "error")
         except Exception as exc:
             log.warning("sync failed for %s: %r", session.user, exc)
             self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
@@ -1065,6 +1092,7 @@ class Gateway:
                 enable_idempotence=True,
                 linger_ms=self.cfg.kafka_linger_ms,
                 max_batch_size=256 * 1024,
+                partitioner=_CachedPartitioner(),
                 request_timeout_ms=10000,
             )
             try:
@@ -1092,6 +1120,8 @@ class Gateway:
 
     async def start_backends(self) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
 
         # Blocking pool: a burst of connects waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -1101,6 +1131,9 @@ class Gateway:
             socket_connect_timeout=5,
             max_connections=64,
             timeout=5,
+            # After a Redis restart every pooled connection is stale once: reconnect and retry
+            # instead of failing that request (commands here are idempotent or deduplicated).
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
         )
         self.redis = aioredis.Redis(connection_pool=pool)
         self._max_receipt = self.redis.register_script(state.MAX_RECEIPT)
@@ -1207,6 +1240,29 @@ def from_recent_cache(entries: list[str], cursor: int, limit: int) -> list[tuple
     if any(b - a != 1 for a, b in itertools.pairwise(wanted)):
         return None
     return [(s, by_seq[s]) for s in wanted[:limit]]
+
+
+class _CachedPartitioner:
+    """aiokafka's default key partitioning (murmur2, as the Java client), memoised per key:
+    its pure-Python murmur2 cost more than the rest of a produce call."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+        self._default = DefaultPartitioner()
+        self._murmur2 = murmur2
+        self._hash: dict[bytes, int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        hashed = self._hash.get(key)
+        if hashed is None:
+            if len(self._hash) >= self._size:
+                self._hash.clear()
+            hashed = self._hash[key] = self._murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
 
 
 def _bearer(header: str | None) -> str | None:

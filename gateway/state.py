@@ -57,23 +57,37 @@ def receipts_key(conversation_id: str) -> str:
     return f"{PREFIX}rcpt:{{{conversation_id}}}"
 
 
-# KEYS: counter, assigned.  ARGV: bucket_now, assigned_ttl_s.
-# Returns '<seq>:<bucket>:<1 if new else 0>' or 'INIT' when the counter is gone (Redis lost
-# its data): the dispatcher then reloads it from Cassandra and retries.
-ASSIGN_SEQ = """
-local got = redis.call('GET', KEYS[2])
-if got then return got .. ':0' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'INIT' end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local bucket = tonumber(redis.call('HGET', KEYS[1], 'bucket') or '0')
+# KEYS: counter, then one assigned key per message of that conversation (in Kafka order).
+# ARGV: bucket_now, assigned_ttl_s. Returns one entry per message: '<seq>:<bucket>:<1 if new
+# else 0>', or 'INIT' when the counter is gone (Redis lost its data): the dispatcher then
+# reloads it from Cassandra and retries. One call per conversation per batch.
+ASSIGN_SEQS = """
+local out = {}
+local has_counter = redis.call('EXISTS', KEYS[1]) == 1
 local now_bucket = tonumber(ARGV[1])
-if now_bucket > bucket then
-  bucket = now_bucket
-  redis.call('HSET', KEYS[1], 'bucket', bucket)
+local ttl = tonumber(ARGV[2])
+local bucket = nil
+for i = 2, #KEYS do
+  local got = redis.call('GET', KEYS[i])
+  if got then
+    out[#out + 1] = got .. ':0'
+  elseif not has_counter then
+    out[#out + 1] = 'INIT'
+  else
+    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    if bucket == nil then
+      bucket = tonumber(redis.call('HGET', KEYS[1], 'bucket') or '0')
+      if now_bucket > bucket then
+        bucket = now_bucket
+        redis.call('HSET', KEYS[1], 'bucket', bucket)
+      end
+    end
+    local value = seq .. ':' .. bucket
+    redis.call('SET', KEYS[i], value, 'EX', ttl)
+    out[#out + 1] = value .. ':1'
+  end
 end
-local value = seq .. ':' .. bucket
-redis.call('SET', KEYS[2], value, 'EX', tonumber(ARGV[2]))
-return value .. ':1'
+return out
 """
 
 # KEYS: receipts hash.  ARGV: field, seq.  Keeps the maximum; returns 1 when it moved forward.

@@ -5,7 +5,6 @@ blocking the event loop. Connecting is blocking, so callers run ``connect`` in a
 """
 
 # Heavy client libraries are imported where first used, so the process listens fast.
-# ruff: noqa: PLC0415
 
 from __future__ import annotations
 
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH_ROWS = 100  # rows per single-partition unlogged batch
 
 # Columns of the messages table, in the order of MessageRecord.
 MESSAGE_COLUMNS = (
@@ -176,7 +177,28 @@ class CassandraStore:
     # Dispatcher writes ----------------------------------------------------------------------
 
     async def insert_messages(self, records: Iterable[MessageRecord]) -> None:
-        await asyncio.gather(*(self._run("insert_message", _params(r)) for r in records))
+        """One request per partition: an unlogged batch when a partition got several messages
+        (atomic and cheap within a partition), all partitions concurrently."""
+        from cassandra.query import BatchStatement, BatchType
+
+        if self._session is None:
+            raise ConnectionError("Cassandra is not connected yet")
+        statement = self._prepared["insert_message"]
+        partitions: dict[tuple[str, int], list[MessageRecord]] = {}
+        for record in records:
+            partitions.setdefault((record.conversation_id, record.bucket), []).append(record)
+        requests = []
+        for rows in partitions.values():
+            for start in range(0, len(rows), MAX_BATCH_ROWS):
+                chunk = rows[start : start + MAX_BATCH_ROWS]
+                if len(chunk) == 1:
+                    requests.append(self._session.execute_async(statement, _params(chunk[0])))
+                    continue
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for row in chunk:
+                    batch.add(statement, _params(row))
+                requests.append(self._session.execute_async(batch))
+        await asyncio.gather(*(_await(request) for request in requests))
 
     async def add_buckets(self, pairs: Iterable[tuple[str, int]]) -> None:
         await asyncio.gather(*(self._run("insert_bucket", pair) for pair in pairs))

@@ -67,12 +67,6 @@ def test_every_rule_uses_only_metrics_the_exporters_expose(live: str, rules: Rul
     assert "redis_master_link_up" in used
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway and dispatcher create labelled series (reason, stage, partition) only "
-    "when the first event happens; they must pre-initialise them to 0 (gateway/, not the "
-    "stack's exporters). Remove this marker once they do.",
-)
 def test_every_rule_uses_only_metrics_the_im_processes_expose(live: str, rules: RuleSet) -> None:
     problems = unknown_metrics(rules, exposed_metrics(live))
     assert not problems, "rules use metrics the live local stack does not expose:\n  " + (

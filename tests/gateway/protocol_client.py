@@ -88,6 +88,7 @@ class ProtocolClient:
         self._closing = False
         self._refs = itertools.count(1)
         self._changed = asyncio.Event()
+        self._syncs: dict[str, dict[str, int]] = {}  # sync ref -> explicit cursors, until done
 
     # Connection ------------------------------------------------------------------------------
 
@@ -101,26 +102,51 @@ class ProtocolClient:
             compression=None,
             open_timeout=10,
         )
-        hello: dict[str, Any] = {"op": "hello", "device_id": self.device}
+        try:
+            return await self._open(ws, target, sync=sync)
+        except BaseException:
+            # Never leave a half-open session behind: it would keep receiving live frames
+            # next to the session of the next attempt.
+            if self.ws is ws:
+                self.ws = None
+            with contextlib.suppress(Exception):
+                await ws.close()
+            raise
+
+    async def _open(self, ws: ClientConnection, target: str, *, sync: bool) -> dict[str, Any]:
+        ref = f"hello-{next(self._refs)}"
+        hello: dict[str, Any] = {"op": "hello", "device_id": self.device, "ref": ref}
         if sync:
             hello["sync"] = {"cursors": {c: v.cursor for c, v in self.conversations.items()}}
         self.sync_done.clear()
         await ws.send(json.dumps(hello))
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        try:
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        except TimeoutError:
+            raise TimeoutError(f"{self.user}/{self.device}: no welcome from {target}") from None
         if welcome.get("op") != "welcome":
-            await ws.close()
-            raise ConnectionError(f"expected welcome, got {welcome}")
+            raise ConnectionError(f"expected welcome from {target}, got {welcome}")
         self.ws = ws
         self.node_id = welcome["node_id"]
         self.live_per_connection.append(Counter())
         self._reader = asyncio.create_task(self._read(ws))
         if sync:
-            await asyncio.wait_for(self.sync_done.wait(), 30)
+            # Section 1.2: sync_done follows, or an error carrying the hello's ref.
+            def answered() -> bool:
+                return self.sync_done.is_set() or self._error_for(ref) is not None
+
+            await self.wait_until(answered, 30, f"sync_done after hello on {target}")
+            error = self._error_for(ref)
+            if error is not None and not self.sync_done.is_set():
+                raise ConnectionError(f"sync at connect failed on {target}: {error}")
         self.connected.set()
         for frame in list(self.unacked.values()):  # section 5.2: resend what was not acked
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps(frame))
         return welcome
+
+    def _error_for(self, ref: str) -> dict[str, Any] | None:
+        return next((e for e in reversed(self.errors) if e.get("ref") == ref), None)
 
     async def close(self) -> None:
         self._closing = True
@@ -174,6 +200,7 @@ class ProtocolClient:
             self._accept(message)
 
     def _on_sync_done(self, frame: dict[str, Any]) -> None:
+        self._syncs.pop(str(frame.get("ref")), None)
         for conv, state in frame["conversations"].items():
             if not state["complete"]:  # section 4: ask for the rest
                 asyncio.get_running_loop().create_task(self.sync({conv: state["last_seq"]}))
@@ -190,6 +217,15 @@ class ProtocolClient:
         if frame["code"] in ("rate_limited", "unavailable") and ref in self.unacked:
             delay = 0.2 + random.random() * 0.3
             asyncio.get_running_loop().call_later(delay, self._resend, ref)
+        elif frame["code"] == "unavailable" and ref in self._syncs:
+            # The sync had no effect either: ask again later, or messages stay missing.
+            cursors = self._syncs.pop(ref)
+            delay = 0.2 + random.random() * 0.3
+            asyncio.get_running_loop().call_later(delay, self._resync, cursors)
+
+    def _resync(self, cursors: dict[str, int]) -> None:
+        if not self._closing:
+            asyncio.get_running_loop().create_task(self.sync(cursors))
 
     def _resend(self, client_msg_id: str) -> None:
         frame = self.unacked.get(client_msg_id)
@@ -255,8 +291,10 @@ class ProtocolClient:
     async def sync(self, cursors: dict[str, int] | None = None) -> None:
         all_cursors = {c: v.cursor for c, v in self.conversations.items()}
         all_cursors.update(cursors or {})
+        ref = f"sync-{next(self._refs)}"
+        self._syncs[ref] = dict(cursors or {})
         with contextlib.suppress(ConnectionClosed, AssertionError):
-            await self.send_frame({"op": "sync", "cursors": all_cursors})
+            await self.send_frame({"op": "sync", "cursors": all_cursors, "ref": ref})
 
     async def receipt(self, conversation_id: str, seq: int, kind: str = "delivered") -> None:
         await self.request(

@@ -289,6 +289,8 @@ def test_health_ready_metrics_and_404(im: Im) -> None:
         for name in ("im_gateway_connections_active", "im_gateway_draining",
                      "im_gateway_delivery_latency_seconds_count"):  # fmt: skip
             assert name in metrics
+        limit = int(im.stack.imgw_env().get("IMGW_MAX_CONNECTIONS", "50000"))
+        assert metrics["im_gateway_connections_limit"] == limit
     dispatcher = im.stack.info.dispatcher_url
     assert httpx.get(f"{dispatcher}/readyz", timeout=5).status_code == 200
     assert "im_dispatcher_consumed_total" in im.metrics(dispatcher)

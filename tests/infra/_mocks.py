@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ def run_program(spec: StackSpec, kubeconfig: Path) -> ProgramRun:
     from infra.imstack import build_program
 
     recorder = Recorder()
+    # Pulumi's mocks use the current event loop; an earlier asyncio.run() leaves none set.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(recorder, project="imstack", stack="test", preview=False)
     secrets: dict[str, bool] = {}
 

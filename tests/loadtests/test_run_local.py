@@ -112,7 +112,7 @@ def test_clock_offset_between_workers_is_corrected(opsctl, local_stack, tmp_path
     path = write_profile(
         tmp_path,
         users=8,
-        duration_s=6,
+        duration_s=10,  # enough deliveries for the latency checks even on a busy machine
         behaviours={
             **QUIET,
             "group": {"rate_per_user_s": 0.0},
