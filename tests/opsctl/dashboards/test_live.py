@@ -1,0 +1,48 @@
+"""Every panel query and variable query runs against the real Prometheus of the local stack."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from opsctl.dashboards import build_all, live_problems
+from opsctl.errors import ExitCode
+from opsctl.local import LocalStack
+from opsctl.paths import DEFAULT_INFRA_DIR
+from opsctl.spec import load_stack
+from tests.support import OpsctlRunner
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_rates(prometheus: str, timeout_s: float = 90) -> None:
+    """rate() needs two samples in its window: wait until every target has been scraped thrice."""
+    query = "min(count_over_time(up[1m])) >= 3"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5)
+        if answer.json()["data"]["result"]:
+            return
+        time.sleep(1)
+    pytest.fail(f"Prometheus at {prometheus} has not scraped every target 3 times")
+
+
+def test_every_query_parses_and_returns_series(
+    local_stack: LocalStack, opsctl: OpsctlRunner
+) -> None:
+    prometheus = local_stack.info.prometheus_url
+    wait_for_rates(prometheus)
+    result = opsctl("dashboards", "lint", "--prometheus-url", prometheus)
+    assert result.exit_code == ExitCode.OK, result.stderr
+
+
+def test_a_query_for_a_metric_nobody_exports_is_reported(local_stack: LocalStack) -> None:
+    built = build_all(load_stack(DEFAULT_INFRA_DIR, "local"))
+    board = built["im-redis"]
+    board["panels"][0]["targets"][0]["expr"] = "im_no_such_metric_total"
+    board["panels"][1]["targets"][0]["expr"] = "sum(rate(up[$__rate_interval]) by"
+    problems = live_problems({"im-redis": board}, local_stack.info.prometheus_url)
+    assert "im-redis/Up: returns no series: im_no_such_metric_total" in problems
+    assert any(p.startswith("im-redis/Memory: does not run:") for p in problems)
