@@ -46,3 +46,19 @@ def resolve(
         (alertmanager or info.alertmanager_url).rstrip("/"),
         str(state_dir),
     )
+
+
+def prometheus(flag: str | None, local_state_dir: Path | None = None) -> str:
+    """The Prometheus to use: flag > $OPSCTL_PROMETHEUS_URL > the running local stack's."""
+    explicit = flag or os.environ.get(ENV_PROMETHEUS)
+    if explicit:
+        return explicit.rstrip("/")
+    return resolve(local_state_dir=local_state_dir).prometheus
+
+
+def alertmanager(flag: str | None, local_state_dir: Path | None = None) -> str:
+    """The Alertmanager to use: flag > $OPSCTL_ALERTMANAGER_URL > the running local stack's."""
+    explicit = flag or os.environ.get(ENV_ALERTMANAGER)
+    if explicit:
+        return explicit.rstrip("/")
+    return resolve(local_state_dir=local_state_dir).alertmanager

@@ -90,9 +90,7 @@ def lint(
     resolved, spec = _spec(ctx, stack, output)
     live = None
     if prometheus_url is not None or state_dir is not None:
-        live = endpoints.resolve(
-            prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
-        ).prometheus
+        live = endpoints.prometheus(prometheus_url, state_dir)
     checked = alerts.lint(spec, _sources(rules_dir), prometheus_url=live)
     if resolved.output is OutputFormat.json:
         console.emit_json({"stack": resolved.stack, "checked": checked, "problems": []})
@@ -188,14 +186,12 @@ def list_alerts(
     from opsctl.alerts import _live
 
     resolved = settings(ctx, output=output)
-    target = endpoints.resolve(
-        prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
-    )
-    alerts = _live.list_alerts(target.prometheus)
+    prometheus = endpoints.prometheus(prometheus_url, state_dir)
+    alerts = _live.list_alerts(prometheus)
     if resolved.output is OutputFormat.json:
         console.emit_json([alert.as_dict() for alert in alerts])
         return
-    table = Table(title=f"alerts at {target.prometheus}", title_justify="left")
+    table = Table(title=f"alerts at {prometheus}", title_justify="left")
     for column in ("state", "alert", "severity", "labels", "since"):
         table.add_column(column, overflow="fold")
     for alert in alerts:
@@ -246,10 +242,8 @@ def silence_create(
         matchers=matcher or [], author=author, comment=comment, expires=expires,
         namespace=namespace, region=region,
     )  # fmt: skip
-    target = endpoints.resolve(
-        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
-    )
-    silence_id = _live.create_silence(target.alertmanager, request)
+    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
+    silence_id = _live.create_silence(alertmanager, request)
     if resolved.output is OutputFormat.json:
         console.emit_json({"silenceID": silence_id, "expiresIn": expires})
     else:
@@ -274,14 +268,12 @@ def silence_list(
     from opsctl.alerts import _live
 
     resolved = settings(ctx, output=output)
-    target = endpoints.resolve(
-        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
-    )
-    silences = _live.list_silences(target.alertmanager, include_expired=include_expired)
+    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
+    silences = _live.list_silences(alertmanager, include_expired=include_expired)
     if resolved.output is OutputFormat.json:
         console.emit_json(silences)
         return
-    table = Table(title=f"silences at {target.alertmanager}", title_justify="left")
+    table = Table(title=f"silences at {alertmanager}", title_justify="left")
     for column in ("id", "state", "matchers", "ends", "by", "comment"):
         table.add_column(column, overflow="fold")
     for silence in silences:
@@ -303,10 +295,8 @@ def silence_expire(
     from opsctl import console, endpoints
     from opsctl.alerts import _live
 
-    target = endpoints.resolve(
-        prometheus=alertmanager_url, alertmanager=alertmanager_url, local_state_dir=state_dir
-    )
-    _live.expire_silence(target.alertmanager, silence_id)
+    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
+    _live.expire_silence(alertmanager, silence_id)
     console.info(f"expired {silence_id}")
 
 
@@ -329,22 +319,20 @@ def diff(
 
     resolved, spec = _spec(ctx, stack, output)
     wanted = alerts.ruleset(spec, _sources(rules_dir))
-    target = endpoints.resolve(
-        prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
-    )
-    diffs = _diff.diff(wanted, target.prometheus)
+    prometheus = endpoints.prometheus(prometheus_url, state_dir)
+    diffs = _diff.diff(wanted, prometheus)
     if resolved.output is OutputFormat.json:
         console.emit_json([d.as_dict() for d in diffs])
     elif diffs:
-        table = Table(title=f"git ({resolved.stack}) vs {target.prometheus}", title_justify="left")
+        table = Table(title=f"git ({resolved.stack}) vs {prometheus}", title_justify="left")
         for column in ("change", "group", "rule", "detail"):
             table.add_column(column, overflow="fold")
         for entry in diffs:
             table.add_row(entry.change, entry.group, entry.rule, entry.detail)
         console.data_console().print(table)
     if diffs:
-        raise CheckFailed(f"{len(diffs)} rules differ between git and {target.prometheus}")
-    console.info(f"[green]✓[/green] {target.prometheus} runs exactly the rules in git")
+        raise CheckFailed(f"{len(diffs)} rules differ between git and {prometheus}")
+    console.info(f"[green]✓[/green] {prometheus} runs exactly the rules in git")
 
 
 @app.command()

@@ -71,11 +71,9 @@ def lint(
     problems = dashboards.structure_problems(built)
     checked = sum(1 for uid, doc in built.items() for _ in dashboards.expressions(uid, doc))
     if live and not problems:
-        target = endpoints.resolve(
-            prometheus=prometheus_url, alertmanager=prometheus_url, local_state_dir=state_dir
-        )
-        console.info(f"running {checked} queries against {target.prometheus}")
-        problems = dashboards.live_problems(built, target.prometheus)
+        prometheus = endpoints.prometheus(prometheus_url, state_dir)
+        console.info(f"running {checked} queries against {prometheus}")
+        problems = dashboards.live_problems(built, prometheus)
     if resolved.output is OutputFormat.json:
         console.emit_json({"dashboards": sorted(built), "queries": checked, "problems": problems})
     if problems:
