@@ -168,8 +168,8 @@ class DispatcherMetrics:
             p + "dead_lettered", "Unparseable records sent to the dead-letter topic.", registry=r
         )
         self.failures = Counter(
-            p + "batch_failures", "Batches retried after an error, by exception type.", ["error"],
-            registry=r,
+            p + "batch_failures", "Batches retried after an error, by the step that failed.",
+            ["stage"], registry=r,
         )  # fmt: skip
         self.consumer_lag = Gauge(
             p + "consumer_lag", "Records behind the high watermark, by partition.", ["partition"],
@@ -183,7 +183,7 @@ class DispatcherMetrics:
         )
         self.batch_latency = Histogram(
             p + "batch_latency_seconds",
-            "Consume to offsets committed, per batch (persist + route).",
+            "Fetched to routed, per batch (sequence + persist + route).",
             buckets=FAST_BUCKETS,
             registry=r,
         )
