@@ -224,10 +224,24 @@ def discover_migrations(directory: Path) -> list[CqlMigration]:
     return found
 
 
-def replication_of(replication_factor: int, datacenter: str) -> dict[str, str]:
-    if datacenter:
-        return {"class": "NetworkTopologyStrategy", datacenter: str(replication_factor)}
-    return {"class": "SimpleStrategy", "replication_factor": str(replication_factor)}
+def replication_of(
+    replication_factor: int, datacenter: str, current: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The keyspace replication this process wants, given the ``current`` one (None: no
+    keyspace yet). With a datacenter it only sets its own DC's factor and keeps every other
+    DC's: in a multi-region cluster each region's migrate runs with its own DC, and the
+    stack's keyspace Job owns the full map; dropping a DC would stop replicating to it."""
+    if not datacenter:
+        return {"class": "SimpleStrategy", "replication_factor": str(replication_factor)}
+    wanted = {"class": "NetworkTopologyStrategy"}
+    if current is not None and _short_class(current.get("class", "")) == wanted["class"]:
+        wanted.update({dc: rf for dc, rf in current.items() if dc != "class"})
+    wanted[datacenter] = str(replication_factor)
+    return wanted
+
+
+def _short_class(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
 
 
 def _replication_cql(replication: dict[str, str]) -> str:
@@ -235,11 +249,8 @@ def _replication_cql(replication: dict[str, str]) -> str:
 
 
 def _same_replication(current: dict[str, str], wanted: dict[str, str]) -> bool:
-    def short(cls: str) -> str:
-        return cls.rsplit(".", 1)[-1]
-
-    a = {k: short(v) if k == "class" else v for k, v in current.items()}
-    b = {k: short(v) if k == "class" else v for k, v in wanted.items()}
+    a = {k: _short_class(v) if k == "class" else v for k, v in current.items()}
+    b = {k: _short_class(v) if k == "class" else v for k, v in wanted.items()}
     return a == b
 
 
@@ -263,7 +274,6 @@ def apply_cql(config: Config, migrations: list[CqlMigration], wait_s: float) -> 
             time.sleep(2.0)
     done: list[str] = []
     keyspace = config.cassandra_keyspace
-    wanted = replication_of(config.cassandra_replication_factor, config.cassandra_datacenter)
     try:
         rows = list(
             session.execute(
@@ -271,13 +281,17 @@ def apply_cql(config: Config, migrations: list[CqlMigration], wait_s: float) -> 
                 (keyspace,),
             )
         )
-        if not rows:
+        current = dict(rows[0].replication) if rows else None
+        wanted = replication_of(
+            config.cassandra_replication_factor, config.cassandra_datacenter, current
+        )
+        if current is None:
             session.execute(
                 f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
                 f"WITH replication = {_replication_cql(wanted)}"
             )
             done.append(f"cql: created keyspace {keyspace} {wanted}")
-        elif not _same_replication(dict(rows[0].replication), wanted):
+        elif not _same_replication(current, wanted):
             session.execute(
                 f"ALTER KEYSPACE {keyspace} WITH replication = {_replication_cql(wanted)}"
             )

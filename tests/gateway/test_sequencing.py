@@ -139,3 +139,27 @@ def test_bad_migration_directories(tmp_path: Path) -> None:
 def test_replication_strategy_from_env() -> None:
     assert replication_of(1, "") == {"class": "SimpleStrategy", "replication_factor": "1"}
     assert replication_of(3, "dc1") == {"class": "NetworkTopologyStrategy", "dc1": "3"}
+
+
+def test_migrate_sets_its_own_datacenter_and_keeps_the_other_regions() -> None:
+    # The stack's keyspace Job replicates to every region; each region's migrate runs with its
+    # own DC and must never drop the others (that would stop cross-region replication).
+    stack_map = {
+        "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+        "us-east": "3",
+        "eu-central": "3",
+    }
+    assert replication_of(3, "eu-central", stack_map) == {
+        "class": "NetworkTopologyStrategy",
+        "us-east": "3",
+        "eu-central": "3",
+    }
+    assert replication_of(2, "ap-east", stack_map) == {
+        "class": "NetworkTopologyStrategy",
+        "us-east": "3",
+        "eu-central": "3",
+        "ap-east": "2",
+    }
+    # A single-DC SimpleStrategy keyspace moves to NetworkTopologyStrategy for its DC only.
+    simple = {"class": "SimpleStrategy", "replication_factor": "1"}
+    assert replication_of(3, "dc1", simple) == {"class": "NetworkTopologyStrategy", "dc1": "3"}
