@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 FIELD_MANAGER = "opsctl"
 COMPLETE_STAMP = ".complete"  # written by crds.sh once a directory is fully fetched
-_FETCH_HINT = "run `make setup` or scripts/setup/crds.sh (fetches them from the Go module proxy)"
+_FETCH_HINT = (
+    "run `make setup` or scripts/setup/crds.sh (fetches them from the Go module proxy and Maven "
+    "Central)"
+)
 
 
 class _CrdLoader(_FastSafeLoader):
@@ -62,7 +65,13 @@ class CrdSource:
 
 CRD_SOURCES: dict[str, CrdSource] = {
     source.project: source
-    for source in (CrdSource("prometheus-operator", "PROMETHEUS_OPERATOR_VERSION"),)
+    for source in (
+        CrdSource("prometheus-operator", "PROMETHEUS_OPERATOR_VERSION"),
+        CrdSource("cert-manager", "CERT_MANAGER_VERSION"),
+        CrdSource("cass-operator", "CASS_OPERATOR_VERSION"),
+        CrdSource("redis-operator", "REDIS_OPERATOR_VERSION"),
+        CrdSource("strimzi", "STRIMZI_VERSION"),
+    )
 }
 
 

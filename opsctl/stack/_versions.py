@@ -1,7 +1,8 @@
 """Pinned versions of every chart and image the stack installs: the one place to bump them.
 
-``crd_source`` says where the upstream CRDs of the same version can be fetched through a package
-registry (Go module proxy or Maven Central), for schema checks of the custom resources we build.
+``crd_project`` names the project in ``opsctl.cluster.crds.CRD_SOURCES`` whose upstream CRDs
+(fetched by scripts/setup/crds.sh from a package registry) validate the custom resources we
+build; its pin in tools/go/versions.env must equal the chart's ``app_version`` (a unit test checks).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ class ChartPin:
     repo: str
     version: str
     app_version: str
-    crd_source: str  # "" when no registry ships the CRDs
+    crd_project: str  # a key of opsctl.cluster.crds.CRD_SOURCES
 
 
 CERT_MANAGER = ChartPin(
@@ -23,35 +24,35 @@ CERT_MANAGER = ChartPin(
     repo="https://charts.jetstack.io",
     version="v1.21.2",
     app_version="v1.21.2",
-    crd_source="go:github.com/cert-manager/cert-manager@v1.21.2",
+    crd_project="cert-manager",
 )
 STRIMZI = ChartPin(
     chart="strimzi-kafka-operator",
     repo="https://strimzi.io/charts/",
     version="0.51.0",
     app_version="0.51.0",
-    crd_source="maven:io.strimzi:api:0.51.0",
+    crd_project="strimzi",
 )
 CASS_OPERATOR = ChartPin(
     chart="cass-operator",
     repo="https://helm.k8ssandra.io/stable",
     version="0.64.0",
     app_version="v1.30.0",
-    crd_source="go:github.com/k8ssandra/cass-operator@v1.30.0",
+    crd_project="cass-operator",
 )
 REDIS_OPERATOR = ChartPin(
     chart="redis-operator",
     repo="https://ot-container-kit.github.io/helm-charts/",
     version="0.23.0",
     app_version="v0.23.0",
-    crd_source="",  # the module's go.mod path does not resolve on the Go proxy
+    crd_project="redis-operator",
 )
 KUBE_PROMETHEUS_STACK = ChartPin(
     chart="kube-prometheus-stack",
     repo="https://prometheus-community.github.io/helm-charts",
     version="83.0.0",
     app_version="v0.90.1",
-    crd_source="go:github.com/prometheus-operator/prometheus-operator@v0.90.1",
+    crd_project="prometheus-operator",
 )
 
 CHART_PINS: tuple[ChartPin, ...] = (

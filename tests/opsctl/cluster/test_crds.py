@@ -123,3 +123,12 @@ def test_setup_script_and_registry_name_the_same_projects_and_pins() -> None:
     assert dict(entries) == {source.project: source.version_key for source in CRD_SOURCES.values()}
     pins = parse_versions(VERSIONS_FILE.read_text(), str(VERSIONS_FILE))
     assert all(key in pins for _, key in entries)
+
+
+def test_every_project_fetched_without_the_checksum_database_has_sha256_pins() -> None:
+    script = (REPO_ROOT / "scripts" / "setup" / "crds.sh").read_text()
+    pins = parse_versions(VERSIONS_FILE.read_text(), str(VERSIONS_FILE))
+    unchecked = re.findall(r'^\s*"([a-z0-9-]+)\|\$([A-Z_]+)\|gomod-nosumdb\|', script, re.MULTILINE)
+    assert unchecked, "expected redis-operator to skip the checksum database"
+    for project, key in unchecked:
+        assert f'["{project} {pins[key]}"]="\n' in script, f"{project} {pins[key]} has no pins"

@@ -1,8 +1,9 @@
 """`opsctl render` output against real tools: the pinned helm and the kwok test cluster.
 
 The built-in kinds of the local stack's render are applied server-side to the test cluster,
-dry run first and then for real; the Prometheus Operator kinds (PrometheusRule and the chart's
-ServiceMonitors) are dry-run validated against the upstream CRDs of the pinned operator.
+dry run first and then for real; every custom resource of the prod render (cert-manager,
+Strimzi, cass-operator, redis-operator, Prometheus Operator) is dry-run validated against the
+upstream CRDs of the pinned operator releases.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 BUILT_IN_GROUPS = {"", "apps", "batch", "policy", "autoscaling"}
-PROMETHEUS_GROUP = "monitoring.coreos.com"
 
 
 def _tool(name: str) -> Path:
@@ -158,22 +158,114 @@ def test_local_render_applies_to_the_test_cluster(
         _delete_namespaces(kube_cluster, [m["metadata"]["name"] for m in namespaces])
 
 
-def test_prometheus_kinds_validate_against_the_pinned_upstream_crds(
-    kube_cluster: KubeCluster, kube_namespace: str, prod_render: Path
-) -> None:
-    from opsctl.cluster.crds import install_crds
+def _install_crds_for(cluster: KubeCluster, objects: list[dict[str, Any]]) -> None:
+    """Install, from every registered project, the CRDs of the kinds ``objects`` use; fails
+    naming any (group, kind) no pinned upstream CRD defines."""
+    from opsctl.cluster.crds import CRD_SOURCES, crd_set, install_crds, load_crds
 
+    used = {(_group(m), str(m["kind"])) for m in objects}
+    kinds_by_project: dict[str, set[str]] = {}
     try:
-        with kube_cluster.api_client() as client:
-            install_crds(client, ["prometheus-operator"])
+        for project in CRD_SOURCES:
+            for crd in load_crds(crd_set(project)):
+                key = (crd["spec"]["group"], crd["spec"]["names"]["kind"])
+                if key in used:
+                    kinds_by_project.setdefault(project, set()).add(key[1])
+                    used.discard(key)
+        assert not used, f"no pinned upstream CRD defines {sorted(used)}"
+        with cluster.api_client() as client:
+            for project, kinds in kinds_by_project.items():
+                install_crds(client, [project], kinds=kinds)
     except ToolMissing as missing:
         pytest.fail(f"{missing.message}; {missing.hint or ''}", pytrace=False)
-    objects = [m for m in manifests_in(prod_render / "ap-east") if _group(m) == PROMETHEUS_GROUP]
-    assert {m["kind"] for m in objects} == {"PrometheusRule", "ServiceMonitor"}
-    for manifest in objects:  # the schema does not depend on the namespace
-        manifest["metadata"]["namespace"] = kube_namespace
-    out = _apply(kube_cluster, objects, dry_run=True)
-    assert out.count("serverside-applied (server dry run)") == len(objects)
+
+
+def _custom_resources(region_dir: Path, namespace: str) -> list[dict[str, Any]]:
+    """The region's non-built-in objects, namespaced ones moved to ``namespace`` (the schemas do
+    not depend on it, and a server-side dry run stores nothing, so regions cannot collide)."""
+    objects = [m for m in manifests_in(region_dir) if not _built_in(m)]
+    for manifest in objects:
+        if "namespace" in manifest["metadata"]:
+            manifest["metadata"]["namespace"] = namespace
+    return objects
+
+
+# Two server-side dry runs with strict field validation, as each catches what the other lets by:
+# server-side apply refuses a value of the wrong type in the typed patch, but silently prunes an
+# unknown field below a free-form (x-kubernetes-preserve-unknown-fields) object; a strict create
+# refuses every unknown field it would prune.
+DRY_RUNS = {
+    "apply": ("apply", "--server-side", "--field-manager=opsctl-test"),
+    "create": ("create",),
+}
+DRY_RUN_DONE = {
+    "apply": "serverside-applied (server dry run)",
+    "create": "created (server dry run)",
+}
+
+
+def _validate(cluster: KubeCluster, manifests: list[dict[str, Any]]) -> list[str]:
+    """The errors of both dry runs of ``manifests`` (nothing is stored); [] when all pass."""
+    errors: list[str] = []
+    for name, verb in DRY_RUNS.items():
+        command = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
+                   "--context", cluster.context, *verb, "--dry-run=server",
+                   "--validate=strict", "-f", "-"]  # fmt: skip
+        done = subprocess.run(
+            command,
+            input=yaml.safe_dump_all(manifests),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        accepted = done.stdout.count(DRY_RUN_DONE[name])
+        if done.returncode != 0 or accepted != len(manifests):
+            lines = [line for line in done.stderr.splitlines() if not line.startswith("Warning:")]
+            errors.append(f"{name}: {accepted}/{len(manifests)} accepted: {lines}")
+    return errors
+
+
+def test_every_custom_resource_of_the_prod_render_validates_against_the_pinned_upstream_crds(
+    kube_cluster: KubeCluster, kube_namespace: str, prod_render: Path
+) -> None:
+    regions = sorted(p for p in prod_render.iterdir() if p.is_dir())
+    by_region = {region.name: _custom_resources(region, kube_namespace) for region in regions}
+    every = [m for objects in by_region.values() for m in objects]
+    assert {_group(m) for m in every} == {
+        "cert-manager.io",
+        "kafka.strimzi.io",
+        "cassandra.datastax.com",
+        "redis.redis.opstreelabs.in",
+        "monitoring.coreos.com",
+    }
+    _install_crds_for(kube_cluster, every)
+    rejected = {region: _validate(kube_cluster, objects) for region, objects in by_region.items()}
+    assert rejected == {region: [] for region in by_region}
+
+
+# Where a misspelled field goes: the spec, except for CassandraDatacenter, whose spec upstream
+# keeps free-form (x-kubernetes-preserve-unknown-fields, for the server config).
+MISSPELLED_UNDER = {"CassandraDatacenter": ("spec", "storageConfig")}
+
+
+def test_a_misspelled_field_in_any_custom_resource_is_rejected(
+    kube_cluster: KubeCluster, kube_namespace: str, prod_render: Path
+) -> None:
+    objects = _custom_resources(prod_render / "eu-central", kube_namespace)
+    one_per_group = list({_group(m): m for m in objects}.values())
+    assert len(one_per_group) == 5
+    _install_crds_for(kube_cluster, one_per_group)
+    for manifest in one_per_group:
+        assert _validate(kube_cluster, [manifest]) == []
+        path = MISSPELLED_UNDER.get(manifest["kind"], ("spec",))
+        parent = manifest
+        for key in path:
+            parent = parent[key]
+        parent["replicaz"] = 3
+        field = ".".join((*path, "replicaz"))
+        errors = "\n".join(_validate(kube_cluster, [manifest]))
+        assert f'unknown field "{field}"' in errors, f"{manifest['kind']} accepted {field}"
 
 
 def _cli(*args: str) -> int:
