@@ -91,6 +91,18 @@ class CheckFailed(OpsctlError):
     exit_code = ExitCode.FAILED
 
 
+class KubeError(CheckFailed):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0 when unreachable)."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class Forbidden(KubeError):
+    """The API server refused the call (HTTP 403): the identity lacks an RBAC permission."""
+
+
 class Inconclusive(OpsctlError):
     """Not enough evidence to pass or fail; the operation paused."""
 

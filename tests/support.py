@@ -1,9 +1,10 @@
-"""Shared test helpers (not fixtures): running opsctl, requiring real tools."""
+"""Shared test helpers (not fixtures): running opsctl, requiring real tools, waiting."""
 
 from __future__ import annotations
 
 import copy
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,3 +54,17 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"required tool '{name}' is not installed; run `make setup`")
     return path
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], *, timeout: float = 90.0, interval: float = 0.25
+) -> Any:
+    """Poll ``probe()`` until it returns something truthy and return that; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")

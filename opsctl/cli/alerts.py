@@ -18,6 +18,7 @@ from opsctl.cli._options import (
     StackOption,
     settings,
 )
+from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
 from opsctl.settings import OutputFormat, Settings
 
 if TYPE_CHECKING:
@@ -61,16 +62,11 @@ def build(
     output: OutputOption = None,
 ) -> None:
     """Write the Prometheus rule files (sources + SLO rules) and alertmanager.yml for a stack."""
-    from opsctl import alerts, console
+    from opsctl import alerts
 
     resolved, spec = _spec(ctx, stack, output)
     built = alerts.build(spec, out, _sources(rules_dir))
-    files = [str(path) for path in [*built.rule_files, built.alertmanager]]
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "files": files})
-    else:
-        for path in files:
-            console.data_console().print(path)
+    report_files(resolved, [str(path) for path in [*built.rule_files, built.alertmanager]])
 
 
 @app.command()
@@ -149,26 +145,19 @@ def render(
     output: OutputOption = None,
 ) -> None:
     """Write PrometheusRule resources per region (labels kube-prometheus-stack selects on)."""
-    import yaml
-
-    from opsctl import alerts, console
+    from opsctl import alerts
     from opsctl.kube import select_regions
 
     resolved, spec = _spec(ctx, stack, output)
     regions = select_regions(spec, region)
     rules = alerts.ruleset(spec, _sources(rules_dir))
-    written = []
-    for target in regions:
-        objects = alerts.prometheus_rules(spec, target, rules)
-        path = out / target.name / "prometheusrules.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=1000))
-        written.append(str(path))
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "files": written})
-    else:
-        for shown in written:
-            console.data_console().print(shown)
+    written = write_region_files(
+        out,
+        regions,
+        "prometheusrules.yaml",
+        lambda target: alerts.prometheus_rules(spec, target, rules),
+    )
+    report_files(resolved, written)
 
 
 @app.command("list")
@@ -347,26 +336,19 @@ def apply(
     output: OutputOption = None,
 ) -> None:
     """Server-side apply the PrometheusRules to each region's cluster (its kubeContext)."""
-    from opsctl import alerts, console
+    from opsctl import alerts
     from opsctl.alerts._render import NAMESPACE
-    from opsctl.kube import apply_to_regions, default_kubeconfig, select_regions
+    from opsctl.kube import select_regions
 
     resolved, spec = _spec(ctx, stack, output)
     rules = alerts.ruleset(spec, _sources(rules_dir))
     regions = select_regions(spec, region)
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    applied = apply_to_regions(
+    apply_in_namespace(
+        resolved,
         regions,
-        lambda target: [namespace, *alerts.prometheus_rules(spec, target, rules)],
-        kubeconfig=kubeconfig or default_kubeconfig(),
+        NAMESPACE,
+        lambda target: alerts.prometheus_rules(spec, target, rules),
+        kubeconfig=kubeconfig,
         dry_run=dry_run,
+        kind="PrometheusRules",
     )
-    if resolved.output is OutputFormat.json:
-        console.emit_json({name: [str(o) for o in objs] for name, objs in applied.items()})
-    verb = "validated" if dry_run else "applied"
-    for name, objects in applied.items():
-        skipped = [o for o in objects if not o.validated]
-        if skipped:
-            console.warn(f"{name}: {len(skipped)} objects not validated: their namespace "
-                         "does not exist yet (a real apply creates it first)")  # fmt: skip
-        console.info(f"[green]✓[/green] {name}: {verb} {len(objects) - 1} PrometheusRules")

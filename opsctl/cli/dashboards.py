@@ -17,6 +17,7 @@ from opsctl.cli._options import (
     StackOption,
     settings,
 )
+from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
 from opsctl.settings import OutputFormat
 
 app = typer.Typer(help="Grafana dashboards as code: build, lint against a live Prometheus, apply.")
@@ -35,18 +36,14 @@ def build(
     output: OutputOption = None,
 ) -> None:
     """Write one JSON file per dashboard."""
-    from opsctl import console, dashboards
+    from opsctl import dashboards
     from opsctl.spec import load_stack
 
     resolved = settings(ctx, stack=stack, output=output)
     written = dashboards.write(
         dashboards.build_all(load_stack(resolved.infra_dir, resolved.stack)), out
     )
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "files": [str(p) for p in written]})
-    else:
-        for path in written:
-            console.data_console().print(str(path))
+    report_files(resolved, [str(path) for path in written])
 
 
 @app.command()
@@ -90,26 +87,19 @@ def render(
     output: OutputOption = None,
 ) -> None:
     """Write the dashboard ConfigMaps per region (the Grafana sidecar label set)."""
-    import yaml
-
-    from opsctl import console, dashboards
+    from opsctl import dashboards
     from opsctl.spec import load_stack
 
     resolved = settings(ctx, stack=stack, output=output)
     spec = load_stack(resolved.infra_dir, resolved.stack)
     built = dashboards.build_all(spec)
-    written = []
-    for region in spec.regions:
-        path = out / region.name / "dashboards.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        objects = dashboards.configmaps(spec, region, built)
-        path.write_text(yaml.safe_dump_all(objects, sort_keys=False, width=1000))
-        written.append(str(path))
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "files": written})
-    else:
-        for shown in written:
-            console.data_console().print(shown)
+    written = write_region_files(
+        out,
+        spec.regions,
+        "dashboards.yaml",
+        lambda region: dashboards.configmaps(spec, region, built),
+    )
+    report_files(resolved, written)
 
 
 @app.command()
@@ -123,29 +113,21 @@ def apply(
     output: OutputOption = None,
 ) -> None:
     """Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region."""
-    from opsctl import console, dashboards
+    from opsctl import dashboards
     from opsctl.dashboards._configmaps import NAMESPACE
-    from opsctl.kube import apply_to_regions, default_kubeconfig, select_regions
-    from opsctl.spec import Region, load_stack
+    from opsctl.kube import select_regions
+    from opsctl.spec import load_stack
 
     resolved = settings(ctx, stack=stack, output=output)
     spec = load_stack(resolved.infra_dir, resolved.stack)
     regions = select_regions(spec, region)
     built = dashboards.build_all(spec)
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-
-    def objects_for(target: Region) -> list[dict[str, object]]:
-        return [namespace, *dashboards.configmaps(spec, target, built)]
-
-    applied = apply_to_regions(
-        regions, objects_for, kubeconfig=kubeconfig or default_kubeconfig(), dry_run=dry_run
+    apply_in_namespace(
+        resolved,
+        regions,
+        NAMESPACE,
+        lambda target: dashboards.configmaps(spec, target, built),
+        kubeconfig=kubeconfig,
+        dry_run=dry_run,
+        kind="dashboard ConfigMaps",
     )
-    if resolved.output is OutputFormat.json:
-        console.emit_json({name: [str(o) for o in objs] for name, objs in applied.items()})
-    verb = "validated" if dry_run else "applied"
-    for name, objects in applied.items():
-        skipped = [o for o in objects if not o.validated]
-        if skipped:
-            console.warn(f"{name}: {len(skipped)} objects not validated: their namespace "
-                         "does not exist yet (a real apply creates it first)")  # fmt: skip
-        console.info(f"[green]✓[/green] {name}: {verb} {len(objects) - 1} dashboard ConfigMaps")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,7 +14,7 @@ from opsctl.cli._options import OutputOption, StackOption, settings
 from opsctl.settings import OutputFormat
 
 if TYPE_CHECKING:
-    from opsctl.rollout import Outcome
+    from opsctl.rollout import KubeFactory, Outcome, RolloutRecord
     from opsctl.settings import Settings
     from opsctl.spec import StackSpec
 
@@ -81,14 +83,9 @@ def _event(region: str, message: str) -> None:
 
 def _finish(outcome: Outcome, resolved: Settings) -> None:
     """Print the rollout, then turn its phase into the exit code."""
-    from opsctl import console
     from opsctl.errors import CheckFailed, ExitCode, Inconclusive
-    from opsctl.rollout._view import render_status
 
-    if resolved.output is OutputFormat.json:
-        console.emit_json(outcome.report)
-    else:
-        render_status(console.data_console(), outcome.report)
+    _print(resolved, outcome.report)
     code = outcome.exit_code
     if code is ExitCode.INCONCLUSIVE:
         raise Inconclusive(
@@ -206,6 +203,26 @@ def _located(
     return resolved, spec, kube, record
 
 
+def _act_on_newest(
+    ctx: typer.Context,
+    act: Callable[[RolloutRecord, KubeFactory], Outcome],
+    *,
+    stack: str | None,
+    output: OutputFormat | None,
+    component: ComponentChoice,
+    namespace: str,
+    kubeconfig: Path | None,
+) -> None:
+    """Do `act` to the newest rollout, print the rollout as it leaves it, and say its phase."""
+    from opsctl import console
+
+    resolved, _, kube, record = _located(ctx, stack=stack, output=output, component=component,
+                                          namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
+    outcome = act(record, kube)
+    _print(resolved, outcome.report)
+    console.info(f"rollout {record.id}: {outcome.phase}")
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -228,16 +245,11 @@ def status(
     """Show the newest rollout per region. Exit 0 done/running, 1 rolled back, 3 paused."""
     from opsctl import console, rollout
     from opsctl.errors import CheckFailed, ExitCode, Inconclusive
-    from opsctl.rollout._view import render_status, watch_status
+    from opsctl.rollout._view import watch_status
 
-    resolved, spec, kube, record = _located(
-        ctx,
-        stack=stack,
-        output=output,
-        component=component,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-    )
+    resolved, spec, kube, record = _located(ctx, stack=stack, output=output,
+                                            component=component, namespace=namespace,
+                                            kubeconfig=kubeconfig)  # fmt: skip
 
     def fetch() -> dict[str, Any]:
         fresh = rollout.locate(spec, component.value, namespace, kube)
@@ -252,10 +264,7 @@ def status(
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     else:
         report = rollout.status(record, kube)
-        if resolved.output is OutputFormat.json:
-            console.emit_json(report)
-        else:
-            render_status(console.data_console(), report)
+        _print(resolved, report)
     phase = report["phase"]
     if phase == "paused":
         raise Inconclusive(f"rollout {report['id']} is paused: {report['reason']}")
@@ -274,19 +283,10 @@ def pause(
     output: OutputOption = None,
 ) -> None:
     """Ask the running rollout to stop after its current wait; `resume` continues it."""
-    from opsctl import console, rollout
+    from opsctl import rollout
 
-    resolved, _, kube, record = _located(
-        ctx,
-        stack=stack,
-        output=output,
-        component=component,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-    )
-    outcome = rollout.pause(record, kube)
-    _print(resolved, outcome.report)
-    console.info(f"rollout {record.id}: {outcome.phase}")
+    _act_on_newest(ctx, rollout.pause, stack=stack, output=output, component=component,
+                   namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
 
 
 @app.command()
@@ -303,14 +303,8 @@ def resume(
     """Continue a paused (or crashed) rollout from the step it stopped in, from any machine."""
     from opsctl import rollout
 
-    resolved, _, kube, record = _located(
-        ctx,
-        stack=stack,
-        output=output,
-        component=component,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-    )
+    resolved, _, kube, record = _located(ctx, stack=stack, output=output, component=component,
+                                          namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
     outcome = rollout.resume(record, kube, prometheus=tuple(prometheus or ()), on_event=_event)
     _finish(outcome, resolved)
 
@@ -326,19 +320,10 @@ def abort(
     output: OutputOption = None,
 ) -> None:
     """Stop the rollout and roll the current region back (exit 0 once rolled back)."""
-    from opsctl import console, rollout
+    from opsctl import rollout
 
-    resolved, _, kube, record = _located(
-        ctx,
-        stack=stack,
-        output=output,
-        component=component,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-    )
-    outcome = rollout.abort(record, kube, on_event=_event)
-    _print(resolved, outcome.report)
-    console.info(f"rollout {record.id}: {outcome.phase}")
+    _act_on_newest(ctx, partial(rollout.abort, on_event=_event), stack=stack, output=output,
+                   component=component, namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
 
 
 @app.command()
@@ -352,19 +337,10 @@ def undo(
     output: OutputOption = None,
 ) -> None:
     """Revert every region the newest rollout touched to its previous template."""
-    from opsctl import console, rollout
+    from opsctl import rollout
 
-    resolved, _, kube, record = _located(
-        ctx,
-        stack=stack,
-        output=output,
-        component=component,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-    )
-    outcome = rollout.undo(record, kube, on_event=_event)
-    _print(resolved, outcome.report)
-    console.info(f"rollout {record.id}: {outcome.phase}")
+    _act_on_newest(ctx, partial(rollout.undo, on_event=_event), stack=stack, output=output,
+                   component=component, namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
 
 
 @app.command()

@@ -512,6 +512,43 @@ def _redis(config: LocalConfig, layout: Layout) -> Component:
     )
 
 
+def _java(config: LocalConfig, heap: str, tuning: list[str]) -> list[str]:
+    """The start of a JVM service's command line: java, its heap, GC tuning, exit on OOM."""
+    return [
+        str(config.java),
+        "-Xms256m",  # a small initial heap: Cassandra mlockall()s what is committed at start
+        f"-Xmx{heap}",
+        *tuning,
+        *(JVM_QUICK_START_FLAGS if config.jvm_quick_start else []),
+        "-XX:+ExitOnOutOfMemoryError",
+    ]
+
+
+def _jvm_service(
+    name: str,
+    argv: list[str],
+    port: int,
+    health: HealthCheck,
+    *,
+    start_timeout_s: float,
+    stop_timeout_s: float,
+    prepare: Callable[[], list[str] | None],
+) -> Component:
+    """Kafka and Cassandra: infrastructure on HOST:port, stopped after the services using them."""
+    return Component(
+        name=name,
+        phase=INFRA_PHASE,
+        argv=argv,
+        port=port,
+        health=health,
+        endpoint=f"{HOST}:{port}",
+        start_timeout_s=start_timeout_s,
+        stop_timeout_s=stop_timeout_s,
+        stop_group=1,
+        prepare=prepare,
+    )
+
+
 def _kafka(config: LocalConfig, layout: Layout) -> Component:
     conf_dir = layout.conf("kafka")
     properties = conf_dir / "server.properties"
@@ -519,13 +556,7 @@ def _kafka(config: LocalConfig, layout: Layout) -> Component:
     data = layout.data("kafka")
     classpath = str(jar_dir(config, "kafka") / "*")
     jvm = [
-        str(config.java),
-        "-Xms256m",
-        f"-Xmx{config.kafka_heap}",
-        "-XX:+UseG1GC",
-        "-XX:MaxGCPauseMillis=20",
-        *(JVM_QUICK_START_FLAGS if config.jvm_quick_start else []),
-        "-XX:+ExitOnOutOfMemoryError",
+        *_java(config, config.kafka_heap, ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]),
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",
         "-cp",
@@ -547,16 +578,14 @@ def _kafka(config: LocalConfig, layout: Layout) -> Component:
         fmt = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)]
         return ["/bin/sh", "-c", f"{shlex.join(fmt)} && exec {shlex.join(run)}"]
 
-    return Component(
-        name="kafka",
-        phase=INFRA_PHASE,
-        argv=run,
-        port=config.ports.kafka,
-        health=KafkaMetadataCheck(HOST, config.ports.kafka),
-        endpoint=f"{HOST}:{config.ports.kafka}",
+    port = config.ports.kafka
+    return _jvm_service(
+        "kafka",
+        run,
+        port,
+        KafkaMetadataCheck(HOST, port),
         start_timeout_s=120,
         stop_timeout_s=30,
-        stop_group=1,
         prepare=prepare,
     )
 
@@ -568,16 +597,14 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
     data = layout.data("cassandra")
     jars = jar_dir(config, "cassandra")
     jamm = sorted(jars.glob("jamm-*.jar"))
-    argv = [
-        str(config.java),
-        "-Xms256m",  # a small initial heap: Cassandra mlockall()s what is committed at start
-        f"-Xmx{config.cassandra_heap}",
+    tuning = [
         "-Xss512k",
         "-XX:+UseG1GC",
         "-XX:+ParallelRefProcEnabled",
         "-XX:MaxTenuringThreshold=1",
-        *(JVM_QUICK_START_FLAGS if config.jvm_quick_start else []),
-        "-XX:+ExitOnOutOfMemoryError",
+    ]
+    argv = [
+        *_java(config, config.cassandra_heap, tuning),
         *CASSANDRA_JAVA17_FLAGS,
         *(f"-javaagent:{jar}" for jar in jamm[:1]),
         *jmx_agent_flags(config, "cassandra", config.ports.cassandra_metrics),
@@ -597,16 +624,14 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
         _write(cassandra_yaml, render_cassandra_yaml(config, data))
         _write(logback, CASSANDRA_LOGBACK)
 
-    return Component(
-        name="cassandra",
-        phase=INFRA_PHASE,
-        argv=argv,
-        port=config.ports.cassandra,
-        health=CqlCheck(HOST, config.ports.cassandra),
-        endpoint=f"{HOST}:{config.ports.cassandra}",
+    port = config.ports.cassandra
+    return _jvm_service(
+        "cassandra",
+        argv,
+        port,
+        CqlCheck(HOST, port),
         start_timeout_s=180,
         stop_timeout_s=40,
-        stop_group=1,
         prepare=prepare,
     )
 

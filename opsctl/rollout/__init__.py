@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import CheckFailed, UserInputError
+from opsctl.errors import CheckFailed, KubeError, UserInputError
 from opsctl.rollout._analysis import Metrics, PrometheusMetrics
 from opsctl.rollout._driver import STALE_AFTER_S, Driver, Outcome, summary_of
-from opsctl.rollout._kube import KubeApi, KubeError, RestKubeApi
+from opsctl.rollout._kube import KubeApi, RestKubeApi
 from opsctl.rollout._plan import (
     COMPONENTS,
     DEFAULT_STEPS,

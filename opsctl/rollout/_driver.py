@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsctl.errors import CheckFailed, ExitCode, UserInputError
+from opsctl.errors import CheckFailed, ExitCode, KubeError, UserInputError
 from opsctl.rollout import _objects as objects
 from opsctl.rollout._analysis import (
     Analysis,
@@ -22,7 +22,7 @@ from opsctl.rollout._analysis import (
     connections,
     reconnect_rate,
 )
-from opsctl.rollout._kube import KubeApi, KubeError, check_permissions
+from opsctl.rollout._kube import KubeApi, check_permissions
 from opsctl.rollout._plan import RegionTarget, RolloutPlan, canary_replicas, pods_per_batch
 from opsctl.rollout._state import (
     CONTROL_KEY,

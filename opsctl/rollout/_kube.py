@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from opsctl.errors import CheckFailed, UserInputError
+from opsctl.errors import Forbidden, KubeError, UserInputError
 
 PatchType = Literal["strategic", "merge", "json"]
 CONTENT_TYPES: dict[PatchType, str] = {
@@ -22,18 +22,6 @@ CONTENT_TYPES: dict[PatchType, str] = {
     "json": "application/json-patch+json",
 }
 RBAC_MANIFEST = "infra/rbac/opsctl-rollout.yaml"
-
-
-class KubeError(CheckFailed):
-    """An API call failed; ``status`` is the HTTP status (0 when the server was unreachable)."""
-
-    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
-
-
-class Forbidden(KubeError):
-    pass
 
 
 class KubeApi(Protocol):

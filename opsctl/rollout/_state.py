@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from opsctl.errors import CheckFailed
-from opsctl.rollout._kube import KubeApi, KubeError
+from opsctl.errors import CheckFailed, KubeError
+from opsctl.rollout._kube import KubeApi
 from opsctl.rollout._objects import MANAGED_BY
 
 REGION_KEY = "region.json"

@@ -25,6 +25,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from opsctl.cluster._tools import find_tools
 from opsctl.paths import REPO_ROOT
+from tests.support import wait_for
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, V1Pod
@@ -36,6 +37,7 @@ SCENARIOS = tuple(
 RELEASE = "im-gateway"
 FIELD_MANAGER = "chart-tests"
 RESTRICTED = "pod-security.kubernetes.io/enforce"
+DEPLOY_TIMEOUT = "180s"  # helm install/upgrade --wait
 
 
 def scenario_file(name: str) -> Path:
@@ -109,6 +111,21 @@ class Helm:
         if check and done.returncode != 0:
             raise HelmFailed(result)
         return result
+
+    def deploy(
+        self,
+        verb: str,
+        namespace: str,
+        values: Iterable[Path],
+        sets: Mapping[str, str] | None = None,
+        *,
+        check: bool = True,
+    ) -> HelmResult:
+        """``helm install`` or ``upgrade`` of the chart as RELEASE, waiting until it is ready."""
+        return self.run(
+            verb, RELEASE, str(CHART), "--namespace", namespace, "--wait", "--timeout",
+            DEPLOY_TIMEOUT, *value_args(values, sets), check=check,
+        )  # fmt: skip
 
     def render(
         self,
@@ -234,18 +251,6 @@ def deployment_rolled_out(deployment: Any) -> bool:
         and (status.available_replicas or 0) == wanted
         and (status.replicas or 0) == wanted
     )
-
-
-def wait_for(what: str, probe: Any, *, timeout: float = 90.0, interval: float = 0.25) -> Any:
-    """Poll ``probe()`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def wait_rolled_out(

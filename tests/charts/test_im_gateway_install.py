@@ -27,7 +27,6 @@ from kubernetes.client import (
 )
 
 from tests.charts.helmkit import (
-    CHART,
     RELEASE,
     Helm,
     component_name,
@@ -36,15 +35,13 @@ from tests.charts.helmkit import (
     pod_ready,
     scenario_file,
     selector,
-    value_args,
-    wait_for,
     wait_rolled_out,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 KWOK_SIZING = Path(__file__).with_name("kwok-sizing-values.yaml")
-INSTALL_TIMEOUT = "180s"
 # `helm list` shows only deployed and failed releases unless asked for each state.
 EVERY_STATE = (
     "--deployed",
@@ -54,28 +51,6 @@ EVERY_STATE = (
     "--uninstalled",
     "--uninstalling",
 )
-
-
-def install(
-    helm: Helm,
-    namespace: str,
-    values: list[Path],
-    sets: dict[str, str] | None = None,
-    *,
-    check: bool = True,
-) -> Any:
-    return helm.run(
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--wait",
-        "--timeout",
-        INSTALL_TIMEOUT,
-        *value_args(values, sets),
-        check=check,
-    )
 
 
 def create_jwks_secret(api: ApiClient, namespace: str) -> None:
@@ -136,7 +111,7 @@ def test_minimal_install_rolls_out(
     cluster_helm: Helm, kube_api: ApiClient, restricted_namespace: str
 ) -> None:
     namespace = restricted_namespace
-    install(cluster_helm, namespace, [scenario_file("minimal")])
+    cluster_helm.deploy("install", namespace, [scenario_file("minimal")])
 
     for component in ("gateway", "dispatcher"):
         wait_rolled_out(kube_api, namespace, component_name(component), replicas=1)
@@ -179,7 +154,7 @@ def test_production_install_scales_by_hpa_and_guards_with_pdbs(
 ) -> None:
     namespace = restricted_namespace
     create_jwks_secret(kube_api, namespace)
-    install(cluster_helm, namespace, [scenario_file("production"), KWOK_SIZING])
+    cluster_helm.deploy("install", namespace, [scenario_file("production"), KWOK_SIZING])
 
     # The Deployments leave replicas to their HPAs, which raise them to minReplicas.
     gateway = wait_rolled_out(
@@ -265,7 +240,7 @@ def test_helm_test_job_completes(
     container would make: kwok runs no container.
     """
     namespace = restricted_namespace
-    install(cluster_helm, namespace, [scenario_file("minimal")])
+    cluster_helm.deploy("install", namespace, [scenario_file("minimal")])
     with pod_census(kube_api, namespace, selector("test")) as census:
         result = cluster_helm.run("test", RELEASE, "--namespace", namespace, "--timeout", "120s")
     assert f"{RELEASE}-test-readyz" in result.stdout
@@ -302,8 +277,8 @@ def test_schema_violations_are_refused_and_nothing_is_installed(
     cluster_helm: Helm, kube_api: ApiClient, kube_namespace: str, override: str, complaint: str
 ) -> None:
     setting, _, value = override.partition("=")
-    result = install(
-        cluster_helm, kube_namespace, [scenario_file("minimal")], {setting: value}, check=False
+    result = cluster_helm.deploy(
+        "install", kube_namespace, [scenario_file("minimal")], {setting: value}, check=False
     )
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr

@@ -14,8 +14,6 @@ import pytest
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 
 from tests.charts.helmkit import (
-    CHART,
-    RELEASE,
     Helm,
     component_name,
     counts_as_live,
@@ -23,10 +21,9 @@ from tests.charts.helmkit import (
     pod_ready,
     scenario_file,
     selector,
-    value_args,
-    wait_for,
     wait_rolled_out,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +32,7 @@ NEW_TAG = "0.2.0"
 
 
 def helm_apply(helm: Helm, verb: str, namespace: str, sets: dict[str, str]) -> None:
-    helm.run(
-        verb,
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--wait",
-        "--timeout",
-        "180s",
-        *value_args([scenario_file("minimal")], sets),
-    )
+    helm.deploy(verb, namespace, [scenario_file("minimal")], sets)
 
 
 def live_pods(api: ApiClient, namespace: str, component: str) -> list[Any]:

@@ -3,7 +3,7 @@ of the real kwok cluster, and a real Prometheus scraping exporters the test cont
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,8 @@ from tests.opsctl.rollout.harness import (
     MetricsLab,
     service,
     stable_deployment,
-    wait_for,
 )
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 
 @pytest.fixture
@@ -43,17 +42,23 @@ class Gateway:
     cluster: KubeCluster
     namespace: str
 
-    def deployment(self, name: str = STABLE) -> dict[str, Any] | None:
+    def _read(self, read: Callable[[Any], Any]) -> dict[str, Any] | None:
+        """``read(api_client)`` as a plain dict, or None when the object does not exist."""
         from kubernetes.client.exceptions import ApiException
 
         with self.cluster.api_client() as client:
             try:
-                found = AppsV1Api(client).read_namespaced_deployment(name, self.namespace)
+                found = read(client)
             except ApiException as error:
                 if error.status == 404:
                     return None
                 raise
             return dict(client.sanitize_for_serialization(found))
+
+    def deployment(self, name: str = STABLE) -> dict[str, Any] | None:
+        return self._read(
+            lambda client: AppsV1Api(client).read_namespaced_deployment(name, self.namespace)
+        )
 
     def image(self, name: str = STABLE) -> str:
         found = self.deployment(name)
@@ -68,29 +73,27 @@ class Gateway:
             return [dict(client.sanitize_for_serialization(pod)) for pod in items]
 
     def configmap(self, name: str = "opsctl-rollout-gateway") -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
+        return self._read(
+            lambda client: CoreV1Api(client).read_namespaced_config_map(name, self.namespace)
+        )
 
-        with self.cluster.api_client() as client:
-            try:
-                found = CoreV1Api(client).read_namespaced_config_map(name, self.namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            return dict(client.sanitize_for_serialization(found))
+
+def create_ready(client: Any, namespace: str, deployment: dict[str, Any]) -> None:
+    """Create the Deployment and wait until every replica it asks for is ready."""
+    apps = AppsV1Api(client)
+    apps.create_namespaced_deployment(namespace, deployment)
+    name, replicas = deployment["metadata"]["name"], deployment["spec"]["replicas"]
+
+    def ready() -> bool:
+        found = apps.read_namespaced_deployment(name, namespace)
+        return found.status is not None and (found.status.ready_replicas or 0) == replicas
+
+    wait_for(f"deployment {name} to be ready", ready)
 
 
 def deploy_gateway(client: Any, namespace: str, replicas: int = 4) -> None:
-    AppsV1Api(client).create_namespaced_deployment(
-        namespace, stable_deployment(namespace, replicas)
-    )
+    create_ready(client, namespace, stable_deployment(namespace, replicas))
     CoreV1Api(client).create_namespaced_service(namespace, service(namespace))
-
-    def ready() -> bool:
-        found = AppsV1Api(client).read_namespaced_deployment(STABLE, namespace)
-        return (found.status.ready_replicas or 0) == replicas
-
-    wait_for("the stable gateway to be ready", ready)
 
 
 @pytest.fixture

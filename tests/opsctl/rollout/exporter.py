@@ -74,9 +74,9 @@ class PodCollector(Collector):
             committed = self._add("batches_ok", batches * (1 - rates["batch_fail_ratio"]))
             failed = self._add("batches_failed", batches * rates["batch_fail_ratio"])
             retried = CounterMetricFamily(
-                "im_dispatcher_batch_failures", "batches retried", labels=["error"]
+                "im_dispatcher_batch_failures", "batches retried", labels=["stage"]
             )
-            retried.add_metric(["NoHostAvailable"], failed)
+            retried.add_metric(["persist"], failed)
             families.append(retried)
             latency = HistogramMetricFamily(
                 "im_dispatcher_batch_latency_seconds", "consume to commit", labels=[]

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 import yaml
 
 from opsctl.paths import REPO_ROOT
+from tests.support import wait_for
 
 PROMETHEUS = "/usr/bin/prometheus"
 STABLE = "im-gateway-gateway"
@@ -52,17 +54,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 class MetricsLab:
@@ -168,15 +159,20 @@ class MetricsLab:
         shutil.rmtree(self.workdir / "tsdb", ignore_errors=True)
 
 
-def stable_deployment(
-    namespace: str, replicas: int = 4, image: str = OLD_IMAGE, component: str = "gateway"
-) -> dict[str, Any]:
-    """The chart's gateway (or dispatcher) Deployment, reduced to what a rollout touches."""
-    selector = {
+def chart_labels(component: str) -> dict[str, str]:
+    """The labels the chart gives a component's pods, and selects them by."""
+    return {
         "app.kubernetes.io/name": "im-gateway",
         "app.kubernetes.io/instance": "im-gateway",
         "app.kubernetes.io/component": component,
     }
+
+
+def stable_deployment(
+    namespace: str, replicas: int = 4, image: str = OLD_IMAGE, component: str = "gateway"
+) -> dict[str, Any]:
+    """The chart's gateway (or dispatcher) Deployment, reduced to what a rollout touches."""
+    selector = chart_labels(component)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -207,11 +203,7 @@ def stable_deployment(
 
 
 def service(namespace: str) -> dict[str, Any]:
-    selector = {
-        "app.kubernetes.io/name": "im-gateway",
-        "app.kubernetes.io/instance": "im-gateway",
-        "app.kubernetes.io/component": "gateway",
-    }
+    selector = chart_labels("gateway")
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -231,6 +223,17 @@ def opsctl_subprocess(args: list[str], env: dict[str, str] | None = None) -> sub
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@contextmanager
+def killed_on_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The process, killed if it still runs when the block ends, so none outlives a failed test."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class DeploymentWatch:

@@ -15,11 +15,11 @@ from tests.opsctl.rollout.harness import (
     NEW_IMAGE,
     OLD_IMAGE,
     MetricsLab,
+    killed_on_exit,
     opsctl_subprocess,
-    wait_for,
 )
 from tests.opsctl.rollout.test_canary_cluster import start_args
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +49,11 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
 def test_pause_resume_then_undo(
     opsctl_rollout: OpsctlRunner, gateway: Gateway, lab: MetricsLab
 ) -> None:
-    driver = background_start(gateway, lab)
-    try:
+    with killed_on_exit(background_start(gateway, lab)) as driver:
         paused = opsctl_rollout("rollout", "pause", *common(gateway))
         assert paused.exit_code == ExitCode.OK, paused.stderr
         assert json.loads(paused.stdout)["phase"] == "paused"
         code, out, err = finish(driver)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
     assert code == ExitCode.INCONCLUSIVE, err
     assert json.loads(out)["phase"] == "paused"
     assert "paused by" in err
@@ -86,16 +81,11 @@ def test_pause_resume_then_undo(
 def test_abort_rolls_the_canary_back(
     opsctl_rollout: OpsctlRunner, gateway: Gateway, lab: MetricsLab
 ) -> None:
-    driver = background_start(gateway, lab)
-    try:
+    with killed_on_exit(background_start(gateway, lab)) as driver:
         aborted = opsctl_rollout("rollout", "abort", *common(gateway))
         assert aborted.exit_code == ExitCode.OK, aborted.stderr
         assert json.loads(aborted.stdout)["phase"] == "aborted"
         code, _, err = finish(driver)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
     assert code == ExitCode.FAILED, err
     assert gateway.deployment("im-gateway-gateway-canary") is None
     assert gateway.pods("im.platform/track=canary") == []

@@ -12,7 +12,7 @@ import pytest
 
 from opsctl.cluster.pytest_plugin import KubeCluster
 from opsctl.errors import ExitCode
-from tests.opsctl.rollout.conftest import Gateway, deploy_gateway
+from tests.opsctl.rollout.conftest import Gateway, create_ready, deploy_gateway
 from tests.opsctl.rollout.harness import (
     CANARY_POD,
     CONSUMING,
@@ -26,7 +26,6 @@ from tests.opsctl.rollout.harness import (
     STABLE_POD,
     MetricsLab,
     stable_deployment,
-    wait_for,
 )
 from tests.opsctl.rollout.test_canary_cluster import start_args
 from tests.support import OpsctlRunner
@@ -39,20 +38,10 @@ STATE = "opsctl-rollout-dispatcher"
 @pytest.fixture
 def dispatcher(kube_cluster: KubeCluster, kube_namespace: str) -> Gateway:
     """The release's gateway and its dispatcher (2 replicas, labelled as the chart does)."""
-    from kubernetes.client import AppsV1Api
-
     with kube_cluster.api_client() as client:
         deploy_gateway(client, kube_namespace)
         body = stable_deployment(kube_namespace, 2, OLD_DISPATCHER_IMAGE, component="dispatcher")
-        AppsV1Api(client).create_namespaced_deployment(kube_namespace, body)  # type: ignore[arg-type]
-
-        def ready() -> bool:
-            found = AppsV1Api(client).read_namespaced_deployment(
-                DISPATCHER_DEPLOYMENT, kube_namespace
-            )
-            return found.status is not None and (found.status.ready_replicas or 0) == 2
-
-        wait_for("the dispatcher to be ready", ready)
+        create_ready(client, kube_namespace, body)
     return Gateway(kube_cluster, kube_namespace)
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from opsctl.errors import UserInputError
+from opsctl.errors import KubeError, UserInputError
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.rollout import Driver, StartRequest, build_plan
 from opsctl.rollout._analysis import Metrics
-from opsctl.rollout._kube import KubeApi, KubeError, PatchType, check_permissions
+from opsctl.rollout._kube import KubeApi, PatchType, check_permissions
 from opsctl.rollout._plan import RegionTarget
 from opsctl.spec import load_stack
 from tests.opsctl.rollout.harness import NEW_IMAGE, OLD_IMAGE, stable_deployment

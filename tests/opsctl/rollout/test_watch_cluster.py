@@ -13,8 +13,9 @@ import pytest
 from opsctl.errors import ExitCode
 from opsctl.paths import REPO_ROOT
 from tests.opsctl.rollout.conftest import Gateway
-from tests.opsctl.rollout.harness import NEW_IMAGE, MetricsLab, wait_for
+from tests.opsctl.rollout.harness import NEW_IMAGE, MetricsLab, killed_on_exit
 from tests.opsctl.rollout.test_control_cluster import background_start, finish
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 WATCH = ["rollout", "status", "--watch", "--every", "0.5"]
@@ -41,7 +42,7 @@ def test_status_watch_redraws_and_stops_on_ctrl_c(
             stderr=err,
             text=True,
         )
-    try:
+    with killed_on_exit(watcher):
         wait_for(
             "two complete refreshes",  # the third has begun, so two tables are whole
             lambda: watcher.poll() is not None or "-- refresh 3 " in out_path.read_text(),
@@ -50,10 +51,6 @@ def test_status_watch_redraws_and_stops_on_ctrl_c(
         assert watcher.poll() is None, err_path.read_text()  # still watching a running rollout
         watcher.send_signal(signal.SIGINT)
         code = watcher.wait(timeout=15)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait()
     output = out_path.read_text()
     assert code == ExitCode.INTERRUPTED, err_path.read_text()
     errors = err_path.read_text()
