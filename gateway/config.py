@@ -54,6 +54,8 @@ class Config(BaseModel):
     kafka_consumer_group: str = Field("im-dispatcher", pattern=r"^[A-Za-z0-9._-]{1,200}$")
 
     redis_url: str = ""
+    # The URL names one seed node of a Redis Cluster (the sharded production regions).
+    redis_cluster: bool = False
 
     cassandra_hosts: str = ""
     cassandra_keyspace: str = Field("im", pattern=r"^[a-z][a-z0-9_]{0,47}$")

@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from gateway import state
+from gateway import redis_client, state
 from gateway.config import Config, load_or_exit
 from gateway.groups import group_members
 from gateway.metrics import DispatcherMetrics
@@ -115,7 +115,6 @@ class _Prepared:
     records: list[MessageRecord]
     members: dict[str, list[str]]  # conversation -> member users
     new_index: list[tuple[str, str]]  # (user, conversation) pairs not yet indexed
-    user_nodes: dict[str, list[str]]  # user -> gateway nodes it is connected to
 
 
 class _OffsetCommitter:
@@ -237,13 +236,12 @@ class Dispatcher:
         self.stopping.set()
 
     async def _connect(self) -> None:
-        import redis.asyncio as aioredis
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        self.redis = aioredis.from_url(
-            self.cfg.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
-            health_check_interval=10,
-        )  # fmt: skip
+        # Two batches in flight use at most four connections at once.
+        self.redis = redis_client.connect(
+            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
+        )
         self._assign = self.redis.register_script(state.ASSIGN_SEQS)
         attempt = 0
         while not self.stopping.is_set() and not self.store.ready:
@@ -426,7 +424,7 @@ class Dispatcher:
                 continue
             accepted.append(item)
         if not accepted:
-            return _Prepared([], {}, [], {})
+            return _Prepared([], {}, [])
         batch.stage = "sequence"
         records = await self._assign_seqs(accepted)
         batch.stage = "recipients"
@@ -435,36 +433,24 @@ class Dispatcher:
         new_index = [p for p in index if p not in self._index_written]
         batch.stage = "persist"
         started = time.perf_counter()
-        # Where the recipients are connected is looked up while Cassandra writes.
-        persisted, user_nodes = await asyncio.gather(
-            self._persist(records, new_index),
-            self._route_lookup(records, members),
-            return_exceptions=True,
-        )
-        if isinstance(persisted, BaseException):
-            raise persisted
+        await self._persist(records, new_index)
         self.metrics.persist_latency.observe(time.perf_counter() - started)
         self.metrics.persisted.inc(len(records))
-        if isinstance(user_nodes, BaseException):
-            batch.stage = "route"
-            raise user_nodes
-        return _Prepared(records, members, new_index, user_nodes)
+        return _Prepared(records, members, new_index)
 
     async def _deliver(self, batch: _Batch, prepared: _Prepared) -> bool:
-        """Cache and route one persisted batch (two pipelines on two connections at once)."""
+        """Cache, then route one persisted batch. The order matters: a device that registers
+        its route after our lookup syncs after it too, and must find these messages in the
+        recent cache or Cassandra; so nothing is looked up before both are written."""
         records = prepared.records
         views = [encode(r.client_view()) for r in records]
-        published, cached = await asyncio.gather(
-            self._publish(records, [message_frame(v) for v in views], prepared),
-            self._cache(records, views, prepared.new_index),
-            return_exceptions=True,
-        )
-        for stage, outcome in (("route", published), ("cache", cached)):
-            if isinstance(outcome, BaseException):
-                batch.stage = stage
-                raise outcome
+        batch.stage = "cache"
+        await self._cache(records, views, prepared.new_index)
         for pair in prepared.new_index:
             self._index_written.add(pair)
+        batch.stage = "route"
+        user_nodes = await self._route_lookup(records, prepared.members)
+        await self._publish(records, [message_frame(v) for v in views], prepared, user_nodes)
         return True
 
     async def _dead_letter(self, raw: Any, why: str) -> None:
@@ -489,8 +475,8 @@ class Dispatcher:
                 for conv, indexes in by_conv.items():
                     keys = [state.counter_key(conv)]
                     keys += [state.assigned_key(conv, items[i].message_id) for i in indexes]
-                    # queues EVALSHA on the pipeline
-                    await self._assign(keys=keys, args=[bucket_now, ASSIGNED_TTL_S], client=pipe)
+                    args = [bucket_now, ASSIGNED_TTL_S]
+                    redis_client.queue_script(pipe, self._assign, keys, args)
                 per_conv = await pipe.execute()
             outcomes = [
                 (i, result)
@@ -636,15 +622,15 @@ class Dispatcher:
             nodes_per_user = await pipe.execute()
         return dict(zip(users, nodes_per_user, strict=True))
 
-    async def _publish(self, records: list[MessageRecord], frames: list[str], prepared: _Prepared
-                       ) -> None:  # fmt: skip
-        """One PUBLISH per gateway node with every item of the batch for its users."""
+    async def _publish(self, records: list[MessageRecord], frames: list[str], prepared: _Prepared,
+                       user_nodes: dict[str, list[str]]) -> None:  # fmt: skip
+        """One SPUBLISH per gateway node with every item of the batch for its users."""
         per_node: dict[str, list[list[Any]]] = defaultdict(list)
         offline = 0
         for record, frame in zip(records, frames, strict=True):
             by_node: dict[str, list[str]] = defaultdict(list)
             for user in prepared.members[record.conversation_id]:
-                nodes = prepared.user_nodes.get(user) or []
+                nodes = user_nodes.get(user) or []
                 if not nodes:
                     offline += 1
                 for node in nodes:
@@ -656,7 +642,7 @@ class Dispatcher:
         if per_node:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node, items in per_node.items():
-                    pipe.publish(state.node_channel(node), encode({"t": "d", "items": items}))
+                    pipe.spublish(state.node_channel(node), encode({"t": "d", "items": items}))
                 await pipe.execute()
         # Counted once delivered to Redis, so a retried batch is not counted twice.
         self.metrics.offline.inc(offline)

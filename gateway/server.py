@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from gateway import groups, state
+from gateway import groups, redis_client, state
 from gateway.auth import AuthError, TokenVerifier
 from gateway.config import Config, load_or_exit
 from gateway.limits import TokenBucket, drain_schedule
@@ -690,7 +690,7 @@ class Gateway:
         if nodes:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for node in nodes:
-                    pipe.publish(state.node_channel(node), payload)
+                    pipe.spublish(state.node_channel(node), payload)
                 await pipe.execute()
 
     # Sync ------------------------------------------------------------------------------------
@@ -911,7 +911,7 @@ class Gateway:
             pipe.expire(key, self.cfg.route_ttl_s)
             online_before = (await pipe.execute())[0]
         if first_here and not online_before:
-            await self.redis.publish(state.PRESENCE_CHANNEL, encode({"u": user, "s": "online"}))
+            await self.redis.spublish(state.PRESENCE_CHANNEL, encode({"u": user, "s": "online"}))
 
     async def _unregister_route(self, user: str) -> None:
         key = state.route_key(user)
@@ -920,7 +920,7 @@ class Gateway:
             pipe.zcount(key, time.time(), "+inf")
             _, remaining = await pipe.execute()
         if not remaining:
-            await self.redis.publish(state.PRESENCE_CHANNEL, encode({"u": user, "s": "offline"}))
+            await self.redis.spublish(state.PRESENCE_CHANNEL, encode({"u": user, "s": "offline"}))
 
     async def _refresh_routes(self) -> None:
         users = list(self.by_user)
@@ -995,9 +995,11 @@ class Gateway:
         attempt = 0
         first = True
         while not self.stop.is_set():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            subscription = redis_client.Subscription(
+                self.redis, [self.channel, state.PRESENCE_CHANNEL]
+            )
             try:
-                await pubsub.subscribe(self.channel, state.PRESENCE_CHANNEL)
+                await subscription.open()
                 if not first:
                     # Redis came back: re-register every route, then ask every device to sync,
                     # since deliveries published while we were unsubscribed are gone.
@@ -1009,10 +1011,8 @@ class Gateway:
                 first = False
                 self.pubsub_ok = True
                 attempt = 0
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    self._on_pubsub(message["channel"], message["data"])
+                async for channel, data in subscription.messages():
+                    self._on_pubsub(channel, data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1023,8 +1023,7 @@ class Gateway:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                await subscription.aclose()
 
     def _on_pubsub(self, channel: str, data: str) -> None:
         try:
@@ -1119,23 +1118,9 @@ class Gateway:
                 attempt += 1
 
     async def start_backends(self) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialWithJitterBackoff
-
-        # Blocking pool: a burst of connects waits for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.cfg.redis_url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            max_connections=64,
-            timeout=5,
-            # After a Redis restart every pooled connection is stale once: reconnect and retry
-            # instead of failing that request (commands here are idempotent or deduplicated).
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+        self.redis = redis_client.connect(
+            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=64, timeout_s=5
         )
-        self.redis = aioredis.Redis(connection_pool=pool)
         self._max_receipt = self.redis.register_script(state.MAX_RECEIPT)
         self._spawn(self._connect_cassandra())
         await self._connect_kafka()

@@ -37,7 +37,11 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
         "region": region.name,
         "commonLabels": {n.ENVIRONMENT_LABEL: spec.environment},
         "kafka": {"bootstrap": n.kafka_bootstrap(region), "topic": n.MESSAGE_TOPIC},
-        "redis": {"url": n.redis_url(region)},
+        "redis": {
+            "url": n.redis_url(region),
+            # Sharded regions run a Redis Cluster; the gateway must speak the cluster protocol.
+            "cluster": n.redis_kind(region) == "RedisCluster",
+        },
         "cassandra": {
             "hosts": n.cassandra_service(region),
             "keyspace": n.CASSANDRA_KEYSPACE,

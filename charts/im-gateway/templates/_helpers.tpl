@@ -97,6 +97,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.kafka.topic | quote }}
 - name: IMGW_REDIS_URL
   value: {{ .Values.redis.url | quote }}
+- name: IMGW_REDIS_CLUSTER
+  value: {{ .Values.redis.cluster | quote }}
 - name: IMGW_CASSANDRA_HOSTS
   value: {{ .Values.cassandra.hosts | quote }}
 - name: IMGW_CASSANDRA_KEYSPACE

@@ -184,6 +184,9 @@ def test_gateway_values_point_at_what_the_builders_create(
         )
         assert values["cassandra"]["datacenter"] == dc["metadata"]["name"]
         assert f"//{redis['metadata']['name']}" in values["redis"]["url"]
+        # A sharded Redis is a Redis Cluster, and the gateway is told to speak its protocol.
+        assert values["redis"]["cluster"] is (redis["kind"] == "RedisCluster")
+        assert values["redis"]["cluster"] is (region.redis.shards > 1)
         assert values["region"] == region.name
         gateway = values["gateway"]
         assert gateway["autoscaling"]["minReplicas"] == region.gateway.replicas
