@@ -11,19 +11,25 @@ from opsctl.errors import UserInputError
 
 def client_for_context(kubeconfig: Path | None, context: str) -> Any:
     """An ApiClient for ``context``; a context missing from the kubeconfig is bad input."""
+    import yaml
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
+    where = kubeconfig or "the default kubeconfig"
     try:
         return config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig) if kubeconfig else None, context=context
         )
     except ConfigException as exc:
-        where = kubeconfig or "the default kubeconfig"
         raise UserInputError(
             f"kube context '{context}' is not usable from {where}: {exc}",
             hint="the region's kubeContext in the stack spec must name a context in the kubeconfig",
         ) from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserInputError(f"{where}: not a readable kubeconfig: {exc}") from exc
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        # The loader walks the document without checking its shape first.
+        raise UserInputError(f"{where}: not a kubeconfig ({type(exc).__name__}: {exc})") from exc
 
 
 def default_kubeconfig() -> Path | None:
