@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 # After a Redis restart every pooled connection is stale once: reconnect and retry instead of
@@ -59,17 +59,15 @@ def queue_script(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> No
 
 
 class Subscription:
-    """Sharded subscriptions to some channels. On a cluster each channel gets its own
-    connection to its shard, read by its own task: one reader polling several shards in turn
-    would hold a message on one shard while it waits on another."""
+    """Sharded subscriptions to some channels, handed to a callback as they arrive. On a cluster
+    each channel gets its own connection to its shard and its own reader: one reader polling
+    several shards in turn would hold a message on one shard while it waits on another."""
 
     def __init__(self, client: Any, channels: list[str]) -> None:
         self._client = client
         self._channels = channels
         self._cluster = _is_cluster(client)
         self._pubsubs: list[Any] = []
-        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._readers: list[asyncio.Task[None]] = []
 
     async def open(self) -> Subscription:
         """Subscribe to every channel; raises if Redis is unreachable."""
@@ -80,53 +78,41 @@ class Subscription:
                     pubsub = self._client.pubsub()
                     self._pubsubs.append(pubsub)
                     await pubsub.ssubscribe(channel)
-                self._readers = [asyncio.create_task(self._read(p)) for p in self._pubsubs]
             else:
                 pubsub = self._client.pubsub()
                 self._pubsubs.append(pubsub)
                 await pubsub.ssubscribe(*self._channels)
-                self._readers = [asyncio.create_task(self._read(pubsub))]
         except BaseException:
             await self.aclose()
             raise
         return self
 
-    async def _read(self, pubsub: Any) -> None:
-        while True:
-            if self._cluster:
-                message = await pubsub.get_sharded_message(timeout=None)
-            else:
-                message = await pubsub.get_message(timeout=None)
-            if message is not None and message.get("type") == "smessage":
-                self._queue.put_nowait((message["channel"], message["data"]))
-
-    async def messages(self) -> AsyncIterator[tuple[str, str]]:
-        """(channel, data) in arrival order per channel; raises when a connection is lost."""
-        while True:
-            while not self._queue.empty():
-                yield self._queue.get_nowait()
-            getter = asyncio.ensure_future(self._queue.get())
-            try:
-                done, _ = await asyncio.wait(
-                    [getter, *self._readers], return_when=asyncio.FIRST_COMPLETED
-                )
-            except BaseException:
-                getter.cancel()
-                raise
-            if getter in done:
-                yield getter.result()
-                continue
-            getter.cancel()
+    async def run(self, on_message: Callable[[str, str], None]) -> None:
+        """Call ``on_message(channel, data)`` for every message until a connection is lost,
+        then raise that error."""
+        if len(self._pubsubs) == 1:
+            await self._read(self._pubsubs[0], on_message)
+            return
+        readers = [asyncio.create_task(self._read(p, on_message)) for p in self._pubsubs]
+        try:
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
             for reader in done:
-                reader.result()  # the reader's error: connection lost
-            raise ConnectionError("a pub/sub reader stopped")
+                reader.result()
+        finally:
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(BaseException):
+                    await reader
+
+    async def _read(self, pubsub: Any, on_message: Callable[[str, str], None]) -> None:
+        read = pubsub.get_sharded_message if self._cluster else pubsub.get_message
+        while True:
+            message = await read(timeout=None)
+            if message is not None and message.get("type") == "smessage":
+                on_message(message["channel"], message["data"])
 
     async def aclose(self) -> None:
-        for reader in self._readers:
-            reader.cancel()
-        for reader in self._readers:
-            with contextlib.suppress(BaseException):
-                await reader
         for pubsub in self._pubsubs:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

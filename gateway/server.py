@@ -1011,8 +1011,8 @@ class Gateway:
                 first = False
                 self.pubsub_ok = True
                 attempt = 0
-                async for channel, data in subscription.messages():
-                    self._on_pubsub(channel, data)
+                await subscription.run(self._on_pubsub)
+                raise ConnectionError("pub/sub ended")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
