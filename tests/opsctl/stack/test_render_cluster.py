@@ -244,6 +244,28 @@ def test_every_custom_resource_of_the_prod_render_validates_against_the_pinned_u
     assert rejected == {region: [] for region in by_region}
 
 
+def test_every_built_in_object_of_the_prod_render_passes_strict_server_validation(
+    kube_cluster: KubeCluster, kube_namespace: str, prod_render: Path
+) -> None:
+    """The Kubernetes schema of the pinned API server, for every region's built-in objects
+    (our chart's included). Namespaced objects move to the test namespace; cluster-scoped ones
+    get a prefixed name, so a create dry run cannot collide with objects of other tests."""
+    rejected = {}
+    for region in sorted(p for p in prod_render.iterdir() if p.is_dir()):
+        objects = [m for m in manifests_in(region) if _built_in(m)]
+        kinds = {m["kind"] for m in objects}
+        assert {"Namespace", "NetworkPolicy", "ResourceQuota", "Deployment", "Service",
+                "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds  # fmt: skip
+        for manifest in objects:
+            metadata = manifest["metadata"]
+            if "namespace" in metadata:
+                metadata["namespace"] = kube_namespace
+            else:
+                metadata["name"] = f"{kube_namespace}-{metadata['name']}"[:63]
+        rejected[region.name] = _validate(kube_cluster, objects)
+    assert rejected == {name: [] for name in rejected}
+
+
 # Where a misspelled field goes: the spec, except for CassandraDatacenter, whose spec upstream
 # keeps free-form (x-kubernetes-preserve-unknown-fields, for the server config).
 MISSPELLED_UNDER = {"CassandraDatacenter": ("spec", "storageConfig")}
