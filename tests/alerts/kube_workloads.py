@@ -4,28 +4,15 @@ and a crash-looping container, in a namespace matching the rules' namespace=~"im
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
-
 from opsctl.cluster.pytest_plugin import TEST_RUN_LABEL, KubeCluster
+from tests.support import wait_for
 
 REPLICAS = 2
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 def _deployment(name: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from opsctl.local import LocalStack
 from opsctl.paths import REPO_ROOT
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import dm
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,12 +74,15 @@ def _cli(port: int, *args: str) -> str:
     return done.stdout
 
 
-def _wait(what: str, check: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
+def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @dataclass
@@ -123,24 +126,18 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
         for port in ports:
-            _wait(f"redis on {port}", lambda p=port: _ping(p))
+            wait_for(f"redis on {port}", lambda p=port: _ping(p), timeout=30)
         _cli(ports[0], "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
              "--cluster-replicas", "0", "--cluster-yes")  # fmt: skip
         for port in ports:
-            _wait(
+            wait_for(
                 f"cluster_state:ok on {port}",
                 lambda p=port: "cluster_state:ok" in _cli(p, "cluster", "info"),
+                timeout=30,
             )
         yield RedisCluster(ports)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop(procs, 10)
 
 
 def _ping(port: int) -> bool:
@@ -186,17 +183,10 @@ def cluster_im(
                 procs.append(proc)
         for (_, node, port), proc in zip(roles, procs, strict=True):
             log_file = logs / f"{node}.log"
-            _wait(f"{node} ready", lambda p=port, pr=proc, f=log_file: _ready(p, pr, f), 90)
+            wait_for(f"{node} ready", lambda p=port, pr=proc, f=log_file: _ready(p, pr, f))
         yield [f"ws://127.0.0.1:{port}/ws" for _, _, port in roles[1:]]
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        _stop(procs, 15)
 
 
 def _ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:

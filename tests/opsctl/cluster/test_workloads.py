@@ -3,9 +3,7 @@ controller-manager and scheduler are the real binaries; kwok plays the kubelets.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,19 +16,9 @@ from kubernetes.client import (
 
 from opsctl.cluster import ZONE_LABEL
 from opsctl.cluster.pytest_plugin import KubeCluster
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def deployment(name: str, image: str, replicas: int) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import pytest
 
 from opsctl.cluster.pytest_plugin import KubeCluster
 from opsctl.local import LocalStack
-from tests.alerts.kube_workloads import REPLICAS, im_workloads, wait_for
+from tests.alerts.kube_workloads import REPLICAS, im_workloads
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def test_kube_state_metrics_runs_only_with_a_cluster(
             t["labels"]["job"] == "kube-state-metrics" and t["health"] == "up" for t in targets
         )
 
-    wait_for("the kube-state-metrics target to be up", ksm_up, 30)
+    wait_for("the kube-state-metrics target to be up", ksm_up, timeout=30)
 
 
 def test_workload_series_reach_prometheus_with_the_rules_names(
@@ -53,7 +54,7 @@ def test_workload_series_reach_prometheus_with_the_rules_names(
                 prometheus,
                 f'kube_pod_container_status_waiting_reason{{{ns}, reason="CrashLoopBackOff"}}',
             ),
-            90,
+            timeout=90,
         )
         assert crash[0]["metric"]["container"] == "dispatcher"
         assert float(crash[0]["value"][1]) == 1
