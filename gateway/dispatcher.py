@@ -16,15 +16,14 @@ import json
 import logging
 import signal
 import time
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from gateway import redis_client, state
+from gateway import redis_client, runtime, state
 from gateway.config import Config, load_or_exit
 from gateway.groups import group_members
 from gateway.metrics import DispatcherMetrics
@@ -36,9 +35,6 @@ log = logging.getLogger("gateway.dispatcher")
 
 ASSIGNED_TTL_S = 3600  # covers redelivery of uncommitted records and gateway re-produces
 INIT_RECENT_IDS = 2000  # message ids reloaded per conversation when Redis lost the counter
-# Two batches overlap: one is routed while the next is sequenced and persisted. More would not
-# help: sequencing waits for the previous batch's persist (see _run_batch).
-MAX_BATCHES_IN_FLIGHT = 2
 
 
 class BadRecord(ValueError):
@@ -93,55 +89,6 @@ def parse_record(value: bytes) -> Accepted:
     return record
 
 
-@dataclass(eq=False)
-class _Batch:
-    """One fetched batch moving through the pipeline; its events order the next batch."""
-
-    records: list[Any]
-    offsets: dict[Any, int]  # partition -> next offset to commit
-    fetched_at: float = field(default_factory=time.perf_counter)
-    stage: str = "dead_letter"  # the step in progress, for the failure metric
-    # Set once persisted (or given up): the next batch may then assign its seqs. Waiting for
-    # the persist, not just the seqs, keeps a retried batch from reusing seqs after a Redis loss.
-    persisted: asyncio.Event = field(default_factory=asyncio.Event)
-    # True once routed; False if the batch gave up (dispatcher stopping).
-    routed: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-@dataclass(slots=True)
-class _Prepared:
-    records: list[MessageRecord]
-    members: dict[str, list[str]]  # conversation -> member users
-    new_index: list[tuple[str, str]]  # (user, conversation) pairs not yet indexed
-
-
-class _OffsetCommitter:
-    """Commits routed batches' offsets off the delivery path. While one commit is in flight,
-    the offsets of batches routed meanwhile merge into the next commit."""
-
-    def __init__(self, commit: Callable[[dict[Any, int]], Awaitable[None]]) -> None:
-        self._commit = commit
-        self._pending: dict[Any, int] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, offsets: dict[Any, int]) -> None:
-        for tp, next_offset in offsets.items():
-            self._pending[tp] = max(next_offset, self._pending.get(tp, 0))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while self._pending:
-            offsets, self._pending = self._pending, {}
-            await self._commit(offsets)
-
-    async def flush(self) -> None:
-        if self._task is not None:
-            await self._task
-
-
 class _SeenCache:
     """Bounded insertion-ordered set: skips rewriting index rows we wrote recently."""
 
@@ -179,8 +126,8 @@ class Dispatcher:
         self._assign: Any = None
         self._buckets_written = _SeenCache(100_000)
         self._index_written = _SeenCache(200_000)
+        self.stage = "idle"  # the batch step in progress, for the failure metric
         self._last_seq: OrderedDict[str, int] = OrderedDict()  # highest seq we assigned
-        self._committer = _OffsetCommitter(self._commit)
 
     # Readiness ---------------------------------------------------------------------------------
 
@@ -238,7 +185,6 @@ class Dispatcher:
     async def _connect(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        # Two batches in flight use at most four connections at once.
         self.redis = redis_client.connect(
             self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
         )
@@ -260,9 +206,10 @@ class Dispatcher:
                 client_id=self.cfg.node_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                # The broker answers as soon as a record arrives (fetch_min_bytes 1); the wait only
-                # bounds empty polls, which cost CPU on both sides when idle.
-                fetch_max_wait_ms=200,
+                # Short: while records of some partitions wait in the client, the fetch in flight
+                # leaves them out, so their new records wait for it to return (a longer wait
+                # saves idle CPU but adds up to that much delivery latency).
+                fetch_max_wait_ms=10,
                 max_poll_records=1000,
                 session_timeout_ms=10000,
                 heartbeat_interval_ms=2000,
@@ -326,76 +273,32 @@ class Dispatcher:
     # Consume -----------------------------------------------------------------------------------
 
     async def _consume_loop(self) -> None:
-        """Fetch batches and pipeline them: while one batch is routed, the next is sequenced and
-        persisted, and offsets are committed in the background. Per-conversation order holds
-        because sequencing and routing each run in fetch order (every batch waits for its
-        predecessor's step), and only routed batches' offsets reach the committer."""
         if self.consumer is None:
             return
-        previous: _Batch | None = None
-        in_flight: deque[asyncio.Task[None]] = deque()
-        try:
-            while not self.stopping.is_set():
-                while in_flight and in_flight[0].done():
-                    in_flight.popleft().result()
-                if len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
-                    await asyncio.wait({in_flight[0]})
-                    continue
-                fetched = await self.consumer.getmany(timeout_ms=100, max_records=1000)
-                if not fetched:
-                    if not in_flight:
-                        self._idle_lag()
-                    continue
-                batch = _Batch(
-                    records=[r for part in fetched.values() for r in part],
-                    offsets={tp: part[-1].offset + 1 for tp, part in fetched.items()},
-                )
-                self.metrics.consumed.inc(len(batch.records))
-                self.metrics.batch_size.observe(len(batch.records))
-                in_flight.append(asyncio.create_task(self._run_batch(batch, previous)))
-                previous = batch
-        finally:
-            # Stopping: let the batches in flight finish (or give up, uncommitted).
-            for task in in_flight:
-                with contextlib.suppress(Exception):
-                    await task
-            await self._committer.flush()
-
-    async def _run_batch(self, batch: _Batch, previous: _Batch | None) -> None:
-        try:
-            if previous is not None:
-                await previous.persisted.wait()
-            prepared = await self._retrying(batch, self._sequence_and_persist)
-            batch.persisted.set()
-            if prepared is None:
-                return
-            if previous is not None and not await previous.routed:
-                return  # the previous batch gave up: committing ours would skip its records
-            if prepared.records and not await self._retrying(batch, self._deliver, prepared):
-                return
-            self.metrics.batch_latency.observe(time.perf_counter() - batch.fetched_at)
-            batch.routed.set_result(True)
-            self._committer.add(batch.offsets)
-        finally:
-            batch.persisted.set()
-            if not batch.routed.done():
-                batch.routed.set_result(False)
-
-    async def _retrying(self, batch: _Batch, step: Any, *args: Any) -> Any:
-        """Run one step of a batch until it succeeds (every step is idempotent); None once the
-        dispatcher is stopping, leaving the records uncommitted for the next owner."""
-        attempt = 0
-        while True:
-            try:
-                return await step(batch, *args)
-            except Exception as exc:
-                log.warning("batch of %d failed at %s, retrying: %r", len(batch.records),
-                            batch.stage, exc)  # fmt: skip
-                self.metrics.failures.labels(batch.stage).inc()
-                if self.stopping.is_set():
-                    return None
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+        while not self.stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+            if not batches:
+                self._idle_lag()
+                continue
+            started = time.perf_counter()
+            records: list[Any] = [r for part in batches.values() for r in part]
+            self.metrics.consumed.inc(len(records))
+            self.metrics.batch_size.observe(len(records))
+            attempt = 0
+            while True:
+                try:
+                    await self.process(records)
+                    break
+                except Exception as exc:  # a backend failed: retry the same batch (idempotent)
+                    log.warning("batch of %d failed at %s, retrying: %r", len(records),
+                                self.stage, exc)  # fmt: skip
+                    self.metrics.failures.labels(self.stage).inc()
+                    if self.stopping.is_set():
+                        return  # not committed: another dispatcher redoes it
+                    await asyncio.sleep(backoff(attempt))
+                    attempt += 1
+            await self._commit(batches)
+            self.metrics.batch_latency.observe(time.perf_counter() - started)
 
     def _idle_lag(self) -> None:
         """A poll that fetched nothing means every assigned partition is caught up."""
@@ -404,7 +307,8 @@ class Dispatcher:
         for tp in self.consumer.assignment():
             self.metrics.consumer_lag.labels(str(tp.partition)).set(0)
 
-    async def _commit(self, offsets: dict[Any, int]) -> None:
+    async def _commit(self, batches: dict[Any, list[Any]]) -> None:
+        offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
         try:
             await self.consumer.commit(offsets)
         except Exception as exc:  # rebalance: the new owner redoes these records, idempotently
@@ -414,11 +318,11 @@ class Dispatcher:
             if high is not None:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - next_offset))
 
-    async def _sequence_and_persist(self, batch: _Batch) -> _Prepared:
+    async def process(self, raw_records: list[Any]) -> None:
         # The stage names label im_dispatcher_batch_failures_total (BATCH_STAGES).
-        batch.stage = "dead_letter"
+        self.stage = "dead_letter"
         accepted: list[Accepted] = []
-        for raw in batch.records:
+        for raw in raw_records:
             try:
                 item = parse_record(raw.value)
             except BadRecord as exc:
@@ -426,34 +330,25 @@ class Dispatcher:
                 continue
             accepted.append(item)
         if not accepted:
-            return _Prepared([], {}, [])
-        batch.stage = "sequence"
+            return
+        self.stage = "sequence"
         records = await self._assign_seqs(accepted)
-        batch.stage = "recipients"
+        self.stage = "recipients"
         members = await self._recipients(records)
         index = {(u, r.conversation_id) for r in records for u in members[r.conversation_id]}
         new_index = [p for p in index if p not in self._index_written]
-        batch.stage = "persist"
+        self.stage = "persist"
         started = time.perf_counter()
         await self._persist(records, new_index)
         self.metrics.persist_latency.observe(time.perf_counter() - started)
         self.metrics.persisted.inc(len(records))
-        return _Prepared(records, members, new_index)
-
-    async def _deliver(self, batch: _Batch, prepared: _Prepared) -> bool:
-        """Cache, then route one persisted batch. The order matters: a device that registers
-        its route after our lookup syncs after it too, and must find these messages in the
-        recent cache or Cassandra; so nothing is looked up before both are written."""
-        records = prepared.records
         views = [encode(r.client_view()) for r in records]
-        batch.stage = "cache"
-        await self._cache(records, views, prepared.new_index)
-        for pair in prepared.new_index:
+        self.stage = "cache"
+        await self._cache(records, views, new_index)
+        for pair in new_index:
             self._index_written.add(pair)
-        batch.stage = "route"
-        user_nodes = await self._route_lookup(records, prepared.members)
-        await self._publish(records, [message_frame(v) for v in views], prepared, user_nodes)
-        return True
+        self.stage = "route"
+        await self._route(records, [message_frame(view) for view in views], members)
 
     async def _dead_letter(self, raw: Any, why: str) -> None:
         source = f"{raw.topic}/{raw.partition}@{raw.offset}"
@@ -612,43 +507,36 @@ class Dispatcher:
                 pipe.sadd(state.user_conversations_key(user), conv)
             await pipe.execute()
 
-    async def _route_lookup(
-        self, records: list[MessageRecord], members: dict[str, list[str]]
-    ) -> dict[str, list[str]]:
-        """User -> the gateway nodes it is connected to now (one pipelined ZRANGEBYSCORE each)."""
+    async def _route(
+        self, records: list[MessageRecord], frames: list[str], members: dict[str, list[str]]
+    ) -> None:
         users = list({u for conv in {r.conversation_id for r in records} for u in members[conv]})
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             for user in users:
                 pipe.zrangebyscore(state.route_key(user), now, "+inf")
             nodes_per_user = await pipe.execute()
-        return dict(zip(users, nodes_per_user, strict=True))
-
-    async def _publish(self, records: list[MessageRecord], frames: list[str], prepared: _Prepared,
-                       user_nodes: dict[str, list[str]]) -> None:  # fmt: skip
-        """One SPUBLISH per gateway node with every item of the batch for its users."""
+        user_nodes = dict(zip(users, nodes_per_user, strict=True))
         per_node: dict[str, list[list[Any]]] = defaultdict(list)
-        offline = 0
         for record, frame in zip(records, frames, strict=True):
             by_node: dict[str, list[str]] = defaultdict(list)
-            for user in prepared.members[record.conversation_id]:
+            for user in members[record.conversation_id]:
                 nodes = user_nodes.get(user) or []
                 if not nodes:
-                    offline += 1
+                    self.metrics.offline.inc()
                 for node in nodes:
                     by_node[node].append(user)
             for node, node_users in by_node.items():
                 per_node[node].append(
                     [node_users, record.conversation_id, record.seq, record.accepted_at, frame]
                 )
-        if per_node:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for node, items in per_node.items():
-                    pipe.spublish(state.node_channel(node), encode({"t": "d", "items": items}))
-                await pipe.execute()
-        # Counted once delivered to Redis, so a retried batch is not counted twice.
-        self.metrics.offline.inc(offline)
-        self.metrics.routed.inc(sum(len(item[0]) for items in per_node.values() for item in items))
+        if not per_node:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node, items in per_node.items():
+                pipe.spublish(state.node_channel(node), encode({"t": "d", "items": items}))
+                self.metrics.routed.inc(sum(len(item[0]) for item in items))
+            await pipe.execute()
 
 
 async def _no_websocket(connection: ServerConnection) -> None:
@@ -658,7 +546,7 @@ async def _no_websocket(connection: ServerConnection) -> None:
 def main() -> None:
     config = load_or_exit("dispatcher")
     setup_logging(config.log_level, config.node_id)
-    raise SystemExit(asyncio.run(Dispatcher(config).run()))
+    raise SystemExit(runtime.run(Dispatcher(config).run(), config.event_loop))
 
 
 if __name__ == "__main__":

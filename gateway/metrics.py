@@ -183,7 +183,7 @@ class DispatcherMetrics:
         )
         self.batch_latency = Histogram(
             p + "batch_latency_seconds",
-            "Fetched to routed, per batch (sequence + persist + route).",
+            "Consume to offsets committed, per batch (persist + route).",
             buckets=FAST_BUCKETS,
             registry=r,
         )
