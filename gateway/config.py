@@ -84,7 +84,6 @@ class Config(BaseModel):
     sync_limit: int = Field(500, ge=1, le=10000)
     max_group_members: int = Field(256, ge=2, le=100000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @field_validator("kafka_bootstrap", "cassandra_hosts")
     @classmethod

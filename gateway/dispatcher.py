@@ -23,7 +23,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from gateway import redis_client, runtime, state
+from gateway import redis_client, state
 from gateway.config import Config, load_or_exit
 from gateway.groups import group_members
 from gateway.metrics import DispatcherMetrics
@@ -546,7 +546,7 @@ async def _no_websocket(connection: ServerConnection) -> None:
 def main() -> None:
     config = load_or_exit("dispatcher")
     setup_logging(config.log_level, config.node_id)
-    raise SystemExit(runtime.run(Dispatcher(config).run(), config.event_loop))
+    raise SystemExit(asyncio.run(Dispatcher(config).run()))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
@@ -18,17 +18,6 @@ from gateway.metrics import CONTENT_TYPE
 
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 T = TypeVar("T")
-
-
-def run(main: Coroutine[Any, Any, int], event_loop: Literal["uvloop", "asyncio"]) -> int:
-    """Run a process's main coroutine on the configured event loop. uvloop (libuv) spends
-    less CPU per socket operation; the standard loop stays available as a fallback."""
-    if event_loop == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)
 
 
 def setup_logging(level: str, node_id: str) -> None:

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from gateway import groups, redis_client, runtime, state
+from gateway import groups, redis_client, state
 from gateway.auth import AuthError, TokenVerifier
 from gateway.config import Config, load_or_exit
 from gateway.limits import TokenBucket, drain_schedule
@@ -1297,7 +1297,7 @@ def main() -> None:
     except (ValueError, OSError) as exc:
         print(f"gateway: invalid configuration:\n  IMGW_JWT_*: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    raise SystemExit(runtime.run(Gateway(config, verifier).run(), config.event_loop))
+    raise SystemExit(asyncio.run(Gateway(config, verifier).run()))
 
 
 if __name__ == "__main__":
