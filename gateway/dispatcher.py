@@ -206,9 +206,8 @@ class Dispatcher:
                 client_id=self.cfg.node_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
-                # Short: while records of some partitions wait in the client, the fetch in flight
-                # leaves them out, so their new records wait for it to return (a longer wait
-                # saves idle CPU but adds up to that much delivery latency).
+                # Short on purpose: 200 ms saved idle CPU but, under load, made the smoke load
+                # test miss live deliveries (docs/benchmarks.md, session 2).
                 fetch_max_wait_ms=10,
                 max_poll_records=1000,
                 session_timeout_ms=10000,
