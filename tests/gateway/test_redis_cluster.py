@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from opsctl.local import LocalStack
+from opsctl.local._procs import find_free_port_block, port_free
 from opsctl.paths import REPO_ROOT
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import dm
@@ -34,35 +34,15 @@ NODES = 3
 BUS_PORT_OFFSET = 10000  # Redis Cluster's fixed offset of the cluster bus port
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _free_cluster_ports(count: int) -> list[int]:
-    """Ports p with p + 10000 free too: a cluster node listens there for the cluster bus."""
-    found: list[int] = []
-    for port in range(21000 + os.getpid() % 20000, 65535 - BUS_PORT_OFFSET):
-        if len(found) == count:
-            return found
-        if _bindable(port) and _bindable(port + BUS_PORT_OFFSET):
-            found.append(port)
+    """Consecutive free ports p with p + 10000 free too: a cluster node listens there for the
+    cluster bus."""
+    for _ in range(50):
+        base = find_free_port_block(count)
+        ports = list(range(base, base + count))
+        if all(port_free(port + BUS_PORT_OFFSET) for port in ports):
+            return ports
     raise AssertionError("no free ports for a Redis Cluster")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _cli(port: int, *args: str) -> str:
@@ -168,7 +148,8 @@ def cluster_im(
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    ports = _free_ports(3)
+    base = find_free_port_block(3)
+    ports = [base, base + 1, base + 2]
     procs: list[subprocess.Popen[bytes]] = []
     roles = [("gateway.dispatcher", "cdisp-1", ports[0])]
     roles += [("gateway.server", f"cgw-{i + 1}", ports[1 + i]) for i in range(2)]

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
+from opsctl.loadtest.targets import free_port
 from opsctl.paths import REPO_ROOT
 from tests.support import wait_for
 
@@ -48,12 +48,6 @@ DISPATCHER: dict[str, Any] = {"lag": 12.0}
 # A dispatcher pod that commits batches (for the dispatcher's own signals).
 CONSUMING: dict[str, Any] = {"lag": 12.0, "batch_rps": 20.0, "batch_fail_ratio": 0.0}
 LAGGING: dict[str, Any] = {"lag": 5000.0, "batch_rps": 20.0, "batch_fail_ratio": 0.2}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MetricsLab:
