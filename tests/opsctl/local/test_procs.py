@@ -53,11 +53,12 @@ def test_spawn_records_pid_and_runs_in_its_own_session(tmp_path: Path) -> None:
     try:
         assert running_record(tmp_path / "run" / "p.pid") == record
         assert os.getsid(record.pid) == record.pid  # its own session and process group
-        assert psutil.Process(record.pid).environ()[ENV_MARKER] == "test-marker"
         deadline = time.monotonic() + 5
         while "hello" not in read_tail(tmp_path / "logs" / "p.log", 5):
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        # Only once the command runs: between fork and exec /proc still shows the parent's env.
+        assert psutil.Process(record.pid).environ()[ENV_MARKER] == "test-marker"
     finally:
         terminate(record, 5)
     assert not is_alive(record)
