@@ -13,14 +13,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from opsctl.errors import InputProblem, InvalidInputFile, UserInputError
-from opsctl.spec._yaml import YamlProblem, format_path, load_with_positions, position_of
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from opsctl.errors import UserInputError
+from opsctl.spec import FieldPath, Finding, read_yaml_model
 
 LIMITS_FILE = Path(__file__).with_name("limits.yaml")
 SUPPORTED_VERSION = 1
@@ -29,18 +41,11 @@ PORT_RANGE_SYSCTL = "net.ipv4.ip_local_port_range"
 CONNTRACK_MAX_SYSCTL = "net.netfilter.nf_conntrack_max"
 NR_OPEN_SYSCTL = "fs.nr_open"
 FILE_MAX_SYSCTL = "fs.file-max"
-# Sysctls preflight and the roles depend on, and the scope the kernel gives them.
 
+_WHAT = "host limits"
 _SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_-]+)+$")
 _MODULE_NAME = re.compile(r"^[a-z0-9_]+$")
 _PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_PROFILE_FIELDS = (
-    "description",
-    "nofile",
-    "memory_per_connection_kib",
-    "kernel_modules",
-    "sysctls",
-)
 _KIB = 1024
 _MAX_PORT = 65535
 
@@ -85,14 +90,83 @@ class Sysctl:
         return tuple(int(part) for part in self.value.split())
 
 
-@dataclass(frozen=True)
-class LimitsProfile:
-    name: str
-    description: str
-    nofile: int
-    memory_per_connection_kib: int
-    kernel_modules: tuple[str, ...]
-    sysctls: tuple[Sysctl, ...]
+# --- field types: each check says what is wrong in the words the file's author uses ---------
+
+
+def _matches(pattern: re.Pattern[str], message: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _sysctl_value(value: Any) -> str:
+    """``65535`` or ``"4096 16384 4194304"`` -> integers separated by one space."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    parts = text.split()
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ValueError(f"must be an integer or integers separated by spaces, got {value!r}")
+    return " ".join(str(int(part)) for part in parts)
+
+
+def _version(value: int) -> int:
+    if value != SUPPORTED_VERSION:
+        raise ValueError(f"must be {SUPPORTED_VERSION}, got {value!r}")
+    return value
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+SysctlKey = Annotated[
+    StrictStr, _matches(_SYSCTL_KEY, "{value!r} is not a sysctl key like net.core.somaxconn")
+]
+SysctlValue = Annotated[str, BeforeValidator(_sysctl_value)]
+ModuleName = Annotated[StrictStr, _matches(_MODULE_NAME, "{value!r} is not a kernel module name")]
+ProfileName = Annotated[
+    StrictStr, _matches(_PROFILE_NAME, "{value!r}: profile names are lowercase words joined by '_'")
+]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SysctlTable(_Model):
+    """The ``sysctls`` of a profile, by the scope the kernel gives them."""
+
+    netns: dict[SysctlKey, SysctlValue]
+    host: dict[SysctlKey, SysctlValue]
+
+
+class LimitsProfile(_Model):
+    """One kind of host (``gateway_node``, ``loadgen_host``) and the limits it runs with."""
+
+    description: Annotated[StrictStr, AfterValidator(_text)]
+    nofile: PositiveInt = Field(description="per-process open files (soft = hard)")
+    memory_per_connection_kib: PositiveInt
+    kernel_modules: tuple[ModuleName, ...]
+    table: SysctlTable = Field(alias="sysctls")
+    _name: str = PrivateAttr(default="")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def sysctls(self) -> tuple[Sysctl, ...]:
+        """Every sysctl with its scope, netns first, in file order."""
+        return tuple(
+            Sysctl(key, value, scope)
+            for scope in Scope
+            for key, value in self.scoped(scope).items()
+        )
 
     def sysctl(self, key: str) -> Sysctl:
         for entry in self.sysctls:
@@ -101,7 +175,7 @@ class LimitsProfile:
         raise KeyError(key)
 
     def scoped(self, scope: Scope) -> dict[str, str]:
-        return {entry.key: entry.value for entry in self.sysctls if entry.scope is scope}
+        return dict(getattr(self.table, scope.value))
 
     @property
     def ephemeral_ports(self) -> PortRange:
@@ -129,6 +203,19 @@ class LimitsProfile:
         return memory_bytes // self.memory_per_connection_bytes
 
 
+class LimitsFile(_Model):
+    """``limits.yaml`` as written."""
+
+    version: Annotated[StrictInt, AfterValidator(_version)]
+    profiles: dict[ProfileName, LimitsProfile] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _name_profiles(self) -> LimitsFile:
+        for name, profile in self.profiles.items():
+            profile._name = name
+        return self
+
+
 @dataclass(frozen=True)
 class HostLimits:
     file: Path
@@ -147,173 +234,66 @@ class HostLimits:
 def load_limits(path: Path | None = None) -> HostLimits:
     """Load and validate the limits file; every problem is reported with its field and line."""
     path = path or LIMITS_FILE
-    shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = InputProblem(shown, "", f"cannot read: {exc}")
-        raise InvalidInputFile("host limits", shown, [problem]) from exc
-    try:
-        document, positions = load_with_positions(text)
-    except YamlProblem as exc:
-        problem = InputProblem(shown, "", exc.message, exc.line, exc.column)
-        raise InvalidInputFile("host limits", shown, [problem]) from exc
-    checker = _Checker(shown, positions)
-    profiles = checker.document(document)
-    if checker.problems:
-        raise InvalidInputFile("host limits", shown, checker.problems)
-    return HostLimits(file=path, profiles=profiles)
+    loaded = read_yaml_model(LimitsFile, path, what=_WHAT, shown=str(path), check=_check)
+    return HostLimits(file=path, profiles=loaded.profiles)
 
 
-class _Checker:
-    """Collects every problem in the file, so one run lists them all."""
+# --- rules across fields, run on a file that validated ----------------------------------------
 
-    def __init__(self, file: str, positions: dict[tuple[str | int, ...], tuple[int, int]]):
-        self.file = file
-        self.positions = positions
-        self.problems: list[InputProblem] = []
 
-    def fail(self, path: tuple[str | int, ...], message: str) -> None:
-        where = position_of(self.positions, path)
-        line, column = where if where else (None, None)
-        self.problems.append(InputProblem(self.file, format_path(path), message, line, column))
+def _check(limits: LimitsFile) -> Iterator[Finding]:
+    for name, profile in limits.profiles.items():
+        path: FieldPath = ("profiles", name)
+        placement = list(_placement(profile, path))
+        yield from placement
+        if not placement:
+            yield from _relations(profile, path)
 
-    def document(self, document: Any) -> dict[str, LimitsProfile]:
-        if not isinstance(document, dict):
-            self.fail((), "the file must be a mapping with 'version' and 'profiles'")
-            return {}
-        for key in sorted(set(document) - {"version", "profiles"}):
-            self.fail((key,), "unknown field; known fields: version, profiles")
-        if document.get("version") != SUPPORTED_VERSION:
-            self.fail(("version",), f"must be {SUPPORTED_VERSION}, got {document.get('version')!r}")
-        raw_profiles = document.get("profiles")
-        if not isinstance(raw_profiles, dict) or not raw_profiles:
-            self.fail(("profiles",), "must be a non-empty mapping of profile name -> limits")
-            return {}
-        profiles: dict[str, LimitsProfile] = {}
-        for name, raw in raw_profiles.items():
-            path = ("profiles", str(name))
-            if not isinstance(name, str) or not _PROFILE_NAME.match(name):
-                self.fail(path, "profile names are lowercase words joined by '_'")
-                continue
-            profile = self.profile(name, raw, path)
-            if profile is not None:
-                profiles[name] = profile
-        return profiles
 
-    def profile(self, name: str, raw: Any, path: tuple[str | int, ...]) -> LimitsProfile | None:
-        if not isinstance(raw, dict):
-            self.fail(path, "must be a mapping")
-            return None
-        before = len(self.problems)
-        for key in sorted(set(raw) - set(_PROFILE_FIELDS)):
-            self.fail((*path, key), f"unknown field; known fields: {', '.join(_PROFILE_FIELDS)}")
-        description = raw.get("description")
-        if not isinstance(description, str) or not description.strip():
-            self.fail((*path, "description"), "must be a non-empty string")
-        nofile = self.positive_int(raw, "nofile", path)
-        memory = self.positive_int(raw, "memory_per_connection_kib", path)
-        modules = self.modules(raw.get("kernel_modules"), (*path, "kernel_modules"))
-        sysctls = self.sysctls(raw.get("sysctls"), (*path, "sysctls"))
-        if len(self.problems) > before:
-            return None
-        profile = LimitsProfile(
-            name=name,
-            description=str(description),
-            nofile=nofile,
-            memory_per_connection_kib=memory,
-            kernel_modules=modules,
-            sysctls=sysctls,
+def _placement(profile: LimitsProfile, path: FieldPath) -> Iterator[Finding]:
+    """Each sysctl under one scope, and the ones preflight and the roles need where they go."""
+    netns, host = profile.scoped(Scope.netns), profile.scoped(Scope.host)
+    for key in host.keys() & netns.keys():
+        yield (*path, "sysctls", Scope.host.value, key), "set under both netns and host"
+    for key, scope in REQUIRED_SYSCTLS.items():
+        found = [other for other in Scope if key in profile.scoped(other)]
+        if not found:
+            yield (*path, "sysctls", scope.value), f"missing {key}: preflight and the roles need it"
+        elif scope not in found:
+            yield (*path, "sysctls", found[0].value, key), f"belongs under '{scope.value}'"
+
+
+def _relations(profile: LimitsProfile, path: FieldPath) -> Iterator[Finding]:
+    host: FieldPath = (*path, "sysctls", Scope.host.value)
+    ports = profile.sysctl(PORT_RANGE_SYSCTL).numbers()
+    port_path: FieldPath = (*path, "sysctls", Scope.netns.value, PORT_RANGE_SYSCTL)
+    if len(ports) != 2:
+        yield port_path, "must be two ports: low high"
+    elif not 1 <= ports[0] < ports[1] <= _MAX_PORT:
+        yield port_path, f"'{ports[0]} {ports[1]}' must be low < high within 1-65535"
+    if profile.nofile > profile.nr_open:
+        yield (
+            (*path, "nofile"),
+            f"{profile.nofile} exceeds fs.nr_open {profile.nr_open}; the kernel refuses it",
         )
-        self.relations(profile, path)
-        return profile if len(self.problems) == before else None
-
-    def positive_int(self, raw: dict[str, Any], key: str, path: tuple[str | int, ...]) -> int:
-        value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail((*path, key), f"must be a positive integer, got {value!r}")
-            return 0
-        return value
-
-    def modules(self, raw: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:
-        if not isinstance(raw, list):
-            self.fail(path, "must be a list of kernel module names")
-            return ()
-        for index, module in enumerate(raw):
-            if not isinstance(module, str) or not _MODULE_NAME.match(module):
-                self.fail((*path, index), f"{module!r} is not a kernel module name")
-        return tuple(str(module) for module in raw)
-
-    def sysctls(self, raw: Any, path: tuple[str | int, ...]) -> tuple[Sysctl, ...]:
-        if not isinstance(raw, dict):
-            self.fail(path, "must be a mapping with 'netns' and 'host'")
-            return ()
-        for key in sorted(set(raw) - {scope.value for scope in Scope}):
-            self.fail((*path, key), "unknown scope; known: netns, host")
-        entries: list[Sysctl] = []
-        for scope in Scope:
-            table = raw.get(scope.value)
-            if not isinstance(table, dict):
-                self.fail((*path, scope.value), "must be a mapping of sysctl key -> value")
-                continue
-            for key, value in table.items():
-                entry = self.sysctl(key, value, scope, (*path, scope.value, str(key)))
-                if entry is not None and any(e.key == entry.key for e in entries):
-                    self.fail((*path, scope.value, entry.key), "set under both netns and host")
-                elif entry is not None:
-                    entries.append(entry)
-        seen = {entry.key: entry.scope for entry in entries}
-        for key, scope in REQUIRED_SYSCTLS.items():
-            if key not in seen:
-                self.fail((*path, scope.value), f"missing {key}: preflight and the roles need it")
-            elif seen[key] != scope:
-                self.fail((*path, seen[key].value, key), f"belongs under '{scope.value}'")
-        return tuple(entries)
-
-    def sysctl(
-        self, key: Any, value: Any, scope: Scope, path: tuple[str | int, ...]
-    ) -> Sysctl | None:
-        if not isinstance(key, str) or not _SYSCTL_KEY.match(key):
-            self.fail(path, f"{key!r} is not a sysctl key like net.core.somaxconn")
-            return None
-        if isinstance(value, bool):
-            value = None
-        text = str(value) if isinstance(value, int | str) else ""
-        parts = text.split()
-        if not parts or not all(part.isdigit() for part in parts):
-            self.fail(path, f"must be an integer or integers separated by spaces, got {value!r}")
-            return None
-        return Sysctl(key=key, value=" ".join(str(int(part)) for part in parts), scope=scope)
-
-    def relations(self, profile: LimitsProfile, path: tuple[str | int, ...]) -> None:
-        host = (*path, "sysctls", "host")
-        ports = profile.sysctl(PORT_RANGE_SYSCTL).numbers()
-        port_path = (*path, "sysctls", "netns", PORT_RANGE_SYSCTL)
-        if len(ports) != 2:
-            self.fail(port_path, "must be two ports: low high")
-        elif not 1 <= ports[0] < ports[1] <= _MAX_PORT:
-            self.fail(port_path, f"'{ports[0]} {ports[1]}' must be low < high within 1-65535")
-        if profile.nofile > profile.nr_open:
-            self.fail(
-                (*path, "nofile"),
-                f"{profile.nofile} exceeds fs.nr_open {profile.nr_open}; the kernel refuses it",
-            )
-        if profile.nr_open > profile.file_max:
-            self.fail(
-                (*host, NR_OPEN_SYSCTL),
-                f"{profile.nr_open} exceeds fs.file-max {profile.file_max}",
-            )
-        for key in (CONNTRACK_MAX_SYSCTL, NR_OPEN_SYSCTL, FILE_MAX_SYSCTL):
-            if len(profile.sysctl(key).numbers()) != 1:
-                self.fail((*host, key), "must be a single integer")
+    if profile.nr_open > profile.file_max:
+        yield (
+            (*host, NR_OPEN_SYSCTL),
+            f"{profile.nr_open} exceeds fs.file-max {profile.file_max}",
+        )
+    for key in (CONNTRACK_MAX_SYSCTL, NR_OPEN_SYSCTL, FILE_MAX_SYSCTL):
+        if len(profile.sysctl(key).numbers()) != 1:
+            yield (*host, key), "must be a single integer"
 
 
 __all__ = [
     "LIMITS_FILE",
     "HostLimits",
+    "LimitsFile",
     "LimitsProfile",
     "PortRange",
     "Scope",
     "Sysctl",
+    "SysctlTable",
     "load_limits",
 ]

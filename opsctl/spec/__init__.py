@@ -1,4 +1,8 @@
-"""The stack spec: one typed description of an environment, shared by opsctl and Pulumi."""
+"""The stack spec: one typed description of an environment, shared by opsctl and Pulumi.
+
+Also home of the one "YAML file -> validated pydantic model, errors with line and column"
+helper every opsctl loader uses (``load_yaml_model``, ``read_yaml_model``; see ``_yaml``).
+"""
 
 from opsctl.spec._loader import (
     CONFIG_NAMESPACE,
@@ -27,6 +31,15 @@ from opsctl.spec._model import (
     Team,
 )
 from opsctl.spec._units import parse_duration, parse_storage
+from opsctl.spec._yaml import (
+    FieldPath,
+    Finding,
+    Positions,
+    format_path,
+    load_yaml_model,
+    read_yaml_model,
+    validate_model,
+)
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -34,11 +47,14 @@ __all__ = [
     "Alerting",
     "CassandraSpec",
     "DispatcherSizing",
+    "FieldPath",
+    "Finding",
     "GatewaySizing",
     "ImageRef",
     "Images",
     "KafkaSpec",
     "MonitoringSpec",
+    "Positions",
     "Receiver",
     "ReconnectBudget",
     "RedisSpec",
@@ -46,11 +62,15 @@ __all__ = [
     "Slos",
     "StackSpec",
     "Team",
+    "format_path",
     "list_stacks",
     "load_spec_file",
     "load_stack",
+    "load_yaml_model",
     "parse_duration",
     "parse_spec",
     "parse_storage",
+    "read_yaml_model",
     "stack_file",
+    "validate_model",
 ]
