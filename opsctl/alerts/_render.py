@@ -1,4 +1,8 @@
-"""PrometheusRule custom resources per region, as kube-prometheus-stack selects them."""
+"""PrometheusRule custom resources per region, as kube-prometheus-stack selects them.
+
+The namespace and labels come from ``opsctl.stack._names``: these are the very objects the
+stack's monitoring component holds, whether Pulumi or ``opsctl alerts apply`` applies them.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,23 @@ from typing import Any
 
 from opsctl.alerts._rules import RuleSet
 from opsctl.spec import Region, StackSpec
+from opsctl.stack import _names as n
 
-NAMESPACE = "monitoring"
-# kube-prometheus-stack's default ruleSelector matches the release label.
-SELECTOR_LABELS = {"release": "kube-prometheus-stack"}
+NAMESPACE = n.MONITORING_NAMESPACE  # where `opsctl alerts apply` applies them
+COMPONENT = "monitoring"
 
 
 def prometheus_rules(spec: StackSpec, region: Region, rules: RuleSet) -> list[dict[str, Any]]:
     objects = []
     for file, groups in sorted(rules.files.items()):
         stem = file.removesuffix(".yaml").replace("_", "-")
+        meta = n.metadata(spec, region, COMPONENT, f"im-{stem}", n.MONITORING_NAMESPACE)
+        meta["labels"].update(n.PROMETHEUS_RULE_SELECTOR)
         objects.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",
                 "kind": "PrometheusRule",
-                "metadata": {
-                    "name": f"im-{stem}",
-                    "namespace": NAMESPACE,
-                    "labels": {
-                        **SELECTOR_LABELS,
-                        "app.kubernetes.io/part-of": "im-platform",
-                        "app.kubernetes.io/managed-by": "opsctl",
-                        "im.platform/region": region.name,
-                        "im.platform/environment": spec.environment,
-                    },
-                },
+                "metadata": meta,
                 "spec": {"groups": groups},
             }
         )

@@ -1,4 +1,7 @@
-"""Dashboards as ConfigMaps that the Grafana sidecar of kube-prometheus-stack loads."""
+"""Dashboards as ConfigMaps that the Grafana sidecar of kube-prometheus-stack loads.
+
+The namespace and labels come from ``opsctl.stack._names``, like every object of the stack.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +9,28 @@ import json
 from typing import Any
 
 from opsctl.spec import Region, StackSpec
+from opsctl.stack import _names as n
 
-NAMESPACE = "monitoring"
-SIDECAR_LABEL = {"grafana_dashboard": "1"}
+NAMESPACE = n.MONITORING_NAMESPACE  # where `opsctl dashboards apply` applies them
+COMPONENT = "monitoring"
+SIDECAR_LABEL = {n.GRAFANA_DASHBOARD_LABEL: n.GRAFANA_DASHBOARD_LABEL_VALUE}
+FOLDER = "IM platform"
 
 
 def configmaps(
     spec: StackSpec, region: Region, dashboards: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": f"dashboard-{uid}",
-                "namespace": NAMESPACE,
-                "labels": {
-                    **SIDECAR_LABEL,
-                    "app.kubernetes.io/part-of": "im-platform",
-                    "app.kubernetes.io/managed-by": "opsctl",
-                    "im.platform/region": region.name,
-                    "im.platform/environment": spec.environment,
-                },
-                "annotations": {"grafana_folder": "IM platform"},
-            },
-            "data": {f"{uid}.json": json.dumps(document, sort_keys=True)},
-        }
-        for uid, document in sorted(dashboards.items())
-    ]
+    maps = []
+    for uid, document in sorted(dashboards.items()):
+        meta = n.metadata(spec, region, COMPONENT, f"dashboard-{uid}", n.MONITORING_NAMESPACE)
+        meta["labels"].update(SIDECAR_LABEL)
+        meta["annotations"] = {"grafana_folder": FOLDER}
+        maps.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta,
+                "data": {f"{uid}.json": json.dumps(document, sort_keys=True)},
+            }
+        )
+    return maps

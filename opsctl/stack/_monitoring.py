@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsctl.alerts import RuleSet, alertmanager_config, prometheus_rules
 from opsctl.errors import UserInputError
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
@@ -16,8 +15,12 @@ from opsctl.stack._model import Component, HelmRelease, Manifest
 from opsctl.stack._names import small
 from opsctl.stack._versions import KUBE_PROMETHEUS_STACK
 
+if TYPE_CHECKING:
+    # opsctl.alerts reads its namespace and labels from _names, so it is imported where used.
+    from opsctl.alerts import RuleSet
+
 # kube-prometheus-stack's Grafana sidecar loads ConfigMaps carrying this label.
-DASHBOARD_LABEL = "grafana_dashboard"
+DASHBOARD_LABEL = n.GRAFANA_DASHBOARD_LABEL
 _NAME = re.compile(r"[^a-z0-9-]+")
 
 
@@ -29,6 +32,8 @@ def _retention_size(storage: str) -> str:
 
 
 def _release(spec: StackSpec, region: Region) -> HelmRelease:
+    from opsctl.alerts import alertmanager_config
+
     monitoring = region.monitoring
     replicas = 1 if small(region) else 2
     secrets = sorted({r.secret_ref for r in spec.alerting.receivers if r.secret_ref})
@@ -67,7 +72,11 @@ def _release(spec: StackSpec, region: Region) -> HelmRelease:
         "grafana": {
             "resources": resources("100m", "256Mi", "1", "512Mi"),
             "sidecar": {
-                "dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1"}
+                "dashboards": {
+                    "enabled": True,
+                    "label": n.GRAFANA_DASHBOARD_LABEL,
+                    "labelValue": n.GRAFANA_DASHBOARD_LABEL_VALUE,
+                }
             },
         },
         "prometheusOperator": {"resources": resources("100m", "128Mi", "500m", "512Mi")},
@@ -103,7 +112,7 @@ def dashboard_configmaps(
             raise UserInputError(f"dashboard #{index}: uid '{uid}' is used twice")
         seen.add(name)
         meta = n.metadata(spec, region, "monitoring", name[:63], n.MONITORING_NAMESPACE)
-        meta["labels"][DASHBOARD_LABEL] = "1"
+        meta["labels"][n.GRAFANA_DASHBOARD_LABEL] = n.GRAFANA_DASHBOARD_LABEL_VALUE
         maps.append(
             {
                 "apiVersion": "v1",
@@ -118,9 +127,9 @@ def dashboard_configmaps(
 def build(
     spec: StackSpec, region: Region, rules: RuleSet, dashboards: Sequence[dict[str, Any]]
 ) -> Component:
-    objects = prometheus_rules(spec, region, rules)
-    for rule in objects:
-        rule["metadata"]["labels"].setdefault(n.COMPONENT_LABEL, "monitoring")
+    from opsctl.alerts import prometheus_rules
+
+    objects = prometheus_rules(spec, region, rules)  # labelled and namespaced from _names
     objects += dashboard_configmaps(spec, region, dashboards)
     return Component(
         name="monitoring",

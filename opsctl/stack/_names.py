@@ -1,5 +1,9 @@
 """Names, namespaces, labels and endpoints shared by the builders (and the chart values).
 
+The one home of these names: the builders, ``opsctl alerts`` and ``opsctl dashboards`` (the
+PrometheusRules and dashboard ConfigMaps they render and apply) and ``opsctl status`` (the
+in-cluster Prometheus it reaches through the API server) all read them from here.
+
 The gateway's backend URLs are computed here from the same names the Kafka, Redis and
 Cassandra builders use, so they cannot drift apart.
 """
@@ -25,7 +29,15 @@ MESSAGE_TOPIC = "im.messages"
 CASSANDRA_CLUSTER = "im"
 CASSANDRA_KEYSPACE = "im"
 REDIS_NAME = "im-redis"
-MONITORING_RELEASE = "kube-prometheus-stack"  # the PrometheusRule selector matches this name
+MONITORING_RELEASE = "kube-prometheus-stack"
+# kube-prometheus-stack's default ruleSelector matches its release label.
+PROMETHEUS_RULE_SELECTOR = {"release": MONITORING_RELEASE}
+# Its Grafana sidecar imports every ConfigMap carrying this label with this value.
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+GRAFANA_DASHBOARD_LABEL_VALUE = "1"
+# The Service the Prometheus operator creates for every Prometheus, and its "web" port.
+PROMETHEUS_SERVICE = "prometheus-operated"
+PROMETHEUS_PORT = 9090
 
 ROOT_CA_SECRET = "im-root-ca"
 CA_ISSUER = "im-ca"
@@ -39,6 +51,8 @@ ZONE_KEY = "topology.kubernetes.io/zone"
 REGION_LABEL = "im.platform/region"
 ENVIRONMENT_LABEL = "im.platform/environment"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# Every object of the stack carries these, whichever tool applied it last (Pulumi, or
+# `opsctl alerts|dashboards apply`, whose field manager is "opsctl"): one object, one value.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imstack", "app.kubernetes.io/part-of": "im-platform"}
 
 KAFKA_PORTS = {"plain": 9092, "tls": 9093, "external": 9094}
@@ -63,6 +77,14 @@ def metadata(
     if namespace is not None:
         meta["namespace"] = namespace
     return meta
+
+
+def prometheus_proxy_path() -> str:
+    """The in-cluster Prometheus's HTTP API root through the API server's service proxy."""
+    return (
+        f"/api/v1/namespaces/{MONITORING_NAMESPACE}/services/"
+        f"{PROMETHEUS_SERVICE}:{PROMETHEUS_PORT}/proxy"
+    )
 
 
 def region_domain(spec: StackSpec, region: Region) -> str:
