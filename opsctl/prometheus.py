@@ -1,7 +1,12 @@
 """The one Prometheus HTTP API client opsctl uses: instant queries, rules, metric names.
 
 TLS is verified (``verify`` may name a CA bundle); transport and protocol failures become
-``PrometheusUnreachable``, which callers turn into a reason, a check failure or a retry.
+``PrometheusUnreachable``, which callers turn into a reason, a check failure or a retry. When
+Prometheus did answer, with an API error (a query that does not parse, say), the error is the
+subclass ``PrometheusRejected``, so a caller can report the query and carry on.
+
+A ``transport`` (any ``httpx.BaseTransport``) changes how requests travel, not what they mean:
+``opsctl status`` sends them through the Kubernetes API server's service proxy.
 """
 
 from __future__ import annotations
@@ -17,7 +22,19 @@ DEFAULT_TIMEOUT_S = 10.0
 
 
 class PrometheusUnreachable(CheckFailed):
-    """Prometheus did not answer, or answered something that is not its API."""
+    """Prometheus did not answer, or answered something that is not its API.
+
+    ``message`` names the server; ``reason`` is the same without it, for a caller that
+    already says which server it asked.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason or message
+
+
+class PrometheusRejected(PrometheusUnreachable):
+    """Prometheus answered with an API error (``status: error``); ``reason`` is its ``error``."""
 
 
 class Prometheus:
@@ -51,13 +68,20 @@ class Prometheus:
             answer = self._client.get(f"/api/v1/{path}", params=params)
             body = answer.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise PrometheusUnreachable(f"cannot query Prometheus at {self.url}: {exc}") from exc
-        if answer.status_code != 200 or body.get("status") != "success":
-            error = body.get("error") if isinstance(body, dict) else None
-            raise PrometheusUnreachable(
-                f"Prometheus at {self.url} answered {answer.status_code}: {error or answer.text}"
+            raise self._failed(str(exc) or type(exc).__name__) from exc
+        if not isinstance(body, dict) or "status" not in body:
+            raise self._failed(f"answered {answer.status_code}: {answer.text[:200]}")
+        if body["status"] != "success" or answer.status_code != 200 or "data" not in body:
+            reason = str(body.get("error") or answer.text[:200])
+            raise PrometheusRejected(
+                f"Prometheus at {self.url} answered {answer.status_code}: {reason}", reason=reason
             )
         return body["data"]
+
+    def _failed(self, reason: str) -> PrometheusUnreachable:
+        return PrometheusUnreachable(
+            f"cannot query Prometheus at {self.url}: {reason}", reason=reason
+        )
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query's result vector (each item has ``metric`` and ``value``)."""

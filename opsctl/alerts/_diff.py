@@ -6,10 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from opsctl.alerts._rules import RuleSet
-from opsctl.errors import CheckFailed
+from opsctl.prometheus import Prometheus, PrometheusRejected
 
 _SPACE = re.compile(r"\s+")
 
@@ -31,18 +29,23 @@ class RuleDiff:
 
 
 class _Formatter:
-    """Both sides are printed by the live Prometheus's own formatter, so layout never differs."""
+    """Both sides are printed by the live Prometheus's own formatter, so layout never differs.
 
-    def __init__(self, client: httpx.Client) -> None:
-        self._client = client
+    An expression it refuses to format (``PrometheusRejected``) is compared as written, with
+    its whitespace collapsed; an unreachable Prometheus stops the diff.
+    """
+
+    def __init__(self, prometheus: Prometheus) -> None:
+        self._prometheus = prometheus
         self._cache: dict[str, str] = {}
 
     def __call__(self, expr: object) -> str:
         text = _SPACE.sub(" ", str(expr)).strip()
         if text not in self._cache:
-            answer = self._client.get("/api/v1/format_query", params={"query": text})
-            body = answer.json()
-            formatted = body["data"] if body.get("status") == "success" else text
+            try:
+                formatted = self._prometheus.format_query(text)
+            except PrometheusRejected:
+                formatted = text
             self._cache[text] = _SPACE.sub(" ", formatted).strip()
         return self._cache[text]
 
@@ -63,22 +66,17 @@ def _key(rule: dict[str, Any]) -> str:
     return f"{name}{{{labels}}}"
 
 
-def live_rules(prometheus_url: str) -> dict[str, dict[str, dict[str, Any]]]:
-    try:
-        answer = httpx.get(f"{prometheus_url}/api/v1/rules", timeout=10)
-        answer.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise CheckFailed(f"cannot read rules from {prometheus_url}: {exc}") from exc
-    groups: dict[str, dict[str, dict[str, Any]]] = {}
-    for group in answer.json()["data"]["groups"]:
-        groups[group["name"]] = {_key(rule): rule for rule in group["rules"]}
-    return groups
+def live_rules(prometheus: Prometheus) -> dict[str, dict[str, dict[str, Any]]]:
+    """Loaded rules by group name, then by ``_key``; raises ``PrometheusUnreachable``."""
+    return {
+        group["name"]: {_key(rule): rule for rule in group["rules"]} for group in prometheus.rules()
+    }
 
 
 def diff(wanted: RuleSet, prometheus_url: str) -> list[RuleDiff]:
-    live = live_rules(prometheus_url)
-    with httpx.Client(base_url=prometheus_url, timeout=10) as client:
-        return _compare(wanted, live, _Formatter(client))
+    """Raises ``PrometheusUnreachable`` (a CheckFailed naming the URL) when Prometheus fails."""
+    with Prometheus(prometheus_url) as prometheus:
+        return _compare(wanted, live_rules(prometheus), _Formatter(prometheus))
 
 
 def _compare(

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from opsctl.errors import CheckFailed, UserInputError
+from opsctl.prometheus import Prometheus
 
 MAX_SILENCE = timedelta(days=7)  # longer than a week is a rule change, not a silence
 _MATCHER = re.compile(r"^(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")
@@ -25,21 +26,22 @@ class Alert:
     active_since: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"alertname": self.name, "state": self.state, "labels": self.labels,
-                "activeSince": self.active_since}  # fmt: skip
+        return {
+            "alertname": self.name,
+            "state": self.state,
+            "labels": self.labels,
+            "activeSince": self.active_since,
+        }
 
 
 def list_alerts(prometheus_url: str) -> list[Alert]:
-    """Firing and pending alerts, from the ALERTS series (prometheus-api-client)."""
-    from prometheus_api_client import PrometheusConnect
-    from prometheus_api_client.exceptions import PrometheusApiClientException
+    """Firing and pending alerts, from the ALERTS series.
 
-    client = PrometheusConnect(url=prometheus_url, disable_ssl=False)
-    try:
-        alerts = client.custom_query('ALERTS{alertstate=~"firing|pending"}')
-        since = client.custom_query("ALERTS_FOR_STATE")
-    except (PrometheusApiClientException, OSError, ValueError) as exc:
-        raise CheckFailed(f"cannot query Prometheus at {prometheus_url}: {exc}") from exc
+    Raises ``PrometheusUnreachable`` (a CheckFailed naming the URL) when Prometheus fails.
+    """
+    with Prometheus(prometheus_url) as prometheus:
+        alerts = prometheus.query('ALERTS{alertstate=~"firing|pending"}')
+        since = prometheus.query("ALERTS_FOR_STATE")
     started = {_key(item["metric"]): float(item["value"][1]) for item in since}
     found = []
     for item in alerts:
@@ -67,8 +69,12 @@ def parse_matcher(text: str) -> dict[str, Any]:
             f"--matcher: '{text}' is not name=value (also !=, =~, !~ for regular expressions)"
         )
     op = match["op"]
-    return {"name": match["name"], "value": match["value"], "isRegex": "~" in op,
-            "isEqual": not op.startswith("!")}  # fmt: skip
+    return {
+        "name": match["name"],
+        "value": match["value"],
+        "isRegex": "~" in op,
+        "isEqual": not op.startswith("!"),
+    }
 
 
 def format_matcher(matcher: dict[str, Any]) -> str:
@@ -101,9 +107,15 @@ class SilenceRequest:
 
     @classmethod
     def build(
-        cls, *, matchers: list[str], author: str, comment: str, expires: str,
-        namespace: str | None = None, region: str | None = None,
-    ) -> SilenceRequest:  # fmt: skip
+        cls,
+        *,
+        matchers: list[str],
+        author: str,
+        comment: str,
+        expires: str,
+        namespace: str | None = None,
+        region: str | None = None,
+    ) -> SilenceRequest:
         """Validate everything before anything is sent (exit 2 on bad input)."""
         if not author.strip():
             raise UserInputError("--author is required: who is silencing")

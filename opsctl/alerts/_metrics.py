@@ -28,10 +28,9 @@ _NUMBER = re.compile(
     r"(?![a-zA-Z0-9_:])"
 )
 _IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
-     "group_right", "offset", "atan2", "inf", "nan"}
-)  # fmt: skip
+_WORD_OPERATORS = ("and", "or", "unless", "atan2")
+_MODIFIERS = ("bool", "by", "without", "on", "ignoring", "group_left", "group_right", "offset")
+_KEYWORDS = frozenset((*_WORD_OPERATORS, *_MODIFIERS, "inf", "nan"))
 
 
 def metric_names(expr: str) -> set[str]:
@@ -82,17 +81,14 @@ def recorded_names(ruleset: RuleSet) -> set[str]:
 
 
 def exposed_metrics(prometheus_url: str) -> set[str]:
-    """Every metric name the live Prometheus has series for."""
-    import httpx
+    """Every metric name the live Prometheus has series for.
 
-    from opsctl.errors import CheckFailed
+    Raises ``PrometheusUnreachable`` (a CheckFailed naming the URL) when Prometheus fails.
+    """
+    from opsctl.prometheus import Prometheus
 
-    try:
-        answer = httpx.get(f"{prometheus_url}/api/v1/label/__name__/values", timeout=10)
-        answer.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise CheckFailed(f"cannot list metric names at {prometheus_url}: {exc}") from exc
-    return set(answer.json()["data"])
+    with Prometheus(prometheus_url) as prometheus:
+        return prometheus.metric_names()
 
 
 def unknown_metrics(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from opsctl.prometheus import Prometheus, PrometheusRejected
 
 REQUIRED_VARIABLES = ("datasource", "region", "instance")
 # Values substituted for template variables when an expression is run for real.
@@ -82,19 +82,22 @@ def _runnable(expression: Expression) -> str:
 def live_problems(
     dashboards: dict[str, dict[str, Any]], prometheus_url: str, *, timeout_s: float = 10
 ) -> list[str]:
-    """Every expression must parse and return at least one series from the live Prometheus."""
+    """Every expression must parse and return at least one series from the live Prometheus.
+
+    An expression Prometheus refuses is a problem; an unreachable Prometheus raises
+    ``PrometheusUnreachable`` (a CheckFailed naming the URL).
+    """
     problems = []
-    with httpx.Client(base_url=prometheus_url, timeout=timeout_s) as client:
+    with Prometheus(prometheus_url, timeout=timeout_s) as prometheus:
         for uid, document in dashboards.items():
             for expression in expressions(uid, document):
                 query = _runnable(expression)
-                answer = client.get("/api/v1/query", params={"query": query})
                 where = f"{uid}/{expression.panel}"
-                body = answer.json()
-                if answer.status_code != 200 or body.get("status") != "success":
-                    problems.append(
-                        f"{where}: does not run: {body.get('error', answer.text)}: {query}"
-                    )
-                elif not body["data"]["result"]:
+                try:
+                    result = prometheus.query(query)
+                except PrometheusRejected as refused:
+                    problems.append(f"{where}: does not run: {refused.reason}: {query}")
+                    continue
+                if not result:
                     problems.append(f"{where}: returns no series: {query}")
     return problems

@@ -6,8 +6,6 @@ reported in the row, never raised, so one dark region does not hide the others.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,12 @@ from typing import Any
 import httpx
 
 from opsctl.alerts._slo import slis
+from opsctl.prometheus import Prometheus, PrometheusUnreachable
 from opsctl.spec import Region, StackSpec
+from opsctl.stack import _names as n
 
 TIMEOUT_S = 3.0
 PLATFORM_NAMESPACE_PREFIX = "im"
-# In-cluster Prometheus, reached through the API server's service proxy.
-PROMETHEUS_PROXY = "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy"
 
 QUERIES = {
     "connections": "sum(im_gateway_connections_active)",
@@ -62,50 +60,57 @@ class RegionStatus:
         }
 
 
-Query = Callable[[str], list[dict[str, Any]]]
+class KubeProxyTransport(httpx.BaseTransport):
+    """Sends httpx requests through a Kubernetes ``ApiClient`` (its auth, TLS and host).
+
+    With it, the one Prometheus client reaches a region's in-cluster Prometheus through the
+    API server's service proxy, without a port-forward.
+    """
+
+    def __init__(self, api_client: Any, *, timeout: float = TIMEOUT_S) -> None:
+        self._api = api_client
+        self._timeout = timeout
+        # The API server may sit under a path prefix; the client adds it back to every path.
+        self._prefix = httpx.URL(api_client.configuration.host).path.rstrip("/")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix(self._prefix)
+        try:
+            method, url, headers, _, _ = self._api.param_serialize(
+                request.method,
+                path,
+                query_params=list(request.url.params.multi_items()),
+                auth_settings=["BearerToken"],
+            )
+            answer = self._api.call_api(
+                method, url, header_params=headers, _request_timeout=self._timeout
+            )
+            content = answer.read()
+        except Exception as exc:  # the REST layer's ApiException, urllib3's errors
+            raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        return httpx.Response(answer.status, content=content, request=request)
 
 
-def http_query(prometheus_url: str) -> Query:
-    def query(expr: str) -> list[dict[str, Any]]:
-        answer = httpx.get(
-            f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=TIMEOUT_S
-        )
-        answer.raise_for_status()
-        return list(answer.json()["data"]["result"])
-
-    return query
+def http_prometheus(prometheus_url: str) -> Prometheus:
+    return Prometheus(prometheus_url, timeout=TIMEOUT_S)
 
 
-def proxy_query(api_client: Any) -> Query:
-    """Query the region's in-cluster Prometheus through the API server (no port-forward)."""
-
-    def query(expr: str) -> list[dict[str, Any]]:
-        data = api_client.call_api(
-            f"{PROMETHEUS_PROXY}/api/v1/query", "GET", query_params=[("query", expr)],
-            auth_settings=["BearerToken"], response_type="object", _preload_content=True,
-            _request_timeout=TIMEOUT_S,
-        )[0]  # fmt: skip
-        return list(data["data"]["result"])
-
-    return query
+def proxy_prometheus(api_client: Any) -> Prometheus:
+    """The region's in-cluster Prometheus (``n.PROMETHEUS_SERVICE``) via the API server."""
+    url = api_client.configuration.host.rstrip("/") + n.prometheus_proxy_path()
+    return Prometheus(url, timeout=TIMEOUT_S, transport=KubeProxyTransport(api_client))
 
 
-def _scalar(result: list[dict[str, Any]]) -> float | None:
-    if not result:
-        return None
-    value = float(result[0]["value"][1])
-    return None if math.isnan(value) else value
-
-
-def collect_prometheus(status: RegionStatus, spec: StackSpec, query: Query) -> None:
+def collect_prometheus(status: RegionStatus, spec: StackSpec, prometheus: Prometheus) -> None:
     try:
-        for key, expr in QUERIES.items():
-            status.values[key] = _scalar(query(expr))
-        for sli in slis(spec.slos):
-            budget = 1 - sli.objective
-            ratio = _scalar(query(f'max(im:slo_errors:ratio_rate1h{{slo="{sli.name}"}})'))
-            status.slo_burn[sli.name] = None if ratio is None else round(ratio / budget, 2)
-        alerts = query('ALERTS{alertstate="firing"}')
+        with prometheus:
+            for key, expr in QUERIES.items():
+                status.values[key] = prometheus.scalar(expr)
+            for sli in slis(spec.slos):
+                budget = 1 - sli.objective
+                ratio = prometheus.scalar(f'max(im:slo_errors:ratio_rate1h{{slo="{sli.name}"}})')
+                status.slo_burn[sli.name] = None if ratio is None else round(ratio / budget, 2)
+            alerts = prometheus.query('ALERTS{alertstate="firing"}')
         status.firing = sorted({item["metric"].get("alertname", "?") for item in alerts})
     except Exception as exc:  # any transport or protocol failure marks the source unreachable
         status.prometheus_error = _reason(exc)
@@ -133,7 +138,9 @@ def collect_kube(status: RegionStatus, api_client: Any) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # The row names its source already; the client's reason leaves out the URL.
+    shown = exc.reason if isinstance(exc, PrometheusUnreachable) else str(exc)
+    text = shown.strip().splitlines()[0] if shown.strip() else ""
     return f"unreachable: {type(exc).__name__}{': ' + text[:120] if text else ''}"
 
 
@@ -161,9 +168,9 @@ def region_status(
     if api_client is not None:
         collect_kube(status, api_client)
     if prometheus_url:
-        collect_prometheus(status, spec, http_query(prometheus_url))
+        collect_prometheus(status, spec, http_prometheus(prometheus_url))
     elif api_client is not None:
-        collect_prometheus(status, spec, proxy_query(api_client))
+        collect_prometheus(status, spec, proxy_prometheus(api_client))
     else:
         status.prometheus_error = "unreachable: no kube context and no --prometheus-url"
     if api_client is not None:
