@@ -6,6 +6,23 @@ processes, run as supervised processes on 127.0.0.1 under one state dir.
     info = stack.up()      # idempotent; rolls back and raises ComponentFailed on failure
     stack.kill("gw-1")     # failure drills: stop/kill/start/restart one component
     stack.down(wipe=True)
+
+Layout, from the bottom up:
+
+- ``_config``: ``LocalConfig`` (every port, path and size, resolved from flags, environment and
+  defaults), ``HOST``, and ``SpecValues`` (what the stack takes from the ``local`` stack spec);
+- ``_errors``: the errors the stack raises; ``_health``: the health checks (Redis PING, CQL,
+  Kafka metadata, HTTP);
+- ``_procs``: spawning, signalling, sweeping and finding processes and ports; ``run_once``
+  for one-shot steps (migrations);
+- ``_jvm``: JVM flags, the ``java`` command line and the jars of Kafka and Cassandra;
+- ``_exporters``: the metric exporters' wiring (JMX agents, redis_exporter, kube-state-metrics);
+- ``_render``: every config file a component reads, rendered by pure functions;
+- ``_components``: one ``Component`` per process (command line, environment, port, health
+  check, ``prepare`` step), and the start and stop orders (``Phase``, ``StopGroup``);
+- ``_stack``: ``LocalStack``, which starts, stops, records and inspects the components;
+- ``_progress``: progress output for the CLI; ``pytest_plugin``: the session-scoped stack
+  fixture for tests.
 """
 
 from opsctl.local._config import (

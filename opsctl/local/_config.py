@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from opsctl.errors import UserInputError
 from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT, cache_dir
+from opsctl.spec import StackSpec
 
+# Every component listens here, and only here.
+HOST = "127.0.0.1"
 DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "local"
 DEFAULT_BASE_PORT = 19100
 DEFAULT_GATEWAYS = 2
@@ -61,6 +65,28 @@ PORT_OFFSETS.update(
     }
 )
 PORT_BLOCK_SIZE = EXPORTER_OFFSET + 7
+
+
+@dataclass(frozen=True)
+class SpecValues:
+    """What the local stack takes from the `local` stack spec (the one source of truth)."""
+
+    region: str
+    kafka_partitions: int
+    kafka_replication_factor: int
+    cassandra_replication_factor: int
+    retention: str
+
+    @classmethod
+    def from_spec(cls, spec: StackSpec) -> SpecValues:
+        region = spec.regions[0]
+        return cls(
+            region=region.name,
+            kafka_partitions=region.kafka.message_partitions,
+            kafka_replication_factor=region.kafka.replication_factor,
+            cassandra_replication_factor=region.cassandra.replication_factor,
+            retention=region.monitoring.retention,
+        )
 
 
 def _default_python() -> Path:

@@ -12,11 +12,10 @@ from typing import Any
 import yaml
 
 from opsctl.errors import ToolMissing
-from opsctl.local._config import VERSIONS_FILE, LocalConfig, jvm_versions
+from opsctl.local._config import HOST, VERSIONS_FILE, LocalConfig, jvm_versions
 from opsctl.local._errors import ArtifactMissing
 from opsctl.local._health import Health, HttpCheck, RedisPing
 
-HOST = "127.0.0.1"
 EXPORTER_CONFIG_DIR = Path("alerts") / "exporters"
 # What kube-state-metrics lists and watches: only what the rules and dashboards read.
 KSM_RESOURCES = (

@@ -23,6 +23,7 @@ import psutil
 
 from opsctl.errors import UserInputError
 from opsctl.local._config import ENV_MARKER, PORT_BLOCK_SIZE
+from opsctl.local._errors import ComponentFailed
 
 # Popen objects of the processes this Python process started, so their exit status is ours
 # to collect (and they never linger as zombies in long-lived callers such as a test session).
@@ -30,6 +31,7 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 # Start times from psutil are floats rounded by the kernel's clock ticks; allow for that.
 _START_TIME_TOLERANCE_S = 0.05
+LOG_TAIL_LINES = 20  # lines of a failed component's log shown in its error
 
 
 @dataclass(frozen=True)
@@ -305,3 +307,45 @@ def _reap(pid: int) -> None:
         return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def run_once(
+    component: str,
+    argv: list[str],
+    log_file: Path,
+    *,
+    timeout_s: float,
+    env: dict[str, str],
+    cwd: Path | None = None,
+) -> None:
+    """Run a one-shot step (storage format, migrations), output appended to ``log_file``.
+
+    Raises ComponentFailed with the tail of this run's output when it fails or times out.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        log.write(f"==== opsctl local: running {' '.join(argv)}\n".encode())
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=timeout_s)
+            reason = f"`{' '.join(argv[-3:])}` exited with {code}"
+            failed = code != 0
+        except subprocess.TimeoutExpired:
+            # The step runs in its own session: kill the whole group, not just the leader.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            reason, failed = f"`{' '.join(argv[-3:])}` did not finish within {timeout_s:.0f}s", True
+    if failed:
+        tail = read_tail(log_file, LOG_TAIL_LINES, offset)
+        raise ComponentFailed(component, reason, str(log_file), tail)

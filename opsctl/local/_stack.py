@@ -21,21 +21,16 @@ from pydantic import ValidationError
 
 from opsctl.errors import ToolMissing, UserInputError
 from opsctl.local._components import (
-    HOST,
-    IM_PHASE,
-    LOG_TAIL_LINES,
     Component,
     Layout,
-    SpecValues,
+    Phase,
     alert_webhook_url,
     base_env,
     build_components,
-    check_jars,
     imgw_env,
     migrate_argv,
-    run_once,
 )
-from opsctl.local._config import ENV_MARKER, LocalConfig
+from opsctl.local._config import ENV_MARKER, HOST, LocalConfig, SpecValues
 from opsctl.local._errors import (
     ComponentFailed,
     PortInUse,
@@ -44,7 +39,9 @@ from opsctl.local._errors import (
     UnknownComponent,
 )
 from opsctl.local._exporters import check_exporters, exporter_metrics_urls
+from opsctl.local._jvm import check_jars
 from opsctl.local._procs import (
+    LOG_TAIL_LINES,
     PidRecord,
     Spawned,
     child_exit_code,
@@ -53,6 +50,7 @@ from opsctl.local._procs import (
     port_holder,
     read_pid_file,
     read_tail,
+    run_once,
     running_record,
     spawn,
     sweep,
@@ -280,7 +278,7 @@ class LocalStack:
             for phase in sorted({c.phase for c in components}):
                 members = [c for c in components if c.phase == phase]
                 starting = [c for c in members if running[c.name] is None]
-                if phase == IM_PHASE and starting:
+                if phase == Phase.IM and starting:
                     self._migrate()
                 self._start_phase(members, running)
         except BaseException:
@@ -461,7 +459,7 @@ class LocalStack:
     def _stop_all(self, *, report: bool) -> list[str]:
         components = self.components()
         stopped: list[str] = []
-        for group in sorted({c.stop_group for c in components}, reverse=True):
+        for group in sorted({c.stop_group for c in components}):
             members = [c for c in reversed(components) if c.stop_group == group]
             records: list[PidRecord] = []
             for component in members:

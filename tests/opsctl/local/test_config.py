@@ -17,19 +17,16 @@ from opsctl.local import (
     parse_port_overrides,
     resolve_config,
 )
-from opsctl.local._components import (
-    Layout,
-    SpecValues,
-    build_components,
-    imgw_env,
+from opsctl.local._components import Layout, StopGroup, build_components, imgw_env
+from opsctl.local._config import PORT_OFFSETS, SpecValues, jvm_versions
+from opsctl.local._health import _parse_metadata_v4
+from opsctl.local._render import (
     render_alertmanager_yml,
     render_cassandra_yaml,
     render_kafka_properties,
     render_prometheus_yml,
     render_redis_conf,
 )
-from opsctl.local._config import PORT_OFFSETS, jvm_versions
-from opsctl.local._health import _parse_metadata_v4
 from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT
 from opsctl.spec import load_stack
 
@@ -251,9 +248,11 @@ def test_components_follow_the_contract(tmp_path: Path) -> None:
     assert components["dispatcher"].argv[1:] == ["-m", "gateway.dispatcher"]
     assert "--cluster.listen-address=" in components["alertmanager"].argv
     # IM processes stop before what they depend on.
-    assert components["gw-1"].stop_group > components["dispatcher"].stop_group
-    assert components["dispatcher"].stop_group > components["kafka"].stop_group
-    assert components["kafka"].stop_group > components["redis"].stop_group
+    assert components["gw-1"].stop_group < components["dispatcher"].stop_group
+    assert components["dispatcher"].stop_group < components["kafka"].stop_group
+    assert components["kafka"].stop_group < components["redis"].stop_group
+    assert components["gw-1"].stop_group is StopGroup.GATEWAYS
+    assert components["redis"].stop_group is StopGroup.REDIS
 
 
 def test_infra_only_has_no_im_processes(tmp_path: Path) -> None:

@@ -10,19 +10,15 @@ import yaml
 
 from opsctl.errors import UserInputError
 from opsctl.local import Ports, resolve_config
-from opsctl.local._components import (
-    SpecValues,
-    build_components,
-    render_prometheus_yml,
-    render_redis_conf,
-)
-from opsctl.local._config import PORT_OFFSETS
+from opsctl.local._components import StopGroup, build_components
+from opsctl.local._config import PORT_OFFSETS, SpecValues
 from opsctl.local._exporters import (
     exporter_metrics_urls,
     jmx_agent_jar,
     jmx_exporter_config,
     render_ksm_kubeconfig,
 )
+from opsctl.local._render import render_prometheus_yml, render_redis_conf
 from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT
 from opsctl.spec import load_stack
 
@@ -155,7 +151,8 @@ def test_the_redis_exporters_point_at_their_redis(tmp_path: Path) -> None:
     assert "--web.listen-address=127.0.0.1:20029" in components["redis-exporter"].argv
     assert "--redis.addr=redis://127.0.0.1:20028" in components["redis-replica-exporter"].argv
     # Exporters stop before the Redis they watch.
-    assert components["redis-exporter"].stop_group > components["redis"].stop_group
+    assert components["redis-exporter"].stop_group < components["redis"].stop_group
+    assert components["redis-exporter"].stop_group is StopGroup.MONITORING
 
 
 def test_kube_state_metrics_only_with_a_kubeconfig(tmp_path: Path) -> None:

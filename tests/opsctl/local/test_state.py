@@ -9,7 +9,7 @@ import pytest
 
 from opsctl.errors import ToolMissing, UserInputError
 from opsctl.local import LocalStack, StackNotRunning, UnknownComponent, resolve_config
-from opsctl.local._components import SpecValues
+from opsctl.local._config import SpecValues
 from opsctl.local._stack import read_recorded
 from tests.support import OpsctlRunner
 

@@ -1,0 +1,236 @@
+"""The local stack's config files, rendered by pure functions (unit-tested without processes).
+
+One function per file a component reads: ``redis.conf``, Kafka's ``server.properties`` and
+log4j2 config, ``cassandra.yaml`` and logback config, ``prometheus.yml`` (with the alert rule
+files, the checked-in ones and the ones generated from the stack spec) and
+``alertmanager.yml``. ``_components`` writes them in each component's ``prepare`` step;
+only ``write_generated_rules`` touches the disk itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from opsctl.local._config import HOST, LocalConfig, SpecValues
+from opsctl.local._exporters import exporter_scrape_configs
+from opsctl.spec import load_stack
+
+
+def render_redis_conf(
+    port: int,
+    data_dir: Path,
+    *,
+    maxmemory: str | None = None,
+    maxmemory_policy: str | None = None,
+    replica_of: int | None = None,
+) -> str:
+    limits = [f"maxmemory {maxmemory}"] if maxmemory else []
+    if maxmemory_policy:
+        limits.append(f"maxmemory-policy {maxmemory_policy}")
+    # A replica follows the primary read-only; its maxmemory mirrors the primary's, as in prod.
+    replication = [f"replicaof {HOST} {replica_of}", "replica-read-only yes"] if replica_of else []
+    return "\n".join(
+        [
+            *limits,
+            *replication,
+            f"bind {HOST}",
+            f"port {port}",
+            "protected-mode yes",
+            "daemonize no",
+            # redis rewrites its process title over its environment: keep the (state dir)
+            # config path in it so `down` can still recognise the process.
+            'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"',
+            'logfile ""',
+            f"dir {data_dir}",
+            # AOF so a restart keeps presence and sequence data; fsync once a second.
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            # Sync a (re)connecting replica at once, not after the default 5 s wait for others.
+            "repl-diskless-sync-delay 0",
+            "",
+        ]
+    )
+
+
+def render_kafka_properties(config: LocalConfig, data_dir: Path) -> str:
+    ports = config.ports
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{ports.kafka_controller}",
+        "listeners": f"PLAINTEXT://{HOST}:{ports.kafka},CONTROLLER://{HOST}:{ports.kafka_controller}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{ports.kafka}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        # Topics are created by `gateway.migrate` with the spec's partitions; no surprises.
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "log.retention.hours": "24",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        **config.kafka_overrides,
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+KAFKA_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.config.name = org.apache.kafka.common.config
+logger.config.level = WARN
+"""
+
+CASSANDRA_LOGBACK = """\
+<configuration scan="false">
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+
+def render_cassandra_yaml(config: LocalConfig, data_dir: Path) -> str:
+    ports = config.ports
+    document = {
+        "cluster_name": "opsctl-local",
+        # One token, fixed: no token allocation work on first start.
+        "num_tokens": 1,
+        "initial_token": 0,
+        "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+        "endpoint_snitch": "SimpleSnitch",
+        "seed_provider": [
+            {
+                "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                "parameters": [{"seeds": f"{HOST}:{ports.cassandra_storage}"}],
+            }
+        ],
+        "listen_address": HOST,
+        "rpc_address": HOST,
+        "storage_port": ports.cassandra_storage,
+        "native_transport_port": ports.cassandra,
+        "start_native_transport": True,
+        "data_file_directories": [str(data_dir / "data")],
+        "commitlog_directory": str(data_dir / "commitlog"),
+        "saved_caches_directory": str(data_dir / "saved_caches"),
+        "hints_directory": str(data_dir / "hints"),
+        "cdc_raw_directory": str(data_dir / "cdc_raw"),
+        "commitlog_sync": "periodic",
+        "commitlog_sync_period": "10000ms",
+        "commitlog_segment_size": "8MiB",
+        "memtable_heap_space": "128MiB",
+        "memtable_offheap_space": "128MiB",
+        "concurrent_reads": 8,
+        "concurrent_writes": 8,
+        "concurrent_counter_writes": 8,
+        "auto_snapshot": False,
+        "snapshot_before_compaction": False,
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def write_generated_rules(config: LocalConfig, directory: Path) -> None:
+    """The rules generated from the stack spec (SLO burn rates), as the clusters get them."""
+    from opsctl.alerts import slo_rules
+
+    for stale in directory.glob("*.yaml"):
+        stale.unlink()
+    slo_rules(load_stack(config.infra_dir, config.spec_stack)).write(directory)
+
+
+def rule_file_patterns(config: LocalConfig) -> list[str]:
+    """The alert rule globs, absolute (Prometheus expands them; no match is fine)."""
+    patterns = []
+    for pattern in config.rule_globs:
+        path = Path(pattern)
+        patterns.append(str(path if path.is_absolute() else config.repo_root / path))
+    return patterns
+
+
+def render_prometheus_yml(
+    config: LocalConfig, spec: SpecValues, generated_rules: Path | None = None
+) -> str:
+    ports = config.ports
+    interval = f"{config.scrape_interval_s}s"
+    labels = {"region": spec.region, "stack": "local"}
+    gateway_targets = [
+        {"targets": [f"{HOST}:{ports.gateway(i)}"], "labels": {**labels, "node": node}}
+        for i, node in enumerate(config.gateway_ids)
+    ]
+    document = {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": interval,
+        },
+        "rule_files": [
+            *rule_file_patterns(config),
+            *([str(generated_rules / "*.yaml")] if generated_rules else []),
+        ],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{ports.alertmanager}"]}]}]
+        },
+        "scrape_configs": [
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"{HOST}:{ports.prometheus}"], "labels": labels}],
+            },
+            {
+                "job_name": "alertmanager",
+                "static_configs": [{"targets": [f"{HOST}:{ports.alertmanager}"], "labels": labels}],
+            },
+            # Job names are the ones the alert rules and dashboards select on.
+            {"job_name": "im-gateway", "static_configs": gateway_targets},
+            {
+                "job_name": "im-dispatcher",
+                "static_configs": [
+                    {
+                        "targets": [f"{HOST}:{ports.dispatcher}"],
+                        "labels": {**labels, "node": "dispatcher-1"},
+                    }
+                ],
+            },
+            *exporter_scrape_configs(config, labels),
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def render_alertmanager_yml(webhook_url: str) -> str:
+    document = {
+        "route": {
+            "receiver": "local-webhook",
+            "group_by": ["alertname", "region"],
+            "group_wait": "1s",
+            "group_interval": "2s",
+            "repeat_interval": "1h",
+        },
+        # Nothing has to listen there; tests that want the notifications listen themselves.
+        "receivers": [
+            {
+                "name": "local-webhook",
+                "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
+            }
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
