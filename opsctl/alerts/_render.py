@@ -21,7 +21,7 @@ def prometheus_rules(spec: StackSpec, region: Region, rules: RuleSet) -> list[di
     for file, groups in sorted(rules.files.items()):
         stem = file.removesuffix(".yaml").replace("_", "-")
         meta = n.metadata(spec, region, COMPONENT, f"im-{stem}", n.MONITORING_NAMESPACE)
-        meta["labels"].update(n.PROMETHEUS_RULE_SELECTOR)
+        meta["labels"].update(n.MONITORING_SELECTOR)
         objects.append(
             {
                 "apiVersion": "monitoring.coreos.com/v1",

@@ -37,7 +37,7 @@ def _release(spec: StackSpec, region: Region) -> HelmRelease:
     monitoring = region.monitoring
     replicas = 1 if small(region) else 2
     secrets = sorted({r.secret_ref for r in spec.alerting.receivers if r.secret_ref})
-    prom_labels = {"app.kubernetes.io/name": "prometheus"}
+    prom_labels = dict(n.PROMETHEUS_POD_LABELS)
     am_labels = {"app.kubernetes.io/name": "alertmanager"}
     values: dict[str, Any] = {
         "crds": {"enabled": True},

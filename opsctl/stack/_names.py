@@ -30,8 +30,11 @@ CASSANDRA_CLUSTER = "im"
 CASSANDRA_KEYSPACE = "im"
 REDIS_NAME = "im-redis"
 MONITORING_RELEASE = "kube-prometheus-stack"
-# kube-prometheus-stack's default ruleSelector matches its release label.
-PROMETHEUS_RULE_SELECTOR = {"release": MONITORING_RELEASE}
+# kube-prometheus-stack's default rule and ServiceMonitor selectors match its release label
+# (the chart's serviceMonitor.labels default to it too).
+MONITORING_SELECTOR = {"release": MONITORING_RELEASE}
+# The operator's Prometheus pods carry this (the chart's network policy lets them scrape).
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 # Its Grafana sidecar imports every ConfigMap carrying this label with this value.
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 GRAFANA_DASHBOARD_LABEL_VALUE = "1"
