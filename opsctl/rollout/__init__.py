@@ -8,12 +8,12 @@ machine. Domain errors follow opsctl.errors: bad input exits 2 before anything c
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from opsctl.errors import CheckFailed, KubeError, UserInputError
+from opsctl.poll import WaitTimeout, wait_until
 from opsctl.rollout._analysis import Metrics, PrometheusMetrics
 from opsctl.rollout._driver import STALE_AFTER_S, Driver, Outcome, summary_of
 from opsctl.rollout._kube import KubeApi, RestKubeApi
@@ -30,7 +30,15 @@ from opsctl.rollout._plan import (
     parse_steps,
     rolling_strategy,
 )
-from opsctl.rollout._state import TERMINAL_PHASES, RolloutRecord, StateStore
+from opsctl.rollout._state import (
+    HISTORY_KEY,
+    ROLLOUT_KEY,
+    TERMINAL_PHASES,
+    Desired,
+    Phase,
+    RolloutRecord,
+    StateStore,
+)
 from opsctl.spec import StackSpec
 
 EventSink = Callable[[str, str], None]
@@ -121,7 +129,7 @@ def _driver(
 
 def status(record: RolloutRecord, kube: KubeFactory) -> dict[str, Any]:
     report = _driver(record, kube, with_metrics=False).report()
-    report["driverAlive"] = record.phase == "running" and record.owner_alive(STALE_AFTER_S)
+    report["driverAlive"] = record.phase == Phase.RUNNING and record.owner_alive(STALE_AFTER_S)
     return report
 
 
@@ -137,19 +145,31 @@ def resume(
 
 
 def _wait_for_phase(
-    store: StateStore, rollout_id: str, phases: tuple[str, ...], timeout: float
+    store: StateStore, rollout_id: str, phases: frozenset[Phase], timeout: float
 ) -> RolloutRecord:
-    deadline = time.monotonic() + timeout
-    while True:
+    """Until the driver has recorded one of ``phases`` for the rollout (it obeys a control
+    request within CONTROL_POLL_S, then finishes what it must, e.g. a rollback)."""
+
+    def reached() -> RolloutRecord | None:
         record = store.rollout()
         if record is not None and record.id == rollout_id and record.phase in phases:
             return record
-        if time.monotonic() > deadline:
-            raise CheckFailed(
-                f"rollout {rollout_id}: the driver did not reach {'/'.join(phases)} "
-                f"within {timeout:.0f} s"
-            )
-        time.sleep(0.2)
+        return None
+
+    try:
+        found = wait_until(
+            f"rollout {rollout_id} to be {'/'.join(sorted(phases))}",
+            reached,
+            timeout=timeout,
+            interval=0.2,
+        )
+        assert found is not None  # wait_until returns only a truthy answer
+        return found
+    except WaitTimeout:
+        raise CheckFailed(
+            f"rollout {rollout_id}: the driver did not reach {'/'.join(sorted(phases))} "
+            f"within {timeout:.0f} s"
+        ) from None
 
 
 def _lead(record: RolloutRecord, kube: KubeFactory) -> StateStore:
@@ -161,13 +181,12 @@ def pause(record: RolloutRecord, kube: KubeFactory, *, timeout: float = 120.0) -
     if record.phase in TERMINAL_PHASES:
         raise UserInputError(f"rollout {record.id} is {record.phase}; nothing to pause")
     lead = _lead(record, kube)
-    lead.set_control("pause", record.id)
-    if record.phase == "running" and record.owner_alive(STALE_AFTER_S):
-        record = _wait_for_phase(lead, record.id, ("paused", *TERMINAL_PHASES), timeout)
-    elif record.phase != "paused":
-        record.phase, record.reason, record.owner = "paused", "paused (no driver was running)", None
-        from opsctl.rollout._state import ROLLOUT_KEY
-
+    lead.set_control(Desired.PAUSE, record.id)
+    if record.phase == Phase.RUNNING and record.owner_alive(STALE_AFTER_S):
+        record = _wait_for_phase(lead, record.id, TERMINAL_PHASES | {Phase.PAUSED}, timeout)
+    elif record.phase != Phase.PAUSED:
+        record.phase, record.reason = Phase.PAUSED, "paused (no driver was running)"
+        record.owner = None
         lead.write(ROLLOUT_KEY, record.to_json())
     return Outcome(record.phase, record.reason, status(record, kube))
 
@@ -182,8 +201,8 @@ def abort(
     if record.phase in TERMINAL_PHASES:
         raise UserInputError(f"rollout {record.id} is {record.phase}; nothing to abort")
     lead = _lead(record, kube)
-    lead.set_control("abort", record.id)
-    if record.phase == "running" and record.owner_alive(STALE_AFTER_S):
+    lead.set_control(Desired.ABORT, record.id)
+    if record.phase == Phase.RUNNING and record.owner_alive(STALE_AFTER_S):
         record = _wait_for_phase(lead, record.id, TERMINAL_PHASES, timeout)
         return Outcome(record.phase, record.reason, status(record, kube))
     driver = _driver(record, kube, with_metrics=False, on_event=on_event)
@@ -191,9 +210,9 @@ def abort(
 
 
 def undo(record: RolloutRecord, kube: KubeFactory, *, on_event: EventSink = _quiet) -> Outcome:
-    if record.phase == "undone":
+    if record.phase == Phase.UNDONE:
         raise UserInputError(f"rollout {record.id} is already undone")
-    if record.phase == "running" and record.owner_alive(STALE_AFTER_S):
+    if record.phase == Phase.RUNNING and record.owner_alive(STALE_AFTER_S):
         raise UserInputError(
             f"rollout {record.id} is running; abort it (or pause it) before undoing"
         )
@@ -212,10 +231,10 @@ def history(
             documents = store.read()
         except KubeError:
             continue
-        for entry in documents.get("history.json") or []:
+        for entry in documents.get(HISTORY_KEY) or []:
             if isinstance(entry, dict) and "id" in entry:
                 entries.setdefault(str(entry["id"]), entry)
-        current = documents.get("rollout.json")
+        current = documents.get(ROLLOUT_KEY)
         if isinstance(current, dict):
             summary = summary_of(RolloutRecord.from_json(current))
             entries[summary["id"]] = summary
@@ -228,6 +247,7 @@ __all__ = [
     "STRATEGIES",
     "Driver",
     "Outcome",
+    "Phase",
     "RolloutPlan",
     "RolloutRecord",
     "StartRequest",

@@ -12,9 +12,12 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from opsctl.rollout._plan import RolloutPlan, Thresholds
+
+if TYPE_CHECKING:
+    import httpx
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 _POD_SUFFIX = "-[a-z0-9]+-[a-z0-9]+"
@@ -36,25 +39,28 @@ class Metrics(Protocol):
 
 
 class PrometheusMetrics:
-    """Metrics from one Prometheus through prometheus-api-client."""
+    """Metrics from one Prometheus through opsctl's client (TLS verified)."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        from prometheus_api_client import PrometheusConnect
+    def __init__(
+        self, url: str, timeout: float = 5.0, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        from opsctl.prometheus import Prometheus
 
         self.url = url
-        self._prometheus = PrometheusConnect(url=url, disable_ssl=True, timeout=int(timeout))
+        self._prometheus = Prometheus(url, timeout=timeout, transport=transport)
 
     def query(self, expr: str) -> float | None:
-        from prometheus_api_client.exceptions import PrometheusApiClientException
-        from requests.exceptions import RequestException
+        """The first sample as Prometheus gave it: NaN and infinities are kept (``judge``
+        calls them "no data" and shows the value), an empty result is None."""
+        from opsctl.prometheus import PrometheusUnreachable
 
         try:
-            result = self._prometheus.custom_query(expr)
-        except (PrometheusApiClientException, RequestException) as error:
-            raise MetricsError(f"{self.url}: {type(error).__name__}: {error}") from error
-        if not result:
-            return None
-        return float(result[0]["value"][1])
+            result = self._prometheus.query(expr)
+            return float(result[0]["value"][1]) if result else None
+        except PrometheusUnreachable as error:
+            raise MetricsError(error.message) from error
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise MetricsError(f"{self.url}: unexpected answer to {expr!r}: {error!r}") from error
 
 
 @dataclass(frozen=True)

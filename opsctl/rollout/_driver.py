@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsctl.errors import CheckFailed, ExitCode, KubeError, UserInputError
+from opsctl.poll import WaitTimeout, wait_until
 from opsctl.rollout import _objects as objects
 from opsctl.rollout._analysis import (
     Analysis,
@@ -25,12 +26,15 @@ from opsctl.rollout._analysis import (
 from opsctl.rollout._kube import KubeApi, check_permissions
 from opsctl.rollout._plan import RegionTarget, RolloutPlan, canary_replicas, pods_per_batch
 from opsctl.rollout._state import (
-    CONTROL_KEY,
     MAX_ANALYSES,
+    REGION_FINISHED_PHASES,
     REGION_KEY,
     ROLLOUT_KEY,
     TERMINAL_PHASES,
+    UNKNOWN_REGION,
+    Desired,
     Owner,
+    Phase,
     RegionProgress,
     RolloutRecord,
     StateStore,
@@ -40,7 +44,6 @@ from opsctl.rollout._state import (
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 15.0
 CONTROL_POLL_S = 0.5
-_DONE_REGION_PHASES = ("done", "rolled_back", "aborted", "undone")
 
 
 @dataclass
@@ -57,15 +60,15 @@ EventSink = Callable[[str, str], None]  # (region, message)
 
 @dataclass
 class Outcome:
-    phase: str
+    phase: Phase
     reason: str
     report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.phase in ("succeeded", "undone"):
+        if self.phase in (Phase.SUCCEEDED, Phase.UNDONE):
             return ExitCode.OK
-        if self.phase in ("paused", "running"):
+        if self.phase in (Phase.PAUSED, Phase.RUNNING):
             return ExitCode.INCONCLUSIVE
         return ExitCode.FAILED
 
@@ -73,7 +76,7 @@ class Outcome:
 class _Stop(Exception):
     """Unwinds the driver to its top with the phase the rollout ends in."""
 
-    def __init__(self, phase: str, reason: str) -> None:
+    def __init__(self, phase: Phase, reason: str) -> None:
         super().__init__(reason)
         self.phase = phase
         self.reason = reason
@@ -129,10 +132,15 @@ class Driver:
             self.lead.append_history(_summary(RolloutRecord.from_json(previous)))
         self._owner = Owner.me()
         self.record = RolloutRecord(plan=self.plan.to_json(), owner=vars(self._owner))
-        self.lead.set_control("run", self.plan.id)
+        self.lead.set_control(Desired.RUN, self.plan.id)
         for handle in self.regions.values():
             progress = RegionProgress(rollout_id=self.plan.id, region=handle.target.name)
-            progress.event("planned", image=self.plan.image, strategy=self.plan.strategy)
+            progress.event(
+                "planned",
+                image=self.plan.image,
+                strategy=self.plan.strategy,
+                drain_window_s=handle.target.drain_window_s,
+            )
             handle.store.write(REGION_KEY, progress.to_json())
         self._save_record()
         self._emit(self.plan.regions[0].name, f"rollout {self.plan.id} started")
@@ -141,7 +149,7 @@ class Driver:
     def resume(self, record: RolloutRecord) -> Outcome:
         if record.phase in TERMINAL_PHASES:
             raise UserInputError(f"rollout {record.id} is {record.phase}; nothing to resume")
-        if record.phase == "running" and record.owner_alive(STALE_AFTER_S):
+        if record.phase == Phase.RUNNING and record.owner_alive(STALE_AFTER_S):
             owner = Owner(**record.owner or {})
             raise UserInputError(
                 f"rollout {record.id} is being driven by {owner.describe()}",
@@ -149,9 +157,9 @@ class Driver:
             )
         self._owner = Owner.me()
         self.record = record
-        self.record.phase, self.record.reason = "running", ""
+        self.record.phase, self.record.reason = Phase.RUNNING, ""
         self.record.owner = vars(self._owner)
-        self.lead.set_control("run", self.plan.id)
+        self.lead.set_control(Desired.RUN, self.plan.id)
         self._save_record()
         self._emit(self._current_region(), f"rollout {self.plan.id} resumed")
         return self._drive()
@@ -165,17 +173,17 @@ class Driver:
                 self._run_region(handle)
                 self.record.wave += 1
                 self._save_record()
-            self._finish("succeeded", "every region promoted")
+            self._finish(Phase.SUCCEEDED, "every region promoted")
         except _Stop as stop:
-            if stop.phase != "paused":
+            if stop.phase != Phase.PAUSED:
                 self._finish(stop.phase, stop.reason)
             else:
-                self.record.phase, self.record.reason = "paused", stop.reason
+                self.record.phase, self.record.reason = Phase.PAUSED, stop.reason
                 self.record.owner = None
                 self._save_record()
         return Outcome(self.record.phase, self.record.reason, self.report())
 
-    def _finish(self, phase: str, reason: str) -> None:
+    def _finish(self, phase: Phase, reason: str) -> None:
         self.record.phase, self.record.reason = phase, reason
         self.record.finished_at = now_iso()
         self.record.owner = None
@@ -184,30 +192,30 @@ class Driver:
 
     def _run_region(self, handle: RegionHandle) -> None:
         progress = self._progress(handle)
-        if progress.phase in _DONE_REGION_PHASES:
+        if progress.phase in REGION_FINISHED_PHASES:
             return
-        if progress.phase == "pending":
+        if progress.phase == Phase.PENDING:
             stable = self._stable(handle)
             progress.previous = objects.previous_state(stable)
             progress.previous_image = objects.current_image(stable, self.plan.container)
             progress.previous_hash = _current_hash(handle, self.plan, stable)
             progress.stable_replicas = int(stable["spec"].get("replicas", 1))
-            progress.phase = "canary" if self.plan.strategy == "canary" else "promoting"
+            progress.phase = Phase.CANARY if self.plan.strategy == "canary" else Phase.PROMOTING
             self._note(handle, progress, f"wave {self.record.wave + 1}: {progress.phase}")
-        if progress.phase == "canary":
+        if progress.phase == Phase.CANARY:
             self._canary_steps(handle, progress)
-        if progress.phase == "promoting":
+        if progress.phase == Phase.PROMOTING:
             self._promote(handle, progress)
-        if progress.phase == "draining":
+        if progress.phase == Phase.DRAINING:
             self._drain_canary(handle, progress)
-        if progress.phase == "baking":
+        if progress.phase == Phase.BAKING:
             self._bake(handle, progress)
 
     def _canary_steps(self, handle: RegionHandle, progress: RegionProgress) -> None:
-        while progress.phase == "canary":
+        while progress.phase == Phase.CANARY:
             weight = self.plan.steps[progress.step]
             if weight >= 100:
-                progress.phase = "promoting"
+                progress.phase = Phase.PROMOTING
                 self._note(handle, progress, "canary passed every step; promoting")
                 return
             replicas = canary_replicas(progress.stable_replicas, weight)
@@ -260,7 +268,7 @@ class Driver:
                 "json",
             )
         canary = handle.api.get("deployments", plan.namespace, plan.canary_deployment)
-        progress.phase = "draining" if canary is not None else "baking"
+        progress.phase = Phase.DRAINING if canary is not None else Phase.BAKING
         self._note(handle, progress, f"{plan.deployment} runs {plan.image}")
 
     def _drain_canary(self, handle: RegionHandle, progress: RegionProgress) -> None:
@@ -292,7 +300,7 @@ class Driver:
                 selector = f'namespace="{plan.namespace}",pod=~"{"|".join(leaving)}"'
                 self._wait_drained(handle, progress, selector, "leaving canary pods")
         progress.canary_replicas = 0
-        progress.phase = "baking"
+        progress.phase = Phase.BAKING
         self._note(handle, progress, "canary removed")
 
     def _bake(self, handle: RegionHandle, progress: RegionProgress) -> None:
@@ -306,7 +314,7 @@ class Driver:
                 self._failed_analysis(handle, progress, result)
             elif result.verdict == "inconclusive":
                 self._inconclusive(handle, progress, result)
-        progress.phase = "done"
+        progress.phase = Phase.DONE
         self._note(handle, progress, "region done")
 
     # -- analysis outcomes ---------------------------------------------------------------------
@@ -334,27 +342,27 @@ class Driver:
                 f"failure {progress.failures} of {self.plan.failure_limit} allowed; retrying",
             )
             return
-        self._rollback(handle, progress, "rolled_back")
+        self._rollback(handle, progress, Phase.ROLLED_BACK)
         if self.plan.rollback_promoted:
-            self._rollback_promoted("rolled_back")
-        raise _Stop("rolled_back", f"{handle.target.name}: analysis failed: {result.summary()}")
+            self._rollback_promoted(Phase.ROLLED_BACK)
+        raise _Stop(Phase.ROLLED_BACK, f"{handle.target.name}: analysis failed: {result.summary()}")
 
     def _inconclusive(
         self, handle: RegionHandle, progress: RegionProgress, result: Analysis
     ) -> None:
         self._save(handle, progress)
-        raise _Stop("paused", f"{handle.target.name}: inconclusive: {result.summary()}")
+        raise _Stop(Phase.PAUSED, f"{handle.target.name}: inconclusive: {result.summary()}")
 
     # -- rollback --------------------------------------------------------------------------------
 
-    def _rollback(self, handle: RegionHandle, progress: RegionProgress, phase: str) -> None:
+    def _rollback(self, handle: RegionHandle, progress: RegionProgress, phase: Phase) -> None:
         self._rolling_back = True  # a pause or abort must not interrupt a rollback
         try:
             self._revert(handle, progress, phase)
         finally:
             self._rolling_back = False
 
-    def _revert(self, handle: RegionHandle, progress: RegionProgress, phase: str) -> None:
+    def _revert(self, handle: RegionHandle, progress: RegionProgress, phase: Phase) -> None:
         plan = self.plan
         started = time.time()
         if handle.api.get("deployments", plan.namespace, plan.canary_deployment) is not None:
@@ -378,7 +386,7 @@ class Driver:
         self._save(handle, progress)
         self._emit(handle.target.name, f"rolled back in {time.time() - started:.2f} s")
 
-    def _rollback_promoted(self, phase: str) -> None:
+    def _rollback_promoted(self, phase: Phase) -> None:
         """Earlier waves, newest first."""
         for target in reversed(self.plan.regions[: self.record.wave]):
             handle = self.regions[target.name]
@@ -389,10 +397,10 @@ class Driver:
     def abort_here(self, reason: str) -> Outcome:
         """Roll back the current wave (and promoted ones if planned) without a live driver."""
         handle = self.regions[self._current_region()]
-        self._rollback(handle, self._progress(handle), "aborted")
+        self._rollback(handle, self._progress(handle), Phase.ABORTED)
         if self.plan.rollback_promoted:
-            self._rollback_promoted("aborted")
-        self._finish("aborted", reason)
+            self._rollback_promoted(Phase.ABORTED)
+        self._finish(Phase.ABORTED, reason)
         return Outcome(self.record.phase, self.record.reason, self.report())
 
     def undo(self) -> Outcome:
@@ -400,10 +408,10 @@ class Driver:
         for target in reversed(self.plan.regions):
             handle = self.regions[target.name]
             progress = self._progress(handle)
-            if progress.phase == "pending" and not progress.template_changed:
+            if progress.phase == Phase.PENDING and not progress.template_changed:
                 continue
-            self._rollback(handle, progress, "undone")
-        self._finish("undone", "every region reverted to its previous version")
+            self._rollback(handle, progress, Phase.UNDONE)
+        self._finish(Phase.UNDONE, "every region reverted to its previous version")
         return Outcome(self.record.phase, self.record.reason, self.report())
 
     # -- waiting, with control and heartbeat ---------------------------------------------------
@@ -418,11 +426,12 @@ class Driver:
             time.sleep(min(self.poll_s, left))
 
     def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise CheckFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-            self._sleep(self.poll_s)
+        """``opsctl.poll.wait_until`` with the driver's sleep, so control and heartbeat keep
+        being served while it waits; a timeout is a CheckFailed."""
+        try:
+            wait_until(what, check, timeout=timeout, interval=self.poll_s, sleep=self._sleep)
+        except WaitTimeout:
+            raise CheckFailed(f"timed out after {timeout:.0f} s waiting for {what}") from None
 
     def _tick(self) -> None:
         """Heartbeat, and obey pause/abort written by any machine."""
@@ -436,16 +445,15 @@ class Driver:
         if self._rolling_back or now - self._last_control < CONTROL_POLL_S:
             return
         self._last_control = now
-        control = self.lead.read().get(CONTROL_KEY) or {}
-        desired = control.get("desired", "run") if control.get("rollout") == self.plan.id else "run"
-        if desired == "pause":
-            raise _Stop("paused", f"paused by {control.get('by', 'someone')}")
-        if desired == "abort":
+        desired, by = self.lead.control(self.plan.id)
+        if desired is Desired.PAUSE:
+            raise _Stop(Phase.PAUSED, f"paused by {by}")
+        if desired is Desired.ABORT:
             handle = self.regions[self._current_region()]
-            self._rollback(handle, self._progress(handle), "aborted")
+            self._rollback(handle, self._progress(handle), Phase.ABORTED)
             if self.plan.rollback_promoted:
-                self._rollback_promoted("aborted")
-            raise _Stop("aborted", f"aborted by {control.get('by', 'someone')}")
+                self._rollback_promoted(Phase.ABORTED)
+            raise _Stop(Phase.ABORTED, f"aborted by {by}")
 
     def _wait_ready(
         self, handle: RegionHandle, progress: RegionProgress, name: str, replicas: int
@@ -457,26 +465,39 @@ class Driver:
         try:
             self._wait_until(ready, self.plan.ready_timeout_s, f"{name} to have {replicas} ready")
         except CheckFailed as error:
-            self._rollback(handle, progress, "rolled_back")
-            raise _Stop("rolled_back", f"{handle.target.name}: {error.message}") from None
+            self._rollback(handle, progress, Phase.ROLLED_BACK)
+            raise _Stop(Phase.ROLLED_BACK, f"{handle.target.name}: {error.message}") from None
 
     def _wait_rolled_out(self, handle: RegionHandle, progress: RegionProgress) -> None:
         """Until the Deployment finished; abort when the reconnects exceed the budget."""
         plan = self.plan
-        deadline = (
-            time.monotonic()
-            + plan.ready_timeout_s
-            + plan.drain_window_s * max(1, progress.stable_replicas)
+        timeout = plan.ready_timeout_s + handle.target.drain_window_s * max(
+            1, progress.stable_replicas
         )
         last_check = 0.0
-        while not objects.rollout_complete(self._stable(handle)):
-            if time.monotonic() > deadline:
-                self._rollback(handle, progress, "rolled_back")
-                raise _Stop("rolled_back", f"{handle.target.name}: update did not finish in time")
+
+        def rolled_out() -> bool:
+            nonlocal last_check
+            if objects.rollout_complete(self._stable(handle)):
+                return True
             if time.monotonic() - last_check >= min(plan.interval_s, 5.0):
                 last_check = time.monotonic()
                 self._check_reconnects(handle, progress)
-            self._sleep(self.poll_s)
+            return False
+
+        try:
+            wait_until(
+                f"{plan.deployment} to finish its update",
+                rolled_out,
+                timeout=timeout,
+                interval=self.poll_s,
+                sleep=self._sleep,
+            )
+        except WaitTimeout:
+            self._rollback(handle, progress, Phase.ROLLED_BACK)
+            raise _Stop(
+                Phase.ROLLED_BACK, f"{handle.target.name}: update did not finish in time"
+            ) from None
 
     def _check_reconnects(self, handle: RegionHandle, progress: RegionProgress) -> None:
         """Abort (revert the region, exit 1) when the reconnects the rollout causes exceed the
@@ -491,9 +512,9 @@ class Driver:
         if rate <= plan.reconnect_budget:
             return
         progress.event("reconnect budget exceeded", rate=round(rate, 3))
-        self._rollback(handle, progress, "aborted")
+        self._rollback(handle, progress, Phase.ABORTED)
         raise _Stop(
-            "aborted",
+            Phase.ABORTED,
             f"{handle.target.name}: measured reconnect rate {rate:.1f}/s exceeds the reconnect "
             f"budget of {plan.reconnect_budget}/s (reconnectBudget.reconnectsPerSecond); "
             "region reverted",
@@ -502,21 +523,31 @@ class Driver:
     def _wait_drained(
         self, handle: RegionHandle, progress: RegionProgress, selector: str, what: str
     ) -> None:
-        """Until the pods' connection gauge is under the threshold, or the drain window ends;
-        the reconnect budget is checked meanwhile, since this is when clients reconnect."""
+        """Until the pods' connection gauge is under the threshold, or the region's drain
+        window ends; the reconnect budget is checked meanwhile, since this is when clients
+        reconnect."""
         if self.plan.component != "gateway" or handle.metrics is None:
             return
-        deadline = time.monotonic() + self.plan.drain_window_s
-        while time.monotonic() < deadline:
+        metrics, window = handle.metrics, handle.target.drain_window_s
+
+        def drained() -> bool:
             self._check_reconnects(handle, progress)
             try:
-                left = connections(handle.metrics, selector)
+                left = connections(metrics, selector)
             except MetricsError:
                 left = 0.0
-            if left < self.plan.drain_threshold:
-                return
-            self._sleep(min(1.0, self.plan.drain_window_s))
-        self._emit(handle.target.name, f"{what}: drain window ended with connections left")
+            return left < self.plan.drain_threshold
+
+        try:
+            wait_until(
+                f"{what} to drain",
+                drained,
+                timeout=window,
+                interval=min(1.0, window),
+                sleep=self._sleep,
+            )
+        except WaitTimeout:
+            self._emit(handle.target.name, f"{what}: drain window ended with connections left")
 
     # -- cluster helpers -----------------------------------------------------------------------
 
@@ -603,7 +634,7 @@ class Driver:
                 hint="resume, abort or undo it first (opsctl rollout status shows it)",
             )
         region = documents.get(REGION_KEY)
-        if isinstance(region, dict) and region.get("phase") not in (*_DONE_REGION_PHASES, None):
+        if isinstance(region, dict) and region.get("phase") not in (*REGION_FINISHED_PHASES, None):
             lead_phase = _lead_phase_for(self, str(region.get("rollout_id")))
             if lead_phase not in TERMINAL_PHASES:
                 raise UserInputError(
@@ -641,7 +672,7 @@ def region_report(
     plan: RolloutPlan, region: str, progress: RegionProgress | None
 ) -> dict[str, Any]:
     if progress is None or progress.rollout_id != plan.id:
-        return {"region": region, "phase": "unknown"}
+        return {"region": region, "phase": UNKNOWN_REGION}
     last = progress.analyses[-1] if progress.analyses else None
     step = min(progress.step, len(plan.steps) - 1)
     return {
@@ -679,7 +710,7 @@ def _lead_phase_for(driver: Driver, rollout_id: str) -> str:
         record = handle.store.read().get(ROLLOUT_KEY)
         if isinstance(record, dict) and record.get("plan", {}).get("id") == rollout_id:
             return str(record.get("phase"))
-    return "succeeded"  # its lead is gone or outside this plan: treat as finished
+    return Phase.SUCCEEDED  # its lead is gone or outside this plan: treat as finished
 
 
 def _current_hash(handle: RegionHandle, plan: RolloutPlan, stable: dict[str, Any]) -> str:

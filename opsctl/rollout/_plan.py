@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from opsctl.errors import UserInputError
+from opsctl.errors import CheckFailed, UserInputError
 from opsctl.spec import StackSpec, parse_duration
 
 Component = Literal["gateway", "dispatcher"]
@@ -43,11 +43,49 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class StartRequest:
+    """The flags of `opsctl rollout start`, as typed by the user.
+
+    The one home of every rollout default: the CLI reads its flag defaults from here
+    (``StartRequest.bake`` is ``"10m"``), and the plan's own defaults below come from here.
+    """
+
+    stack: str
+    image: str
+    component: str = "gateway"
+    regions: str = "all"
+    strategy: str = "canary"
+    steps: str = ",".join(str(step) for step in DEFAULT_STEPS)
+    bake: str = "10m"
+    interval: str = "1m"
+    min_samples: int = 50
+    failure_limit: int = 0
+    # None: each region's drain window from the spec, the number the builders put in the
+    # chart (gateway.drainWindowSeconds). A duration overrides it for every region.
+    drain_window: str | None = None
+    drain_threshold: int | None = None  # None: 1 % of the smallest region's connections a pod
+    namespace: str = "im"
+    release: str = "im-gateway"
+    prometheus: tuple[str, ...] = ()
+    max_consumer_lag: float = 1000.0
+    baseline_tolerance: float = 0.2
+    abnormal_disconnects_per_1k: float = 1.0
+    rollback_promoted: bool = False
+    ready_timeout: str = "5m"
+
+
+@dataclass(frozen=True)
 class RegionTarget:
     name: str
     context: str
     prometheus: str
     connections_per_pod: int
+    # Seconds a draining gateway pod spreads its clients' reconnects over (see drain_window).
+    drain_window_s: float
+
+
+# Version 2: the drain window moved from the plan into each region.
+PLAN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -64,16 +102,16 @@ class RolloutPlan:
     interval_s: float
     min_samples: int
     failure_limit: int
-    drain_window_s: float
     drain_threshold: int
     reconnect_budget: int  # reconnects/s, cluster-wide
     namespace: str
     deployment: str
     regions: tuple[RegionTarget, ...]
     thresholds: Thresholds
-    rollback_promoted: bool = False
-    ready_timeout_s: float = 300.0
+    rollback_promoted: bool = StartRequest.rollback_promoted
+    ready_timeout_s: float = parse_duration(StartRequest.ready_timeout)
     created_at: str = field(default_factory=_now)
+    format: int = PLAN_FORMAT
 
     @property
     def canary_deployment(self) -> str:
@@ -94,37 +132,35 @@ class RolloutPlan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutPlan:
+        """The stored plan; a format-1 plan (one drain window for every region) is upgraded,
+        a newer or damaged one refused with CheckFailed."""
         values = dict(data)
-        values["steps"] = tuple(values["steps"])
-        values["regions"] = tuple(RegionTarget(**region) for region in values["regions"])
-        values["thresholds"] = Thresholds(**values["thresholds"])
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """The flags of `opsctl rollout start`, as typed by the user."""
-
-    stack: str
-    image: str
-    component: str = "gateway"
-    regions: str = "all"
-    strategy: str = "canary"
-    steps: str = ",".join(str(step) for step in DEFAULT_STEPS)
-    bake: str = "10m"
-    interval: str = "1m"
-    min_samples: int = 50
-    failure_limit: int = 0
-    drain_window: str = "30s"
-    drain_threshold: int | None = None
-    namespace: str = "im"
-    release: str = "im-gateway"
-    prometheus: tuple[str, ...] = ()
-    max_consumer_lag: float = 1000.0
-    baseline_tolerance: float = 0.2
-    abnormal_disconnects_per_1k: float = 1.0
-    rollback_promoted: bool = False
-    ready_timeout: str = "5m"
+        rollout = values.get("id", "?")
+        version = values.get("format", 1)
+        if not isinstance(version, int) or version > PLAN_FORMAT:
+            raise CheckFailed(
+                f"rollout {rollout}: its stored plan has format {version!r}, newer than this "
+                f"opsctl understands ({PLAN_FORMAT})",
+                hint="use the opsctl version that started it",
+            )
+        try:
+            regions = [dict(region) for region in values["regions"]]
+            if version == 1:
+                # It kept running with the window it started with, whatever the spec says now.
+                window = values.pop("drain_window_s")
+                for region in regions:
+                    region["drain_window_s"] = window
+            values["format"] = PLAN_FORMAT
+            values["steps"] = tuple(values["steps"])
+            values["regions"] = tuple(RegionTarget(**region) for region in regions)
+            values["thresholds"] = Thresholds(**values["thresholds"])
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckFailed(
+                f"rollout {rollout}: its stored plan cannot be read ({type(error).__name__}: "
+                f"{error})",
+                hint="it was edited by hand or written by another opsctl version",
+            ) from None
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -228,6 +264,14 @@ def deployment_name(release: str, component: str) -> str:
     return f"{fullname[:63].rstrip('-')}-{component}"[:63].rstrip("-")
 
 
+def spec_drain_window(spec: StackSpec, region: str) -> float:
+    """The region's drain window as the stack builders compute it for the chart
+    (``gateway.drainWindowSeconds``): the same function, so the two cannot disagree."""
+    from opsctl.stack._names import drain_window_seconds
+
+    return float(drain_window_seconds(spec, spec.region(region)))
+
+
 def build_plan(spec: StackSpec, request: StartRequest) -> RolloutPlan:
     """Validate every flag against the spec; raises UserInputError (exit 2) on the first problem."""
     if request.component not in COMPONENTS:
@@ -246,7 +290,9 @@ def build_plan(spec: StackSpec, request: StartRequest) -> RolloutPlan:
             f"--bake {request.bake} is shorter than the analysis interval ({request.interval})",
             hint="the bake must hold at least one analysis",
         )
-    drain_window = _duration("--drain-window", request.drain_window)
+    override = None
+    if request.drain_window is not None:
+        override = _duration("--drain-window", request.drain_window)
     ready_timeout = _duration("--ready-timeout", request.ready_timeout)
     if request.min_samples < 1:
         raise UserInputError("--min-samples must be at least 1")
@@ -263,6 +309,7 @@ def build_plan(spec: StackSpec, request: StartRequest) -> RolloutPlan:
             context=spec.region(name).kube_context,
             prometheus=urls[name],
             connections_per_pod=spec.region(name).gateway.connections_per_pod,
+            drain_window_s=override if override is not None else spec_drain_window(spec, name),
         )
         for name in regions
     )
@@ -282,7 +329,6 @@ def build_plan(spec: StackSpec, request: StartRequest) -> RolloutPlan:
         interval_s=interval,
         min_samples=request.min_samples,
         failure_limit=request.failure_limit,
-        drain_window_s=drain_window,
         drain_threshold=threshold,
         reconnect_budget=spec.reconnect_budget.reconnects_per_second,
         namespace=request.namespace,
@@ -326,7 +372,7 @@ def pods_per_batch(plan: RolloutPlan, region: RegionTarget, replicas: int) -> in
     if plan.component == "dispatcher":
         return 1
     return batch_size(
-        plan.reconnect_budget, region.connections_per_pod, plan.drain_window_s, replicas
+        plan.reconnect_budget, region.connections_per_pod, region.drain_window_s, replicas
     )
 
 
@@ -335,11 +381,11 @@ def rolling_strategy(plan: RolloutPlan, region: RegionTarget, replicas: int) -> 
 
     maxUnavailable 0 keeps capacity; maxSurge is the budget-sized batch, so at most that many
     old pods drain at once; minReadySeconds holds each batch for the drain window before the
-    controller removes the next old pods.
+    controller removes the next old pods. Both come from the region's drain window.
     """
     batch = pods_per_batch(plan, region, replicas)
     return {
-        "minReadySeconds": math.ceil(plan.drain_window_s),
+        "minReadySeconds": math.ceil(region.drain_window_s),
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": batch, "maxUnavailable": 0},

@@ -20,6 +20,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from opsctl.errors import CheckFailed, KubeError
@@ -33,7 +34,60 @@ HISTORY_KEY = "history.json"
 MAX_ANALYSES = 30
 MAX_EVENTS = 60
 MAX_HISTORY = 20
-TERMINAL_PHASES = ("succeeded", "rolled_back", "aborted", "undone")
+
+
+class Phase(StrEnum):
+    """Every phase of a rollout (``rollout.json``) and of one region (``region.json``).
+
+    The values are what the ConfigMaps hold; a member equals its string, so reports and
+    comparisons with plain strings keep working.
+    """
+
+    # A region's progress, in order.
+    PENDING = "pending"
+    CANARY = "canary"
+    PROMOTING = "promoting"
+    DRAINING = "draining"
+    BAKING = "baking"
+    DONE = "done"
+    # The rollout as a whole, while it runs.
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    # How a rollout, and each region it touched, can end besides succeeding.
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+    UNDONE = "undone"
+
+
+# How a rollout or region may end when it does not succeed; a region then keeps that phase.
+REVERTED_PHASES = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.UNDONE})
+# A rollout in one of these is over: nothing resumes, pauses or aborts it.
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, *REVERTED_PHASES})
+# A region in one of these has nothing left to do in its rollout.
+REGION_FINISHED_PHASES = frozenset({Phase.DONE, *REVERTED_PHASES})
+ROLLOUT_PHASES = frozenset({Phase.RUNNING, Phase.PAUSED, Phase.SUCCEEDED, *REVERTED_PHASES})
+REGION_PHASES = frozenset(Phase) - {Phase.RUNNING, Phase.PAUSED, Phase.SUCCEEDED}
+# What a report says for a region whose state belongs to another rollout (or is missing).
+UNKNOWN_REGION = "unknown"
+
+
+class Desired(StrEnum):
+    """What the commands ask the driver for, in ``control.json``."""
+
+    RUN = "run"
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+def _phase(value: Any, allowed: frozenset[Phase], where: str) -> Phase:
+    """A stored phase as a member, or a clear refusal (a hand edit, or a newer opsctl)."""
+    if isinstance(value, str) and value in allowed:
+        return Phase(value)
+    raise CheckFailed(
+        f"{where}: unknown phase {value!r}",
+        hint=f"known: {', '.join(sorted(allowed))}; was it written by a newer opsctl?",
+    )
 
 
 def configmap_name(component: str) -> str:
@@ -80,8 +134,7 @@ class RegionProgress:
 
     rollout_id: str
     region: str
-    # pending|canary|promoting|draining|baking|done|rolled_back|aborted|undone
-    phase: str = "pending"
+    phase: Phase = Phase.PENDING  # one of REGION_PHASES
     step: int = 0  # index into plan.steps
     failures: int = 0
     canary_replicas: int = 0
@@ -106,7 +159,11 @@ class RegionProgress:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RegionProgress:
         known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in data.items() if key in known})
+        progress = cls(**{key: value for key, value in data.items() if key in known})
+        progress.phase = _phase(
+            progress.phase, REGION_PHASES, f"region {progress.region} ({REGION_KEY})"
+        )
+        return progress
 
 
 @dataclass
@@ -114,7 +171,7 @@ class RolloutRecord:
     """The overall rollout, kept in the lead region."""
 
     plan: dict[str, Any]
-    phase: str = "running"  # running|paused|succeeded|rolled_back|aborted|undone
+    phase: Phase = Phase.RUNNING  # one of ROLLOUT_PHASES
     wave: int = 0
     reason: str = ""
     owner: dict[str, Any] | None = None
@@ -131,7 +188,11 @@ class RolloutRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutRecord:
         known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in data.items() if key in known})
+        record = cls(**{key: value for key, value in data.items() if key in known})
+        record.phase = _phase(
+            record.phase, ROLLOUT_PHASES, f"rollout {record.plan.get('id')} ({ROLLOUT_KEY})"
+        )
+        return record
 
     def owner_alive(self, stale_after: float) -> bool:
         return self.owner is not None and Owner(**self.owner).alive(stale_after)
@@ -191,11 +252,19 @@ class StateStore:
         data = self.read().get(ROLLOUT_KEY)
         return RolloutRecord.from_json(data) if isinstance(data, dict) else None
 
-    def control(self) -> str:
+    def control(self, rollout_id: str) -> tuple[Desired, str]:
+        """What was asked of ``rollout_id``, and by whom. A request for another rollout, or
+        one this opsctl does not know, asks for nothing (the driver carries on)."""
         data = self.read().get(CONTROL_KEY)
-        return str(data.get("desired", "run")) if isinstance(data, dict) else "run"
+        if not isinstance(data, dict) or data.get("rollout") != rollout_id:
+            return Desired.RUN, ""
+        try:
+            desired = Desired(str(data.get("desired", Desired.RUN)))
+        except ValueError:
+            desired = Desired.RUN
+        return desired, str(data.get("by", "someone"))
 
-    def set_control(self, desired: str, rollout_id: str) -> None:
+    def set_control(self, desired: Desired, rollout_id: str) -> None:
         self.write(
             CONTROL_KEY,
             {

@@ -6,18 +6,21 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from opsctl.rollout._state import TERMINAL_PHASES, UNKNOWN_REGION, Phase
+
 if TYPE_CHECKING:
     from rich.console import Console, Group
 
-_PHASE_STYLE = {
-    "done": "green",
-    "succeeded": "green",
-    "undone": "cyan",
-    "paused": "yellow",
-    "rolled_back": "red",
-    "aborted": "red",
+_PHASE_STYLE: dict[str, str] = {
+    Phase.DONE: "green",
+    Phase.SUCCEEDED: "green",
+    Phase.UNDONE: "cyan",
+    Phase.PAUSED: "yellow",
+    Phase.ROLLED_BACK: "red",
+    Phase.ABORTED: "red",
 }
-_ENDED = ("succeeded", "rolled_back", "aborted", "undone", "paused")
+# Watching stops here: the rollout is over, or waits for a person.
+_ENDED = TERMINAL_PHASES | {Phase.PAUSED}
 
 
 def _styled(phase: str) -> str:
@@ -43,7 +46,7 @@ def status_view(report: dict[str, Any]) -> Group:
         if "error" in region:
             table.add_row(region["region"], "[red]unreachable[/red]", *[""] * 5, region["error"])
             continue
-        if region.get("phase") == "unknown":
+        if region.get("phase") == UNKNOWN_REGION:
             table.add_row(region["region"], "-", *[""] * 6)
             continue
         last = region.get("lastAnalysis") or {}
