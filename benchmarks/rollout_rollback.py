@@ -50,9 +50,16 @@ def one_run(clusters: KwokClusters, workdir: Path, interval: str) -> float:
     kube = rest_factory(clusters.kubeconfig_path)
     try:
         request = StartRequest(
-            stack="local", image=NEW_IMAGE, steps="50,100", interval=interval, bake=interval,
-            drain_window="1s", min_samples=20, namespace=namespace, prometheus=(lab.url,),
-        )  # fmt: skip
+            stack="local",
+            image=NEW_IMAGE,
+            steps="50,100",
+            interval=interval,
+            bake=interval,
+            drain_window="1s",
+            min_samples=20,
+            namespace=namespace,
+            prometheus=(lab.url,),
+        )
         outcome = start(load_stack(DEFAULT_INFRA_DIR, "local"), request, kube)
     finally:
         lab.stop()

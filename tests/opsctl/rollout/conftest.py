@@ -21,6 +21,7 @@ from tests.opsctl.rollout.harness import (
     STABLE,
     STABLE_POD,
     MetricsLab,
+    flags,
     service,
     stable_deployment,
 )
@@ -54,6 +55,11 @@ class Gateway:
                     return None
                 raise
             return dict(client.sanitize_for_serialization(found))
+
+    def target(self, kubeconfig: Path | None = None) -> list[str]:
+        """The flags every rollout command needs to find this gateway."""
+        config = kubeconfig or self.cluster.kubeconfig
+        return flags(stack="local", namespace=self.namespace, kubeconfig=str(config))
 
     def deployment(self, name: str = STABLE) -> dict[str, Any] | None:
         return self._read(

@@ -48,6 +48,19 @@ DISPATCHER: dict[str, Any] = {"lag": 12.0}
 # A dispatcher pod that commits batches (for the dispatcher's own signals).
 CONSUMING: dict[str, Any] = {"lag": 12.0, "batch_rps": 20.0, "batch_fail_ratio": 0.0}
 LAGGING: dict[str, Any] = {"lag": 5000.0, "batch_rps": 20.0, "batch_fail_ratio": 0.2}
+# `rollout start` timings the lab can keep up with: Prometheus scrapes every second.
+LAB_TIMINGS = {
+    "steps": "50,100",
+    "interval": "3s",
+    "bake": "3s",
+    "drain_window": "1s",
+    "min_samples": "20",
+}
+
+
+def flags(**values: str) -> list[str]:
+    """Command-line flags in order: ``flags(drain_window="1s")`` is ``--drain-window 1s``."""
+    return [part for key, value in values.items() for part in (f"--{key.replace('_', '-')}", value)]
 
 
 class MetricsLab:

@@ -8,21 +8,15 @@ import pytest
 
 from opsctl.errors import ExitCode
 from tests.opsctl.rollout.conftest import Gateway
-from tests.opsctl.rollout.harness import NEW_IMAGE, OLD_IMAGE, MetricsLab
+from tests.opsctl.rollout.harness import LAB_TIMINGS, NEW_IMAGE, OLD_IMAGE, MetricsLab, flags
 from tests.support import OpsctlRunner
 
 pytestmark = pytest.mark.integration
 
 
 def start_args(gateway: Gateway, prometheus: str, **overrides: str) -> list[str]:
-    flags = {
-        "--stack": "local", "--image": NEW_IMAGE, "--namespace": gateway.namespace,
-        "--kubeconfig": str(gateway.cluster.kubeconfig), "--prometheus": prometheus,
-        "--steps": "50,100", "--interval": "3s", "--bake": "3s", "--drain-window": "1s",
-        "--min-samples": "20", "--output": "json",
-    }  # fmt: skip
-    flags.update({f"--{key.replace('_', '-')}": value for key, value in overrides.items()})
-    return ["rollout", "start", *[part for pair in flags.items() for part in pair]]
+    values = {"image": NEW_IMAGE, "prometheus": prometheus, **LAB_TIMINGS, "output": "json"}
+    return ["rollout", "start", *gateway.target(), *flags(**{**values, **overrides})]
 
 
 def test_canary_promotes_a_healthy_release(
@@ -108,7 +102,7 @@ def test_low_traffic_is_inconclusive_pauses_then_resumes(
 
 
 @pytest.mark.parametrize(
-    ("flags", "message"),
+    ("overrides", "message"),
     [
         ({"regions": "local,mars"}, "unknown region 'mars'"),
         ({"image": "Registry/UPPER:1"}, "--image"),
@@ -118,11 +112,11 @@ def test_low_traffic_is_inconclusive_pauses_then_resumes(
     ],
 )
 def test_bad_input_exits_2_before_any_change(
-    opsctl_rollout: OpsctlRunner, gateway: Gateway, flags: dict[str, str], message: str
+    opsctl_rollout: OpsctlRunner, gateway: Gateway, overrides: dict[str, str], message: str
 ) -> None:
     before = gateway.deployment()
     assert before is not None
-    result = opsctl_rollout(*start_args(gateway, "http://127.0.0.1:9", **flags))
+    result = opsctl_rollout(*start_args(gateway, "http://127.0.0.1:9", **overrides))
     assert result.exit_code == ExitCode.BAD_INPUT, result.stderr
     assert message in result.stderr
     assert gateway.configmap() is None

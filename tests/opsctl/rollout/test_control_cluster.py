@@ -25,10 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 def common(gateway: Gateway) -> list[str]:
-    return [
-        "--stack", "local", "--namespace", gateway.namespace,
-        "--kubeconfig", str(gateway.cluster.kubeconfig), "--output", "json",
-    ]  # fmt: skip
+    return [*gateway.target(), "--output", "json"]
 
 
 def background_start(gateway: Gateway, lab: MetricsLab) -> subprocess.Popen[str]:

@@ -41,9 +41,11 @@ class FakeKube:
         replicas = deployment["spec"]["replicas"]
         deployment["status"] = {
             "observedGeneration": deployment["metadata"].get("generation", 1),
-            "replicas": replicas, "updatedReplicas": replicas,
-            "availableReplicas": replicas, "readyReplicas": replicas,
-        }  # fmt: skip
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas,
+            "readyReplicas": replicas,
+        }
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         found = self.objects.get((kind, name))
@@ -102,8 +104,11 @@ class FakeKube:
         return self.allowed
 
     def deployment_calls(self) -> list[tuple[str, str, Any, str | None]]:
-        return [(verb, name, body, pt) for verb, kind, name, body, pt in self.calls
-                if kind == "deployments"]  # fmt: skip
+        return [
+            (verb, name, body, pt)
+            for verb, kind, name, body, pt in self.calls
+            if kind == "deployments"
+        ]
 
 
 class FakeMetrics:
@@ -130,9 +135,15 @@ class FakeMetrics:
 def plan_for(**overrides: Any) -> Any:
     spec = load_stack(DEFAULT_INFRA_DIR, "local")
     request = StartRequest(
-        stack="local", image=NEW_IMAGE, steps="50,100", interval="10ms", bake="10ms",
-        drain_window="1s", prometheus=("http://127.0.0.1:9",), namespace=NS,
-    )  # fmt: skip
+        stack="local",
+        image=NEW_IMAGE,
+        steps="50,100",
+        interval="10ms",
+        bake="10ms",
+        drain_window="1s",
+        prometheus=("http://127.0.0.1:9",),
+        namespace=NS,
+    )
     for key, value in overrides.items():
         object.__setattr__(request, key, value)
     return build_plan(spec, request)
@@ -157,43 +168,63 @@ def test_a_passing_canary_sends_exactly_these_bodies() -> None:
     canary_template["metadata"]["labels"]["im.platform/track"] = "canary"
     canary_template["spec"]["containers"][0]["image"] = NEW_IMAGE
     assert kube.deployment_calls() == [
-        ("create", CANARY, {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": CANARY,
-                "namespace": NS,
-                "labels": {**selector, "app.kubernetes.io/managed-by": "opsctl-rollout",
-                           "im.platform/track": "canary"},
-                "annotations": {"opsctl.io/rollout-id": plan.id},
+        (
+            "create",
+            CANARY,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": CANARY,
+                    "namespace": NS,
+                    "labels": {
+                        **selector,
+                        "app.kubernetes.io/managed-by": "opsctl-rollout",
+                        "im.platform/track": "canary",
+                    },
+                    "annotations": {"opsctl.io/rollout-id": plan.id},
+                },
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {**selector, "im.platform/track": "canary"}},
+                    "template": canary_template,
+                    "revisionHistoryLimit": 1,
+                    "strategy": stable_before["spec"]["strategy"],
+                },
             },
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {**selector, "im.platform/track": "canary"}},
-                "template": canary_template,
-                "revisionHistoryLimit": 1,
-                "strategy": stable_before["spec"]["strategy"],
-            },
-        }, None),
+            None,
+        ),
         ("patch", CANARY, {"spec": {"replicas": 2}}, "strategic"),  # 50 % of 4
-        ("patch", "im-gateway-gateway", {
-            "metadata": {"annotations": {"opsctl.io/rollout-id": plan.id}},
-            "spec": {
-                # budget 200/s, 10000 connections a pod over 0.8 s -> one pod at a time
-                "minReadySeconds": 1,
-                "strategy": {"type": "RollingUpdate",
-                             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {"spec": {"containers": [{"name": "gateway", "image": NEW_IMAGE}]}},
+        (
+            "patch",
+            "im-gateway-gateway",
+            {
+                "metadata": {"annotations": {"opsctl.io/rollout-id": plan.id}},
+                "spec": {
+                    # budget 200/s, 10000 connections a pod over 0.8 s -> one pod at a time
+                    "minReadySeconds": 1,
+                    "strategy": {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                    },
+                    "template": {"spec": {"containers": [{"name": "gateway", "image": NEW_IMAGE}]}},
+                },
             },
-        }, "strategic"),
-        ("patch", "im-gateway-gateway", [
-            {"op": "add", "path": "/spec/minReadySeconds", "value": 0},
-            {"op": "add", "path": "/spec/strategy", "value": stable_before["spec"]["strategy"]},
-        ], "json"),
+            "strategic",
+        ),
+        (
+            "patch",
+            "im-gateway-gateway",
+            [
+                {"op": "add", "path": "/spec/minReadySeconds", "value": 0},
+                {"op": "add", "path": "/spec/strategy", "value": stable_before["spec"]["strategy"]},
+            ],
+            "json",
+        ),
         ("patch", CANARY, {"spec": {"replicas": 1}}, "strategic"),
         ("patch", CANARY, {"spec": {"replicas": 0}}, "strategic"),
         ("delete", CANARY, None, None),
-    ]  # fmt: skip
+    ]
     state = kube.objects[("configmaps", "opsctl-rollout-gateway")]["data"]
     region = json.loads(state["region.json"])
     assert region["phase"] == "done"

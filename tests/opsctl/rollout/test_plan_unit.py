@@ -43,8 +43,16 @@ def test_a_bare_tag_uses_the_spec_repository() -> None:
     with pytest.raises(UserInputError, match="no Prometheus URL"):
         build_plan(spec, StartRequest(stack="local", image="0.3.1"))
     with pytest.raises(UserInputError, match="shorter than the analysis interval"):
-        build_plan(spec, StartRequest(stack="local", image="0.3.1", bake="30s", interval="1m",
-                                      prometheus=("http://p:9090",)))  # fmt: skip
+        build_plan(
+            spec,
+            StartRequest(
+                stack="local",
+                image="0.3.1",
+                bake="30s",
+                interval="1m",
+                prometheus=("http://p:9090",),
+            ),
+        )
 
 
 def test_batches_keep_reconnects_within_the_budget() -> None:
@@ -70,8 +78,10 @@ def test_judge_needs_samples_data_slo_and_baseline() -> None:
     assert "worse than stable" in worse.reason
     assert judge(CONNECTS, THRESHOLDS, 50, (0.99, 500.0), None).verdict == "fail"
     assert judge(ERRORS, THRESHOLDS, 50, (0.0, 500.0), (0.0, 500.0)).verdict == "pass"
-    results = [judge(P99, THRESHOLDS, 50, (40.0, 10.0), None),
-               judge(P99, THRESHOLDS, 50, (400.0, 500.0), None)]  # fmt: skip
+    results = [
+        judge(P99, THRESHOLDS, 50, (40.0, 10.0), None),
+        judge(P99, THRESHOLDS, 50, (400.0, 500.0), None),
+    ]
     assert combine(results) == "fail"
 
 

@@ -28,8 +28,11 @@ MANIFEST = REPO_ROOT / "infra" / "rbac" / "opsctl-rollout.yaml"
 def token_kubeconfig(gateway: Gateway, account: str, path: Path) -> Path:
     """A kubeconfig whose only credential is a ServiceAccount token, context kwok-local."""
     with gateway.cluster.api_client() as client:
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                   "spec": {"expirationSeconds": 3600}}  # fmt: skip
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        }
         issued = CoreV1Api(client).create_namespaced_service_account_token(
             account, gateway.namespace, request
         )
@@ -50,11 +53,9 @@ def token_kubeconfig(gateway: Gateway, account: str, path: Path) -> Path:
 
 def kubectl(gateway: Gateway, *args: str) -> None:
     binary = find_tools(("kubectl",))["kubectl"]
-    subprocess.run(
-        [str(binary), "--kubeconfig", str(gateway.cluster.kubeconfig), "--context",
-         gateway.cluster.context, "-n", gateway.namespace, *args],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    command = [str(binary), "--kubeconfig", str(gateway.cluster.kubeconfig)]
+    command += ["--context", gateway.cluster.context, "-n", gateway.namespace, *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
 def with_kubeconfig(args: list[str], kubeconfig: Path) -> list[str]:
@@ -71,8 +72,7 @@ def test_the_shipped_role_is_enough(
     assert result.exit_code == ExitCode.OK, result.stderr
     assert json.loads(result.stdout)["phase"] == "succeeded"
     assert gateway.image() == NEW_IMAGE
-    common = ["--stack", "local", "--namespace", gateway.namespace,
-              "--kubeconfig", str(kubeconfig), "-o", "json"]  # fmt: skip
+    common = [*gateway.target(kubeconfig), "-o", "json"]
     assert opsctl_rollout("rollout", "status", *common).exit_code == ExitCode.OK
     assert opsctl_rollout("rollout", "undo", *common).exit_code == ExitCode.OK
     assert gateway.image() == OLD_IMAGE
@@ -95,7 +95,6 @@ def test_without_the_role_it_fails_clearly_and_changes_nothing(
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert gateway.configmap() is None
-    status = opsctl_rollout("rollout", "status", "--stack", "local", "--namespace",
-                            gateway.namespace, "--kubeconfig", str(kubeconfig))  # fmt: skip
+    status = opsctl_rollout("rollout", "status", *gateway.target(kubeconfig))
     assert status.exit_code == ExitCode.FAILED
     assert "forbidden" in status.stderr

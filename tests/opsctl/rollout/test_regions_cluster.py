@@ -21,10 +21,12 @@ from tests.opsctl.rollout.harness import (
     DISPATCHER,
     DISPATCHER_POD,
     HEALTHY,
+    LAB_TIMINGS,
     NEW_IMAGE,
     STABLE,
     STABLE_POD,
     MetricsLab,
+    flags,
 )
 from tests.support import OpsctlRunner
 
@@ -54,12 +56,9 @@ def test_three_regions_roll_out_primary_first(
     pods = {CANARY_POD: HEALTHY, STABLE_POD: HEALTHY, DISPATCHER_POD: DISPATCHER}
     lab = MetricsLab(tmp_path / "metrics", namespace, pods).start()
     try:
-        result = opsctl_rollout(
-            "rollout", "start", "--stack", "prod", "--image", "0.2.0",
-            "--namespace", namespace, "--kubeconfig", kubeconfig,
-            "--prometheus", lab.url, "--steps", "50,100", "--interval", "3s", "--bake", "3s",
-            "--drain-window", "1s", "--min-samples", "20", "--output", "json",
-        )  # fmt: skip
+        target = flags(stack="prod", namespace=namespace, kubeconfig=kubeconfig)
+        values = flags(image="0.2.0", prometheus=lab.url, **LAB_TIMINGS, output="json")
+        result = opsctl_rollout("rollout", "start", *target, *values)
     finally:
         lab.stop()
     assert result.exit_code == ExitCode.OK, result.stderr
@@ -68,10 +67,9 @@ def test_three_regions_roll_out_primary_first(
     assert [r["region"] for r in report["regions"]] == ["ap-east", "eu-central", "us-east"]
     assert all(r["phase"] == "done" for r in report["regions"])
     # Waves in order: a region starts only after the previous one finished.
-    starts = [result.stderr.index(f"{name} wave {i + 1}") for i, name in
-              enumerate(["ap-east", "eu-central", "us-east"])]  # fmt: skip
-    dones = [result.stderr.index(f"{name} region done") for name in
-             ["ap-east", "eu-central", "us-east"]]  # fmt: skip
+    regions = ["ap-east", "eu-central", "us-east"]
+    starts = [result.stderr.index(f"{name} wave {i + 1}") for i, name in enumerate(regions)]
+    dones = [result.stderr.index(f"{name} region done") for name in regions]
     assert starts[0] < dones[0] < starts[1] < dones[1] < starts[2] < dones[2]
     for plan in plans:
         with new_client_from_config(config_file=kubeconfig, context=plan.context) as client:

@@ -21,13 +21,6 @@ pytestmark = pytest.mark.integration
 WATCH = ["rollout", "status", "--watch", "--every", "0.5"]
 
 
-def common(gateway: Gateway) -> list[str]:
-    return [
-        "--stack", "local", "--namespace", gateway.namespace,
-        "--kubeconfig", str(gateway.cluster.kubeconfig),
-    ]  # fmt: skip
-
-
 def test_status_watch_redraws_and_stops_on_ctrl_c(
     gateway: Gateway, lab: MetricsLab, tmp_path: Path
 ) -> None:
@@ -35,7 +28,7 @@ def test_status_watch_redraws_and_stops_on_ctrl_c(
     out_path, err_path = tmp_path / "watch.out", tmp_path / "watch.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         watcher = subprocess.Popen(
-            [sys.executable, "-m", "tests.opsctl.rollout.cli_main", *WATCH, *common(gateway)],
+            [sys.executable, "-m", "tests.opsctl.rollout.cli_main", *WATCH, *gateway.target()],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=out,
