@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 def test_the_local_stack_runs_exactly_the_rules_in_git(
     local_stack: LocalStack, opsctl: OpsctlRunner
 ) -> None:
-    result = opsctl("alerts", "diff", "--stack", "local",
-                    "--prometheus-url", local_stack.info.prometheus_url)  # fmt: skip
+    live = ("--prometheus-url", local_stack.info.prometheus_url)
+    result = opsctl("alerts", "diff", "--stack", "local", *live)
     assert result.exit_code == ExitCode.OK, result.stdout + result.stderr
 
 

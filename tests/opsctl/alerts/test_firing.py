@@ -4,8 +4,7 @@ Alertmanager receives it, and an opsctl silence suppresses it."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,19 +12,9 @@ import pytest
 from opsctl.alerts._live import list_silences, received_alerts
 from opsctl.errors import ExitCode
 from opsctl.local import LocalStack
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -41,47 +30,57 @@ def test_gateway_down_fires_is_listed_received_and_silenced(
     local_stack: LocalStack, gateway_stopped: str, opsctl: OpsctlRunner
 ) -> None:
     info = local_stack.info
-    endpoints = ["--prometheus-url", info.prometheus_url]
+    prometheus = ("--prometheus-url", info.prometheus_url)
+    alertmanager = ("--alertmanager-url", info.alertmanager_url)
 
     def firing() -> list[dict[str, Any]]:
-        result = opsctl("alerts", "list", *endpoints, "-o", "json")
+        result = opsctl("alerts", "list", *prometheus, "-o", "json")
         assert result.exit_code == ExitCode.OK, result.stderr
-        return [a for a in json.loads(result.stdout)
-                if a["alertname"] == "ImGatewayDown" and a["state"] == "firing"
-                and a["labels"].get("node") == gateway_stopped]  # fmt: skip
+        return [
+            alert
+            for alert in json.loads(result.stdout)
+            if (alert["alertname"], alert["state"]) == ("ImGatewayDown", "firing")
+            and alert["labels"].get("node") == gateway_stopped
+        ]
 
-    (alert,) = wait_for(firing, 150, "ImGatewayDown to fire in Prometheus")
+    (alert,) = wait_for("ImGatewayDown to fire in Prometheus", firing, timeout=150, interval=1)
     assert alert["labels"]["severity"] == "page"
-    table = opsctl("alerts", "list", *endpoints)
+    table = opsctl("alerts", "list", *prometheus)
     assert "ImGatewayDown" in table.stdout
 
-    def in_alertmanager() -> list[dict[str, Any]]:
-        return [a for a in received_alerts(info.alertmanager_url)
-                if a["labels"].get("alertname") == "ImGatewayDown"]  # fmt: skip
+    def in_alertmanager(state: str | None = None) -> list[dict[str, Any]]:
+        return [
+            alert
+            for alert in received_alerts(info.alertmanager_url)
+            if alert["labels"].get("alertname") == "ImGatewayDown"
+            and state in (None, alert["status"]["state"])
+        ]
 
-    (received,) = wait_for(in_alertmanager, 60, "Alertmanager to receive ImGatewayDown")
+    (received,) = wait_for(
+        "Alertmanager to receive ImGatewayDown", in_alertmanager, timeout=60, interval=1
+    )
     assert received["status"]["state"] == "active"
 
+    matchers = ("--matcher", "alertname=ImGatewayDown", "--matcher", f"node={gateway_stopped}")
+    why = ("--author", "pytest", "--comment", "drill: gateway stopped on purpose")
+    expires = ("--expires", "10m")
     created = opsctl(
-        "alerts", "silence", "create", "--alertmanager-url", info.alertmanager_url,
-        "--matcher", "alertname=ImGatewayDown", "--matcher", f"node={gateway_stopped}",
-        "--author", "pytest", "--comment", "drill: gateway stopped on purpose", "--expires", "10m",
-        "-o", "json",
-    )  # fmt: skip
+        "alerts", "silence", "create", *alertmanager, *matchers, *why, *expires, "-o", "json"
+    )
     assert created.exit_code == ExitCode.OK, created.stderr
     silence_id = json.loads(created.stdout)["silenceID"]
     try:
         suppressed = wait_for(
-            lambda: [a for a in in_alertmanager() if a["status"]["state"] == "suppressed"],
-            30, "the silence to suppress the alert",
-        )  # fmt: skip
+            "the silence to suppress the alert",
+            lambda: in_alertmanager("suppressed"),
+            timeout=30,
+            interval=1,
+        )
         assert silence_id in suppressed[0]["status"]["silencedBy"]
-        listed = opsctl("alerts", "silence", "list", "--alertmanager-url", info.alertmanager_url,
-                        "-o", "json")  # fmt: skip
+        listed = opsctl("alerts", "silence", "list", *alertmanager, "-o", "json")
         (mine,) = [s for s in json.loads(listed.stdout) if s["id"] == silence_id]
         assert (mine["createdBy"], mine["status"]["state"]) == ("pytest", "active")
     finally:
-        expired = opsctl("alerts", "silence", "expire", silence_id,
-                         "--alertmanager-url", info.alertmanager_url)  # fmt: skip
+        expired = opsctl("alerts", "silence", "expire", silence_id, *alertmanager)
     assert expired.exit_code == ExitCode.OK, expired.stderr
     assert silence_id not in {s["id"] for s in list_silences(info.alertmanager_url)}

@@ -42,6 +42,19 @@ def add_rule(directory: Path, rule: dict[str, object], file: str = "extra.yaml")
     (directory / file).write_text(yaml.safe_dump({"groups": [{"name": "extra", "rules": [rule]}]}))
 
 
+def alert(
+    name: str,
+    expr: str = "vector(1)",
+    *,
+    severity: str = "ticket",
+    team: str = "im-platform",
+    annotations: dict[str, str] = ANNOTATIONS,
+) -> dict[str, object]:
+    """An alert rule in group 'extra', complete unless the test says otherwise."""
+    labels = {"severity": severity, "team": team}
+    return {"alert": name, "expr": expr, "labels": labels, "annotations": annotations}
+
+
 @pytest.mark.parametrize("stack", ["local", "staging", "prod"])
 def test_every_stack_passes_promtool_and_amtool(opsctl: OpsctlRunner, stack: str) -> None:
     result = opsctl("alerts", "lint", "--stack", stack)
@@ -61,18 +74,14 @@ def test_coverage_gate_passes_for_shipped_stacks(stack: str) -> None:
 
 
 def test_coverage_gate_names_an_untested_alert(opsctl: OpsctlRunner, rules_copy: Path) -> None:
-    add_rule(rules_copy, {"alert": "ImUntested", "expr": "vector(1)",
-                          "labels": {"severity": "ticket", "team": "im-platform"},
-                          "annotations": ANNOTATIONS})  # fmt: skip
+    add_rule(rules_copy, alert("ImUntested"))
     result = opsctl("alerts", "coverage", "--rules-dir", str(rules_copy))
     assert result.exit_code == ExitCode.FAILED
     assert "alert ImUntested (extra.yaml) has no promtool test" in result.stderr
 
 
 def test_coverage_gate_names_a_team_that_routes_nowhere(rules_copy: Path) -> None:
-    add_rule(rules_copy, {"alert": "ImOrphan", "expr": "vector(1)",
-                          "labels": {"severity": "page", "team": "im-nobody"},
-                          "annotations": ANNOTATIONS})  # fmt: skip
+    add_rule(rules_copy, alert("ImOrphan", severity="page", team="im-nobody"))
     gaps = alerts.coverage(load_stack(DEFAULT_INFRA_DIR, "local"), rules_copy)
     assert "team 'im-nobody' (severity page) is not in the spec's alert routing" in gaps
 
@@ -87,9 +96,8 @@ def test_coverage_gate_names_a_pair_that_falls_through_to_the_fallback() -> None
 def test_promql_syntax_error_names_file_group_and_rule(
     opsctl: OpsctlRunner, rules_copy: Path
 ) -> None:
-    add_rule(rules_copy, {"alert": "ImBroken", "expr": "sum(rate(up[5m]) by",
-                          "labels": {"severity": "page", "team": "im-platform"},
-                          "annotations": ANNOTATIONS}, file="broken.yaml")  # fmt: skip
+    broken = alert("ImBroken", "sum(rate(up[5m]) by", severity="page")
+    add_rule(rules_copy, broken, file="broken.yaml")
     with pytest.raises(InvalidInputFile) as caught:
         alerts.lint(load_stack(DEFAULT_INFRA_DIR, "local"), rules_copy)
     (problem,) = caught.value.problems
@@ -104,9 +112,7 @@ def test_promql_syntax_error_names_file_group_and_rule(
 def test_missing_annotation_exits_2_before_promtool_runs(
     opsctl: OpsctlRunner, rules_copy: Path
 ) -> None:
-    add_rule(rules_copy, {"alert": "ImVague", "expr": "vector(1)",
-                          "labels": {"severity": "page", "team": "im-platform"},
-                          "annotations": {"summary": "s"}})  # fmt: skip
+    add_rule(rules_copy, alert("ImVague", severity="page", annotations={"summary": "s"}))
     result = opsctl("alerts", "lint", "--rules-dir", str(rules_copy))
     assert result.exit_code == ExitCode.BAD_INPUT
     assert (
@@ -141,11 +147,9 @@ def test_render_refuses_an_unknown_region(opsctl: OpsctlRunner, tmp_path: Path) 
 def test_a_rule_using_a_metric_the_live_stack_does_not_expose_exits_2(
     opsctl: OpsctlRunner, rules_copy: Path, local_stack: LocalStack
 ) -> None:
-    add_rule(rules_copy, {"alert": "ImGhost", "expr": "im_gateway_ghost_total > 0",
-                          "labels": {"severity": "ticket", "team": "im-platform"},
-                          "annotations": ANNOTATIONS}, file="ghost.yaml")  # fmt: skip
-    result = opsctl("alerts", "lint", "--rules-dir", str(rules_copy),
-                    "--prometheus-url", local_stack.info.prometheus_url)  # fmt: skip
+    add_rule(rules_copy, alert("ImGhost", "im_gateway_ghost_total > 0"), file="ghost.yaml")
+    live = ("--prometheus-url", local_stack.info.prometheus_url)
+    result = opsctl("alerts", "lint", "--rules-dir", str(rules_copy), *live)
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "ghost.yaml" in result.stderr
     assert "alert ImGhost: metric im_gateway_ghost_total is not exposed" in result.stderr

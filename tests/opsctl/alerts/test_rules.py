@@ -46,14 +46,18 @@ def test_a_good_rule_passes(tmp_path: Path) -> None:
         ({"labels": {"team": "im-platform"}}, "missing required label 'severity'"),
         ({"labels": {"severity": "page"}}, "missing required label 'team'"),
         ({"labels": {"severity": "urgent", "team": "t"}}, "severity 'urgent' is not one of"),
-        ({"annotations": {"summary": "s", "description": "d"}},
-         "missing required annotation 'runbook_url'"),
+        (
+            {"annotations": {"summary": "s", "description": "d"}},
+            "missing required annotation 'runbook_url'",
+        ),
         ({"annotations": {**ANNOTATIONS, "runbook_url": "https://wiki/x"}}, "must start with"),
-        ({"annotations": {**ANNOTATIONS, "runbook_url": "https://runbooks.im.internal/nope"}},
-         "runbook docs/runbooks/nope.md does not exist"),
+        (
+            {"annotations": {**ANNOTATIONS, "runbook_url": "https://runbooks.im.internal/nope"}},
+            "runbook docs/runbooks/nope.md does not exist",
+        ),
         ({"expr": ""}, "missing expr"),
     ],
-)  # fmt: skip
+)
 def test_each_problem_names_file_rule_and_problem(
     tmp_path: Path, change: dict[str, Any], words: str
 ) -> None:

@@ -14,13 +14,11 @@ pytestmark = pytest.mark.unit
 
 
 def test_a_scoped_deploy_window_silence() -> None:
-    request = SilenceRequest.build(
-        matchers=["alertname=~ImGateway.*"], author="sre@im", comment="CHG-42 rollout",
-        expires="30m", namespace="im", region="eu-central",
-    )  # fmt: skip
-    assert [format_matcher(m) for m in request.matchers] == [
-        "alertname=~ImGateway.*", "namespace=im", "region=eu-central",
-    ]  # fmt: skip
+    why = {"author": "sre@im", "comment": "CHG-42 rollout", "expires": "30m"}
+    where = {"namespace": "im", "region": "eu-central"}
+    request = SilenceRequest.build(matchers=["alertname=~ImGateway.*"], **why, **where)
+    matchers = [format_matcher(m) for m in request.matchers]
+    assert matchers == ["alertname=~ImGateway.*", "namespace=im", "region=eu-central"]
     assert request.duration == timedelta(minutes=30)
 
 
@@ -37,16 +35,16 @@ def test_a_scoped_deploy_window_silence() -> None:
     ],
 )
 def test_bad_silences_are_refused(kwargs: dict[str, object], words: str) -> None:
-    base: dict[str, object] = {"matchers": ["alertname=X"], "author": "a", "comment": "c",
-                               "expires": "1h"}  # fmt: skip
+    base = {"matchers": ["alertname=X"], "author": "a", "comment": "c", "expires": "1h"}
     with pytest.raises(UserInputError, match=words):
         SilenceRequest.build(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
 def test_matcher_operators() -> None:
-    assert parse_matcher("severity!=ticket") == {
-        "name": "severity", "value": "ticket", "isRegex": False, "isEqual": False,
-    }  # fmt: skip
+    matcher = parse_matcher("severity!=ticket")
+    assert (matcher["name"], matcher["value"]) == ("severity", "ticket")
+    assert (matcher["isRegex"], matcher["isEqual"]) == (False, False)
+    assert set(matcher) == {"name", "value", "isRegex", "isEqual"}
     assert format_matcher(parse_matcher("team!~im-.*")) == "team!~im-.*"
     assert parse_duration("2h") == timedelta(hours=2)
 
@@ -55,7 +53,7 @@ def test_cli_refuses_a_silence_without_expiry_before_contacting_anything(
     opsctl: OpsctlRunner,
 ) -> None:
     unreachable = "http://127.0.0.1:9"
-    result = opsctl("alerts", "silence", "create", "--author", "a", "--comment", "c",
-                    "--matcher", "alertname=X", "--alertmanager-url", unreachable)  # fmt: skip
+    request = ("--author", "a", "--comment", "c", "--matcher", "alertname=X")
+    result = opsctl("alerts", "silence", "create", *request, "--alertmanager-url", unreachable)
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "--expires" in result.stderr

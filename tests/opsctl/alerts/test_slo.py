@@ -32,25 +32,30 @@ def test_every_sli_has_a_ratio_and_event_count_per_window() -> None:
 @pytest.mark.parametrize(("stack", "budget"), [("local", 0.001), ("prod", 0.0005)])
 def test_burn_thresholds_follow_the_spec_availability(stack: str, budget: float) -> None:
     page = alerts_by_name(stack)["ImSloAvailabilityBudgetBurnPage"]
-    for severity, long_window, short_window, factor in BURN_RATES:
-        if severity == "page":
-            threshold = round(factor * budget, 10)
-            assert f'ratio_rate{long_window}{{slo="availability"}} > {threshold}' in page
-            assert f'ratio_rate{short_window}{{slo="availability"}} > {threshold}' in page
+    page_rates = [rate for rate in BURN_RATES if rate[0] == "page"]
+    assert page_rates, "no page burn rates: nothing would be checked"
+    for _, long_window, short_window, factor in page_rates:
+        threshold = round(factor * budget, 10)
+        assert f'ratio_rate{long_window}{{slo="availability"}} > {threshold}' in page
+        assert f'ratio_rate{short_window}{{slo="availability"}} > {threshold}' in page
 
 
 def test_every_burn_alert_requires_a_minimum_event_count() -> None:
-    for name, expr in alerts_by_name("prod").items():
-        if "BudgetBurn" in name:
-            assert expr.count(f">= {MIN_EVENTS}") == 2, name
+    burns = {name: expr for name, expr in alerts_by_name("prod").items() if "BudgetBurn" in name}
+    severities = {severity.title() for severity, *_ in BURN_RATES}
+    slis = ("Availability", "DeliveryLatency", "ConnectSuccess")
+    assert set(burns) == {f"ImSlo{sli}BudgetBurn{sev}" for sli in slis for sev in severities}
+    for name, expr in burns.items():
+        assert expr.count(f">= {MIN_EVENTS}") == 2, name
 
 
 def test_latency_sli_uses_the_bucket_at_the_spec_threshold() -> None:
     rules = slo_rules(load_stack(DEFAULT_INFRA_DIR, "prod"))  # 200 ms
-    ratio = next(
-        str(r.body["expr"]) for r in rules.recordings()
-        if r.name == "im:slo_errors:ratio_rate5m" and r.labels["slo"] == "delivery-latency"
-    )  # fmt: skip
+    (ratio,) = [
+        str(rule.body["expr"])
+        for rule in rules.recordings()
+        if (rule.name, rule.labels["slo"]) == ("im:slo_errors:ratio_rate5m", "delivery-latency")
+    ]
     assert 'im_gateway_delivery_latency_seconds_bucket{le="0.2"}' in ratio
     assert "> 0.2" in alerts_by_name("prod")["ImGatewayDeliveryP99High"]
 
