@@ -143,10 +143,8 @@ class Dispatcher:
         return True, "ready"
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response:
-        response = http_route(
-            connection, request_path(request), ready=self.readiness,
-            render_metrics=self._render,
-        )  # fmt: skip
+        path = request_path(request)
+        response = http_route(connection, path, ready=self.readiness, render_metrics=self._render)
         return response or connection.respond(404, "not found\n")
 
     def _render(self) -> bytes:
@@ -289,8 +287,8 @@ class Dispatcher:
                     await self.process(records)
                     break
                 except Exception as exc:  # a backend failed: retry the same batch (idempotent)
-                    log.warning("batch of %d failed at %s, retrying: %r", len(records),
-                                self.stage, exc)  # fmt: skip
+                    size = len(records)
+                    log.warning("batch of %d failed at %s, retrying: %r", size, self.stage, exc)
                     self.metrics.failures.labels(self.stage).inc()
                     if self.stopping.is_set():
                         return  # not committed: another dispatcher redoes it
@@ -496,7 +494,7 @@ class Dispatcher:
             if size:
                 entries: dict[str, list[str]] = defaultdict(list)
                 for record, view in zip(records, views, strict=True):
-                    entries[record.conversation_id].append(f"{record.seq}|{view}")
+                    entries[record.conversation_id].append(state.encode_recent(record.seq, view))
                 for conv, values in entries.items():
                     key = state.recent_key(conv)
                     pipe.rpush(key, *values)
@@ -516,7 +514,7 @@ class Dispatcher:
                 pipe.zrangebyscore(state.route_key(user), now, "+inf")
             nodes_per_user = await pipe.execute()
         user_nodes = dict(zip(users, nodes_per_user, strict=True))
-        per_node: dict[str, list[list[Any]]] = defaultdict(list)
+        per_node: dict[str, list[state.DeliveryItem]] = defaultdict(list)
         for record, frame in zip(records, frames, strict=True):
             by_node: dict[str, list[str]] = defaultdict(list)
             for user in members[record.conversation_id]:
@@ -527,14 +525,16 @@ class Dispatcher:
                     by_node[node].append(user)
             for node, node_users in by_node.items():
                 per_node[node].append(
-                    [node_users, record.conversation_id, record.seq, record.accepted_at, frame]
+                    state.DeliveryItem(
+                        node_users, record.conversation_id, record.seq, record.accepted_at, frame
+                    )
                 )
         if not per_node:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for node, items in per_node.items():
-                pipe.spublish(state.node_channel(node), encode({"t": "d", "items": items}))
-                self.metrics.routed.inc(sum(len(item[0]) for item in items))
+                pipe.spublish(state.node_channel(node), state.encode_delivery(items))
+                self.metrics.routed.inc(sum(len(item.users) for item in items))
             await pipe.execute()
 
 

@@ -6,22 +6,122 @@ rebuilt from Cassandra or is refreshed by heartbeats (see docs/protocol.md, "Dat
 
 from __future__ import annotations
 
-PREFIX = "im:"
+import json
+from typing import Any, NamedTuple
 
-# Pub/sub: deliveries and receipts for one gateway node; presence changes for all gateways.
-PRESENCE_CHANNEL = PREFIX + "presence"
+from gateway.protocol import encode
+
+PREFIX = "im:"
 
 # A set that is complete (loaded from Cassandra, then kept up to date) holds this member.
 COMPLETE = "*"
 
+# Pub/sub ---------------------------------------------------------------------------------------
+# Every payload is one compact JSON text (protocol.encode: no spaces, UTF-8 kept as is). The
+# dispatcher and the gateways of one region may run different versions during a rollout: add
+# fields, never reorder or remove them.
+
+# Presence changes for all gateways: PresenceEvent.
+PRESENCE_CHANNEL = PREFIX + "presence"
+
 
 def node_channel(node_id: str) -> str:
+    """Deliveries (from the dispatcher) and receipt events (from gateways) for one gateway node:
+    a Delivery or a ReceiptEvent."""
     return f"{PREFIX}gw:{node_id}"
 
 
+class DeliveryItem(NamedTuple):
+    """One message for the sessions of ``users`` on the node; a JSON array in this order."""
+
+    users: list[str]  # recipients with a route to this node (the sender's own devices too)
+    conversation_id: str
+    seq: int
+    accepted_at: int  # ms since the epoch, the gateway's accept time (for the latency metric)
+    frame: str  # the encoded ``message`` frame, written to the sockets as it is
+
+
+class Delivery(NamedTuple):
+    """Node channel, ``{"t":"d","items":[<DeliveryItem>, ...]}``: a dispatcher batch's
+    messages for one node."""
+
+    items: list[DeliveryItem]
+
+
+class ReceiptEvent(NamedTuple):
+    """Node channel, ``{"t":"r","u":[<user>, ...],"skip":[<user>,<device>],"f":<frame>}``: a
+    receipt for every device of ``users`` on the node except the one that sent it."""
+
+    users: list[str]  # "u": the conversation's members
+    skip: tuple[str, str] | None  # "skip": the user and device the receipt came from
+    frame: str  # "f": the encoded ``receipt`` frame
+
+
+class PresenceEvent(NamedTuple):
+    """Presence channel, ``{"u":<user>,"s":"online"|"offline"}``: the user's first route
+    appeared or their last one went away."""
+
+    user: str
+    status: str
+
+
+def encode_delivery(items: list[DeliveryItem]) -> str:
+    return encode({"t": "d", "items": items})  # a NamedTuple encodes as a JSON array
+
+
+def encode_receipt_event(event: ReceiptEvent) -> str:
+    return encode({"t": "r", "u": event.users, "skip": event.skip, "f": event.frame})
+
+
+def decode_node_message(data: str) -> Delivery | ReceiptEvent | None:
+    """A node channel payload; None for a kind this version does not know (a newer sender's).
+    Raises ValueError, KeyError or TypeError when the payload is malformed."""
+    payload: dict[str, Any] = json.loads(data)
+    kind = payload["t"]
+    if kind == "d":
+        return Delivery([DeliveryItem._make(item) for item in payload["items"]])
+    if kind == "r":
+        skip = payload.get("skip")
+        return ReceiptEvent(payload["u"], (skip[0], skip[1]) if skip else None, payload["f"])
+    return None
+
+
+def encode_presence(event: PresenceEvent) -> str:
+    return encode({"u": event.user, "s": event.status})
+
+
+def decode_presence(data: str) -> PresenceEvent:
+    payload: dict[str, Any] = json.loads(data)
+    return PresenceEvent(payload["u"], payload["s"])
+
+
+# Keys ------------------------------------------------------------------------------------------
+
+
+class DedupClaim(NamedTuple):
+    """Value of a dedup key, '<state>|<conversation>|<accepted_at_ms>'."""
+
+    state: str  # CLAIMED: accepted, not known durable yet; DURABLE: in Kafka and acknowledged
+    conversation_id: str
+    accepted_at: int
+
+
+CLAIMED = "p"
+DURABLE = "a"
+
+
 def dedup_key(user_id: str, client_msg_id: str) -> str:
-    """Gateway dedup of client sends. Value: '<state>|<conversation>|<accepted_at_ms>'."""
+    """Gateway dedup of client sends. Value: a DedupClaim."""
     return f"{PREFIX}dd:{user_id}:{client_msg_id}"
+
+
+def encode_dedup(claim: DedupClaim) -> str:
+    return f"{claim.state}|{claim.conversation_id}|{claim.accepted_at}"
+
+
+def decode_dedup(value: str) -> DedupClaim:
+    state, conversation_id, accepted_at = value.split("|")
+    return DedupClaim(state, conversation_id, int(accepted_at))
 
 
 def counter_key(conversation_id: str) -> str:
@@ -35,8 +135,19 @@ def assigned_key(conversation_id: str, message_id: str) -> str:
 
 
 def recent_key(conversation_id: str) -> str:
-    """List of the newest messages (client JSON), oldest first: the first-level sync cache."""
+    """List of the newest messages, oldest first: the first-level sync cache. Entries:
+    '<seq>|<client JSON>' (encode_recent); a replayed batch may repeat a seq."""
     return f"{PREFIX}rc:{{{conversation_id}}}"
+
+
+def encode_recent(seq: int, view: str) -> str:
+    return f"{seq}|{view}"
+
+
+def decode_recent(entry: str) -> tuple[int, str]:
+    """(seq, client JSON) of a recent-cache entry."""
+    seq, view = entry.split("|", 1)
+    return int(seq), view
 
 
 def user_conversations_key(user_id: str) -> str:
@@ -53,8 +164,17 @@ def members_key(group_id: str) -> str:
 
 
 def receipts_key(conversation_id: str) -> str:
-    """Hash '<user>|<device>|<kind>' -> highest seq acknowledged."""
+    """Hash receipt_field(user, device, kind) -> highest seq acknowledged. sync_done shows
+    clients the fields as they are."""
     return f"{PREFIX}rcpt:{{{conversation_id}}}"
+
+
+def receipt_field(user_id: str, device_id: str, kind: str) -> str:
+    return f"{user_id}|{device_id}|{kind}"
+
+
+def receipt_field_user(field: str) -> str:
+    return field.split("|", 1)[0]
 
 
 # KEYS: counter, then one assigned key per message of that conversation (in Kafka order).
