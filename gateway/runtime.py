@@ -1,5 +1,5 @@
 """Process plumbing shared by the gateway and the dispatcher: logging, the plain-HTTP routes
-(/healthz, /readyz, /metrics) served on the WebSocket port, and backoff."""
+(/healthz, /readyz, /metrics) served on the WebSocket port, backoff and background tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
@@ -86,3 +86,20 @@ def in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
 
     threading.Thread(target=work, name="blocking-call", daemon=True).start()
     return future
+
+
+class Tasks:
+    """Fire-and-forget tasks, referenced until they finish (the event loop keeps only weak
+    references) and cancelled together at shutdown."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def cancel_all(self) -> None:
+        for task in list(self._running):
+            task.cancel()

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from gateway.server import _CachedPartitioner
+from gateway.backends import CachedPartitioner
 
 pytestmark = pytest.mark.unit
 
 
 def test_cached_partitioner_matches_the_default_for_every_key() -> None:
-    default, cached = DefaultPartitioner(), _CachedPartitioner(size=50)
+    default, cached = DefaultPartitioner(), CachedPartitioner(size=50)
     partitions = list(range(6))
     keys = [f"dm:user-{i}:user-{i + 1}".encode() for i in range(200)] + [b"", b"g:team"]
     for _ in range(2):  # the second pass is served from the cache (and overflows it)
@@ -24,4 +24,4 @@ def test_cached_partitioner_matches_the_default_for_every_key() -> None:
 
 
 def test_keyless_records_go_to_an_available_partition() -> None:
-    assert _CachedPartitioner()(None, [0, 1, 2], [2]) == 2
+    assert CachedPartitioner()(None, [0, 1, 2], [2]) == 2

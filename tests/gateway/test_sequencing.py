@@ -16,7 +16,7 @@ from gateway.migrate import (
     load_topic_plan,
     replication_of,
 )
-from gateway.server import from_recent_cache
+from gateway.delivery import from_recent_cache
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,155 @@
+"""The gateway's clients of Redis, Kafka and Cassandra: connecting with backoff, the health
+checks behind /readyz and im_gateway_backend_up, and closing them at shutdown.
+
+Heavy client libraries are imported where first used, so the process listens fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from gateway import redis_client, state
+from gateway.config import Config
+from gateway.metrics import GatewayMetrics
+from gateway.runtime import Tasks, backoff, in_daemon_thread
+from gateway.store import CassandraStore, close_store
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("kafka", "redis", "cassandra")
+
+
+class Backends:
+    def __init__(self, config: Config, metrics: GatewayMetrics, tasks: Tasks) -> None:
+        self.cfg = config
+        self.metrics = metrics
+        self._tasks = tasks
+        self.redis: Any = None
+        self.producer: Any = None
+        self.max_receipt: Any = None  # the MAX_RECEIPT script
+        self.kafka_ok = False
+        self.redis_ok = False
+        self.pubsub_ok = False  # set by the pub/sub loop
+        self.store = CassandraStore(
+            config.host_ports("cassandra_hosts"),
+            config.cassandra_keyspace,
+            config.cassandra_bucket_s,
+        )
+        for backend in BACKENDS:
+            metrics.backend_up.labels(backend).set(0)
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.kafka_ok:
+            return False, "kafka unavailable"
+        if not (self.redis_ok and self.pubsub_ok):
+            return False, "redis unavailable"
+        if not self.store.ready:
+            # Sync and groups need Cassandra: a session admitted before the first connect
+            # would get an error instead of sync_done.
+            return False, "cassandra not connected yet"
+        return True, "ready"
+
+    async def connect(self, stop: asyncio.Event) -> bool:
+        """Redis at once, Kafka before returning, Cassandra in the background; False when
+        ``stop`` was set first."""
+        self.redis = redis_client.connect(
+            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=64, timeout_s=5
+        )
+        self.max_receipt = self.redis.register_script(state.MAX_RECEIPT)
+        self._tasks.spawn(self._connect_cassandra(stop))
+        await self._connect_kafka(stop)
+        return not stop.is_set()
+
+    async def _connect_kafka(self, stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        attempt = 0
+        while not stop.is_set():
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.cfg.kafka_bootstrap,
+                client_id=self.cfg.node_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=self.cfg.kafka_linger_ms,
+                max_batch_size=256 * 1024,
+                partitioner=CachedPartitioner(),
+                request_timeout_ms=10000,
+            )
+            try:
+                await producer.start()
+            except Exception as exc:
+                log.warning("kafka not reachable yet: %r", exc)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+                continue
+            self.producer = producer
+            self.kafka_ok = True
+            return
+
+    async def _connect_cassandra(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set() and not self.store.ready:
+            try:
+                await in_daemon_thread(self.store.connect)
+            except Exception as exc:
+                log.warning("cassandra not reachable yet: %r", exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+
+    async def health_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self.redis.ping(), 2)
+                self.redis_ok = True
+            except Exception:
+                self.redis_ok = False
+            try:
+                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3)
+                self.kafka_ok = True
+            except Exception:
+                self.kafka_ok = False
+            m = self.metrics.backend_up
+            m.labels("redis").set(1 if self.redis_ok else 0)
+            m.labels("kafka").set(1 if self.kafka_ok else 0)
+            m.labels("cassandra").set(1 if self.store.ready else 0)
+            await asyncio.sleep(1.0)
+
+    async def stop_producer(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 2)
+
+    async def close(self) -> None:
+        """Redis and Cassandra; the producer is stopped earlier (stop_producer)."""
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.redis.aclose(), 1)
+        await close_store(self.store)
+
+
+class CachedPartitioner:
+    """aiokafka's default key partitioning (murmur2, as the Java client), memoised per key:
+    its pure-Python murmur2 cost more than the rest of a produce call."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+        self._default = DefaultPartitioner()
+        self._murmur2 = murmur2
+        self._hash: dict[bytes, int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        hashed = self._hash.get(key)
+        if hashed is None:
+            if len(self._hash) >= self._size:
+                self._hash.clear()
+            hashed = self._hash[key] = self._murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]

@@ -1,0 +1,217 @@
+"""What reaches a device: sync (history after the device's cursors, from the recent cache or
+Cassandra) and live deliveries (state.Delivery from the dispatcher, over pub/sub).
+
+The two meet here because they must not leave a gap or a duplicate between them: while a sync
+runs, live deliveries for that session are held, and released afterwards skipping the seqs the
+sync already sent (session.marks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from typing import Any
+
+from gateway import state
+from gateway.backends import Backends
+from gateway.config import Config
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import ErrorCode, ProtocolError, dm_members, encode, error_frame
+from gateway.session import Outbox, Session, SessionTable
+
+log = logging.getLogger(__name__)
+
+
+class Deliveries:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        metrics: GatewayMetrics,
+        backends: Backends,
+        table: SessionTable,
+        outbox: Outbox,
+    ) -> None:
+        self.cfg = config
+        self.metrics = metrics
+        self._backends = backends
+        self._table = table
+        self._outbox = outbox
+        self._delivered = metrics.messages_delivered
+        self._latency = metrics.delivery_latency
+
+    # Sync ------------------------------------------------------------------------------------
+
+    async def sync(
+        self,
+        session: Session,
+        cursors: dict[str, int],
+        limit: int | None,
+        ref: str | None,
+        *,
+        held: bool,
+    ) -> None:
+        """Everything after each cursor, from the Redis cache or Cassandra, then sync_done.
+
+        Live deliveries for this session are held meanwhile and released afterwards, skipping
+        seqs the sync already sent: no gap (the route was registered before reading) and no
+        duplicate on this connection. ``held``: the caller already counted this sync in
+        session.syncing (the connect-time sync, counted from hello on).
+        """
+        if not held:
+            session.syncing += 1
+        limit = min(limit or self.cfg.sync_limit, self.cfg.sync_limit)
+        try:
+            await self._sync(session, cursors, limit, ref)
+        except ProtocolError as exc:
+            self.metrics.protocol_errors.labels(exc.code).inc()
+            answer = error_frame(exc.code, exc.message, ref if exc.ref is None else exc.ref)
+            self._outbox.push(session, answer, "error")
+        except Exception as exc:
+            log.warning("sync failed for %s: %r", session.user, exc)
+            self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
+            failed = error_frame(ErrorCode.UNAVAILABLE, "sync failed, retry", ref)
+            self._outbox.push(session, failed, "error")
+        finally:
+            session.syncing -= 1
+            if session.syncing == 0:
+                self._release_held(session)
+
+    async def _sync(
+        self, session: Session, cursors: dict[str, int], limit: int, ref: str | None
+    ) -> None:
+        user = session.user
+        known = await self._user_conversations(user)
+        targets = sorted(
+            known | {c for c in cursors if (pair := dm_members(c)) is not None and user in pair}
+        )
+        async with self._backends.redis.pipeline(transaction=False) as pipe:
+            for conv in targets:
+                pipe.hget(state.counter_key(conv), "seq")
+            for conv in targets:
+                pipe.hgetall(state.receipts_key(conv))
+            answers = await pipe.execute()
+        counters, receipts = answers[: len(targets)], answers[len(targets) :]
+        done: dict[str, dict[str, Any]] = {}
+        marks = session.marks if session.marks is not None else {}
+        for conv, counter in zip(targets, counters, strict=True):
+            cursor = cursors.get(conv, 0)
+            if counter is not None and int(counter) <= cursor:
+                done[conv] = {"last_seq": cursor, "complete": True}
+                continue
+            views, source = await self._read_after(conv, cursor, limit)
+            last = cursor
+            if views:
+                last = views[-1][0]
+                batch = (
+                    '{"op":"sync_batch","conversation_id":'
+                    + json.dumps(conv)
+                    + (',"messages":[' + ",".join(v for _, v in views) + "]}")
+                )
+                self._outbox.push(session, batch, "sync_batch")
+                self.metrics.synced_messages.labels(source).inc(len(views))
+                marks[conv] = max(marks.get(conv, 0), last)
+            done[conv] = {"last_seq": last, "complete": len(views) < limit}
+        session.marks = marks
+        receipt_view = {
+            conv: {f: int(s) for f, s in r.items() if state.receipt_field_user(f) != user}
+            for conv, r in zip(targets, receipts, strict=True)
+            if r
+        }
+        others = {c: r for c, r in receipt_view.items() if r}
+        frame: dict[str, Any] = {"op": "sync_done", "conversations": done, "receipts": others}
+        if ref is not None:
+            frame["ref"] = ref
+        self._outbox.push(session, encode(frame), "sync_done")
+
+    async def _user_conversations(self, user: str) -> set[str]:
+        key = state.user_conversations_key(user)
+        redis, store = self._backends.redis, self._backends.store
+        cached: set[str] = set(await redis.smembers(key))
+        if state.COMPLETE in cached:
+            cached.discard(state.COMPLETE)
+            return cached
+        if not store.ready:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "history store not available yet")
+        loaded = await store.user_conversations(user)
+        await redis.sadd(key, state.COMPLETE, *loaded)
+        return set(loaded) | (cached - {state.COMPLETE})
+
+    async def _read_after(
+        self, conv: str, cursor: int, limit: int
+    ) -> tuple[list[tuple[int, str]], str]:
+        """(seq, client JSON) after ``cursor``: from the recent cache when it covers the range
+        without a hole, else from Cassandra."""
+        if self.cfg.recent_cache_size:
+            entries = await self._backends.redis.lrange(state.recent_key(conv), 0, -1)
+            cached = from_recent_cache(entries, cursor, limit)
+            if cached is not None:
+                return cached, "cache"
+        store = self._backends.store
+        if not store.ready:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "history store not available yet")
+        records = await store.read_after(conv, cursor, limit)
+        return [(r.seq, encode(r.client_view())) for r in records], "cassandra"
+
+    def _release_held(self, session: Session) -> None:
+        held, session.held = session.held, None
+        if held:
+            self.deliver_to(session, held, time.time())
+        if session.resync:
+            session.resync = False
+            again = encode({"op": "sync_required", "reason": "overflow"})
+            self._outbox.push(session, again, "sync_required")
+
+    # Live ------------------------------------------------------------------------------------
+
+    def on_delivery(self, items: list[state.DeliveryItem]) -> None:
+        now = time.time()
+        by_user = self._table.by_user
+        by_session: dict[Session, list[state.DeliveryItem]] = {}
+        for item in items:
+            for user in item.users:
+                for session in by_user.get(user, ()):
+                    by_session.setdefault(session, []).append(item)
+        for session, session_items in by_session.items():
+            if session.syncing:
+                held = session.held if session.held is not None else []
+                if len(held) + len(session_items) > self.cfg.send_queue_max:
+                    session.resync = True  # too much while syncing: ask for another sync
+                else:
+                    held.extend(session_items)
+                session.held = held
+            else:
+                self.deliver_to(session, session_items, now)
+
+    def deliver_to(self, session: Session, items: list[state.DeliveryItem], now: float) -> None:
+        marks = session.marks
+        if marks is None:
+            marks = session.marks = {}
+        for _users, conv, seq, accepted_at, frame in items:
+            if seq <= marks.get(conv, 0):
+                self.metrics.messages_deduplicated.inc()
+                continue
+            marks[conv] = seq
+            if self._outbox.push(session, frame, "message"):
+                self._delivered.inc()
+                self._latency.observe(max(0.0, now - accepted_at / 1000))
+
+
+def from_recent_cache(entries: list[str], cursor: int, limit: int) -> list[tuple[int, str]] | None:
+    """Messages after ``cursor`` from the recent cache (state.encode_recent entries, replays may
+    repeat), or None when the cache cannot prove it holds every seq from cursor + 1 on.
+
+    Anything newer than the cache's last entry is not routed yet, so it still arrives live.
+    """
+    by_seq: dict[int, str] = {}
+    for entry in entries:
+        seq, view = state.decode_recent(entry)
+        by_seq[seq] = view
+    if not by_seq or min(by_seq) > cursor + 1:
+        return None
+    wanted = sorted(s for s in by_seq if s > cursor)
+    if any(b - a != 1 for a, b in itertools.pairwise(wanted)):
+        return None
+    return [(s, by_seq[s]) for s in wanted[:limit]]

@@ -1,0 +1,154 @@
+"""The send frame: membership check, dedup claim, produce to Kafka, and the ack once the broker
+acknowledged (docs/protocol.md, section 5).
+
+A send is acknowledged only when it is durable in Kafka; the dispatcher does the rest. No task
+per message: the ack is written from the producer's delivery callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any, NamedTuple
+
+from gateway import groups, state
+from gateway.backends import Backends
+from gateway.config import Config
+from gateway.dedup import DedupWriter
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import (
+    ErrorCode,
+    ProtocolError,
+    Send,
+    dm_conversation,
+    encode,
+    error_frame,
+    group_conversation,
+    message_id,
+)
+from gateway.session import Outbox, Session
+
+
+class _PendingSend(NamedTuple):
+    session: Session
+    frame: Send
+    conv: str
+    mid: str
+    accepted_at: int
+    key: str
+    started: float
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        metrics: GatewayMetrics,
+        backends: Backends,
+        outbox: Outbox,
+        dedup: DedupWriter,
+    ) -> None:
+        self.cfg = config
+        self.metrics = metrics
+        self._backends = backends
+        self._outbox = outbox
+        self._dedup = dedup
+
+    async def on_send(self, session: Session, frame: Send) -> None:
+        user = session.user
+        if frame.group_id is not None:
+            conv = group_conversation(frame.group_id)
+            if not await self._is_member(frame.group_id, user, frame.ref):
+                self.metrics.messages_failed.labels("not_member").inc()
+                raise ProtocolError(ErrorCode.NOT_MEMBER, "not a member of this group", frame.ref)
+        else:
+            assert frame.to is not None
+            conv = dm_conversation(user, frame.to)
+        key = state.dedup_key(user, frame.client_msg_id)
+        accepted_at = int(time.time() * 1000)
+        claim = state.DedupClaim(state.CLAIMED, conv, accepted_at)
+        try:
+            previous = await self._dedup.claim(key, state.encode_dedup(claim))
+        except Exception as exc:
+            self.metrics.messages_failed.labels("redis").inc()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
+        mid = message_id(user, frame.client_msg_id)
+        if previous is not None:
+            earlier = state.decode_dedup(previous)
+            if earlier.conversation_id != conv:
+                self.metrics.messages_failed.labels("duplicate_id").inc()
+                raise ProtocolError(
+                    ErrorCode.DUPLICATE_ID,
+                    "client_msg_id already used for another conversation",
+                    frame.ref,
+                )
+            accepted_at = earlier.accepted_at
+            self.metrics.messages_duplicate.inc()
+            if earlier.state == state.DURABLE:
+                self._ack(session, frame, conv, mid, accepted_at)
+                return
+            # CLAIMED: accepted earlier but not known durable (in flight, or the gateway died):
+            # produce again; the dispatcher keys seqs by message id, so it stays one message.
+        record = {
+            "v": 1,
+            "mid": mid,
+            "conv": conv,
+            "kind": "group" if frame.group_id else "dm",
+            "from": user,
+            "dev": session.device,
+            "cmid": frame.client_msg_id,
+            "body": frame.body,
+            "ts": accepted_at,
+            "gw": self.cfg.node_id,
+        }
+        if frame.group_id:
+            record["gid"] = frame.group_id
+        else:
+            record["to"] = frame.to
+        started = time.perf_counter()
+        try:
+            future = await self._backends.producer.send(
+                self.cfg.kafka_topic, value=encode(record).encode(), key=conv.encode()
+            )
+        except Exception as exc:
+            self.metrics.messages_failed.labels("kafka").inc()
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
+        # No task per message: the ack is written from the delivery callback.
+        pending = _PendingSend(session, frame, conv, mid, accepted_at, key, started)
+        future.add_done_callback(functools.partial(self._produced, pending))
+
+    def _produced(self, pending: _PendingSend, future: asyncio.Future[Any]) -> None:
+        session, frame, conv, mid, accepted_at, key, started = pending
+        if future.cancelled() or future.exception() is not None:
+            self.metrics.messages_failed.labels("kafka").inc()
+            self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
+            failed = error_frame(ErrorCode.UNAVAILABLE, "try again", frame.ref)
+            self._outbox.push(session, failed, "error")
+            return
+        self.metrics.kafka_produce_latency.observe(time.perf_counter() - started)
+        self.metrics.messages_accepted.inc()
+        durable = state.DedupClaim(state.DURABLE, conv, accepted_at)
+        self._dedup.mark_durable(key, state.encode_dedup(durable))
+        self._ack(session, frame, conv, mid, accepted_at)
+
+    def _ack(self, session: Session, frame: Send, conv: str, mid: str, accepted_at: int) -> None:
+        ack = {
+            "op": "ack",
+            "ref": frame.ref,
+            "client_msg_id": frame.client_msg_id,
+            "message_id": mid,
+            "conversation_id": conv,
+            "accepted_at": accepted_at,
+        }
+        self._outbox.push(session, encode(ack), "ack")
+
+    async def _is_member(self, group_id: str, user: str, ref: str | None) -> bool:
+        try:
+            members = await groups.group_members(
+                self._backends.redis, self._backends.store, group_id
+            )
+        except Exception as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", ref) from exc
+        return user in members
