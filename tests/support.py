@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from opsctl.paths import DEFAULT_INFRA_DIR
+from opsctl.poll import WaitTimeout, wait_until
+
+T = TypeVar("T")
 
 SpecWriter = Callable[[dict[str, Any]], Path]
 
@@ -57,14 +59,13 @@ def require_tool(name: str) -> str:
 
 
 def wait_for(
-    what: str, probe: Callable[[], Any], *, timeout: float = 90.0, interval: float = 0.25
-) -> Any:
-    """Poll ``probe()`` until it returns something truthy and return that; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    what: str, probe: Callable[[], T], *, timeout: float = 90.0, interval: float = 0.25
+) -> T:
+    """Poll ``probe()`` until it returns something truthy and return that; fail naming ``what``.
+
+    ``opsctl.poll.wait_until`` for tests: a timeout is a test failure (AssertionError).
+    """
+    try:
+        return wait_until(what, probe, timeout=timeout, interval=interval)
+    except WaitTimeout as exc:
+        raise AssertionError(str(exc)) from None

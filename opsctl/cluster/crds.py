@@ -10,7 +10,6 @@ its CRD files inside ``$OPSCTL_CACHE_DIR/crds/<project>-<version>/``.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from opsctl.cluster._tools import VERSIONS_FILE, parse_versions
 from opsctl.errors import CheckFailed, ToolMissing, UserInputError
 from opsctl.paths import cache_dir
+from opsctl.poll import WaitTimeout, wait_until
 
 try:  # libyaml parses the multi-megabyte upstream CRDs about twenty times faster
     from yaml import CSafeLoader as _FastSafeLoader
@@ -200,22 +200,25 @@ def install_crds(
 
 
 def _wait_established(api: ApiextensionsV1Api, names: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     pending = list(names)
-    while pending:
-        still = []
-        for name in pending:
-            response: Any = api.read_custom_resource_definition(name, _preload_content=False)
-            conditions = json.loads(response.data).get("status", {}).get("conditions") or []
-            if not any(
-                c.get("type") == "Established" and c.get("status") == "True" for c in conditions
-            ):
-                still.append(name)
-        pending = still
-        if pending and time.monotonic() > deadline:
-            raise CheckFailed(f"CRDs not Established within {timeout:.0f} s: {', '.join(pending)}")
-        if pending:
-            time.sleep(0.2)
+
+    def all_established() -> bool:
+        nonlocal pending
+        pending = [name for name in pending if not _established(api, name)]
+        return not pending
+
+    try:
+        wait_until("CRDs to be Established", all_established, timeout=timeout, interval=0.2)
+    except WaitTimeout:
+        raise CheckFailed(
+            f"CRDs not Established within {timeout:.0f} s: {', '.join(pending)}"
+        ) from None
+
+
+def _established(api: ApiextensionsV1Api, name: str) -> bool:
+    response: Any = api.read_custom_resource_definition(name, _preload_content=False)
+    conditions = json.loads(response.data).get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _api_message(error: Exception) -> str:

@@ -33,6 +33,7 @@ from opsctl.cluster._plan import ClusterPlan, node_manifests
 from opsctl.cluster._tools import Toolset, find_tools
 from opsctl.errors import CheckFailed, UserInputError
 from opsctl.paths import REPO_ROOT, cache_dir
+from opsctl.poll import WaitTimeout, wait_until
 
 STATE_DIR_ENV = "OPSCTL_CLUSTER_STATE_DIR"
 METADATA_FILE = "opsctl-cluster.json"
@@ -212,17 +213,21 @@ class KwokClusters:
             if created:
                 step(f"{plan.context}: created {created} nodes in zones {', '.join(plan.zones)}")
             wanted = {manifest["metadata"]["name"] for manifest in manifests}
-            while True:
+            ready: set[str] = set()
+
+            def all_ready() -> bool:
+                nonlocal ready
                 ready = {_name(node) for node in core.list_node().items if _node_ready(node)}
-                if wanted <= ready:
-                    return
-                if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(wanted - ready))
-                    raise CheckFailed(
-                        f"{plan.context}: nodes not Ready in time: {missing}",
-                        hint=f"component logs: {self.state_dir / 'failed' / plan.name}",
-                    )
-                time.sleep(0.25)
+                return wanted <= ready
+
+            try:
+                wait_until("nodes to be Ready", all_ready, timeout=_left(deadline))
+            except WaitTimeout:
+                missing = ", ".join(sorted(wanted - ready))
+                raise CheckFailed(
+                    f"{plan.context}: nodes not Ready in time: {missing}",
+                    hint=f"component logs: {self.state_dir / 'failed' / plan.name}",
+                ) from None
 
     def _wait_serving(self, name: str, deadline: float) -> None:
         """Ready for workloads: /readyz passes and the default service account exists.
@@ -230,22 +235,28 @@ class KwokClusters:
         Without that account, admission rejects every pod in 'default'.
         """
         last_problem = "not checked"
-        while time.monotonic() < deadline:
+
+        def serving() -> bool:
+            nonlocal last_problem
             try:
                 with self.api_client(name) as api_client:
                     if _readyz(api_client, timeout=2.0):
                         CoreV1Api(api_client).read_namespaced_service_account(
                             "default", "default", _request_timeout=2.0
                         )
-                        return
+                        return True
                     last_problem = "/readyz is not ok yet"
             except Exception as error:  # the API server is still starting
                 last_problem = f"{type(error).__name__}: {error}"
-            time.sleep(0.25)
-        raise CheckFailed(
-            f"cluster {name}: API server not ready in time ({last_problem.splitlines()[0]})",
-            hint=f"component logs: {self.state_dir / 'failed' / name}",
-        )
+            return False
+
+        try:
+            wait_until(f"cluster {name} to serve", serving, timeout=_left(deadline))
+        except WaitTimeout:
+            raise CheckFailed(
+                f"cluster {name}: API server not ready in time ({last_problem.splitlines()[0]})",
+                hint=f"component logs: {self.state_dir / 'failed' / name}",
+            ) from None
 
     # -- down --------------------------------------------------------------------------------
 
@@ -485,6 +496,11 @@ def _readyz(api_client: ApiClient, *, timeout: float) -> bool:
     host = api_client.configuration.host
     response = api_client.call_api("GET", f"{host}/readyz", _request_timeout=timeout)
     return bool(response.status == 200)
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (monotonic), never negative."""
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def _name(node: V1Node) -> str:

@@ -10,7 +10,6 @@ fail the test with the command to run; they never skip it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -24,6 +23,7 @@ from opsctl.cluster._plan import ClusterPlan, plan_clusters
 from opsctl.cluster._tools import find_tools
 from opsctl.errors import ToolMissing
 from opsctl.paths import DEFAULT_INFRA_DIR
+from opsctl.poll import wait_until
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, CoreV1Api
@@ -96,15 +96,16 @@ def _wait_for_default_service_account(core: CoreV1Api, namespace: str) -> None:
     """Admission rejects pods until the controller-manager creates the namespace's 'default'."""
     from kubernetes.client.exceptions import ApiException
 
-    deadline = time.monotonic() + 30.0
-    while True:
+    def exists() -> bool:
         try:
             core.read_namespaced_service_account("default", namespace)
-            return
         except ApiException as error:
-            if error.status != 404 or time.monotonic() > deadline:
+            if error.status != 404:
                 raise
-        time.sleep(0.1)
+            return False
+        return True
+
+    wait_until(f"the default service account in {namespace}", exists, timeout=30.0, interval=0.1)
 
 
 def _label_value(text: str) -> str:

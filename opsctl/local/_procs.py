@@ -24,6 +24,7 @@ import psutil
 from opsctl.errors import UserInputError
 from opsctl.local._config import ENV_MARKER, PORT_BLOCK_SIZE
 from opsctl.local._errors import ComponentFailed
+from opsctl.poll import WaitTimeout, wait_until
 
 # Popen objects of the processes this Python process started, so their exit status is ours
 # to collect (and they never linger as zombies in long-lived callers such as a test session).
@@ -250,21 +251,25 @@ def read_tail(path: Path, lines: int, offset: int = 0) -> list[str]:
 
 def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
     """Wait until the processes exit (reaping our own children); returns those still alive."""
-    deadline = time.monotonic() + timeout_s
     alive = list(procs)
-    while True:
-        still = []
-        for proc in alive:
-            _reap(proc.pid)
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    still.append(proc)
-            except psutil.NoSuchProcess:
-                continue
-        alive = still
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
+
+    def all_gone() -> bool:
+        nonlocal alive
+        alive = [proc for proc in alive if _running(proc)]
+        return not alive
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until("processes to exit", all_gone, timeout=timeout_s, interval=0.05)
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Still running; reaps it first when it is our own exited child."""
+    _reap(proc.pid)
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _group_members(record: PidRecord) -> list[psutil.Process]:

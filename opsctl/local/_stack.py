@@ -57,6 +57,7 @@ from opsctl.local._procs import (
     terminate,
     terminate_many,
 )
+from opsctl.poll import WaitTimeout, wait_until
 from opsctl.spec import load_stack
 
 MIGRATE = "migrate"
@@ -386,6 +387,8 @@ class LocalStack:
         return _Starting(component, spawned, spawned.record.pid, started, False)
 
     def _wait_healthy(self, starting: list[_Starting]) -> None:
+        # Not opsctl.poll.wait_until: each round checks several components, each against its
+        # own start timeout, reports the healthy ones and fails fast on one that exited.
         pending = list(starting)
         while pending:
             for entry in list(pending):
@@ -598,11 +601,12 @@ class LocalStack:
 
 
 def _wait_port_free(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not port_free(port):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
+    try:
+        wait_until(
+            f"port {port} to be free", lambda: port_free(port), timeout=timeout_s, interval=0.05
+        )
+    except WaitTimeout:
+        return False
     return True
 
 

@@ -22,12 +22,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
 
 from opsctl.paths import REPO_ROOT
+from opsctl.poll import WaitTimeout, wait_until
 
 PLAYBOOKS_DIR = REPO_ROOT / "playbooks"
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -235,7 +236,6 @@ class NetnsLab:
         self._wait_for_ssh(host)
 
     def _wait_for_ssh(self, host: NetnsHost) -> None:
-        deadline = time.monotonic() + 15
         argv = [
             str(host.workdir / "ssh"),
             "-p",
@@ -248,15 +248,27 @@ class NetnsLab:
             "root@127.0.0.1",
             "true",
         ]
-        while True:
+        stderr = ""
+
+        def refused(why: str) -> NoReturn:
+            log = (host.workdir / "sshd.log").read_text()
+            pytest.fail(f"sshd in {host.netns} {why}: {stderr}\n{log}")
+
+        def accepts() -> bool:
+            nonlocal stderr
             probe = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=15)
+            stderr = probe.stderr
             if probe.returncode == 0:
-                return
+                return True
             assert host.sshd is not None
-            if host.sshd.poll() is not None or time.monotonic() > deadline:
-                log = (host.workdir / "sshd.log").read_text()
-                pytest.fail(f"sshd in {host.netns} did not accept SSH: {probe.stderr}\n{log}")
-            time.sleep(0.2)
+            if host.sshd.poll() is not None:
+                refused("exited before accepting SSH")
+            return False
+
+        try:
+            wait_until(f"sshd in {host.netns} to accept SSH", accepts, timeout=15, interval=0.2)
+        except WaitTimeout:
+            refused("did not accept SSH")
 
     def stop(self) -> None:
         """Kill every sshd and delete every namespace; runs even when start failed midway."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from opsctl.cluster.pytest_plugin import KubeCluster
 from opsctl.errors import ExitCode
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.spec import load_stack
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +32,17 @@ def monitoring_clean(kube_cluster: KubeCluster) -> Iterator[None]:
             except ApiException as missing:
                 if missing.status != 404:
                     raise
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+
+            def gone() -> bool:
                 try:
                     core.read_namespace("monitoring")
-                except ApiException as gone:
-                    if gone.status == 404:
-                        return
+                except ApiException as error:
+                    if error.status == 404:
+                        return True
                     raise
-                time.sleep(0.5)
-            pytest.fail("namespace monitoring was not deleted within 60 s")
+                return False
+
+            wait_for("namespace monitoring to be deleted", gone, timeout=60, interval=0.5)
 
     remove()
     yield

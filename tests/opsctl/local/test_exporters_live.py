@@ -3,8 +3,6 @@ is in the local Prometheus under exactly that name, with the labels the rules se
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,6 +12,8 @@ import redis
 from opsctl.alerts._metrics import rule_metrics
 from opsctl.alerts._rules import load_sources
 from opsctl.local import LocalStack
+from opsctl.poll import WaitTimeout, wait_until
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +46,6 @@ def _exporter_metrics_in_rules() -> set[str]:
     return {name for name in names if name != "up" and not name.startswith("im_")}
 
 
-def _wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(1)
-
-
 def _series(prometheus: str, match: str) -> list[dict[str, str]]:
     response = httpx.get(f"{prometheus}/api/v1/series", params={"match[]": match}, timeout=10)
     response.raise_for_status()
@@ -81,10 +70,10 @@ def test_every_exporter_metric_the_rules_use_is_in_prometheus(local_stack: Local
         return wanted - set(response.json()["data"])
 
     # Scrapes run every 2 s; the JVM agents answer from the first second of the JVM.
-    deadline = time.monotonic() + 60
-    while (left := missing()) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not left, f"not exposed by the live local stack: {sorted(left)}"
+    try:
+        wait_until("every exporter metric", lambda: not missing(), timeout=60, interval=1)
+    except WaitTimeout:
+        pytest.fail(f"not exposed by the live local stack: {sorted(missing())}")
 
 
 def test_the_selectors_the_rules_use_match_series(local_stack: LocalStack) -> None:
@@ -97,7 +86,12 @@ def test_the_selectors_the_rules_use_match_series(local_stack: LocalStack) -> No
         'redis_master_link_up{job="redis", role="replica"}': 1,
     }
     for selector, count in selectors.items():
-        _wait_for(lambda s=selector, n=count: len(_series(prometheus, s)) == n, 60, selector)
+        wait_for(
+            selector,
+            lambda s=selector, n=count: len(_series(prometheus, s)) == n,  # type: ignore[misc]
+            timeout=60,
+            interval=1,
+        )
 
 
 def test_exporter_values_are_true_to_the_stack(local_stack: LocalStack) -> None:
@@ -110,15 +104,19 @@ def test_exporter_values_are_true_to_the_stack(local_stack: LocalStack) -> None:
         }
 
     maxmemory = 256 * 1024 * 1024
-    expected = {"primary": maxmemory, "replica": maxmemory}
-    _wait_for(lambda: value("redis_memory_max_bytes") == expected, 30, "maxmemory 256mb")
-    _wait_for(lambda: value("redis_master_link_up") == {"replica": 1.0}, 30, "replica link up")
-    _wait_for(lambda: value("redis_up") == {"primary": 1.0, "replica": 1.0}, 30, "redis_up")
-    _wait_for(
-        lambda: value("kafka_controller_kafkacontroller_activecontrollercount") == {"kafka": 1.0},
-        30,
-        "one active controller",
-    )
+    settled = {
+        "redis_memory_max_bytes": {"primary": maxmemory, "replica": maxmemory},
+        "redis_master_link_up": {"replica": 1.0},
+        "redis_up": {"primary": 1.0, "replica": 1.0},
+        "kafka_controller_kafkacontroller_activecontrollercount": {"kafka": 1.0},
+    }
+    for expr, expected in settled.items():
+        wait_for(
+            f"{expr} == {expected}",
+            lambda e=expr, x=expected: value(e) == x,  # type: ignore[misc]
+            timeout=30,
+            interval=1,
+        )
     offline = value("kafka_controller_kafkacontroller_offlinepartitionscount")
     assert offline == {"kafka": 0.0}
     assert value("cassandra_failuredetector_downendpointcount") == {"cassandra": 0.0}
@@ -135,7 +133,7 @@ def test_every_exporter_target_is_up(local_stack: LocalStack) -> None:
         up = [t["labels"]["job"] for t in targets if t["health"] == "up"]
         return up.count("kafka") == 1 and up.count("cassandra") == 1 and up.count("redis") == 2
 
-    _wait_for(healthy, 30, "the kafka, cassandra and two redis targets to be up")
+    wait_for("the kafka, cassandra and two redis targets to be up", healthy, timeout=30, interval=1)
     for job, urls in local_stack.info.metrics_urls.items():
         for metrics_url in urls:
             response = httpx.get(metrics_url, timeout=10)
@@ -148,6 +146,11 @@ def test_the_replica_follows_the_primary(local_stack: LocalStack) -> None:
     primary = redis.Redis.from_url(local_stack.info.redis_url)
     replica = redis.Redis.from_url(local_stack.info.redis_replica_url)
     primary.set("opsctl-replica-test", "copied")
-    _wait_for(lambda: replica.get("opsctl-replica-test") == b"copied", 10, "the replica to copy")
+    wait_for(
+        "the replica to copy",
+        lambda: replica.get("opsctl-replica-test") == b"copied",
+        timeout=10,
+        interval=1,
+    )
     assert replica.info("replication")["role"] == "slave"
     assert primary.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}

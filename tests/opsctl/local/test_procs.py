@@ -24,6 +24,7 @@ from opsctl.local._procs import (
     sweep,
     terminate,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +49,25 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _children(record: PidRecord, count: int) -> list[psutil.Process]:
+    """The spawned process's ``count`` descendants, once they all exist (else [])."""
+    children: list[psutil.Process] = psutil.Process(record.pid).children(recursive=True)
+    return children if len(children) == count else []
+
+
+def _sleeps(marker: str) -> list[psutil.Process]:
+    """The two marked processes, once both have exec'd ``sleep`` (else [])."""
+    marked = marked_processes(marker)
+    return marked if len(marked) == 2 and all(p.name() == "sleep" for p in marked) else []
+
+
 def test_spawn_records_pid_and_runs_in_its_own_session(tmp_path: Path) -> None:
     record = _spawn(tmp_path, "echo hello; exec sleep 30")
     try:
         assert running_record(tmp_path / "run" / "p.pid") == record
         assert os.getsid(record.pid) == record.pid  # its own session and process group
-        deadline = time.monotonic() + 5
-        while "hello" not in read_tail(tmp_path / "logs" / "p.log", 5):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        log = tmp_path / "logs" / "p.log"
+        wait_for("its output", lambda: "hello" in read_tail(log, 5), timeout=5, interval=0.05)
         # Only once the command runs: between fork and exec /proc still shows the parent's env.
         assert psutil.Process(record.pid).environ()[ENV_MARKER] == "test-marker"
     finally:
@@ -66,9 +77,7 @@ def test_spawn_records_pid_and_runs_in_its_own_session(tmp_path: Path) -> None:
 
 def test_terminate_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: Path) -> None:
     record = _spawn(tmp_path, "trap '' TERM; sleep 60 & sleep 60 & wait")
-    time.sleep(0.3)
-    children = psutil.Process(record.pid).children(recursive=True)
-    assert len(children) == 2
+    children = wait_for("both children", lambda: _children(record, 2), timeout=5, interval=0.05)
     started = time.monotonic()
     assert terminate(record, 1.0) is True  # had to SIGKILL
     assert time.monotonic() - started < 5
@@ -79,10 +88,7 @@ def test_terminate_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: 
 def test_stale_pid_file_is_detected_and_removed(tmp_path: Path) -> None:
     record = _spawn(tmp_path, "exit 0")
     pid_file = tmp_path / "run" / "p.pid"
-    deadline = time.monotonic() + 5
-    while is_alive(record):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for("it to exit", lambda: not is_alive(record), timeout=5, interval=0.05)
     assert pid_file.exists()
     assert running_record(pid_file) is None
     assert not pid_file.exists()
@@ -97,9 +103,7 @@ def test_a_recycled_pid_is_not_mistaken_for_ours() -> None:
 def test_sweep_finds_escaped_processes_by_marker(tmp_path: Path) -> None:
     # A grandchild that left the group (its own session) still carries the marker.
     record = _spawn(tmp_path, "setsid sleep 60 & exec sleep 60", marker=str(tmp_path))
-    time.sleep(0.3)
-    marked = marked_processes(str(tmp_path))
-    assert len(marked) == 2
+    marked = wait_for("two marked sleeps", lambda: _sleeps(str(tmp_path)), timeout=5, interval=0.05)
     assert record.pid in {proc.pid for proc in marked}
     sweep(str(tmp_path), timeout_s=5)
     assert marked_processes(str(tmp_path)) == []

@@ -15,22 +15,18 @@ import redis
 
 from opsctl.local import LocalStack
 from opsctl.local._procs import marked_processes
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _wait_all_healthy(stack: LocalStack) -> None:
     """After a drill: the IM processes reconnect on their own; wait until they report ready."""
-    _wait_for(lambda: all(row.healthy for row in stack.status()), 30, "every component healthy")
+    wait_for(
+        "every component healthy",
+        lambda: all(row.healthy for row in stack.status()),
+        timeout=30,
+    )
 
 
 def test_every_component_is_running_and_healthy(local_stack: LocalStack) -> None:
@@ -117,7 +113,7 @@ def test_prometheus_scrapes_gateways_dispatcher_and_itself(local_stack: LocalSta
             ("im-gateway", "gw-2"),
         } <= up
 
-    _wait_for(all_up, 30, "every Prometheus target to be up")
+    wait_for("every Prometheus target to be up", all_up, timeout=30)
     alertmanagers = httpx.get(f"{local_stack.info.prometheus_url}/api/v1/alertmanagers").json()
     active = [am["url"] for am in alertmanagers["data"]["activeAlertmanagers"]]
     assert active == [f"{local_stack.info.alertmanager_url}/api/v2/alerts"]
