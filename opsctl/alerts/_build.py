@@ -155,18 +155,17 @@ def coverage(spec: StackSpec, sources: Path = RULES_DIR, tests_dir: Path = TESTS
     """Gaps that fail the build: untested rules and severity/team pairs that route nowhere."""
     rules = ruleset(spec, sources)  # runbooks and required labels are checked here (exit 2)
     alerts_tested, exprs = names_under_test(tests_dir)
-    gaps = [f"alert {rule.name} ({rule.file}) has no promtool test" for rule in rules.alerts()
-            if rule.name not in alerts_tested]  # fmt: skip
+    untested = [rule for rule in rules.alerts() if rule.name not in alerts_tested]
+    gaps = [f"alert {rule.name} ({rule.file}) has no promtool test" for rule in untested]
     for record in sorted({rule.name for rule in rules.recordings()}):
         if not re.search(rf"(?<![\w:]){re.escape(record)}(?![\w:])", exprs):
             gaps.append(f"recording rule {record} has no promql_expr_test")
     combos = sorted({(r.labels["severity"], r.labels["team"]) for r in rules.alerts()})
     with built(spec, sources) as result:
         for severity, team in combos:
-            answer = _tools.run(
-                "amtool", "config", "routes", "test",
-                f"--config.file={result.alertmanager}", f"severity={severity}", f"team={team}",
-            )  # fmt: skip
+            labels = (f"severity={severity}", f"team={team}")
+            config = f"--config.file={result.alertmanager}"
+            answer = _tools.run("amtool", "config", "routes", "test", config, *labels)
             receiver = answer.stdout.strip()
             wanted = expected_receiver(spec, team, severity)
             if wanted is None:

@@ -84,14 +84,14 @@ def slis(slos: Slos) -> list[Sli]:
     def connects(w: str) -> str:
         return f"({_rate(_CONNECTS_ACCEPTED, w)} + {connect_errors(w)})"
 
+    availability, connect_success = slos.availability / 100, slos.connect_success / 100
     latency_title = f"deliveries within {slos.delivery_latency_p99_ms} ms"
+    connect_title = "WebSocket connect success"
     return [
-        Sli("availability", "message send availability", slos.availability / 100,
-            send_errors, sends),
+        Sli("availability", "message send availability", availability, send_errors, sends),
         Sli("delivery-latency", latency_title, 0.99, slow_deliveries, deliveries),
-        Sli("connect-success", "WebSocket connect success", slos.connect_success / 100,
-            connect_errors, connects),
-    ]  # fmt: skip
+        Sli("connect-success", connect_title, connect_success, connect_errors, connects),
+    ]
 
 
 def _ratio(sli: Sli, window: str) -> str:

@@ -24,10 +24,10 @@ def tool(name: str) -> str:
 
 
 def run(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [tool(name), *args]
     try:
         return subprocess.run(
-            [tool(name), *args], capture_output=True, text=True, cwd=cwd, check=False,
-            timeout=TIMEOUT_S,
-        )  # fmt: skip
+            command, capture_output=True, text=True, cwd=cwd, check=False, timeout=TIMEOUT_S
+        )
     except subprocess.TimeoutExpired as exc:
         raise CheckFailed(f"{name} {' '.join(args)} did not finish within {TIMEOUT_S} s") from exc

@@ -55,14 +55,9 @@ def helm_template(chart: LocalChart, helm: Path, kube_version: str) -> list[Mani
     with tempfile.TemporaryDirectory(prefix="opsctl-render-") as tmp:
         values = Path(tmp) / "values.json"
         values.write_text(json.dumps(chart.values), encoding="utf-8")
-        command = [
-            str(helm), "template", chart.name, str(chart.path),
-            "--namespace", chart.namespace,
-            "--values", str(values),
-            "--kube-version", kube_version,
-            "--api-versions", "monitoring.coreos.com/v1",
-            "--skip-tests",
-        ]  # fmt: skip
+        command = [str(helm), "template", chart.name, str(chart.path), "--skip-tests"]
+        command += ["--namespace", chart.namespace, "--values", str(values)]
+        command += ["--kube-version", kube_version, "--api-versions", "monitoring.coreos.com/v1"]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False
