@@ -1,0 +1,73 @@
+"""What one Locust process is told to do: the ``LOADTEST_*`` environment, read in one place.
+
+``opsctl loadtest`` sets these for every process it starts (opsctl/loadtest/runner.py for local
+runs, opsctl/loadtest/oncluster.py for the Jobs); a hand-started ``locust -f
+loadtests/locustfile.py`` reads the same ones.
+
+LOADTEST_PROFILE           profile name or file (loadtests/profiles/*.yaml); default smoke
+LOADTEST_TARGETS           comma-separated ws:// URLs; users spread over them
+LOADTEST_JWT_SECRET_FILE   HS256 secret that signs the simulated users' tokens
+LOADTEST_JWT_ISSUER, LOADTEST_JWT_AUDIENCE   claims the gateway checks (empty: none)
+LOADTEST_RUN_ID            prefix of user and group ids, so every run starts at seq 1
+LOADTEST_OUT               where the master writes timeline.jsonl and workers worker-<i>.json
+LOADTEST_WORKERS           worker processes in the run (user numbering interleaves them)
+LOADTEST_DURATION_S        sending window; overrides the profile's (capacity steps)
+LOADTEST_MEASURE_FROM_S    forget delivery latencies before this (capacity warm-up)
+LOADTEST_CLOCK_SKEW_MS     inject a clock error into this worker (tests)
+LOADTEST_CLOCK_CORRECTION  0 disables clock-offset correction (tests)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsctl.loadtest.profiles import Profile, load_profile
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "")
+    return float(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    profile: Profile
+    targets: tuple[str, ...]
+    run_id: str
+    out_dir: Path
+    jwt_secret_file: Path
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    workers: int
+    duration_s: float | None
+    measure_from_s: float | None
+    clock_skew_ms: float
+    clock_correction: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RunConfig:
+        return cls(
+            profile=load_profile(env.get("LOADTEST_PROFILE", "smoke")),
+            targets=tuple(url for url in env.get("LOADTEST_TARGETS", "").split(",") if url),
+            run_id=env.get("LOADTEST_RUN_ID", "lt"),
+            out_dir=Path(env.get("LOADTEST_OUT", ".")),
+            jwt_secret_file=Path(env.get("LOADTEST_JWT_SECRET_FILE", "")),
+            jwt_issuer=env.get("LOADTEST_JWT_ISSUER") or None,
+            jwt_audience=env.get("LOADTEST_JWT_AUDIENCE") or None,
+            workers=int(env.get("LOADTEST_WORKERS", "1")),
+            duration_s=_float(env, "LOADTEST_DURATION_S"),
+            measure_from_s=_float(env, "LOADTEST_MEASURE_FROM_S"),
+            clock_skew_ms=_float(env, "LOADTEST_CLOCK_SKEW_MS") or 0.0,
+            clock_correction=env.get("LOADTEST_CLOCK_CORRECTION", "1") != "0",
+        )
+
+    @property
+    def sending_s(self) -> float:
+        """How long users send: the capacity step's override, the stages' end or the duration."""
+        if self.duration_s:
+            return self.duration_s
+        profile = self.profile
+        return profile.stages[-1].until_s if profile.stages else profile.duration_s
