@@ -162,15 +162,19 @@ async def _reconcile_topic(admin: object, plan: TopicPlan, current: dict[str, ob
     elif len(partitions) > plan.partitions:
         log.warning(
             "%s has %d partitions, more than the %d configured; Kafka cannot shrink",
-            plan.name, len(partitions), plan.partitions,
-        )  # fmt: skip
+            plan.name,
+            len(partitions),
+            plan.partitions,
+        )
     replicas = len(partitions[0]["replicas"]) if partitions else 0
     if replicas != plan.replication_factor:
         log.warning(
             "%s has replication factor %d, configured %d: needs a partition reassignment, "
             "which migrate does not do",
-            plan.name, replicas, plan.replication_factor,
-        )  # fmt: skip
+            plan.name,
+            replicas,
+            plan.replication_factor,
+        )
     resource = ConfigResource(ConfigResourceType.TOPIC, plan.name, configs=plan.configs)
     for response in await admin.alter_configs([resource]):
         for result in response.resources:

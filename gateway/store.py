@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +63,10 @@ class MessageRecord:
         return view
 
 
-def _params(r: MessageRecord) -> tuple[Any, ...]:
-    return (
-        r.conversation_id, r.bucket, r.seq, r.message_id, r.sender, r.sender_device,
-        r.client_msg_id, r.kind, r.recipient, r.group_id, r.body, r.accepted_at, r.persisted_at,
-    )  # fmt: skip
+# The insert's values in MESSAGE_COLUMNS order (the fields are named as the columns).
+_params: Callable[[MessageRecord], tuple[Any, ...]] = operator.attrgetter(
+    *MESSAGE_COLUMNS.split(", ")
+)
 
 
 def _await(response_future: Any) -> asyncio.Future[Any]:
