@@ -52,6 +52,16 @@ def base(
     )
 
 
+def rate(metric: str, matchers: str) -> str:
+    """``rate(metric{matchers}[$__rate_interval])``."""
+    return f"rate({metric}{{{matchers}}}[{RATE}])"
+
+
+def summed(expr: str, by: str = "") -> str:
+    """``sum(expr)``, or ``sum by (labels) (expr)``."""
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
+
+
 def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
     return (
         prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)

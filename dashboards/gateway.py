@@ -5,14 +5,14 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard, heatmap
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from dashboards._common import DATASOURCE, GATEWAY, RATE, base, query, series
+from dashboards._common import DATASOURCE, GATEWAY, base, query, rate, series, summed
 from opsctl.spec import StackSpec
 
 UID = "im-gateway"
 
 
 def build(spec: StackSpec) -> dashboard.Dashboard:
-    buckets = f"sum by (le) (rate(im_gateway_delivery_latency_seconds_bucket{{{GATEWAY}}}[{RATE}]))"
+    buckets = _rate("im_gateway_delivery_latency_seconds_bucket", by="le")
     latency_heatmap = (
         heatmap.Panel()
         .title("Delivery latency (sender accept to recipient socket)")
@@ -22,31 +22,37 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
         .span(12)
     )
     threshold_s = spec.slos.delivery_latency_p99_ms / 1000
+    per_pod = f"sum by (instance) (im_gateway_connections_active{{{GATEWAY}}})"
+    queue_depth = f"sum by (instance) (im_gateway_send_queue_depth{{{GATEWAY}}})"
     return (
         base(UID, "IM / Gateway", "WebSocket gateways: load, churn, messages and latency.")
         .with_row(dashboard.Row("Connections"))
         .with_panel(
             series(
-                "Connections per pod", "short",
-                (f"sum by (instance) (im_gateway_connections_active{{{GATEWAY}}})", "{{instance}}"),
+                "Connections per pod",
+                "short",
+                (per_pod, "{{instance}}"),
                 (f"max(im_gateway_connections_limit{{{GATEWAY}}})", "per-pod limit"),
             )
         )
         .with_panel(
             series(
-                "Connects by outcome", "ops",
-                (f"sum by (reason) (rate(im_gateway_connects_total{{{GATEWAY}}}[{RATE}]))", "{{reason}}"),
+                "Connects by outcome",
+                "ops",
+                (_rate("im_gateway_connects_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(
             series(
-                "Disconnects by reason", "ops",
-                (f"sum by (reason) (rate(im_gateway_disconnects_total{{{GATEWAY}}}[{RATE}]))", "{{reason}}"),
+                "Disconnects by reason",
+                "ops",
+                (_rate("im_gateway_disconnects_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(
             series(
-                "Draining pods", "short",
+                "Draining pods",
+                "short",
                 (f"sum(im_gateway_draining{{{GATEWAY}}})", "draining"),
                 description="Pods that received SIGTERM and are moving their clients away.",
             )
@@ -54,21 +60,24 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
         .with_row(dashboard.Row("Messages (rate, errors, duration)"))
         .with_panel(
             series(
-                "Messages", "ops",
-                (f"sum(rate(im_gateway_messages_accepted_total{{{GATEWAY}}}[{RATE}]))", "accepted"),
-                (f"sum(rate(im_gateway_messages_delivered_total{{{GATEWAY}}}[{RATE}]))", "delivered"),
+                "Messages",
+                "ops",
+                (_rate("im_gateway_messages_accepted_total"), "accepted"),
+                (_rate("im_gateway_messages_delivered_total"), "delivered"),
             )
         )
         .with_panel(
             series(
-                "Failed sends by reason", "ops",
-                (f"sum by (reason) (rate(im_gateway_messages_failed_total{{{GATEWAY}}}[{RATE}]))", "{{reason}}"),
+                "Failed sends by reason",
+                "ops",
+                (_rate("im_gateway_messages_failed_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(latency_heatmap)
         .with_panel(
             series(
-                "Delivery latency percentiles", "s",
+                "Delivery latency percentiles",
+                "s",
                 (f"histogram_quantile(0.5, {buckets})", "p50"),
                 (f"histogram_quantile(0.99, {buckets})", "p99"),
                 description=f"The SLO threshold is {threshold_s * 1000:g} ms at p99.",
@@ -77,16 +86,23 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
         .with_row(dashboard.Row("Protection"))
         .with_panel(
             series(
-                "Send queues", "short",
-                (f"sum by (instance) (im_gateway_send_queue_depth{{{GATEWAY}}})", "depth {{instance}}"),
-                (f"sum by (instance) (rate(im_gateway_send_queue_drops_total{{{GATEWAY}}}[{RATE}]))", "drops/s {{instance}}"),
+                "Send queues",
+                "short",
+                (queue_depth, "depth {{instance}}"),
+                (_rate("im_gateway_send_queue_drops_total", by="instance"), "drops/s {{instance}}"),
             )
         )
         .with_panel(
             series(
-                "Auth failures and rate limiting", "ops",
-                (f"sum by (reason) (rate(im_gateway_auth_failures_total{{{GATEWAY}}}[{RATE}]))", "auth {{reason}}"),
-                (f"sum(rate(im_gateway_rate_limited_total{{{GATEWAY}}}[{RATE}]))", "rate limited"),
+                "Auth failures and rate limiting",
+                "ops",
+                (_rate("im_gateway_auth_failures_total", by="reason"), "auth {{reason}}"),
+                (_rate("im_gateway_rate_limited_total"), "rate limited"),
             )
         )
-    )  # fmt: skip
+    )
+
+
+def _rate(metric: str, *, by: str = "") -> str:
+    """The gateways' summed per-second rate of ``metric`` (optionally by some labels)."""
+    return summed(rate(metric, GATEWAY), by=by)

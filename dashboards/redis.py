@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from dashboards._common import RATE, REGION, base, series
+from dashboards._common import REGION, base, rate, series
 from opsctl.spec import StackSpec
 
 UID = "im-redis"
@@ -12,16 +12,31 @@ NODE = f'job="redis", {REGION}, instance=~"$instance"'
 
 
 def build(spec: StackSpec) -> dashboard.Dashboard:
+    description = "Presence, routing, dedup and the first-level cache."
     return (
-        base(UID, "IM / Redis", "Presence, routing, dedup and the first-level cache.",
-             instance_job="redis")
+        base(UID, "IM / Redis", description, instance_job="redis")
         .with_panel(series("Up", "short", (f"redis_up{{{NODE}}}", "{{instance}}")))
-        .with_panel(series("Memory", "bytes",
-                           (f"redis_memory_used_bytes{{{NODE}}}", "used {{instance}}"),
-                           (f"redis_memory_max_bytes{{{NODE}}}", "maxmemory {{instance}}")))
-        .with_panel(series("Evictions and rejected connections", "ops",
-                           (f"rate(redis_evicted_keys_total{{{NODE}}}[{RATE}])", "evicted {{instance}}"),
-                           (f"rate(redis_rejected_connections_total{{{NODE}}}[{RATE}])", "rejected {{instance}}")))
-        .with_panel(series("Replication link", "short",
-                           (f"redis_master_link_up{{{NODE}}}", "link up {{instance}}")))
-    )  # fmt: skip
+        .with_panel(
+            series(
+                "Memory",
+                "bytes",
+                (f"redis_memory_used_bytes{{{NODE}}}", "used {{instance}}"),
+                (f"redis_memory_max_bytes{{{NODE}}}", "maxmemory {{instance}}"),
+            )
+        )
+        .with_panel(
+            series(
+                "Evictions and rejected connections",
+                "ops",
+                (rate("redis_evicted_keys_total", NODE), "evicted {{instance}}"),
+                (rate("redis_rejected_connections_total", NODE), "rejected {{instance}}"),
+            )
+        )
+        .with_panel(
+            series(
+                "Replication link",
+                "short",
+                (f"redis_master_link_up{{{NODE}}}", "link up {{instance}}"),
+            )
+        )
+    )
