@@ -16,9 +16,8 @@ from tests.support import OpsctlRunner
 
 pytestmark = pytest.mark.unit
 
-EXPECTED = {
-    "im-slo-overview", "im-gateway", "im-pipeline", "im-cassandra", "im-redis", "im-loadtest-run",
-}  # fmt: skip
+SERVICE_VIEWS = ("im-gateway", "im-pipeline", "im-cassandra", "im-redis")
+EXPECTED = {"im-slo-overview", *SERVICE_VIEWS, "im-loadtest-run"}
 
 
 @pytest.mark.parametrize("stack", ["local", "staging", "prod"])
@@ -78,3 +77,16 @@ def test_build_and_render_through_the_cli(opsctl: OpsctlRunner, tmp_path: Path) 
         yaml.safe_load_all((tmp_path / "cm" / "ap-east" / "dashboards.yaml").read_text())
     )
     assert {d["kind"] for d in documents} == {"ConfigMap"}
+
+
+def test_live_lint_of_an_unreachable_prometheus_fails_naming_it() -> None:
+    from opsctl.dashboards import live_problems
+    from opsctl.loadtest.targets import free_port
+    from opsctl.prometheus import PrometheusUnreachable
+
+    built = build_all(load_stack(DEFAULT_INFRA_DIR, "local"))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(PrometheusUnreachable) as raised:
+        live_problems(built, nowhere, timeout_s=2)
+    assert raised.value.exit_code is ExitCode.FAILED
+    assert nowhere in raised.value.message

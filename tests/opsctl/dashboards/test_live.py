@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import time
-
-import httpx
 import pytest
 
 from opsctl.dashboards import build_all, live_problems
 from opsctl.errors import ExitCode
 from opsctl.local import LocalStack
 from opsctl.paths import DEFAULT_INFRA_DIR
+from opsctl.prometheus import Prometheus
 from opsctl.spec import load_stack
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for_rates(prometheus: str, timeout_s: float = 90) -> None:
+def wait_for_rates(prometheus_url: str, timeout_s: float = 90) -> None:
     """rate() needs two samples in its window: wait until every target has been scraped thrice."""
-    query = "min(count_over_time(up[1m])) >= 3"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5)
-        if answer.json()["data"]["result"]:
-            return
-        time.sleep(1)
-    pytest.fail(f"Prometheus at {prometheus} has not scraped every target 3 times")
+    with Prometheus(prometheus_url, timeout=5) as prometheus:
+        wait_for(
+            f"Prometheus at {prometheus_url} to scrape every target 3 times",
+            lambda: prometheus.query("min(count_over_time(up[1m])) >= 3"),
+            timeout=timeout_s,
+            interval=1,
+        )
 
 
 def test_every_query_parses_and_returns_series(
