@@ -9,7 +9,6 @@ upstream CRDs of the pinned operator releases.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from opsctl.spec import parse_spec
 from opsctl.stack import COMPONENT_ORDER, build_stack
 from opsctl.stack.policies import check_all
 from opsctl.stack.render import manifests_in, render
-from tests.support import shipped_spec
+from tests.support import shipped_spec, wait_for
 
 if TYPE_CHECKING:
     from opsctl.cluster.pytest_plugin import KubeCluster
@@ -30,6 +29,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 BUILT_IN_GROUPS = {"", "apps", "batch", "policy", "autoscaling"}
+# Kinds every region's render holds (the namespaces' guard rails and the chart's workloads).
+WORKLOAD_KINDS = ("NetworkPolicy", "ResourceQuota", "Deployment", "Service", "ConfigMap")
+WORKLOAD_KINDS += ("PodDisruptionBudget", "HorizontalPodAutoscaler")
 
 
 def _tool(name: str) -> Path:
@@ -97,9 +99,13 @@ def test_rendered_prod_objects_and_chart_comply_with_every_policy(prod_render: P
         assert check_all(manifests_in(prod_render / region)) == []
 
 
+def _kubectl_command(cluster: KubeCluster, *args: str) -> list[str]:
+    kubectl = str(_tool("kubectl"))
+    return [kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, *args]
+
+
 def _kubectl(cluster: KubeCluster, *args: str, stdin: str | None = None) -> str:
-    command = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
-               "--context", cluster.context, *args]  # fmt: skip
+    command = _kubectl_command(cluster, *args)
     done = subprocess.run(
         command, input=stdin, capture_output=True, text=True, timeout=180, check=False
     )
@@ -115,13 +121,9 @@ def _apply(cluster: KubeCluster, manifests: list[dict[str, Any]], *, dry_run: bo
 
 
 def _delete_namespaces(cluster: KubeCluster, names: list[str]) -> None:
-    kubectl = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig), "--context",
-               cluster.context]  # fmt: skip
+    delete = ("delete", "namespace", "--wait=false", "--ignore-not-found", *names)
     subprocess.run(
-        [*kubectl, "delete", "namespace", "--wait=false", "--ignore-not-found", *names],
-        capture_output=True,
-        timeout=120,
-        check=False,
+        _kubectl_command(cluster, *delete), capture_output=True, timeout=120, check=False
     )
 
 
@@ -135,25 +137,25 @@ def test_local_render_applies_to_the_test_cluster(
     namespaces = [m for m in built_in if m["kind"] == "Namespace"]
     rest = [m for m in built_in if m["kind"] != "Namespace"]
     kinds = {m["kind"] for m in rest}
-    assert {"NetworkPolicy", "ResourceQuota", "LimitRange", "Deployment", "Service",
-            "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds  # fmt: skip
+    assert {"LimitRange", *WORKLOAD_KINDS} <= kinds
     try:
         _apply(kube_cluster, namespaces, dry_run=True)
         _apply(kube_cluster, namespaces, dry_run=False)
         _apply(kube_cluster, rest, dry_run=True)
         applied = _apply(kube_cluster, rest, dry_run=False)
         assert applied.count("serverside-applied") == len(rest)
+
         # Quota, LimitRange and the restricted PodSecurity level all admit the chart's pods.
-        deadline = time.monotonic() + 90
-        while True:
-            pods = _kubectl(kube_cluster, "get", "pods", "-n", "im", "-o", "name")
-            names = pods.split()
-            if any("gateway-gateway" in n for n in names) and any("dispatcher" in n for n in names):
-                break
-            if time.monotonic() > deadline:
-                events = _kubectl(kube_cluster, "get", "events", "-n", "im")
-                pytest.fail(f"gateway/dispatcher pods never admitted: {pods}\n{events}")
-            time.sleep(1)
+        def both_admitted() -> bool:
+            names = _kubectl(kube_cluster, "get", "pods", "-n", "im", "-o", "name").split()
+            gateway = any("gateway-gateway" in name for name in names)
+            return gateway and any("dispatcher" in name for name in names)
+
+        try:
+            wait_for("gateway and dispatcher pods admitted", both_admitted, timeout=90, interval=1)
+        except AssertionError as timed_out:
+            events = _kubectl(kube_cluster, "get", "events", "-n", "im")
+            raise AssertionError(f"{timed_out}\n{events}") from None
     finally:
         _delete_namespaces(kube_cluster, [m["metadata"]["name"] for m in namespaces])
 
@@ -208,9 +210,8 @@ def _validate(cluster: KubeCluster, manifests: list[dict[str, Any]]) -> list[str
     """The errors of both dry runs of ``manifests`` (nothing is stored); [] when all pass."""
     errors: list[str] = []
     for name, verb in DRY_RUNS.items():
-        command = [str(_tool("kubectl")), "--kubeconfig", str(cluster.kubeconfig),
-                   "--context", cluster.context, *verb, "--dry-run=server",
-                   "--validate=strict", "-f", "-"]  # fmt: skip
+        strict_dry_run = ("--dry-run=server", "--validate=strict", "-f", "-")
+        command = _kubectl_command(cluster, *verb, *strict_dry_run)
         done = subprocess.run(
             command,
             input=yaml.safe_dump_all(manifests),
@@ -254,8 +255,7 @@ def test_every_built_in_object_of_the_prod_render_passes_strict_server_validatio
     for region in sorted(p for p in prod_render.iterdir() if p.is_dir()):
         objects = [m for m in manifests_in(region) if _built_in(m)]
         kinds = {m["kind"] for m in objects}
-        assert {"Namespace", "NetworkPolicy", "ResourceQuota", "Deployment", "Service",
-                "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds  # fmt: skip
+        assert {"Namespace", *WORKLOAD_KINDS} <= kinds
         for manifest in objects:
             metadata = manifest["metadata"]
             if "namespace" in metadata:
