@@ -39,15 +39,25 @@ class Im:
     def token(self, user: str, **claims: object) -> str:
         info = self.stack.info
         return make_token(
-            info.jwt_secret_file, user, issuer=info.jwt_issuer, audience=info.jwt_audience,
+            info.jwt_secret_file,
+            user,
+            issuer=info.jwt_issuer,
+            audience=info.jwt_audience,
             **claims,
-        )  # fmt: skip
+        )
 
-    def client(self, user: str, device: str = "d1", *, gateway: int | None = None,
-               auto_reconnect: bool = True) -> ProtocolClient:  # fmt: skip
+    def client(
+        self,
+        user: str,
+        device: str = "d1",
+        *,
+        gateway: int | None = None,
+        auto_reconnect: bool = True,
+    ) -> ProtocolClient:
         chosen = [self.urls[gateway]] if gateway is not None else self.urls
-        client = ProtocolClient(chosen, user, device, lambda: self.token(user),
-                                auto_reconnect=auto_reconnect)  # fmt: skip
+        client = ProtocolClient(
+            chosen, user, device, lambda: self.token(user), auto_reconnect=auto_reconnect
+        )
         self.made.append(client)
         return client
 

@@ -53,9 +53,10 @@ def test_valid_gateway_config_gets_defaults(secret: Path) -> None:
 def test_numbers_and_floats_parse_from_strings(secret: Path) -> None:
     config = load(
         "gateway",
-        gateway_env(secret, IMGW_DRAIN_WINDOW_S="2.5", IMGW_MAX_CONNECTIONS="7",
-                    IMGW_RATE_LIMIT_PER_S="3"),
-    )  # fmt: skip
+        gateway_env(
+            secret, IMGW_DRAIN_WINDOW_S="2.5", IMGW_MAX_CONNECTIONS="7", IMGW_RATE_LIMIT_PER_S="3"
+        ),
+    )
     assert (config.drain_window_s, config.max_connections, config.rate_limit_per_s) == (2.5, 7, 3)
 
 
@@ -91,9 +92,13 @@ def test_every_problem_is_reported_at_once(secret: Path) -> None:
 def test_required_variables_depend_on_role(secret: Path) -> None:
     problems = problems_of("gateway", {})
     assert set(problems) >= {
-        "IMGW_NODE_ID", "IMGW_LISTEN_PORT", "IMGW_KAFKA_BOOTSTRAP", "IMGW_REDIS_URL",
-        "IMGW_CASSANDRA_HOSTS", "IMGW_JWT_HS256_SECRET_FILE",
-    }  # fmt: skip
+        "IMGW_NODE_ID",
+        "IMGW_LISTEN_PORT",
+        "IMGW_KAFKA_BOOTSTRAP",
+        "IMGW_REDIS_URL",
+        "IMGW_CASSANDRA_HOSTS",
+        "IMGW_JWT_HS256_SECRET_FILE",
+    }
     migrate = problems_of("migrate", {})
     assert set(migrate) == {"IMGW_KAFKA_BOOTSTRAP", "IMGW_CASSANDRA_HOSTS"}
     config = load("migrate", {"IMGW_KAFKA_BOOTSTRAP": "h:1", "IMGW_CASSANDRA_HOSTS": "h:2"})
@@ -107,12 +112,21 @@ def test_idle_timeout_must_exceed_heartbeat(secret: Path) -> None:
 
 @pytest.mark.parametrize("module", ["gateway.server", "gateway.dispatcher", "gateway.migrate"])
 def test_entry_points_exit_2_naming_the_variable(module: str, tmp_path: Path) -> None:
-    env = {"IMGW_LISTEN_PORT": "not-a-port", "IMGW_KAFKA_BOOTSTRAP": "h:1",
-           "IMGW_CASSANDRA_HOSTS": "h:2", "PATH": "/usr/bin"}  # fmt: skip
+    env = {
+        "IMGW_LISTEN_PORT": "not-a-port",
+        "IMGW_KAFKA_BOOTSTRAP": "h:1",
+        "IMGW_CASSANDRA_HOSTS": "h:2",
+        "PATH": "/usr/bin",
+    }
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-m", module], env=env, cwd=repo, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", module],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert "IMGW_LISTEN_PORT" in done.stderr

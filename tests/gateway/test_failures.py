@@ -5,6 +5,8 @@ restart Redis. Afterwards every acknowledged message is on every member device e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient, dm
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +30,10 @@ async def _load(senders: list[tuple[ProtocolClient, str]], stop: asyncio.Event) 
         await asyncio.sleep(0.025)
 
 
-async def _wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(f"{url}/readyz", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} not ready")
+def _ready(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    return False
 
 
 async def _check_exactly_once(devices: list[ProtocolClient], conv: str, expected: set[str]) -> None:
@@ -86,7 +82,9 @@ def test_kill_gateway_restart_dispatcher_and_redis_under_load(im: Im) -> None:
         await asyncio.sleep(2)
         await in_thread(stack.restart, "redis")
         for base in stack.info.gateway_http_urls:
-            await _wait_ready(base)
+            # In a thread: the clients keep reading (and reconnecting) meanwhile.
+            probe = functools.partial(_ready, base)
+            await asyncio.to_thread(wait_for, f"{base} ready", probe, timeout=30, interval=0.2)
         await asyncio.sleep(2)
         stop.set()
         await load
@@ -98,8 +96,9 @@ def test_kill_gateway_restart_dispatcher_and_redis_under_load(im: Im) -> None:
             await device.sync()  # the client rule after failures: sync from the cursors
         acked = {cl.user: {a["message_id"] for a in cl.acks.values()} for cl, _ in senders}
         for a, b in pairs:
-            await _check_exactly_once(devices[a] + devices[b], dm(a, b),
-                                      acked.get(a, set()) | acked.get(b, set()))  # fmt: skip
+            await _check_exactly_once(
+                devices[a] + devices[b], dm(a, b), acked.get(a, set()) | acked.get(b, set())
+            )
         sent = sum(len(ids) for ids in acked.values())
         assert sent > 200  # the load really ran through the failures
         kinds = {code for d in everyone for code in d.close_codes}

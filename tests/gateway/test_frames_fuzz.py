@@ -22,9 +22,12 @@ json_values = st.recursive(
     max_leaves=30,
 )
 field_names = st.sampled_from(
-    ["op", "ref", "device_id", "token", "sync", "cursors", "limit", "client_msg_id", "to",
-     "group_id", "body", "conversation_id", "seq", "kind", "users", "members"]
-)  # fmt: skip
+    [
+        *("op", "ref", "device_id", "token", "sync", "cursors", "limit"),  # hello, sync
+        *("client_msg_id", "to", "group_id", "body"),  # send
+        *("conversation_id", "seq", "kind", "users", "members"),  # receipt, presence, groups
+    ]
+)
 plausible = st.fixed_dictionaries(
     {"op": st.sampled_from([*CLIENT_OPS, "bogus", ""])},
     optional={
@@ -57,8 +60,7 @@ def check(raw: str | bytes, max_bytes: int = 4096) -> None:
         assert isinstance(error.message, str)
         assert error.ref is None or (isinstance(error.ref, str) and len(error.ref) <= 64)
         return
-    assert type(frame).__name__ in {"Hello", "Ping", "Send", "Receipt", "Sync", "Presence",
-                                    "Group"}  # fmt: skip
+    assert type(frame).__name__ in {"Hello", "Ping", "Send", "Receipt", "Sync", "Presence", "Group"}
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

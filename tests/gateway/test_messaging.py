@@ -50,9 +50,8 @@ def test_one_to_one_across_gateways_in_order_with_acks_and_receipts(im: Im) -> N
         await b.receipt(conv, 30, "read")
         await a.wait_until(lambda: a.receipts, 10, "receipt at alice")
         receipt = a.receipts[-1]
-        assert (receipt["user_id"], receipt["device_id"], receipt["seq"], receipt["kind"]) == (
-            bob, "d1", 30, "read",
-        )  # fmt: skip
+        got = (receipt["user_id"], receipt["device_id"], receipt["seq"], receipt["kind"])
+        assert got == (bob, "d1", 30, "read")
 
     run(im, scenario())
 
@@ -96,8 +95,9 @@ def test_group_messages_reach_every_member_device(im: Im) -> None:
         assert created["members"] == sorted([alice, bob])
         again = await a.request({"op": "group_create", "group_id": group, "members": []})
         assert again["code"] == "group_exists"
-        refused = await c.request({"op": "send", "client_msg_id": "x", "group_id": group,
-                                   "body": "let me in"})  # fmt: skip
+        refused = await c.request(
+            {"op": "send", "client_msg_id": "x", "group_id": group, "body": "let me in"}
+        )
         assert refused["code"] == "not_member"
         joined = await c.request({"op": "group_join", "group_id": group})
         assert carol in joined["members"]
@@ -286,8 +286,11 @@ def test_health_ready_metrics_and_404(im: Im) -> None:
         assert (ready.status_code, ready.text.strip()) == (200, "ready")
         assert httpx.get(f"{base}/nope", timeout=5).status_code == 404
         metrics = im.metrics(base)
-        for name in ("im_gateway_connections_active", "im_gateway_draining",
-                     "im_gateway_delivery_latency_seconds_count"):  # fmt: skip
+        for name in (
+            "im_gateway_connections_active",
+            "im_gateway_draining",
+            "im_gateway_delivery_latency_seconds_count",
+        ):
             assert name in metrics
         limit = int(im.stack.imgw_env().get("IMGW_MAX_CONNECTIONS", "50000"))
         assert metrics["im_gateway_connections_limit"] == limit

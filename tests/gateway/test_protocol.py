@@ -97,8 +97,10 @@ def test_other_ops() -> None:
         ('{"op": "hello", "device_id": "d", "sync": {"cursors": {"x": 1}}}', ErrorCode.BAD_FRAME),
         ('{"op": "hello", "device_id": "d", "sync": {"cursors": {"g:x": -1}}}', "bad_frame"),
         ('{"op": "send", "client_msg_id": "c", "body": "x"}', ErrorCode.BAD_FRAME),
-        ('{"op": "send", "client_msg_id": "c", "to": "a", "group_id": "g", "body": "x"}',
-         ErrorCode.BAD_FRAME),
+        (
+            '{"op": "send", "client_msg_id": "c", "to": "a", "group_id": "g", "body": "x"}',
+            ErrorCode.BAD_FRAME,
+        ),
         ('{"op": "send", "client_msg_id": "c", "to": "a", "body": 5}', ErrorCode.BAD_FRAME),
         ('{"op": "send", "client_msg_id": "", "to": "a", "body": "x"}', ErrorCode.BAD_FRAME),
         ('{"op": "send", "client_msg_id": "c", "to": "a:b", "body": "x"}', ErrorCode.BAD_FRAME),
@@ -112,7 +114,7 @@ def test_other_ops() -> None:
         ('{"op": "sync", "cursors": {"g:x": true}}', ErrorCode.BAD_FRAME),
         ('{"op": "sync", "limit": 0}', ErrorCode.BAD_FRAME),
     ],
-)  # fmt: skip
+)
 def test_bad_frames_get_documented_codes(raw: str | bytes, code: str) -> None:
     assert code_of(raw) == code
 
@@ -155,8 +157,13 @@ def test_message_id_is_deterministic_per_sender() -> None:
 
 def test_server_frame_helpers() -> None:
     error = json.loads(error_frame(ErrorCode.BAD_JSON, "nope", "r1", retry_after_ms=5))
-    assert error == {"op": "error", "code": "bad_json", "message": "nope", "ref": "r1",
-                     "retry_after_ms": 5}  # fmt: skip
+    assert error == {
+        "op": "error",
+        "code": "bad_json",
+        "message": "nope",
+        "ref": "r1",
+        "retry_after_ms": 5,
+    }
     view = json.dumps({"conversation_id": "g:x", "seq": 1})
     assert json.loads(message_frame(view)) == {"op": "message", "conversation_id": "g:x", "seq": 1}
 

@@ -46,10 +46,8 @@ def _free_cluster_ports(count: int) -> list[int]:
 
 
 def _cli(port: int, *args: str) -> str:
-    done = subprocess.run(
-        [str(REDIS_CLI), "-p", str(port), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    argv = [str(REDIS_CLI), "-p", str(port), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, f"redis-cli {' '.join(args)}: {done.stdout}{done.stderr}"
     return done.stdout
 
@@ -98,17 +96,25 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         for port in ports:
             workdir = root / str(port)
             workdir.mkdir()
-            argv = [str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1",
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "3000", "--dir", str(workdir),
-                    "--save", "", "--appendonly", "no", "--logfile", "redis.log"]  # fmt: skip
+            options = {
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "cluster-node-timeout": "3000",
+                "dir": str(workdir),
+                "save": "",
+                "appendonly": "no",
+                "logfile": "redis.log",
+            }
+            argv = [str(REDIS_SERVER), *(arg for o, v in options.items() for arg in (f"--{o}", v))]
             procs.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
         for port in ports:
             wait_for(f"redis on {port}", lambda p=port: _ping(p), timeout=30)
-        _cli(ports[0], "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-             "--cluster-replicas", "0", "--cluster-yes")  # fmt: skip
+        nodes = [f"127.0.0.1:{p}" for p in ports]
+        _cli(ports[0], "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes")
         for port in ports:
             wait_for(
                 f"cluster_state:ok on {port}",
@@ -121,8 +127,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 def _ping(port: int) -> bool:
-    done = subprocess.run([str(REDIS_CLI), "-p", str(port), "ping"], capture_output=True,
-                          text=True, timeout=10, check=False)  # fmt: skip
+    argv = [str(REDIS_CLI), "-p", str(port), "ping"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     return done.stdout.strip() == "PONG"
 
 
@@ -145,8 +151,12 @@ def cluster_im(
     migrate = subprocess.run(
         [sys.executable, "-m", "gateway.migrate"],
         env={**env, "IMGW_NODE_ID": "migrate-cluster"},
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     base = find_free_port_block(3)
     ports = [base, base + 1, base + 2]
@@ -158,9 +168,12 @@ def cluster_im(
             with (logs / f"{node}.log").open("wb") as log:
                 own = {"IMGW_NODE_ID": node, "IMGW_LISTEN_PORT": str(port)}
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", module], env={**env, **own}, cwd=REPO_ROOT,
-                    stdout=log, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    [sys.executable, "-m", module],
+                    env={**env, **own},
+                    cwd=REPO_ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
                 procs.append(proc)
         for (_, node, port), proc in zip(roles, procs, strict=True):
             log_file = logs / f"{node}.log"
@@ -234,8 +247,9 @@ def test_messages_groups_receipts_and_sync_work_on_a_sharded_redis(
         await again.connect()
         await again.wait_until(
             lambda: again.bodies(convs[-1])[-3:] == [f"while away {i}" for i in range(3)],
-            30, "offline sync",
-        )  # fmt: skip
+            30,
+            "offline sync",
+        )
         # By sync or live, depending on how far the dispatcher got: each exactly once.
         assert sorted(seq for c, seq in again.messages if c == convs[-1]) == list(range(1, 9))
         assert again.duplicates_on_one_connection() == []

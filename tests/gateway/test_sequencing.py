@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.delivery import from_recent_cache
 from gateway.dispatcher import BadRecord, parse_record
 from gateway.migrate import (
     MIGRATIONS_DIR,
@@ -16,7 +17,6 @@ from gateway.migrate import (
     load_topic_plan,
     replication_of,
 )
-from gateway.delivery import from_recent_cache
 
 pytestmark = pytest.mark.unit
 
@@ -28,9 +28,8 @@ def entries(*seqs: int) -> list[str]:
 def test_cache_serves_a_contiguous_range_after_the_cursor() -> None:
     got = from_recent_cache(entries(3, 4, 5, 6), cursor=4, limit=10)
     assert [s for s, _ in got or []] == [5, 6]
-    assert from_recent_cache(entries(3, 4, 5, 6), cursor=2, limit=2) == [
-        (3, '{"seq":3}'), (4, '{"seq":4}'),
-    ]  # fmt: skip
+    first_two = [(3, '{"seq":3}'), (4, '{"seq":4}')]
+    assert from_recent_cache(entries(3, 4, 5, 6), cursor=2, limit=2) == first_two
 
 
 def test_cache_refuses_when_it_cannot_prove_completeness() -> None:
@@ -47,17 +46,26 @@ def test_cache_tolerates_replayed_entries_and_an_up_to_date_cursor() -> None:
 
 def record(**overrides: object) -> bytes:
     base: dict[str, object] = {
-        "v": 1, "mid": "m1", "conv": "dm:alice:bob", "kind": "dm", "from": "alice",
-        "dev": "phone", "cmid": "c1", "body": "hi", "ts": 1000, "to": "bob", "gw": "gw-1",
-    }  # fmt: skip
+        "v": 1,
+        "mid": "m1",
+        "conv": "dm:alice:bob",
+        "kind": "dm",
+        "from": "alice",
+        "dev": "phone",
+        "cmid": "c1",
+        "body": "hi",
+        "ts": 1000,
+        "to": "bob",
+        "gw": "gw-1",
+    }
     base.update(overrides)
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
 
 
 def test_parse_record() -> None:
     accepted = parse_record(record())
-    assert (accepted.conversation_id, accepted.to, accepted.accepted_at) == ("dm:alice:bob", "bob",
-                                                                              1000)  # fmt: skip
+    got = (accepted.conversation_id, accepted.to, accepted.accepted_at)
+    assert got == ("dm:alice:bob", "bob", 1000)
     group = parse_record(record(kind="group", conv="g:x", gid="x", to=None))
     assert group.group_id == "x"
 
