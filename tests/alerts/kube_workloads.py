@@ -13,6 +13,7 @@ from opsctl.cluster.pytest_plugin import TEST_RUN_LABEL, KubeCluster
 from tests.support import wait_for
 
 REPLICAS = 2
+CPU_AT_70_PERCENT = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
 
 
 def _deployment(name: str) -> dict[str, Any]:
@@ -67,16 +68,17 @@ def im_workloads(cluster: KubeCluster) -> Iterator[str]:
                     "kind": "HorizontalPodAutoscaler",
                     "metadata": {"name": name},
                     "spec": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                           "name": name},
+                        "scaleTargetRef": {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": name,
+                        },
                         "minReplicas": 1,
                         "maxReplicas": REPLICAS,  # already at its maximum
-                        "metrics": [{"type": "Resource", "resource": {
-                            "name": "cpu", "target": {"type": "Utilization",
-                                                      "averageUtilization": 70}}}],
+                        "metrics": [{"type": "Resource", "resource": CPU_AT_70_PERCENT}],
                     },
                 },
-            )  # fmt: skip
+            )
             PolicyV1Api(client).create_namespaced_pod_disruption_budget(
                 namespace,
                 {
