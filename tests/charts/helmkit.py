@@ -122,10 +122,9 @@ class Helm:
         check: bool = True,
     ) -> HelmResult:
         """``helm install`` or ``upgrade`` of the chart as RELEASE, waiting until it is ready."""
-        return self.run(
-            verb, RELEASE, str(CHART), "--namespace", namespace, "--wait", "--timeout",
-            DEPLOY_TIMEOUT, *value_args(values, sets), check=check,
-        )  # fmt: skip
+        target = (RELEASE, str(CHART), "--namespace", namespace)
+        wait = ("--wait", "--timeout", DEPLOY_TIMEOUT)
+        return self.run(verb, *target, *wait, *value_args(values, sets), check=check)
 
     def render(
         self,
