@@ -1,6 +1,6 @@
 """pytest fixtures on a real simulated cluster (kube-apiserver + etcd + controllers + kwok).
 
-Enable in tests/conftest.py with ``pytest_plugins = ["opsctl.cluster.pytest_plugin"]``.
+``tests/conftest.py`` loads it (``pytest_plugins``); conftests need not import its fixtures.
 
 ``kube_cluster`` (session) starts the local stack's region cluster once, in a private state
 directory so it never touches clusters started with ``opsctl cluster up``, and deletes it at the

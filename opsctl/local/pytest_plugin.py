@@ -1,6 +1,6 @@
 """pytest plugin: one real local stack per test session.
 
-Enable it in the root conftest with ``pytest_plugins = ["opsctl.local.pytest_plugin"]``.
+``tests/conftest.py`` loads it (``pytest_plugins``); conftests need not import its fixtures.
 
 The ``local_stack`` fixture starts the whole stack once (in a temporary state dir, on a free
 block of ports), yields the running :class:`~opsctl.local.LocalStack` and stops it when the
@@ -28,9 +28,6 @@ from opsctl.local._stack import LocalStack
 
 if TYPE_CHECKING:
     from opsctl.cluster.pytest_plugin import KubeCluster
-
-_SESSION: dict[str, LocalStack] = {}
-
 
 def start_test_stack(
     state_dir: Path,
@@ -60,28 +57,22 @@ def start_test_stack(
     return stack
 
 
-def _session_stack(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> LocalStack:
-    # One stack per session even if the fixture is reachable from several conftests.
-    if "stack" not in _SESSION:
-        state_dir = tmp_path_factory.mktemp("local-stack", numbered=True)
-        stack = start_test_stack(state_dir)
-        _SESSION["stack"] = stack
-
-        def _down() -> None:
-            _SESSION.pop("stack", None)
-            stack.down()
-
-        config.add_cleanup(_down)
-    return _SESSION["stack"]
+@pytest.fixture(scope="session")
+def _local_stack_of_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # The stack belongs to this fixture, which only this plugin defines: a conftest that
+    # re-exports ``local_stack`` (an older layout did) gets the same stack, not a second one.
+    stack = start_test_stack(tmp_path_factory.mktemp("local-stack", numbered=True))
+    try:
+        yield stack
+    finally:
+        stack.down()
 
 
 @pytest.fixture(scope="session")
-def local_stack(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> LocalStack:
+def local_stack(_local_stack_of_session: LocalStack) -> LocalStack:
     """The running local stack (session-scoped): Redis, Kafka, Cassandra, Prometheus,
     Alertmanager, the dispatcher and two gateways. Stopped when the session ends."""
-    return _session_stack(pytestconfig, tmp_path_factory)
+    return _local_stack_of_session
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from opsctl import cli
-from opsctl.cli import playbooks as playbooks_cli
 from opsctl.errors import ExitCode, InvalidInputFile
 from opsctl.hostlimits import load_limits
 from opsctl.paths import DEFAULT_INFRA_DIR
@@ -21,16 +18,6 @@ from opsctl.spec import load_stack
 from tests.support import OpsctlRunner
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def opsctl_with_playbooks(opsctl: OpsctlRunner, monkeypatch: pytest.MonkeyPatch) -> OpsctlRunner:
-    """The real opsctl edge, with the playbooks group registered if the lead has not yet."""
-    names = [group.name for group in cli.app.registered_groups]
-    if "playbooks" not in names:
-        info = typer.models.TyperInfo(playbooks_cli.app, name="playbooks")
-        monkeypatch.setattr(cli.app, "registered_groups", [*cli.app.registered_groups, info])
-    return opsctl
 
 
 def write_stack(infra_dir: Path, mutate: Any) -> None:
@@ -69,13 +56,11 @@ def test_regions_become_groups_with_budget_and_sizing_as_vars() -> None:
     assert all("-" not in name for name in inventory.groups())
 
 
-def test_cli_writes_generated_yml_and_reports_json(
-    opsctl_with_playbooks: OpsctlRunner, tmp_path: Path
-) -> None:
+def test_cli_writes_generated_yml_and_reports_json(opsctl: OpsctlRunner, tmp_path: Path) -> None:
     out = tmp_path / "inv"
     (out).mkdir()
     (out / "hosts.yml").write_text("keep: me\n")
-    result = opsctl_with_playbooks(
+    result = opsctl(
         "playbooks", "inventory", "--stack", "staging", "--out", str(out), "--output", "json"
     )
     assert result.exit_code == 0, result.stderr
@@ -87,13 +72,11 @@ def test_cli_writes_generated_yml_and_reports_json(
     assert (out / "hosts.yml").read_text() == "keep: me\n"
 
 
-def test_cli_bad_spec_exits_2_naming_the_field(
-    opsctl_with_playbooks: OpsctlRunner, tmp_path: Path
-) -> None:
+def test_cli_bad_spec_exits_2_naming_the_field(opsctl: OpsctlRunner, tmp_path: Path) -> None:
     infra = tmp_path / "infra"
     write_stack(infra, lambda s: s["reconnectBudget"].update(reconnectsPerSecond=0))
     out = tmp_path / "inv"
-    result = opsctl_with_playbooks(
+    result = opsctl(
         "--infra-dir",
         str(infra),
         "playbooks",
@@ -109,12 +92,12 @@ def test_cli_bad_spec_exits_2_naming_the_field(
 
 
 def test_cli_connections_beyond_nofile_exit_2_naming_the_field(
-    opsctl_with_playbooks: OpsctlRunner, tmp_path: Path
+    opsctl: OpsctlRunner, tmp_path: Path
 ) -> None:
     infra = tmp_path / "infra"
     write_stack(infra, lambda s: s["regions"][1]["gateway"].update(connectionsPerPod=2_000_000))
     out = tmp_path / "inv"
-    result = opsctl_with_playbooks(
+    result = opsctl(
         "--infra-dir",
         str(infra),
         "playbooks",
@@ -130,18 +113,16 @@ def test_cli_connections_beyond_nofile_exit_2_naming_the_field(
     assert not out.exists()
 
 
-def test_out_that_is_a_file_exits_2(opsctl_with_playbooks: OpsctlRunner, tmp_path: Path) -> None:
+def test_out_that_is_a_file_exits_2(opsctl: OpsctlRunner, tmp_path: Path) -> None:
     target = tmp_path / "file"
     target.write_text("")
-    result = opsctl_with_playbooks(
-        "playbooks", "inventory", "--stack", "local", "--out", str(target)
-    )
+    result = opsctl("playbooks", "inventory", "--stack", "local", "--out", str(target))
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "is a file" in result.stderr
 
 
-def test_limits_json_lists_both_profiles(opsctl_with_playbooks: OpsctlRunner) -> None:
-    result = opsctl_with_playbooks("playbooks", "limits", "--output", "json")
+def test_limits_json_lists_both_profiles(opsctl: OpsctlRunner) -> None:
+    result = opsctl("playbooks", "limits", "--output", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["loadgen_host"]["ephemeralPorts"] == [1024, 65535]

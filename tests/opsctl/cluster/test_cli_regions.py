@@ -37,10 +37,10 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
-def test_three_regions_up_status_down(opsctl_cluster: OpsctlRunner, state_dir: Path) -> None:
+def test_three_regions_up_status_down(opsctl: OpsctlRunner, state_dir: Path) -> None:
     prod = plan_clusters(DEFAULT_INFRA_DIR, "prod")
     try:
-        result = opsctl_cluster("cluster", "up", "--regions", "3", "--output", "json")
+        result = opsctl("cluster", "up", "--regions", "3", "--output", "json")
         assert result.exit_code == ExitCode.OK, result.stderr
         report = json.loads(result.stdout)
         assert [c["context"] for c in report["clusters"]] == [p.context for p in prod]
@@ -60,48 +60,48 @@ def test_three_regions_up_status_down(opsctl_cluster: OpsctlRunner, state_dir: P
         for plan in prod:
             assert len(clusters.cluster_processes(plan.name)) >= 5  # etcd, apiserver, kcm, ...
 
-        again = opsctl_cluster("cluster", "up", "--regions", "3", "--output", "json")
+        again = opsctl("cluster", "up", "--regions", "3", "--output", "json")
         assert again.exit_code == ExitCode.OK, again.stderr
         assert [c["apiserver"] for c in json.loads(again.stdout)["clusters"]] == [
             c["apiserver"] for c in report["clusters"]
         ]  # healthy clusters are reused, not recreated
 
-        status = opsctl_cluster("cluster", "status", "-o", "json")
+        status = opsctl("cluster", "status", "-o", "json")
         assert status.exit_code == ExitCode.OK, status.stderr
         assert {c["context"] for c in json.loads(status.stdout)["clusters"]} == {
             p.context for p in prod
         }
     finally:
-        down = opsctl_cluster("cluster", "down")
+        down = opsctl("cluster", "down")
     assert down.exit_code == ExitCode.OK, down.stderr
     assert processes_under(state_dir) == []
     pgrep = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, check=False)
     assert pgrep.stdout == b""
     assert KwokClusters(state_dir).names() == []
-    status = opsctl_cluster("cluster", "status", "-o", "json")
+    status = opsctl("cluster", "status", "-o", "json")
     assert json.loads(status.stdout)["clusters"] == []
 
 
 def test_status_reports_a_stopped_cluster_and_exits_1(
-    opsctl_cluster: OpsctlRunner, state_dir: Path
+    opsctl: OpsctlRunner, state_dir: Path
 ) -> None:
     try:
-        assert opsctl_cluster("cluster", "up").exit_code == ExitCode.OK
+        assert opsctl("cluster", "up").exit_code == ExitCode.OK
         clusters = KwokClusters(state_dir)
         processes = [psutil.Process(pid) for pid in clusters.cluster_processes("local")]
         assert processes
         for process in processes:
             process.kill()
         psutil.wait_procs(processes, timeout=10)
-        result = opsctl_cluster("cluster", "status", "-o", "json")
+        result = opsctl("cluster", "status", "-o", "json")
         assert result.exit_code == ExitCode.FAILED
         (cluster,) = json.loads(result.stdout)["clusters"]
         assert cluster["context"] == "kwok-local"
         assert cluster["healthy"] is False
         assert "stopped" in cluster["problem"]
         # `up` replaces the broken cluster with a working one.
-        assert opsctl_cluster("cluster", "up").exit_code == ExitCode.OK
-        assert opsctl_cluster("cluster", "status").exit_code == ExitCode.OK
+        assert opsctl("cluster", "up").exit_code == ExitCode.OK
+        assert opsctl("cluster", "status").exit_code == ExitCode.OK
     finally:
-        assert opsctl_cluster("cluster", "down").exit_code == ExitCode.OK
+        assert opsctl("cluster", "down").exit_code == ExitCode.OK
     assert processes_under(state_dir) == []

@@ -20,49 +20,45 @@ def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_unsupported_region_count_exits_2(opsctl_cluster: OpsctlRunner, empty_cache: Path) -> None:
-    result = opsctl_cluster("cluster", "up", "--regions", "5")
+def test_unsupported_region_count_exits_2(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "up", "--regions", "5")
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "--regions 5 is not supported" in result.stderr
     assert not (empty_cache / "state").exists()
 
 
-def test_stack_with_regions_exits_2(opsctl_cluster: OpsctlRunner, empty_cache: Path) -> None:
-    result = opsctl_cluster("cluster", "up", "--stack", "prod", "--regions", "2")
+def test_stack_with_regions_exits_2(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "up", "--stack", "prod", "--regions", "2")
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "either --stack or --regions" in result.stderr
 
 
-def test_bad_nodes_per_zone_exits_2(opsctl_cluster: OpsctlRunner, empty_cache: Path) -> None:
-    result = opsctl_cluster("cluster", "up", "--nodes-per-zone", "0")
+def test_bad_nodes_per_zone_exits_2(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "up", "--nodes-per-zone", "0")
     assert result.exit_code == ExitCode.BAD_INPUT
 
 
-def test_unknown_stack_exits_2(opsctl_cluster: OpsctlRunner, empty_cache: Path) -> None:
-    result = opsctl_cluster("cluster", "up", "--stack", "qa")
+def test_unknown_stack_exits_2(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "up", "--stack", "qa")
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "stack 'qa' not found" in result.stderr
 
 
-def test_missing_binaries_fail_with_make_setup(
-    opsctl_cluster: OpsctlRunner, empty_cache: Path
-) -> None:
-    result = opsctl_cluster("cluster", "up")
+def test_missing_binaries_fail_with_make_setup(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "up")
     assert result.exit_code == ExitCode.FAILED  # ToolMissing
     assert "not built yet" in result.stderr
     assert "make setup" in result.stderr
     assert not (empty_cache / "state" / "clusters").exists()
 
 
-def test_status_with_no_clusters_is_empty_json(
-    opsctl_cluster: OpsctlRunner, empty_cache: Path
-) -> None:
-    result = opsctl_cluster("cluster", "status", "--output", "json")
+def test_status_with_no_clusters_is_empty_json(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("cluster", "status", "--output", "json")
     assert result.exit_code == ExitCode.OK
     assert json.loads(result.stdout)["clusters"] == []
 
 
-def test_down_with_no_clusters_is_a_no_op(opsctl_cluster: OpsctlRunner, empty_cache: Path) -> None:
-    result = opsctl_cluster("-o", "json", "cluster", "down")
+def test_down_with_no_clusters_is_a_no_op(opsctl: OpsctlRunner, empty_cache: Path) -> None:
+    result = opsctl("-o", "json", "cluster", "down")
     assert result.exit_code == ExitCode.OK
     assert json.loads(result.stdout)["deleted"] == []
