@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import httpx
 from opsctl.local import LocalStack
 from opsctl.local._config import LocalConfig, Ports
 from opsctl.local._procs import running_record
+from opsctl.poll import WaitTimeout, wait_until
 
 IM_PROCESSES = ("dispatcher", "gw-1", "gw-2")
 SUMMARY_MARKERS = ("offered", "latency", "CPU")
@@ -59,11 +61,15 @@ def stop_stack_im(stack: LocalStack) -> None:
         if record is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while any(running_record(stack.layout.pid(n)) for n in IM_PROCESSES):
-        if time.monotonic() > deadline:
-            raise SystemExit("the stack's IM processes did not stop")
-        time.sleep(0.2)
+    try:
+        wait_until(
+            "the stack's IM processes to stop",
+            lambda: not any(running_record(stack.layout.pid(n)) for n in IM_PROCESSES),
+            timeout=30,
+            interval=0.2,
+        )
+    except WaitTimeout as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def start_tree(stack: LocalStack, root: Path, log_dir: Path) -> list[subprocess.Popen[bytes]]:
@@ -77,14 +83,18 @@ def start_tree(stack: LocalStack, root: Path, log_dir: Path) -> list[subprocess.
         with (log_dir / f"{root.name}-{node}.log").open("ab") as log:
             own = {"IMGW_NODE_ID": node, "IMGW_LISTEN_PORT": str(port)}
             argv = [sys.executable, "-m", module]
-            procs.append(subprocess.Popen(argv, cwd=root, env={**env, **own}, stdout=log,
-                                          stderr=subprocess.STDOUT))  # fmt: skip
-    deadline = time.monotonic() + 90
+            proc = subprocess.Popen(
+                argv, cwd=root, env={**env, **own}, stdout=log, stderr=subprocess.STDOUT
+            )
+            procs.append(proc)
+    deadline = time.monotonic() + 90  # for all of them together
     for _, node, port in roles:
-        while not _ready(port):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{root}: {node} not ready (logs in {log_dir})")
-            time.sleep(0.3)
+        what = f"{root}: {node} ready (logs in {log_dir})"
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            wait_until(what, functools.partial(_ready, port), timeout=remaining, interval=0.3)
+        except WaitTimeout as exc:
+            raise SystemExit(str(exc)) from None
     return procs
 
 
@@ -120,11 +130,11 @@ def main() -> None:
             procs = start_tree(stack, root, log_dir)
             try:
                 time.sleep(3)  # let consumer group assignment settle
+                argv = [sys.executable, str(throughput), "--rates", args.rates]
+                argv += ["--seconds", str(args.seconds)]
                 done = subprocess.run(
-                    [sys.executable, str(throughput), "--rates", args.rates,
-                     "--seconds", str(args.seconds)],
-                    env=bench_env, capture_output=True, text=True, check=False,
-                )  # fmt: skip
+                    argv, env=bench_env, capture_output=True, text=True, check=False
+                )
             finally:
                 for proc in procs:
                     proc.terminate()

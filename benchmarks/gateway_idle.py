@@ -23,11 +23,15 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import jwt
 import psutil
 from websockets.asyncio.client import connect
+
+# No compression and no WebSocket pings, like the gateway.
+CONNECT_OPTIONS: dict[str, Any] = {"compression": None, "open_timeout": 60, "ping_interval": None}
 
 
 def token(secret: str, user: str, issuer: str, audience: str) -> str:
@@ -49,8 +53,7 @@ async def hold(
         for attempt in range(10):  # 503 / 1013 mean "try again later" (docs/protocol.md)
             try:
                 async with sem:
-                    ws = await connect(args.url, additional_headers=auth, compression=None,
-                                       open_timeout=60, ping_interval=None)  # fmt: skip
+                    ws = await connect(args.url, additional_headers=auth, **CONNECT_OPTIONS)
                     await ws.send(json.dumps({"op": "hello", "device_id": "d"}))
                     await ws.recv()
                 sockets.append(ws)

@@ -37,6 +37,14 @@ from websockets.asyncio.client import ClientConnection, connect
 PER_SENDER_RATE = 40.0  # msg/s, below the gateway's default 50/s limit
 TAIL_IDLE_S = 5.0  # after the send window, wait until nothing arrived for this long
 TAIL_MAX_S = 90.0
+# No compression and no WebSocket pings, like the gateway; max_queue=None: the client buffers
+# every incoming frame instead of pausing reads.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "compression": None,
+    "open_timeout": 60,
+    "ping_interval": None,
+    "max_queue": None,
+}
 
 
 def token(secret: str, user: str, issuer: str, audience: str) -> str:
@@ -46,12 +54,8 @@ def token(secret: str, user: str, issuer: str, audience: str) -> str:
 
 
 async def session(url: str, secret: str, user: str, args: argparse.Namespace) -> ClientConnection:
-    ws = await connect(
-        url,
-        additional_headers={"Authorization": "Bearer " + token(secret, user, args.issuer,
-                                                                args.audience)},
-        compression=None, open_timeout=60, ping_interval=None, max_queue=None,
-    )  # fmt: skip
+    auth = {"Authorization": "Bearer " + token(secret, user, args.issuer, args.audience)}
+    ws = await connect(url, additional_headers=auth, **CONNECT_OPTIONS)
     await ws.send(json.dumps({"op": "hello", "device_id": "bench"}))
     await ws.recv()
     return ws
@@ -95,8 +99,8 @@ async def run_worker(args: argparse.Namespace, worker: int, pairs: int, out: Any
     n = 0
     while time.monotonic() < deadline:
         for ws, peer in senders:
-            frame = {"op": "send", "client_msg_id": f"{run_id}-{n}", "to": peer,
-                     "body": repr(time.time())}  # fmt: skip
+            body = repr(time.time())  # the receiver's latency is measured from this
+            frame = {"op": "send", "client_msg_id": f"{run_id}-{n}", "to": peer, "body": body}
             await ws.send(json.dumps(frame))
             counts["sent"] += 1
         n += 1
@@ -243,8 +247,8 @@ def main() -> None:
     if not gateways:
         sys.exit(f"no gateway listens on {args.urls}")
     dispatchers = processes_on([args.dispatcher_url]) if args.dispatcher_url else []
-    print(f"gateways: {len(gateways)} processes on {args.urls}; dispatcher measured: "
-          f"{bool(dispatchers)}; {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    measured = f"dispatcher measured: {bool(dispatchers)}; {os.cpu_count()} CPUs"
+    print(f"gateways: {len(gateways)} processes on {args.urls}; {measured}", flush=True)
     runs = [measure(args, float(rate), gateways, dispatchers) for rate in args.rates.split(",")]
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
