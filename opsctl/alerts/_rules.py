@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
-from opsctl.errors import InputProblem, InvalidInputFile
+from opsctl.errors import InputProblem
 from opsctl.paths import REPO_ROOT
+from opsctl.spec import read_yaml_model
 
 RULES_DIR = REPO_ROOT / "alerts" / "rules"
 RUNBOOKS_DIR = REPO_ROOT / "docs" / "runbooks"
@@ -90,22 +92,20 @@ def runbook_path(rule: Rule) -> Path | None:
     return RUNBOOKS_DIR / f"{url.removeprefix(RUNBOOK_BASE_URL)}.md"
 
 
+class RuleFile(BaseModel):
+    """A Prometheus rule file: ``groups`` and nothing else (promtool refuses other keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[dict[str, Any]]
+
+
 def load_sources(directory: Path = RULES_DIR) -> RuleSet:
-    """Read every source rule file and check its structure; all problems at once (exit 2)."""
+    """Read every source rule file and check its structure (exit 2, with line and column)."""
     ruleset = RuleSet()
     for path in sorted(directory.glob("*.yaml")):
-        shown = _shown(path)
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark else None
-            problem = InputProblem(shown, "", f"YAML syntax error: {exc}", line)
-            raise InvalidInputFile(_WHAT, shown, [problem]) from exc
-        groups = document.get("groups") if isinstance(document, dict) else None
-        if not isinstance(groups, list):
-            raise InvalidInputFile(_WHAT, shown, [InputProblem(shown, "groups", "missing list")])
-        ruleset.files[path.name] = groups
+        loaded = read_yaml_model(RuleFile, path, what=_WHAT, shown=_shown(path))
+        ruleset.files[path.name] = loaded.groups
     return ruleset
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from opsctl.alerts._rules import RULES_DIR, load_sources, structural_problems
+from opsctl.errors import InvalidInputFile
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +70,22 @@ def test_each_problem_names_file_rule_and_problem(
 def test_duplicate_alert_names_are_refused(tmp_path: Path) -> None:
     (problem,) = problems_for(tmp_path, GOOD, GOOD)
     assert "duplicate alert" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "located"),
+    [
+        ("groups:\n  - name: g\n    rules: [\n", "x.yaml:4:1: YAML syntax error"),
+        ("groups: []\ngroup: []\n", "x.yaml:2:1: group: unknown field; did you mean 'groups'?"),
+        ("groups:\n  - name: a\ngroups: []\n", "x.yaml:3:1: groups: duplicate key"),
+        ("groups: {}\n", "x.yaml:1:1: groups: expected a list"),
+    ],
+)
+def test_a_malformed_rule_file_is_refused_at_its_line_and_column(
+    tmp_path: Path, text: str, located: str
+) -> None:
+    (tmp_path / "x.yaml").write_text(text)
+    with pytest.raises(InvalidInputFile) as raised:
+        load_sources(tmp_path)
+    (problem,) = raised.value.problems
+    assert str(problem).startswith(str(tmp_path / located)), problem
