@@ -116,8 +116,12 @@ def test_defaults_are_a_local_file_backend_and_passphrase() -> None:
 
 
 def test_outputs_do_not_need_a_cluster(fake_pulumi: Path, tmp_path: Path) -> None:
-    env = {ENV_PULUMI_BIN: str(fake_pulumi), "PULUMI_CONFIG_PASSPHRASE": "x",
-           "KUBECONFIG": str(tmp_path / "none"), "OPSCTL_PULUMI_BACKEND_URL": "s3://b"}  # fmt: skip
+    env = {
+        ENV_PULUMI_BIN: str(fake_pulumi),
+        "PULUMI_CONFIG_PASSPHRASE": "x",
+        "KUBECONFIG": str(tmp_path / "none"),
+        "OPSCTL_PULUMI_BACKEND_URL": "s3://b",
+    }
     config = resolve_config(stack="local", infra_dir=DEFAULT_INFRA_DIR, policy=False, env=env)
     pulumi_bin, spec = prepare(config, Operation.outputs)
     assert pulumi_bin == fake_pulumi

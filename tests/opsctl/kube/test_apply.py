@@ -72,9 +72,16 @@ def test_dashboards_apply_creates_sidecar_configmaps(
             .items
         )
     assert sorted(m.metadata.name for m in maps) == sorted(
-        f"dashboard-{uid}" for uid in ("im-slo-overview", "im-gateway", "im-pipeline",
-                                      "im-cassandra", "im-redis", "im-loadtest-run")
-    )  # fmt: skip
+        f"dashboard-{uid}"
+        for uid in (
+            "im-slo-overview",
+            "im-gateway",
+            "im-pipeline",
+            "im-cassandra",
+            "im-redis",
+            "im-loadtest-run",
+        )
+    )
     again = opsctl(*args)
     assert again.exit_code == ExitCode.OK, again.stderr  # idempotent
 
@@ -106,8 +113,11 @@ def test_a_region_whose_context_is_missing_fails_before_any_change(
     opsctl: OpsctlRunner, tmp_path: Path
 ) -> None:
     empty = tmp_path / "kubeconfig"
-    empty.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [],
-                                     "contexts": [], "users": []}))  # fmt: skip
+    empty.write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": []}
+        )
+    )
     result = opsctl("dashboards", "apply", "--stack", "staging", "--kubeconfig", str(empty))
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "kube context 'kwok-staging-eu-central' is not usable" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,37 +52,40 @@ def set_at(spec: dict[str, Any], path: str, value: Any) -> None:
     node[int(leaf) if leaf.isdigit() else leaf] = value
 
 
+def case(name: str, mutation: str, value: Any, words: str, field: str | None = None) -> Any:
+    """One bad spec: set ``mutation`` (dotted) to ``value``; a problem at ``field`` (default:
+    the mutated field) says ``words``."""
+    if field is None:
+        field = re.sub(r"\.(\d+)", r"[\1]", mutation)
+    return pytest.param(mutation, value, field, words, id=name)
+
+
 BAD_CASES = [
-    # (name, mutation path, value, expected field path, expected words)
-    ("unknown field", "regions.0.gateway.replica", 3, "regions[0].gateway.replica",
-     "unknown field; did you mean 'replicas'?"),
-    ("wrong type", "regions.0.kafka.brokers", "three", "regions[0].kafka.brokers",
-     "expected an integer, got str 'three'"),
-    ("quoted number", "regions.0.gateway.replicas", "2", "regions[0].gateway.replicas",
-     "expected an integer"),
-    ("replicas above max", "regions.0.gateway.replicas", 9, "regions[0].gateway.replicas",
-     "9 is greater than maxReplicas (4)"),
-    ("negative storage", "regions.0.kafka.storage", "-10Gi", "regions[0].kafka.storage",
-     "negative"),
-    ("negative count", "regions.0.redis.shards", -1, "regions[0].redis.shards",
-     "greater than or equal to 1"),
-    ("kafka rf above brokers", "regions.0.kafka.replicationFactor", 3,
-     "regions[0].kafka.replicationFactor", "greater than the region's brokers (1)"),
-    ("cassandra rf above nodes", "regions.0.cassandra.replicationFactor", 2,
-     "regions[0].cassandra.replicationFactor", "greater than the region's nodes (1)"),
-    ("no primary", "regions.0.role", "secondary", "regions", "no region has role 'primary'"),
-    ("latest tag", "images.gateway", "registry.im.internal/im/gateway:latest", "images.gateway",
-     "mutable tag 'latest'"),
-    ("unknown receiver", "alerting.teams.0.pageReceiver", "nobody",
-     "alerting.teams[0].pageReceiver", "unknown receiver 'nobody'"),
-]  # fmt: skip
+    case("unknown field", "regions.0.gateway.replica", 3, "did you mean 'replicas'?"),
+    case("wrong type", "regions.0.kafka.brokers", "three", "expected an integer, got str 'three'"),
+    case("quoted number", "regions.0.gateway.replicas", "2", "expected an integer"),
+    case("replicas above max", "regions.0.gateway.replicas", 9, "greater than maxReplicas (4)"),
+    case("negative storage", "regions.0.kafka.storage", "-10Gi", "negative"),
+    case("negative count", "regions.0.redis.shards", -1, "greater than or equal to 1"),
+    case(
+        "kafka rf above brokers",
+        "regions.0.kafka.replicationFactor",
+        3,
+        "greater than the region's brokers (1)",
+    ),
+    case(
+        "cassandra rf above nodes",
+        "regions.0.cassandra.replicationFactor",
+        2,
+        "greater than the region's nodes (1)",
+    ),
+    case("no primary", "regions.0.role", "secondary", "no region has role 'primary'", "regions"),
+    case("latest tag", "images.gateway", "registry.im/gateway:latest", "mutable tag 'latest'"),
+    case("unknown receiver", "alerting.teams.0.pageReceiver", "nobody", "receiver 'nobody'"),
+]
 
 
-@pytest.mark.parametrize(
-    ("mutation", "value", "field", "words"),
-    [case[1:] for case in BAD_CASES],
-    ids=[case[0] for case in BAD_CASES],
-)
+@pytest.mark.parametrize(("mutation", "value", "field", "words"), BAD_CASES)
 def test_bad_spec_names_the_field(
     write_spec: SpecWriter, mutation: str, value: Any, field: str, words: str
 ) -> None:
