@@ -137,11 +137,11 @@ class RolloutPlan:
         values = dict(data)
         rollout = values.get("id", "?")
         version = values.get("format", 1)
-        if not isinstance(version, int) or version > PLAN_FORMAT:
+        if not isinstance(version, int) or not 1 <= version <= PLAN_FORMAT:
             raise CheckFailed(
-                f"rollout {rollout}: its stored plan has format {version!r}, newer than this "
-                f"opsctl understands ({PLAN_FORMAT})",
-                hint="use the opsctl version that started it",
+                f"rollout {rollout}: its stored plan has format {version!r}; this opsctl reads "
+                f"formats 1 to {PLAN_FORMAT}",
+                hint="use the opsctl version that started it (a newer one, if the format is)",
             )
         try:
             regions = [dict(region) for region in values["regions"]]

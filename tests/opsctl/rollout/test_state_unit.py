@@ -84,7 +84,7 @@ def test_a_format_1_plan_keeps_the_window_it_started_with_in_every_region() -> N
 
 def test_a_newer_or_damaged_plan_is_refused_clearly() -> None:
     stored = local_plan().to_json()
-    with pytest.raises(CheckFailed, match="newer than this opsctl understands"):
+    with pytest.raises(CheckFailed, match=f"this opsctl reads formats 1 to {PLAN_FORMAT}"):
         RolloutPlan.from_json({**stored, "format": PLAN_FORMAT + 1})
     with pytest.raises(CheckFailed, match="cannot be read"):
         RolloutPlan.from_json({**stored, "surprise": 1})
