@@ -1,7 +1,8 @@
 """Capacity search: step load, then binary search on concurrent users, until an SLO breaks.
 
 Every step is its own short run: ramp and warm up, settle, then measure (delivery latency is
-only counted in the measurement window). The knee is the most users that still met every SLO;
+only counted in the measurement window). The knee is the most users that still met every SLO
+(the target's stack's, or the profile's override: opsctl/loadtest/slo.py);
 the plan divides a stack's peak users by the per-pod figure, less the headroom.
 """
 
@@ -16,6 +17,7 @@ from opsctl import console
 from opsctl.errors import UserInputError
 from opsctl.loadtest.profiles import Capacity, Profile, pods_needed
 from opsctl.loadtest.runner import RunOptions, new_run_dir, run_locust
+from opsctl.loadtest.slo import AppliedSlo, apply_slo
 from opsctl.loadtest.targets import Target, check_reachable
 from opsctl.loadtest.verdict import Status, judge
 
@@ -40,6 +42,7 @@ class CapacityResult:
     profile: str
     gateways: int
     headroom_pct: float
+    slo_source: str  # which SLOs the knee is at: "stack prod SLOs" or the profile's override
     steps: list[Step] = field(default_factory=list)
     knee_users: int | None = None
     first_breach_users: int | None = None
@@ -60,6 +63,7 @@ class CapacityResult:
             "profile": self.profile,
             "gateways": self.gateways,
             "headroom_pct": self.headroom_pct,
+            "slo_source": self.slo_source,
             "knee_users": self.knee_users,
             "safe_users": self.safe_users,
             "first_breach_users": self.first_breach_users,
@@ -79,7 +83,14 @@ def _settings(profile: Profile) -> Capacity:
 
 
 def run_step(
-    profile: Profile, profile_file: Path, target: Target, *, users: int, base: Path, workers: int
+    profile: Profile,
+    profile_file: Path,
+    target: Target,
+    *,
+    users: int,
+    base: Path,
+    workers: int,
+    slo: AppliedSlo,
 ) -> Step:
     cap = _settings(profile)
     out_dir = base / f"step-{users:06d}"
@@ -95,7 +106,7 @@ def run_step(
     )
     options_env = {"LOADTEST_MEASURE_FROM_S": str(cap.warmup_s + cap.settle_s)}
     result = run_locust(options, extra_env=options_env)
-    verdict = judge(result.summary, profile.slo)
+    verdict = judge(result.summary, slo)
     measured = [
         row["msgs_per_s"]
         for row in result.summary["timeline"]
@@ -120,14 +131,17 @@ def search(
     out_dir: Path | None = None,
 ) -> CapacityResult:
     cap = _settings(profile)
+    slo = apply_slo(profile, target.stack_slos(), profile_file)
     check_reachable(target)
     base = out_dir or new_run_dir(profile=f"{profile.name}-capacity")
     base.mkdir(parents=True, exist_ok=True)
-    result = CapacityResult(profile.name, target.gateways, cap.headroom_pct)
+    result = CapacityResult(profile.name, target.gateways, cap.headroom_pct, slo.source)
 
     def step(users: int) -> bool:
         console.info(f"step: {users} users ...")
-        outcome = run_step(profile, profile_file, target, users=users, base=base, workers=workers)
+        outcome = run_step(
+            profile, profile_file, target, users=users, base=base, workers=workers, slo=slo
+        )
         result.steps.append(outcome)
         breached = ", ".join(outcome.failed_checks) or "-"
         console.info(
@@ -193,7 +207,7 @@ def plan_for_stack(spec: StackSpec, result: CapacityResult) -> list[dict[str, An
 def render_plan(out: Console, result: CapacityResult, plan: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    steps = Table(title=f"capacity search ({result.profile})")
+    steps = Table(title=f"capacity search ({result.profile})", caption=result.slo_source)
     for column in ("users", "status", "p99 ms", "msg/s", "not passed"):
         steps.add_column(column)
     for step in result.steps:
@@ -216,7 +230,8 @@ def render_plan(out: Console, result: CapacityResult, plan: list[dict[str, Any]]
         if result.generator_limited:
             bound += " (the load generator saturated first: a lower bound)"
         out.print(
-            f"knee: {result.knee_users} users at SLO{bound}; with {result.headroom_pct:g}% "
+            f"knee: {result.knee_users} users at {result.slo_source}{bound}; "
+            f"with {result.headroom_pct:g}% "
             f"headroom: {result.safe_users} users; {result.users_per_pod:g} users per gateway "
             f"pod ({result.gateways} pods measured)"
         )

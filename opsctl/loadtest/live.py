@@ -51,7 +51,7 @@ def live_progress(console: Console, enabled: bool, label: str) -> Iterator[Progr
 def verdict_table(console: Console, verdict: Verdict, title: str) -> None:
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, caption=f"judged against {verdict.slo_source}")
     for column in ("check", "threshold", "measured", "status"):
         table.add_column(column)
     style = {Status.passed: "green", Status.failed: "red", Status.unreliable: "yellow"}

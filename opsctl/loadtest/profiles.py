@@ -57,23 +57,32 @@ class Behaviours(_Strict):
         return sum(self.weights().values())
 
 
-class Slo(_Strict):
-    """Thresholds the verdict checks. Latency is sender -> receiver, clock-corrected."""
+class SloOverride(_Strict):
+    """A profile's named exceptions to the stack's SLOs (opsctl/loadtest/slo.py applies them).
 
-    delivery_p50_ms: float = Field(gt=0)
-    delivery_p95_ms: float = Field(gt=0)
-    delivery_p99_ms: float = Field(gt=0)
-    connect_success_pct: float = Field(gt=0, le=100)
-    max_lost: int = Field(default=0, ge=0)
-    max_duplicated: int = Field(default=0, ge=0)
-    max_out_of_order: int = Field(default=0, ge=0)
-    max_error_ratio: float = Field(ge=0, lt=1)
+    Every field is optional: the ones left out come from the stack spec. Latency is
+    sender -> receiver, clock-corrected.
+    """
+
+    delivery_p50_ms: float | None = Field(default=None, gt=0)
+    delivery_p95_ms: float | None = Field(default=None, gt=0)
+    delivery_p99_ms: float | None = Field(default=None, gt=0)
+    connect_success_pct: float | None = Field(default=None, gt=0, le=100)
+    max_error_ratio: float | None = Field(default=None, ge=0, lt=1)
+    max_lost: int | None = Field(default=None, ge=0)
+    max_duplicated: int | None = Field(default=None, ge=0)
+    max_out_of_order: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _percentiles_ordered(self) -> Slo:
-        if not self.delivery_p50_ms <= self.delivery_p95_ms <= self.delivery_p99_ms:
+    def _meaningful(self) -> SloOverride:
+        given = [v for v in (self.delivery_p50_ms, self.delivery_p95_ms, self.delivery_p99_ms) if v]
+        if given != sorted(given):
             raise ValueError(
                 "cannot be met: delivery_p50_ms <= delivery_p95_ms <= delivery_p99_ms must hold"
+            )
+        if not self.model_dump(exclude_none=True):
+            raise ValueError(
+                "overrides nothing: remove 'slo:' to be judged against the stack's SLOs"
             )
         return self
 
@@ -121,7 +130,9 @@ class Profile(_Strict):
     drain_s: float = Field(default=3.0, ge=1, description="settle after sending, then final sync")
     message_bytes: int = Field(default=64, ge=16, le=32000)
     behaviours: Behaviours = Behaviours()
-    slo: Slo
+    slo: SloOverride | None = Field(
+        default=None, description="exceptions to the stack's SLOs; none: the stack's apply"
+    )
     generator: Generator = Generator()
     stages: tuple[Stage, ...] = ()
     capacity: Capacity | None = None

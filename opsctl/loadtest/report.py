@@ -1,4 +1,6 @@
-"""Run outputs: summary JSON, timeline CSV and a self-contained HTML report.
+"""Run outputs: summary JSON, verdict and timeline CSVs, and a self-contained HTML report.
+
+Each says which SLOs the verdict applied (the stack's, or the profile's named override).
 
 Plots are inline SVG drawn here (no plotting library): latency percentiles over time, users
 vs throughput, connection churn, and the loss/dup/order counters.
@@ -105,6 +107,26 @@ def write_timeline_csv(path: Path, timeline: list[dict[str, Any]]) -> None:
             writer.writerow(row)
 
 
+VERDICT_FIELDS = ("check", "threshold", "measured", "status", "slo_source")
+
+
+def write_verdict_csv(path: Path, verdict: Verdict) -> None:
+    """One row per check; ``slo_source`` says which SLOs the thresholds came from."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(VERDICT_FIELDS)
+        for check in verdict.checks:
+            writer.writerow(
+                (
+                    check.name,
+                    check.threshold,
+                    check.measured,
+                    check.status.value,
+                    verdict.slo_source,
+                )
+            )
+
+
 def render_html(summary: dict[str, Any], verdict: Verdict) -> str:
     timeline = summary.get("timeline", [])
     colour = {"pass": "#2ca02c", "fail": "#d62728", "unreliable": "#ff7f0e"}[verdict.status.value]
@@ -185,7 +207,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}svg{{display:block;
 <p>profile {html.escape(str(summary.get("profile_file")))}; target
 {target} ({source}); {shape},
 finished {html.escape(str(summary.get("finished_at")))}</p>
-<h2>SLO checks</h2><table><tr><th>check</th><th>threshold</th><th>measured</th><th>status</th></tr>
+<h2>SLO checks</h2><p>judged against {html.escape(verdict.slo_source)}</p>
+<table><tr><th>check</th><th>threshold</th><th>measured</th><th>status</th></tr>
 {rows}</table>
 <h2>Plots</h2>{"".join(charts)}
 <h2>Requests</h2><table><tr><th>type</th><th>name</th><th>count</th><th>failures</th>
@@ -198,15 +221,18 @@ finished {html.escape(str(summary.get("finished_at")))}</p>
 
 
 def write_reports(out_dir: Path, summary: dict[str, Any], verdict: Verdict) -> dict[str, Path]:
-    """Write summary.json (with the verdict), timeline.csv and report.html; return their paths."""
+    """Write summary.json (with the verdict), verdict.csv, timeline.csv and report.html; return
+    their paths (and Locust's own locust_stats.csv)."""
     summary = {**summary, "verdict": verdict.as_dict()}
     paths = {
         "summary": out_dir / "summary.json",
+        "verdict_csv": out_dir / "verdict.csv",
         "timeline": out_dir / "timeline.csv",
         "html": out_dir / "report.html",
         "locust_csv": out_dir / "locust_stats.csv",
     }
     paths["summary"].write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_verdict_csv(paths["verdict_csv"], verdict)
     write_timeline_csv(paths["timeline"], summary.get("timeline", []))
     paths["html"].write_text(render_html(summary, verdict), encoding="utf-8")
     return paths

@@ -1,4 +1,5 @@
-"""One complete run: reachability check, Locust, verdict, reports, terminal output."""
+"""One complete run: the SLOs that apply, reachability check, Locust, verdict, reports, terminal
+output."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from opsctl.loadtest.live import live_progress, verdict_table
 from opsctl.loadtest.profiles import Profile
 from opsctl.loadtest.report import write_reports
 from opsctl.loadtest.runner import RunOptions, RunResult, run_locust
+from opsctl.loadtest.slo import apply_slo
 from opsctl.loadtest.targets import Target, check_reachable
 from opsctl.loadtest.verdict import Verdict, judge
 
@@ -31,6 +33,9 @@ def execute(
     worker_env: list[dict[str, str]] | None = None,
     show: bool = True,
 ) -> Outcome:
+    """Run ``profile`` against ``target``, judged against the target's stack SLOs (or the
+    profile's override): a bad override fails here, before any load."""
+    applied = apply_slo(profile, target.stack_slos(), profile_file)
     check_reachable(target)
     options = RunOptions(
         profile=profile,
@@ -44,10 +49,13 @@ def execute(
     label = f"{profile.name} -> {len(target.urls)} gateway(s)"
     with live_progress(err, show and console.verbosity >= 0, label) as progress:
         result = run_locust(options, progress)
-    verdict = judge(result.summary, profile.slo)
+    verdict = judge(result.summary, applied)
     paths = write_reports(result.out_dir, result.summary, verdict)
     if show and console.verbosity >= 0:
         verdict_table(err, verdict, f"{profile.name}: {verdict.status.value.upper()}")
     console.info(f"report: {paths['html']}")
-    console.info(f"summary: {paths['summary']}  csv: {paths['timeline']}, {paths['locust_csv']}")
+    console.info(
+        f"summary: {paths['summary']}  csv: {paths['verdict_csv']}, {paths['timeline']},"
+        f" {paths['locust_csv']}"
+    )
     return Outcome(result=result, verdict=verdict, paths=paths)

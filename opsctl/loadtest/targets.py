@@ -4,6 +4,9 @@ A region's gateway URL is not in the stack spec yet. Until it is (proposed field
 ``regions[].gateway.publicUrl``), it follows the documented convention
 ``wss://gateway.<region>.<environment>.im.internal/ws``. The local stack's URLs, secret,
 issuer and audience come from the running local stack.
+
+A target also says whose SLOs it is judged against (opsctl/loadtest/slo.py): a region's stack,
+the spec the local stack was started from, or the stack named for bare URLs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from opsctl.errors import UserInputError
+from opsctl.loadtest.slo import StackSlos
+from opsctl.paths import DEFAULT_INFRA_DIR
 
 GATEWAY_URL_CONVENTION = "wss://gateway.{region}.{environment}.im.internal/ws"
 REACH_TIMEOUT_S = 5.0
@@ -29,6 +34,11 @@ class Target:
     jwt_audience: str | None
     gateways: int  # gateway processes/pods behind the URLs (for per-pod capacity figures)
     source: str
+    # The SLOs of the stack under load; None (a bare URL, the demo): the default stack's.
+    slos: StackSlos | None = None
+
+    def stack_slos(self) -> StackSlos:
+        return self.slos if self.slos is not None else StackSlos.default()
 
 
 def check_url(url: str) -> str:
@@ -59,6 +69,7 @@ def local_target(state_dir: Path | None = None) -> Target:
         jwt_audience=info.jwt_audience,
         gateways=len(info.gateway_ws_urls),
         source=f"local stack in {info.state_dir}",
+        slos=StackSlos.load(stack.config.infra_dir, stack.config.spec_stack),
     )
 
 
@@ -101,12 +112,21 @@ def region_target(
         jwt_audience=audience,
         gateways=chosen.gateway.replicas,
         source=f"stack {stack}, region {region} (convention {GATEWAY_URL_CONVENTION})",
+        slos=StackSlos(stack, spec.slos),
     )
 
 
 def url_target(
-    urls: list[str], *, secret_file: Path | None, issuer: str | None, audience: str | None
+    urls: list[str],
+    *,
+    secret_file: Path | None,
+    issuer: str | None,
+    audience: str | None,
+    infra_dir: Path | None = None,
+    stack: str | None = None,
 ) -> Target:
+    """Gateways by URL. ``stack`` (in ``infra_dir``) names whose SLOs judge the run; without
+    it, the default stack's."""
     checked = tuple(check_url(u) for raw in urls for u in raw.split(",") if u)
     if secret_file is None:
         try:
@@ -127,6 +147,7 @@ def url_target(
         jwt_audience=audience,
         gateways=len(checked),
         source="--target",
+        slos=StackSlos.load(infra_dir or DEFAULT_INFRA_DIR, stack) if stack else None,
     )
 
 

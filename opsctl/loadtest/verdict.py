@@ -1,4 +1,5 @@
-"""The verdict: a run's summary against the profile's SLO thresholds.
+"""The verdict: a run's summary against the SLO thresholds that apply (opsctl/loadtest/slo.py:
+the stack's, or a profile's named override), saying which they were.
 
 pass -> exit 0; an SLO breached -> exit 1; a saturated generator makes the latency checks
 unreliable, and an unreliable run is never a pass (exit 3, inconclusive).
@@ -11,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from opsctl.errors import ExitCode
-from opsctl.loadtest.profiles import Slo
+from opsctl.loadtest.slo import AppliedSlo
 
 
 class Status(StrEnum):
@@ -33,6 +34,12 @@ class Verdict:
     status: Status
     checks: tuple[Check, ...]
     generator_saturated: bool
+    slo: AppliedSlo
+
+    @property
+    def slo_source(self) -> str:
+        """Which SLOs applied: "stack prod SLOs" or "profile smoke override: ..."."""
+        return self.slo.source
 
     @property
     def exit_code(self) -> ExitCode:
@@ -47,6 +54,8 @@ class Verdict:
             "status": self.status.value,
             "exit_code": int(self.exit_code),
             "generator_saturated": self.generator_saturated,
+            "slo_source": self.slo_source,
+            "slo": self.slo.as_dict(),
             "checks": [asdict(check) for check in self.checks],
         }
 
@@ -57,7 +66,8 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:g}{unit}"
 
 
-def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
+def judge(summary: dict[str, Any], applied: AppliedSlo) -> Verdict:
+    slo = applied.thresholds
     saturated = bool(summary.get("generator_saturated"))
     delivery = summary.get("delivery", {})
     checks: list[Check] = []
@@ -66,6 +76,8 @@ def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
         ("p95", slo.delivery_p95_ms),
         ("p99", slo.delivery_p99_ms),
     ):
+        if limit is None:
+            continue  # p50 and p95 bounds exist only as a profile's override
         measured = delivery.get(f"{key}_ms")
         if measured is None:
             status = Status.failed  # nothing was delivered: nothing meets a latency SLO
@@ -127,4 +139,4 @@ def judge(summary: dict[str, Any], slo: Slo) -> Verdict:
         status = Status.unreliable
     else:
         status = Status.passed
-    return Verdict(status=status, checks=tuple(checks), generator_saturated=saturated)
+    return Verdict(status=status, checks=tuple(checks), generator_saturated=saturated, slo=applied)

@@ -34,6 +34,7 @@ def test_smoke_passes_and_writes_the_report(opsctl, local_stack, tmp_path: Path)
     assert result.exit_code == 0, result.stderr
     summary = _summary(out)
     assert summary["verdict"]["status"] == "pass"
+    assert summary["verdict"]["slo_source"].startswith("profile smoke override: ")
     assert summary["delivery"]["count"] > 50
     assert summary["counters"].get("lost", 0) == 0
     assert summary["counters"]["final_synced_users"] >= 15
@@ -41,6 +42,8 @@ def test_smoke_passes_and_writes_the_report(opsctl, local_stack, tmp_path: Path)
     html = (out / "report.html").read_text()
     assert html.count("<svg") == 5
     assert "verdict: pass" in html
+    assert "judged against profile smoke override" in html
+    assert (out / "verdict.csv").is_file()
     assert (out / "timeline.csv").read_text().startswith("t,users,msgs_per_s")
     assert (out / "locust_stats.csv").is_file()
     assert "report:" in result.stderr

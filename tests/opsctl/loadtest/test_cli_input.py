@@ -27,6 +27,28 @@ def test_invalid_profile_exits_2_with_the_field_path(opsctl, tmp_path: Path) -> 
     assert "unknown field" in result.stderr
 
 
+def test_an_slo_override_the_stack_makes_unmeetable_exits_2(opsctl, tmp_path: Path) -> None:
+    document = yaml.safe_load((PROFILES_DIR / "peak.yaml").read_text())
+    document["slo"] = {"delivery_p95_ms": 300}  # above the local stack's p99 SLO (250 ms)
+    path = tmp_path / "peak-p95.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = opsctl(
+        "loadtest",
+        "run",
+        "--profile",
+        str(path),
+        "--target",
+        "ws://127.0.0.1:1/ws",  # never reached: the profile fails first
+        "--jwt-secret-file",
+        "/dev/null",
+    )
+    assert result.exit_code == 2
+    assert str(path) in result.stderr
+    assert "slo.delivery_p95_ms" in result.stderr
+    assert "cannot be met" in result.stderr
+    assert "unreachable" not in result.stderr
+
+
 def test_unknown_profile_lists_the_shipped_ones(opsctl) -> None:
     result = opsctl("loadtest", "run", "--profile", "nope")
     assert result.exit_code == 2

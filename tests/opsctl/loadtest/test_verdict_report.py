@@ -8,14 +8,19 @@ from pathlib import Path
 import pytest
 
 from opsctl.errors import ExitCode
-from opsctl.loadtest.profiles import load_profile
+from opsctl.loadtest.profiles import load_profile, profile_path
 from opsctl.loadtest.report import svg_chart, write_reports
 from opsctl.loadtest.runner import merge_workers, saturated
+from opsctl.loadtest.slo import StackSlos, apply_slo
 from opsctl.loadtest.verdict import Status, judge
+from opsctl.paths import DEFAULT_INFRA_DIR
 
 pytestmark = pytest.mark.unit
 
-SLO = load_profile("peak").slo  # p50 80 / p95 180 / p99 250
+# peak against prod: the stack's SLOs, p99 200 ms, connects 99.9 %, availability 99.95 %
+SLO = apply_slo(
+    load_profile("peak"), StackSlos.load(DEFAULT_INFRA_DIR, "prod"), profile_path("peak")
+)
 
 
 def _summary(**changes):
@@ -49,7 +54,7 @@ def test_a_clean_run_passes() -> None:
         ({"delivery": {"count": 10, "p50_ms": 20, "p95_ms": 60, "p99_ms": 400}}, "delivery p99"),
         (
             {"delivery": {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}},
-            "delivery p50",
+            "delivery p99",
         ),
         ({"connect": {"attempts": 1000, "failures": 10}}, "connect success"),
         ({"counters": {"lost": 1}}, "lost messages"),
@@ -97,9 +102,14 @@ def test_reports_are_written(tmp_path: Path) -> None:
     assert html.count("<svg") == 5
     assert "verdict: pass" in html
     assert "<polyline" in html
+    assert "judged against stack prod SLOs" in html
     rows = list(csv.DictReader(paths["timeline"].open()))
     assert [r["users"] for r in rows] == ["10", "20"]
+    checks = list(csv.DictReader(paths["verdict_csv"].open()))
+    assert {r["slo_source"] for r in checks} == {"stack prod SLOs"}
+    assert [r["threshold"] for r in checks if r["check"] == "delivery p99"] == ["<= 200 ms"]
     assert '"status": "pass"' in paths["summary"].read_text()
+    assert '"slo_source": "stack prod SLOs"' in paths["summary"].read_text()
 
 
 def test_svg_chart_skips_missing_points() -> None:
