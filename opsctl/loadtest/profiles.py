@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from opsctl.errors import InputProblem, InvalidInputFile, UserInputError
+from opsctl.errors import UserInputError
 from opsctl.paths import REPO_ROOT
-from opsctl.spec._yaml import YamlProblem, format_path, load_with_positions, position_of
+from opsctl.spec import load_yaml_model, read_yaml_model
 
 PROFILES_DIR = REPO_ROOT / "loadtests" / "profiles"
+WHAT = "load profile"  # how errors name a profile file
 
 
 class _Strict(BaseModel):
@@ -184,44 +184,14 @@ def profile_path(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Path:
 
 
 def load_profile(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    """The profile, or ``InvalidInputFile`` (exit 2) listing every problem with the file, the
+    field path and its line and column."""
     path = profile_path(name_or_path, profiles_dir)
-    shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputFile(
-            "load profile", shown, [InputProblem(shown, "", f"cannot read: {exc}")]
-        ) from exc
-    return parse_profile(text, shown)
+    return read_yaml_model(Profile, path, what=WHAT, shown=str(path))
 
 
 def parse_profile(text: str, shown: str) -> Profile:
-    try:
-        document, positions = load_with_positions(text)
-    except YamlProblem as exc:
-        problem = InputProblem(shown, "", exc.message, exc.line, exc.column)
-        raise InvalidInputFile("load profile", shown, [problem]) from exc
-    if not isinstance(document, dict):
-        raise InvalidInputFile(
-            "load profile", shown, [InputProblem(shown, "", "must be a mapping of fields")]
-        )
-    try:
-        return Profile.model_validate(document)
-    except ValidationError as exc:
-        problems = [_problem(shown, positions, error) for error in exc.errors()]
-        raise InvalidInputFile("load profile", shown, problems) from None
-
-
-def _problem(
-    shown: str, positions: dict[tuple[str | int, ...], tuple[int, int]], error: Any
-) -> InputProblem:
-    path = tuple(part for part in error["loc"] if isinstance(part, str | int))
-    where = position_of(positions, path)
-    line, column = where if where else (None, None)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown field"
-    return InputProblem(shown, format_path(path), message, line, column)
+    return load_yaml_model(Profile, text, file=shown, what=WHAT)
 
 
 def pods_needed(peak_users: int, users_per_pod: float, headroom_pct: float) -> int:

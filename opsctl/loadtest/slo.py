@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from opsctl.errors import InputProblem, InvalidInputFile
-from opsctl.loadtest.profiles import Profile, SloOverride
+from opsctl.loadtest.profiles import WHAT, Profile, SloOverride
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.settings import DEFAULT_STACK
-from opsctl.spec import Slos, load_stack
-from opsctl.spec._yaml import YamlProblem, load_with_positions, position_of
+from opsctl.spec import Slos, load_stack, read_yaml_model
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,7 @@ def apply_slo(profile: Profile, stack: StackSlos, profile_file: Path | str) -> A
         effective = replace(base, **changes)
     problems = _unmeetable(effective, overridden, stack.stack)
     if problems:
-        shown = str(profile_file)
-        positions = _positions(profile_file)
-        located = []
-        for name, message in problems:
-            where = position_of(positions, ("slo", name))
-            line, column = where if where else (None, None)
-            located.append(InputProblem(shown, f"slo.{name}", message, line, column))
-        raise InvalidInputFile("load profile", shown, located)
+        _report(profile_file, problems)
     return AppliedSlo(effective, stack.stack, base, profile.name, overridden)
 
 
@@ -182,9 +174,11 @@ def _unmeetable(
     return problems
 
 
-def _positions(profile_file: Path | str) -> dict[tuple[str | int, ...], tuple[int, int]]:
-    try:
-        _data, positions = load_with_positions(Path(profile_file).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YamlProblem):
-        return {}
-    return positions
+def _report(profile_file: Path | str, problems: list[tuple[str, str]]) -> NoReturn:
+    """Raise the problems as the profile file's, located at their fields' lines."""
+    findings = [(("slo", name), message) for name, message in problems]
+    shown = str(profile_file)
+    # Read the file again through the shared loader, only to locate the fields.
+    read_yaml_model(Profile, Path(profile_file), what=WHAT, shown=shown, check=lambda _: findings)
+    problem_list = [InputProblem(shown, f"slo.{name}", message) for name, message in problems]
+    raise InvalidInputFile(WHAT, shown, problem_list)  # the file changed under us: no lines
