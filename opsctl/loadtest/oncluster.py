@@ -10,7 +10,6 @@ HS256 secret is read from the Secret ``im-loadtest-jwt`` (key ``secret``), never
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from opsctl.errors import CheckFailed, UserInputError
 from opsctl.loadtest.profiles import Profile
 from opsctl.loadtest.targets import GATEWAY_URL_CONVENTION
+from opsctl.poll import WaitTimeout, wait_until
 
 NAMESPACE = "im-loadtest"
 JWT_SECRET_NAME = "im-loadtest-jwt"
@@ -200,9 +200,10 @@ def wait_for_jobs(api_client: Any, namespace: str, run: str, timeout_s: float) -
     from kubernetes.client import BatchV1Api
 
     batch = BatchV1Api(api_client)
-    deadline = time.monotonic() + timeout_s
     selector = f"{_LABEL}/instance={run}"
-    while time.monotonic() < deadline:
+
+    def finished() -> dict[str, str]:
+        """Every Job's final state, or nothing while one is still running."""
         jobs: list[Any] = batch.list_namespaced_job(namespace, label_selector=selector).items
         states: dict[str, str] = {}
         for job in jobs:
@@ -211,10 +212,14 @@ def wait_for_jobs(api_client: Any, namespace: str, run: str, timeout_s: float) -
                 states[job.metadata.name] = "failed"
             elif (status.succeeded or 0) >= (job.spec.completions or 1):
                 states[job.metadata.name] = "succeeded"
-        if jobs and len(states) == len(jobs):
-            return states
-        time.sleep(1)
-    raise CheckFailed(f"load-test Jobs of {run} did not finish within {timeout_s:.0f} s")
+        return states if jobs and len(states) == len(jobs) else {}
+
+    try:
+        return wait_until(f"the load-test Jobs of {run}", finished, timeout=timeout_s, interval=1.0)
+    except WaitTimeout:
+        raise CheckFailed(
+            f"load-test Jobs of {run} did not finish within {timeout_s:.0f} s"
+        ) from None
 
 
 def launch_on_cluster(

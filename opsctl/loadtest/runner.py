@@ -23,6 +23,7 @@ from opsctl.errors import CheckFailed
 from opsctl.loadtest.profiles import Profile
 from opsctl.loadtest.targets import Target, free_port
 from opsctl.paths import REPO_ROOT
+from opsctl.poll import WaitTimeout, wait_until
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 DEFAULT_RUNS_DIR = REPO_ROOT / ".state" / "loadtest"
@@ -158,25 +159,32 @@ def _wait(
     started: float,
     progress: Progress | None,
 ) -> None:
-    deadline = started + run_time + _START_GRACE_S
+    """Until the master exits: fail early on a crashed worker, show progress twice a second."""
+    timeout = run_time + _START_GRACE_S
     master = procs[0]
-    while master.poll() is None:
-        if time.monotonic() > deadline:
-            raise CheckFailed(
-                f"the load test did not finish within {run_time + _START_GRACE_S:.0f} s",
-                hint=f"logs in {out_dir}",
-            )
-        for worker in procs[1:]:
+
+    def master_done() -> bool:
+        if master.poll() is not None:
+            return True
+        for index, worker in enumerate(procs[1:]):
             if worker.poll() is not None and worker.returncode not in (0, None):
                 raise CheckFailed(
                     f"a Locust worker exited with {worker.returncode}",
-                    hint=_tail(out_dir / f"worker-{procs.index(worker) - 1}.log"),
+                    hint=_tail(out_dir / f"worker-{index}.log"),
                 )
         if progress is not None:
             latest = _last_line(out_dir / "timeline.jsonl")
             if latest is not None:
                 progress(latest, run_time)
-        time.sleep(0.5)
+        return False
+
+    try:
+        left = max(started + timeout - time.monotonic(), 0.0)
+        wait_until("the Locust master to finish", master_done, timeout=left, interval=0.5)
+    except WaitTimeout:
+        raise CheckFailed(
+            f"the load test did not finish within {timeout:.0f} s", hint=f"logs in {out_dir}"
+        ) from None
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
