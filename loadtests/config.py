@@ -26,6 +26,22 @@ from pathlib import Path
 
 from opsctl.loadtest.profiles import Profile, load_profile
 
+# Every variable above; a test checks that opsctl sets no other LOADTEST_* variable.
+ENV_VARS = (
+    "LOADTEST_PROFILE",
+    "LOADTEST_TARGETS",
+    "LOADTEST_JWT_SECRET_FILE",
+    "LOADTEST_JWT_ISSUER",
+    "LOADTEST_JWT_AUDIENCE",
+    "LOADTEST_RUN_ID",
+    "LOADTEST_OUT",
+    "LOADTEST_WORKERS",
+    "LOADTEST_DURATION_S",
+    "LOADTEST_MEASURE_FROM_S",
+    "LOADTEST_CLOCK_SKEW_MS",
+    "LOADTEST_CLOCK_CORRECTION",
+)
+
 
 def _float(env: Mapping[str, str], name: str) -> float | None:
     raw = env.get(name, "")
