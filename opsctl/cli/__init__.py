@@ -1,7 +1,9 @@
 """The opsctl command line: command groups are registered here, errors become exit codes here.
 
 Each group lives in its own module and keeps its heavy imports inside the commands, so
-``opsctl --help`` stays fast.
+``opsctl --help`` stays fast. How groups share options (global ones, and each group's own,
+resolved once into one object on ``ctx.obj``): ``opsctl/cli/_group.py``; the options
+themselves: ``opsctl/cli/_options.py``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from opsctl.cli import (
     spec,
     status,
 )
-from opsctl.cli._options import InfraDirOption, OutputOption, RootOptions, StackOption
+from opsctl.cli._group import OpsctlGroup
 from opsctl.errors import ExitCode, InvalidInputFile, OpsctlError
 
 app = typer.Typer(
     name="opsctl",
+    cls=OpsctlGroup,
     help="Operate the multi-region IM platform: specs, local stack, load tests, rollouts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -63,29 +66,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    ctx: typer.Context,
     *,
-    stack: StackOption = None,
-    output: OutputOption = None,
-    infra_dir: InfraDirOption = None,
-    verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail; -v shows tracebacks.")
-    ] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and data.")] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    """Global options apply to every command; a command's own flags win over them."""
-    console.verbosity = -1 if quiet else verbose
-    ctx.obj = RootOptions(
-        cli={
-            "stack": stack,
-            "output": output.value if output else None,
-            "infra_dir": str(infra_dir) if infra_dir else None,
-        }
-    )
+    """Global options (--stack, --output, --infra-dir, -v, -q) work before or after the command.
+
+    OpsctlGroup takes them wherever they are given into the one RootOptions of the run
+    (opsctl.cli._options), which also sets the console's verbosity.
+    """
 
 
 def _report(error: OpsctlError) -> None:

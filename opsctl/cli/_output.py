@@ -74,6 +74,8 @@ def apply_in_namespace(
     for name, objects in applied.items():
         skipped = [o for o in objects if not o.validated]
         if skipped:
-            console.warn(f"{name}: {len(skipped)} objects not validated: their namespace "
-                         "does not exist yet (a real apply creates it first)")  # fmt: skip
+            console.warn(
+                f"{name}: {len(skipped)} objects not validated: their namespace "
+                "does not exist yet (a real apply creates it first)"
+            )
         console.info(f"[green]✓[/green] {name}: {verb} {len(objects) - 1} {kind}")

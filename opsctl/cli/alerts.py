@@ -1,30 +1,37 @@
-"""opsctl alerts: build, lint, test and ship the alert rules and their routing."""
+"""opsctl alerts: build, lint, test and ship the alert rules and their routing.
+
+The group callback resolves ``--rules-dir`` into an :class:`AlertsTarget`; the ``silence``
+group's resolves the Alertmanager into a :class:`SilenceTarget`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from opsctl.cli._group import OpsctlGroup
 from opsctl.cli._options import (
     AlertmanagerOption,
     DryRunOption,
     KubeconfigOption,
     LocalStateDirOption,
-    OutputOption,
-    PrometheusOption,
+    NamespaceOption,
+    OnRoot,
+    PrometheusUrlOption,
     RegionOption,
-    StackOption,
-    settings,
+    RootOptions,
+    like,
+    one_prometheus,
 )
 from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
-from opsctl.settings import OutputFormat, Settings
 
-if TYPE_CHECKING:
-    from opsctl.spec import StackSpec
-
-app = typer.Typer(help="Alert rules and routing as code: build, lint, test, render.")
+app = typer.Typer(
+    cls=OpsctlGroup, help="Alert rules and routing as code: build, lint, test, render."
+)
 
 OutDirOption = Annotated[
     Path, typer.Option("--out", help="Directory to write into (created if missing).")
@@ -32,103 +39,88 @@ OutDirOption = Annotated[
 RulesDirOption = Annotated[
     Path | None,
     typer.Option(
-        "--rules-dir", help="Rule sources to use instead of alerts/rules.", file_okay=False
+        "--rules-dir",
+        help="Rule sources to use instead of alerts/rules.",
+        file_okay=False,
+        show_default=False,
     ),
 ]
 
 
-def _spec(
-    ctx: typer.Context, stack: str | None, output: OutputFormat | None
-) -> tuple[Settings, StackSpec]:
-    from opsctl.spec import load_stack
+@dataclass(frozen=True)
+class AlertsTarget(OnRoot):
+    """The stack and the rule sources the alerts commands work on."""
 
-    resolved = settings(ctx, stack=stack, output=output)
-    return resolved, load_stack(resolved.infra_dir, resolved.stack)
+    rules_dir: Path | None
+
+    @cached_property
+    def sources(self) -> Path:
+        from opsctl.alerts import RULES_DIR
+
+        return self.rules_dir or RULES_DIR
 
 
-def _sources(rules_dir: Path | None) -> Path:
-    from opsctl.alerts import RULES_DIR
-
-    return rules_dir or RULES_DIR
+@app.callback()
+def target(ctx: typer.Context, *, rules_dir: RulesDirOption = None) -> None:
+    """Every alerts command takes --rules-dir (also after it)."""
+    ctx.obj = AlertsTarget(RootOptions.of(ctx), rules_dir)
 
 
 @app.command()
-def build(
-    ctx: typer.Context,
-    *,
-    rules_dir: RulesDirOption = None,
-    out: OutDirOption = Path("build/alerts"),
-    stack: StackOption = None,
-    output: OutputOption = None,
-) -> None:
+def build(ctx: typer.Context, *, out: OutDirOption = Path("build/alerts")) -> None:
     """Write the Prometheus rule files (sources + SLO rules) and alertmanager.yml for a stack."""
     from opsctl import alerts
 
-    resolved, spec = _spec(ctx, stack, output)
-    built = alerts.build(spec, out, _sources(rules_dir))
-    report_files(resolved, [str(path) for path in [*built.rule_files, built.alertmanager]])
+    target = AlertsTarget.of(ctx)
+    built = alerts.build(target.spec, out, target.sources)
+    report_files(target.settings, [str(path) for path in [*built.rule_files, built.alertmanager]])
 
 
 @app.command()
 def lint(
     ctx: typer.Context,
     *,
-    rules_dir: RulesDirOption = None,
-    prometheus_url: PrometheusOption = None,
+    prometheus_url: PrometheusUrlOption = None,
     state_dir: LocalStateDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Labels, annotations, runbooks; promtool --lint=all; amtool; with a live Prometheus
     (--prometheus-url or --state-dir), every metric a rule uses must exist there."""
-    from opsctl import alerts, console, endpoints
+    from opsctl import alerts, console
 
-    resolved, spec = _spec(ctx, stack, output)
+    target = AlertsTarget.of(ctx)
     live = None
-    if prometheus_url is not None or state_dir is not None:
-        live = endpoints.prometheus(prometheus_url, state_dir)
-    checked = alerts.lint(spec, _sources(rules_dir), prometheus_url=live)
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "checked": checked, "problems": []})
+    if prometheus_url or state_dir is not None:
+        live = one_prometheus(prometheus_url, state_dir)
+    checked = alerts.lint(target.spec, target.sources, prometheus_url=live)
+    if target.json:
+        console.emit_json({"stack": target.stack, "checked": checked, "problems": []})
     else:
         console.info(f"[green]✓[/green] {len(checked)} rule files pass promtool lint")
 
 
 @app.command("test")
-def run_rule_tests(
-    ctx: typer.Context,
-    *,
-    rules_dir: RulesDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
-) -> None:
+def run_rule_tests(ctx: typer.Context) -> None:
     """Run the promtool unit tests in alerts/tests against the built rules (exit 1 on failure)."""
     from opsctl import alerts, console
 
-    resolved, spec = _spec(ctx, stack, output)
-    passed = alerts.run_tests(spec, _sources(rules_dir))
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "passed": passed})
+    target = AlertsTarget.of(ctx)
+    passed = alerts.run_tests(target.spec, target.sources)
+    if target.json:
+        console.emit_json({"stack": target.stack, "passed": passed})
     else:
         console.info(f"[green]✓[/green] {len(passed)} promtool test files pass")
 
 
 @app.command()
-def coverage(
-    ctx: typer.Context,
-    *,
-    rules_dir: RulesDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
-) -> None:
+def coverage(ctx: typer.Context) -> None:
     """Exit 1 when a rule has no test or a severity/team pair routes to no receiver."""
     from opsctl import alerts, console
     from opsctl.errors import CheckFailed
 
-    resolved, spec = _spec(ctx, stack, output)
-    gaps = alerts.coverage(spec, _sources(rules_dir))
-    if resolved.output is OutputFormat.json:
-        console.emit_json({"stack": resolved.stack, "gaps": gaps})
+    target = AlertsTarget.of(ctx)
+    gaps = alerts.coverage(target.spec, target.sources)
+    if target.json:
+        console.emit_json({"stack": target.stack, "gaps": gaps})
     if gaps:
         raise CheckFailed(f"{len(gaps)} coverage gaps:\n  " + "\n  ".join(gaps))
     console.info("[green]✓[/green] every rule is tested and every severity/team pair routes")
@@ -138,46 +130,41 @@ def coverage(
 def render(
     ctx: typer.Context,
     *,
-    rules_dir: RulesDirOption = None,
     out: OutDirOption = Path("build/alerts/render"),
     region: RegionOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Write PrometheusRule resources per region (labels kube-prometheus-stack selects on)."""
     from opsctl import alerts
     from opsctl.kube import select_regions
 
-    resolved, spec = _spec(ctx, stack, output)
-    regions = select_regions(spec, region)
-    rules = alerts.ruleset(spec, _sources(rules_dir))
+    target = AlertsTarget.of(ctx)
+    spec = target.spec
+    rules = alerts.ruleset(spec, target.sources)
     written = write_region_files(
         out,
-        regions,
+        select_regions(spec, region),
         "prometheusrules.yaml",
-        lambda target: alerts.prometheus_rules(spec, target, rules),
+        lambda where: alerts.prometheus_rules(spec, where, rules),
     )
-    report_files(resolved, written)
+    report_files(target.settings, written)
 
 
 @app.command("list")
 def list_alerts(
     ctx: typer.Context,
     *,
-    prometheus_url: PrometheusOption = None,
+    prometheus_url: PrometheusUrlOption = None,
     state_dir: LocalStateDirOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Firing and pending alerts from a Prometheus (default: the local stack's)."""
     from rich.table import Table
 
-    from opsctl import console, endpoints
+    from opsctl import console
     from opsctl.alerts import _live
 
-    resolved = settings(ctx, output=output)
-    prometheus = endpoints.prometheus(prometheus_url, state_dir)
+    prometheus = one_prometheus(prometheus_url, state_dir)
     alerts = _live.list_alerts(prometheus)
-    if resolved.output is OutputFormat.json:
+    if RootOptions.of(ctx).json:
         console.emit_json([alert.as_dict() for alert in alerts])
         return
     table = Table(title=f"alerts at {prometheus}", title_justify="left")
@@ -193,12 +180,38 @@ def list_alerts(
             alert.active_since or "",
         )
     console.data_console().print(table)
-    console.info(f"{sum(a.state == 'firing' for a in alerts)} firing, "
-                 f"{sum(a.state == 'pending' for a in alerts)} pending")  # fmt: skip
+    firing = sum(a.state == "firing" for a in alerts)
+    console.info(f"{firing} firing, {sum(a.state == 'pending' for a in alerts)} pending")
 
 
-silence_app = typer.Typer(help="Silences through the Alertmanager API v2.")
+silence_app = typer.Typer(cls=OpsctlGroup, help="Silences through the Alertmanager API v2.")
 app.add_typer(silence_app, name="silence")
+
+
+@dataclass(frozen=True)
+class SilenceTarget(OnRoot):
+    """The Alertmanager the silence commands talk to."""
+
+    alertmanager_url: str | None
+    state_dir: Path | None
+
+    @cached_property
+    def alertmanager(self) -> str:
+        """--alertmanager-url > $OPSCTL_ALERTMANAGER_URL > the running local stack's."""
+        from opsctl import endpoints
+
+        return endpoints.alertmanager(self.alertmanager_url, self.state_dir)
+
+
+@silence_app.callback()
+def silence_target(
+    ctx: typer.Context,
+    *,
+    alertmanager_url: AlertmanagerOption = None,
+    state_dir: LocalStateDirOption = None,
+) -> None:
+    """Every silence command takes --alertmanager-url and --state-dir (also after it)."""
+    ctx.obj = SilenceTarget(RootOptions.of(ctx), alertmanager_url, state_dir)
 
 
 @silence_app.command("create")
@@ -213,27 +226,27 @@ def silence_create(
         typer.Option("--matcher", "-m", help="name=value, name!=value, name=~regex (repeatable)."),
     ] = None,
     namespace: Annotated[
-        str | None, typer.Option(help="Scope to one namespace (deploy windows).")
+        str | None, like(NamespaceOption, help="Scope to one namespace (deploy windows).")
     ] = None,
     region: Annotated[
-        str | None, typer.Option(help="Scope to one region (deploy windows).")
+        str | None, like(RegionOption, help="Scope to one region (deploy windows).")
     ] = None,
-    alertmanager_url: AlertmanagerOption = None,
-    state_dir: LocalStateDirOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Create a silence; every input is checked before anything is sent."""
-    from opsctl import console, endpoints
+    from opsctl import console
     from opsctl.alerts import _live
 
-    resolved = settings(ctx, output=output)
+    target = SilenceTarget.of(ctx)
     request = _live.SilenceRequest.build(
-        matchers=matcher or [], author=author, comment=comment, expires=expires,
-        namespace=namespace, region=region,
-    )  # fmt: skip
-    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
-    silence_id = _live.create_silence(alertmanager, request)
-    if resolved.output is OutputFormat.json:
+        matchers=matcher or [],
+        author=author,
+        comment=comment,
+        expires=expires,
+        namespace=namespace,
+        region=region,
+    )
+    silence_id = _live.create_silence(target.alertmanager, request)
+    if target.json:
         console.emit_json({"silenceID": silence_id, "expiresIn": expires})
     else:
         console.data_console().print(silence_id)
@@ -246,29 +259,30 @@ def silence_list(
     ctx: typer.Context,
     *,
     include_expired: Annotated[bool, typer.Option(help="Also show expired silences.")] = False,
-    alertmanager_url: AlertmanagerOption = None,
-    state_dir: LocalStateDirOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Active and pending silences."""
     from rich.table import Table
 
-    from opsctl import console, endpoints
+    from opsctl import console
     from opsctl.alerts import _live
 
-    resolved = settings(ctx, output=output)
-    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
-    silences = _live.list_silences(alertmanager, include_expired=include_expired)
-    if resolved.output is OutputFormat.json:
+    target = SilenceTarget.of(ctx)
+    silences = _live.list_silences(target.alertmanager, include_expired=include_expired)
+    if target.json:
         console.emit_json(silences)
         return
-    table = Table(title=f"silences at {alertmanager}", title_justify="left")
+    table = Table(title=f"silences at {target.alertmanager}", title_justify="left")
     for column in ("id", "state", "matchers", "ends", "by", "comment"):
         table.add_column(column, overflow="fold")
     for silence in silences:
-        matchers = ", ".join(_live.format_matcher(m) for m in silence["matchers"])
-        table.add_row(silence["id"], silence["status"]["state"], matchers, silence["endsAt"],
-                      silence["createdBy"], silence["comment"])  # fmt: skip
+        table.add_row(
+            silence["id"],
+            silence["status"]["state"],
+            ", ".join(_live.format_matcher(m) for m in silence["matchers"]),
+            silence["endsAt"],
+            silence["createdBy"],
+            silence["comment"],
+        )
     console.data_console().print(table)
 
 
@@ -276,16 +290,12 @@ def silence_list(
 def silence_expire(
     ctx: typer.Context,
     silence_id: Annotated[str, typer.Argument(help="The silence to end now.")],
-    *,
-    alertmanager_url: AlertmanagerOption = None,
-    state_dir: LocalStateDirOption = None,
 ) -> None:
     """End a silence now."""
-    from opsctl import console, endpoints
+    from opsctl import console
     from opsctl.alerts import _live
 
-    alertmanager = endpoints.alertmanager(alertmanager_url, state_dir)
-    _live.expire_silence(alertmanager, silence_id)
+    _live.expire_silence(SilenceTarget.of(ctx).alertmanager, silence_id)
     console.info(f"expired {silence_id}")
 
 
@@ -293,27 +303,24 @@ def silence_expire(
 def diff(
     ctx: typer.Context,
     *,
-    rules_dir: RulesDirOption = None,
-    prometheus_url: PrometheusOption = None,
+    prometheus_url: PrometheusUrlOption = None,
     state_dir: LocalStateDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Rules in git against a live Prometheus's /api/v1/rules; exit 1 when they differ."""
     from rich.table import Table
 
-    from opsctl import alerts, console, endpoints
+    from opsctl import alerts, console
     from opsctl.alerts import _diff
     from opsctl.errors import CheckFailed
 
-    resolved, spec = _spec(ctx, stack, output)
-    wanted = alerts.ruleset(spec, _sources(rules_dir))
-    prometheus = endpoints.prometheus(prometheus_url, state_dir)
+    target = AlertsTarget.of(ctx)
+    wanted = alerts.ruleset(target.spec, target.sources)
+    prometheus = one_prometheus(prometheus_url, state_dir)
     diffs = _diff.diff(wanted, prometheus)
-    if resolved.output is OutputFormat.json:
+    if target.json:
         console.emit_json([d.as_dict() for d in diffs])
     elif diffs:
-        table = Table(title=f"git ({resolved.stack}) vs {prometheus}", title_justify="left")
+        table = Table(title=f"git ({target.stack}) vs {prometheus}", title_justify="left")
         for column in ("change", "group", "rule", "detail"):
             table.add_column(column, overflow="fold")
         for entry in diffs:
@@ -331,23 +338,20 @@ def apply(
     region: RegionOption = None,
     kubeconfig: KubeconfigOption = None,
     dry_run: DryRunOption = False,
-    rules_dir: RulesDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Server-side apply the PrometheusRules to each region's cluster (its kubeContext)."""
     from opsctl import alerts
     from opsctl.alerts._render import NAMESPACE
     from opsctl.kube import select_regions
 
-    resolved, spec = _spec(ctx, stack, output)
-    rules = alerts.ruleset(spec, _sources(rules_dir))
-    regions = select_regions(spec, region)
+    target = AlertsTarget.of(ctx)
+    spec = target.spec
+    rules = alerts.ruleset(spec, target.sources)
     apply_in_namespace(
-        resolved,
-        regions,
+        target.settings,
+        select_regions(spec, region),
         NAMESPACE,
-        lambda target: alerts.prometheus_rules(spec, target, rules),
+        lambda where: alerts.prometheus_rules(spec, where, rules),
         kubeconfig=kubeconfig,
         dry_run=dry_run,
         kind="PrometheusRules",

@@ -6,23 +6,32 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup, help_values
+from opsctl.cli._options import RootOptions
 
 if TYPE_CHECKING:
     from opsctl.cluster import ClusterPlan
     from opsctl.cluster.kwok import ClusterStatus, KwokClusters
-    from opsctl.settings import Settings
 
 app = typer.Typer(
-    help="Simulated Kubernetes clusters (kwok on real control-plane binaries), one per region."
+    cls=OpsctlGroup,
+    help="Simulated Kubernetes clusters (kwok on real control-plane binaries), one per region.",
 )
+
+
+@help_values("cluster")
+def _constants() -> dict[str, object]:
+    from opsctl.cluster._plan import STACK_FOR_REGION_COUNT
+
+    counts = sorted(STACK_FOR_REGION_COUNT.items())
+    return {"regions": ", ".join(f"{count} = {stack}'s" for count, stack in counts)}
+
 
 RegionsOption = Annotated[
     int | None,
     typer.Option(
         "--regions",
-        help="How many regions: 1 = the local stack's, 2 = staging's, 3 = prod's region names.",
+        help="How many regions, named as a stack's with that many: {cluster.regions}.",
         show_default=False,
     ),
 ]
@@ -34,21 +43,23 @@ def _clusters() -> KwokClusters:
     return KwokClusters()
 
 
-def _plans(ctx: typer.Context, stack: str | None, regions: int | None) -> list[ClusterPlan]:
+def _stack_given(root: RootOptions) -> bool:
+    return root.settings.sources.get("stack") == "cli"
+
+
+def _plans(root: RootOptions, regions: int | None) -> list[ClusterPlan]:
     from opsctl.cluster import plan_clusters, resolve_stack
 
-    resolved = settings(ctx, stack=stack)
-    from_flag = stack is not None or resolved.sources.get("stack") == "cli"
-    stack_name = resolve_stack(resolved.stack, regions, stack_from_flag=from_flag)
-    return plan_clusters(resolved.infra_dir, stack_name)
+    stack_name = resolve_stack(root.stack, regions, stack_from_flag=_stack_given(root))
+    return plan_clusters(root.settings.infra_dir, stack_name)
 
 
-def _render(statuses: list[ClusterStatus], resolved: Settings, kubeconfig: str) -> None:
+def _render(statuses: list[ClusterStatus], root: RootOptions, kubeconfig: str) -> None:
     from rich.table import Table
 
     from opsctl import console
 
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json(
             {"kubeconfig": kubeconfig, "clusters": [status.to_json() for status in statuses]}
         )
@@ -69,7 +80,6 @@ def _render(statuses: list[ClusterStatus], resolved: Settings, kubeconfig: str) 
 def up(
     ctx: typer.Context,
     *,
-    stack: StackOption = None,
     regions: RegionsOption = None,
     nodes_per_zone: Annotated[
         int, typer.Option("--nodes-per-zone", help="Fake nodes in every zone of a region.")
@@ -77,7 +87,6 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds allowed per cluster before failing.")
     ] = 180.0,
-    output: OutputOption = None,
 ) -> None:
     """Start one simulated cluster per region; contexts are the spec's kubeContext values."""
     import time
@@ -89,8 +98,8 @@ def up(
         raise UserInputError(f"--nodes-per-zone must be at least 1, got {nodes_per_zone}")
     if timeout <= 0:
         raise UserInputError(f"--timeout must be positive, got {timeout}")
-    resolved = settings(ctx, stack=stack, output=output)
-    plans = _plans(ctx, stack, regions)
+    root = RootOptions.of(ctx)
+    plans = _plans(root, regions)
     clusters = _clusters()
     started = time.monotonic()
     with console.console.status("starting clusters") as spinner:
@@ -104,28 +113,22 @@ def up(
     contexts = ", ".join(plan.context for plan in plans)
     console.info(f"[green]✓[/green] {len(plans)} cluster(s) up in {elapsed:.1f} s: {contexts}")
     console.info(f"  export KUBECONFIG={clusters.kubeconfig_path}")
-    _render(statuses, resolved, str(clusters.kubeconfig_path))
+    _render(statuses, root, str(clusters.kubeconfig_path))
 
 
 @app.command()
-def down(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    regions: RegionsOption = None,
-    output: OutputOption = None,
-) -> None:
+def down(ctx: typer.Context, *, regions: RegionsOption = None) -> None:
     """Delete simulated clusters (all of them unless --stack/--regions narrows it down)."""
     from opsctl import console
 
-    resolved = settings(ctx, stack=stack, output=output)
+    root = RootOptions.of(ctx)
     clusters = _clusters()
     names = None
-    if stack is not None or regions is not None:
-        names = [plan.name for plan in _plans(ctx, stack, regions)]
+    if _stack_given(root) or regions is not None:
+        names = [plan.name for plan in _plans(root, regions)]
     with console.console.status("stopping clusters"):
         removed = clusters.down(names)
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json({"deleted": removed, "kubeconfig": str(clusters.kubeconfig_path)})
     elif removed:
         console.info(f"[green]✓[/green] deleted {', '.join(removed)}; no process left behind")
@@ -134,7 +137,7 @@ def down(
 
 
 @app.command()
-def status(ctx: typer.Context, *, output: OutputOption = None) -> None:
+def status(ctx: typer.Context) -> None:
     """List the simulated clusters with context, API server, nodes and health.
 
     Exits 1 when any cluster is unhealthy, so scripts can gate on it.
@@ -142,11 +145,11 @@ def status(ctx: typer.Context, *, output: OutputOption = None) -> None:
     from opsctl import console
     from opsctl.errors import CheckFailed
 
-    resolved = settings(ctx, output=output)
+    root = RootOptions.of(ctx)
     clusters = _clusters()
     statuses = clusters.status()
-    _render(statuses, resolved, str(clusters.kubeconfig_path))
-    if not statuses and resolved.output is OutputFormat.table:
+    _render(statuses, root, str(clusters.kubeconfig_path))
+    if not statuses and not root.json:
         console.info("no simulated clusters; start them with `opsctl cluster up`")
     unhealthy = [status.context for status in statuses if not status.healthy]
     if unhealthy:

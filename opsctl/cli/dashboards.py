@@ -7,20 +7,22 @@ from typing import Annotated
 
 import typer
 
+from opsctl.cli._group import OpsctlGroup
 from opsctl.cli._options import (
     DryRunOption,
     KubeconfigOption,
     LocalStateDirOption,
-    OutputOption,
-    PrometheusOption,
+    PrometheusUrlOption,
     RegionOption,
-    StackOption,
-    settings,
+    RootOptions,
+    one_prometheus,
 )
 from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
-from opsctl.settings import OutputFormat
 
-app = typer.Typer(help="Grafana dashboards as code: build, lint against a live Prometheus, apply.")
+app = typer.Typer(
+    cls=OpsctlGroup,
+    help="Grafana dashboards as code: build, lint against a live Prometheus, apply.",
+)
 
 OutDirOption = Annotated[
     Path, typer.Option("--out", help="Directory to write into (created if missing).")
@@ -32,18 +34,13 @@ def build(
     ctx: typer.Context,
     *,
     out: OutDirOption = Path("build/dashboards"),
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Write one JSON file per dashboard."""
     from opsctl import dashboards
-    from opsctl.spec import load_stack
 
-    resolved = settings(ctx, stack=stack, output=output)
-    written = dashboards.write(
-        dashboards.build_all(load_stack(resolved.infra_dir, resolved.stack)), out
-    )
-    report_files(resolved, [str(path) for path in written])
+    root = RootOptions.of(ctx)
+    written = dashboards.write(dashboards.build_all(root.spec), out)
+    report_files(root.settings, [str(path) for path in written])
 
 
 @app.command()
@@ -53,25 +50,22 @@ def lint(
     live: Annotated[
         bool, typer.Option(help="Also run every query against a live Prometheus.")
     ] = True,
-    prometheus_url: PrometheusOption = None,
+    prometheus_url: PrometheusUrlOption = None,
     state_dir: LocalStateDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Structure checks, then every PromQL expression must run and return series (exit 1)."""
-    from opsctl import console, dashboards, endpoints
+    from opsctl import console, dashboards
     from opsctl.errors import CheckFailed
-    from opsctl.spec import load_stack
 
-    resolved = settings(ctx, stack=stack, output=output)
-    built = dashboards.build_all(load_stack(resolved.infra_dir, resolved.stack))
+    root = RootOptions.of(ctx)
+    built = dashboards.build_all(root.spec)
     problems = dashboards.structure_problems(built)
     checked = sum(1 for uid, doc in built.items() for _ in dashboards.expressions(uid, doc))
     if live and not problems:
-        prometheus = endpoints.prometheus(prometheus_url, state_dir)
+        prometheus = one_prometheus(prometheus_url, state_dir)
         console.info(f"running {checked} queries against {prometheus}")
         problems = dashboards.live_problems(built, prometheus)
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json({"dashboards": sorted(built), "queries": checked, "problems": problems})
     if problems:
         raise CheckFailed(f"{len(problems)} dashboard problems:\n  " + "\n  ".join(problems))
@@ -83,15 +77,12 @@ def render(
     ctx: typer.Context,
     *,
     out: OutDirOption = Path("build/dashboards/render"),
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Write the dashboard ConfigMaps per region (the Grafana sidecar label set)."""
     from opsctl import dashboards
-    from opsctl.spec import load_stack
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
+    root = RootOptions.of(ctx)
+    spec = root.spec
     built = dashboards.build_all(spec)
     written = write_region_files(
         out,
@@ -99,7 +90,7 @@ def render(
         "dashboards.yaml",
         lambda region: dashboards.configmaps(spec, region, built),
     )
-    report_files(resolved, written)
+    report_files(root.settings, written)
 
 
 @app.command()
@@ -109,21 +100,18 @@ def apply(
     region: RegionOption = None,
     kubeconfig: KubeconfigOption = None,
     dry_run: DryRunOption = False,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region."""
     from opsctl import dashboards
     from opsctl.dashboards._configmaps import NAMESPACE
     from opsctl.kube import select_regions
-    from opsctl.spec import load_stack
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
+    root = RootOptions.of(ctx)
+    spec = root.spec
     regions = select_regions(spec, region)
     built = dashboards.build_all(spec)
     apply_in_namespace(
-        resolved,
+        root.settings,
         regions,
         NAMESPACE,
         lambda target: dashboards.configmaps(spec, target, built),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli._options import settings
+from opsctl.cli._options import RootOptions
 
 
 def demo(
@@ -28,7 +28,7 @@ def demo(
     from opsctl.local._progress import RichReporter
     from opsctl.paths import REPO_ROOT
 
-    resolved = settings(ctx)
+    resolved = RootOptions.of(ctx).settings
     loaded = load_profile(profile)  # bad input: exit 2 before anything starts
     state_dir = REPO_ROOT / ".state" / "demo"
     if load_recorded(state_dir) is not None:  # left over from an interrupted demo

@@ -7,22 +7,40 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup, help_values
+from opsctl.cli._options import RegionOption, RootOptions, like
 
 if TYPE_CHECKING:
     from opsctl.loadtest.targets import Target
 
 app = typer.Typer(
+    cls=OpsctlGroup,
     help="Load-test the IM gateways: `run` a profile with an SLO verdict, `capacity` search, "
     "`preflight` the generator host.",
     no_args_is_help=True,
 )
 
+# The stack whose peak users `capacity` plans for, unless --plan-stack says otherwise.
+PLAN_STACK = "prod"
+
+
+@help_values("loadtest")
+def _constants() -> dict[str, object]:
+    from opsctl.loadtest.profiles import PROFILES_DIR
+    from opsctl.paths import REPO_ROOT
+
+    return {
+        "profiles_dir": PROFILES_DIR.relative_to(REPO_ROOT),
+        "profiles": ", ".join(sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))),
+    }
+
+
 ProfileOption = Annotated[
     str,
     typer.Option(
-        "--profile", "-p", help="Profile name in loadtests/profiles (smoke, peak, ...) or a file."
+        "--profile",
+        "-p",
+        help="Profile name in {loadtest.profiles_dir} ({loadtest.profiles}) or a file.",
     ),
 ]
 TargetOption = Annotated[
@@ -34,14 +52,13 @@ TargetOption = Annotated[
         show_default=False,
     ),
 ]
-StackOpt = Annotated[
+LoadRegionOption = Annotated[
     str | None,
-    typer.Option(
-        "--stack", "-s", help="Take the target from this stack's spec.", show_default=False
+    like(
+        RegionOption,
+        help="Load this region of the stack (with --stack: that stack's). "
+        "[default: the primary region]",
     ),
-]
-RegionOption = Annotated[
-    str | None, typer.Option(help="Region of --stack to load.", show_default=False)
 ]
 WorkersOption = Annotated[
     int, typer.Option(min=1, max=64, help="Locust worker processes on this machine.")
@@ -68,11 +85,15 @@ IssuerOption = Annotated[str | None, typer.Option("--jwt-issuer", show_default=F
 AudienceOption = Annotated[str | None, typer.Option("--jwt-audience", show_default=False)]
 
 
+def _stack_given(root: RootOptions) -> bool:
+    """--stack on the command line (before or after the command) aims at that stack."""
+    return root.settings.sources.get("stack") == "cli"
+
+
 def _target(
-    ctx: typer.Context,
+    root: RootOptions,
     *,
     target: list[str] | None,
-    stack: str | None,
     region: str | None,
     secret: Path | None,
     issuer: str | None,
@@ -81,15 +102,15 @@ def _target(
     from opsctl.errors import UserInputError
     from opsctl.loadtest.targets import local_target, region_target, url_target
 
-    if target and (stack or region):
+    from_stack = _stack_given(root) or region is not None
+    if target and from_stack:
         raise UserInputError("give either --target or --stack/--region, not both")
     if target:
         return url_target(target, secret_file=secret, issuer=issuer, audience=audience)
-    if stack or region:
-        resolved = settings(ctx, stack=stack)
+    if from_stack:
         return region_target(
-            resolved.infra_dir,
-            resolved.stack,
+            root.settings.infra_dir,
+            root.stack,
             region,
             secret_file=secret,
             issuer=issuer,
@@ -104,8 +125,7 @@ def run(
     *,
     profile: ProfileOption = "smoke",
     target: TargetOption = None,
-    stack: StackOpt = None,
-    region: RegionOption = None,
+    region: LoadRegionOption = None,
     workers: WorkersOption = 1,
     on_cluster: Annotated[
         bool,
@@ -119,23 +139,21 @@ def run(
     jwt_secret_file: SecretOption = None,
     jwt_issuer: IssuerOption = None,
     jwt_audience: AudienceOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Run a load profile and gate on its SLOs: exit 0 pass, 1 SLO breached, 2 bad input,
     3 unreliable (the load generator saturated, so the latency cannot be trusted)."""
     from opsctl import console
     from opsctl.loadtest.profiles import load_profile, profile_path
 
-    resolved = settings(ctx, output=output)
+    root = RootOptions.of(ctx)
     loaded = load_profile(profile)  # exit 2 with field paths before anything else
     path = profile_path(profile)
     if on_cluster:
         from opsctl.loadtest.oncluster import launch_on_cluster
 
-        resolved_stack = settings(ctx, stack=stack)
         launched = launch_on_cluster(
-            resolved_stack.infra_dir,
-            resolved_stack.stack,
+            root.settings.infra_dir,
+            root.stack,
             region,
             loaded,
             path,
@@ -145,9 +163,8 @@ def run(
         console.info(f"created {', '.join(launched)} in the region's cluster")
         return
     tgt = _target(
-        ctx,
+        root,
         target=target,
-        stack=stack,
         region=region,
         secret=jwt_secret_file,
         issuer=jwt_issuer,
@@ -156,7 +173,7 @@ def run(
     from opsctl.loadtest.session import execute
 
     outcome = execute(loaded, path, tgt, workers=workers, out_dir=out_dir)
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json(
             {
                 "verdict": outcome.verdict.as_dict(),
@@ -172,13 +189,12 @@ def capacity(
     *,
     profile: ProfileOption = "capacity",
     target: TargetOption = None,
-    stack: StackOpt = None,
-    region: RegionOption = None,
+    region: LoadRegionOption = None,
     plan_stack: Annotated[
         str | None,
         typer.Option(
             "--plan-stack",
-            help="Stack whose peakConcurrentUsers the plan sizes for. [default: prod]",
+            help=f"Stack whose peakConcurrentUsers the plan sizes for. [default: {PLAN_STACK}]",
             show_default=False,
         ),
     ] = None,
@@ -187,7 +203,6 @@ def capacity(
     jwt_secret_file: SecretOption = None,
     jwt_issuer: IssuerOption = None,
     jwt_audience: AudienceOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Step load, then binary search on users until an SLO breaks; print the knee and a
     capacity plan (gateway pods per region) for a stack's peak users."""
@@ -196,13 +211,12 @@ def capacity(
     from opsctl.loadtest.profiles import load_profile, profile_path
     from opsctl.spec import load_stack
 
-    resolved = settings(ctx, output=output)
+    root = RootOptions.of(ctx)
     loaded = load_profile(profile)
-    plan_spec = load_stack(resolved.infra_dir, plan_stack or "prod")
+    plan_spec = load_stack(root.settings.infra_dir, plan_stack or PLAN_STACK)
     tgt = _target(
-        ctx,
+        root,
         target=target,
-        stack=stack,
         region=region,
         secret=jwt_secret_file,
         issuer=jwt_issuer,
@@ -210,7 +224,7 @@ def capacity(
     )
     result = search(loaded, profile_path(profile), tgt, workers=workers, out_dir=out_dir)
     plan = plan_for_stack(plan_spec, result)
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json({"search": result.as_dict(), "plan": plan})
     else:
         render_plan(console.data_console(), result, plan)
@@ -223,7 +237,6 @@ def preflight(
     *,
     profile: ProfileOption = "peak",
     workers: WorkersOption = 1,
-    output: OutputOption = None,
 ) -> None:
     """Check this machine's limits (open files, ephemeral ports, conntrack, memory) against a
     profile and the loadgen_host numbers in opsctl/hostlimits/limits.yaml; exit 1 if short."""
@@ -231,10 +244,9 @@ def preflight(
     from opsctl.loadtest.preflight import check_host, render_checks
     from opsctl.loadtest.profiles import load_profile
 
-    resolved = settings(ctx, output=output)
     loaded = load_profile(profile)
     report = check_host(loaded, workers=workers)
-    if resolved.output is OutputFormat.json:
+    if RootOptions.of(ctx).json:
         console.emit_json(report.as_dict())
     else:
         render_checks(console.data_console(), report)

@@ -3,60 +3,98 @@ dispatcher) as local processes on 127.0.0.1."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup, help_values
+from opsctl.cli._options import KubeconfigOption, LocalStateDirOption, OnRoot, RootOptions, like
 
 if TYPE_CHECKING:
     from opsctl.local import LocalStack
 
 app = typer.Typer(
+    cls=OpsctlGroup,
     help="Run the IM stack locally: `up`, `status`, `logs`, `down`. "
     "Everything lives under one state dir.",
     no_args_is_help=True,
 )
 
-StateDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="Where the stack keeps data, configs, pid files and logs. "
-        "[env: OPSCTL_LOCAL_STATE_DIR] [default: .state/local]",
-        show_default=False,
-        file_okay=False,
-    ),
-]
+
+@help_values("local")
+def _constants() -> dict[str, object]:
+    from opsctl.local import _config, _stack
+    from opsctl.paths import REPO_ROOT
+
+    return {
+        "state_dir": _config.DEFAULT_STATE_DIR.relative_to(REPO_ROOT),
+        "env_state_dir": _config.ENV_STATE_DIR,
+        "base_port": _config.DEFAULT_BASE_PORT,
+        "env_base_port": _config.ENV_BASE_PORT,
+        "ports": ", ".join(_config.Ports.model_fields),
+        "gateways": _config.DEFAULT_GATEWAYS,
+        "env_gateways": _config.ENV_GATEWAYS,
+        "rules": ", ".join(_config.LocalConfig.model_fields["rule_globs"].default),
+        "env_kubeconfig": _config.ENV_KUBECONFIG,
+        "env_kube_context": _config.ENV_KUBE_CONTEXT,
+        "migrate": _stack.MIGRATE,
+    }
 
 
-def _state_dir(value: Path | None) -> Path:
-    from opsctl.local import resolve_state_dir
+@dataclass(frozen=True)
+class LocalTarget(OnRoot):
+    """The local stack the commands work on: the one in ``state_dir``."""
 
-    return resolve_state_dir(value)
+    state_dir_flag: Path | None
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """--state-dir > $OPSCTL_LOCAL_STATE_DIR > .state/local."""
+        from opsctl.local import resolve_state_dir
+
+        return resolve_state_dir(self.state_dir_flag)
+
+    def recorded(self, *, progress: bool = False) -> LocalStack:
+        """The stack recorded in the state dir (exit 2 when there is none)."""
+        from opsctl import console
+        from opsctl.local import LocalStack
+        from opsctl.local._progress import RichReporter
+
+        show = progress and console.verbosity >= 0
+        return LocalStack.recorded(
+            self.state_dir, reporter=RichReporter(console.console) if show else None
+        )
 
 
-def _recorded(state_dir: Path | None) -> LocalStack:
-    from opsctl import console
-    from opsctl.local import LocalStack
-    from opsctl.local._progress import RichReporter
-
-    reporter = RichReporter(console.console) if console.verbosity >= 0 else None
-    return LocalStack.recorded(_state_dir(state_dir), reporter=reporter)
+@app.callback()
+def target(
+    ctx: typer.Context,
+    *,
+    state_dir: Annotated[
+        Path | None,
+        like(
+            LocalStateDirOption,
+            help="Where the stack keeps data, configs, pid files and logs. "
+            "[env: {local.env_state_dir}] [default: {local.state_dir}]",
+        ),
+    ] = None,
+) -> None:
+    """Every local command takes --state-dir (also after it)."""
+    ctx.obj = LocalTarget(RootOptions.of(ctx), state_dir)
 
 
 @app.command()
 def up(
     ctx: typer.Context,
     *,
-    state_dir: StateDirOption = None,
     base_port: Annotated[
         int | None,
         typer.Option(
             help="First port of the stack's block; components use fixed offsets from it. "
-            "[env: OPSCTL_LOCAL_BASE_PORT] [default: 19100]",
+            "[env: {local.env_base_port}] [default: {local.base_port}]",
             show_default=False,
         ),
     ] = None,
@@ -65,25 +103,23 @@ def up(
         typer.Option(
             "--port",
             metavar="NAME=PORT",
-            help="Override one port, NAME=PORT (redis, kafka, kafka_controller, cassandra, "
-            "cassandra_storage, prometheus, alertmanager, alert_webhook, dispatcher, "
-            "gateway_first, kafka_metrics, cassandra_metrics, redis_replica, redis_exporter, "
-            "redis_replica_exporter, kube_state_metrics, kube_state_metrics_telemetry). "
-            "Repeatable.",
+            help="Override one port, NAME=PORT ({local.ports}). Repeatable.",
             show_default=False,
         ),
     ] = None,
     gateways: Annotated[
         int | None,
         typer.Option(
-            help="How many gateways to run. [env: OPSCTL_LOCAL_GATEWAYS] [default: 2]",
+            help="How many gateways to run. [env: {local.env_gateways}] "
+            "[default: {local.gateways}]",
             show_default=False,
         ),
     ] = None,
     infra_only: Annotated[
         bool,
         typer.Option(
-            "--infra-only", help="Only Redis, Kafka, Cassandra, Prometheus and Alertmanager."
+            "--infra-only",
+            help="Only the stores, Kafka and the monitoring; no gateways, no dispatcher.",
         ),
     ] = False,
     rules: Annotated[
@@ -92,25 +128,23 @@ def up(
             "--rules",
             metavar="GLOB",
             help="Alert rule file glob for Prometheus, relative to the repo. Repeatable. "
-            "[default: alerts/rules/*.yaml, alerts/build/*.yaml]",
+            "[default: {local.rules}]",
             show_default=False,
         ),
     ] = None,
     kubeconfig: Annotated[
         Path | None,
-        typer.Option(
-            "--kubeconfig",
+        like(
+            KubeconfigOption,
             help="Also run kube-state-metrics against this cluster (job kube-state-metrics). "
-            "[env: OPSCTL_LOCAL_KUBECONFIG] [default: no cluster]",
-            show_default=False,
-            dir_okay=False,
+            "[env: {local.env_kubeconfig}] [default: no cluster]",
         ),
     ] = None,
     context: Annotated[
         str | None,
         typer.Option(
             "--context",
-            help="The kubeconfig context to watch. [env: OPSCTL_LOCAL_KUBE_CONTEXT] "
+            help="The kubeconfig context to watch. [env: {local.env_kube_context}] "
             "[default: the kubeconfig's current-context]",
             show_default=False,
         ),
@@ -123,7 +157,6 @@ def up(
             "Kafka/Cassandra/Redis alert rules have no data).",
         ),
     ] = False,
-    output: OutputOption = None,
 ) -> None:
     """Start the stack (or whatever of it is not running) and wait until every part is healthy.
 
@@ -134,14 +167,14 @@ def up(
     from opsctl.local import LocalStack, parse_port_overrides, resolve_config
     from opsctl.local._progress import RichReporter
 
-    resolved = settings(ctx, output=output)
+    target = LocalTarget.of(ctx)
     config = resolve_config(
-        state_dir=state_dir,
+        state_dir=target.state_dir_flag,
         base_port=base_port,
         port_overrides=parse_port_overrides(port or []),
         gateways=gateways,
         im=not infra_only,
-        infra_dir=resolved.infra_dir,
+        infra_dir=target.settings.infra_dir,
         rule_globs=tuple(rules) if rules else None,
         kubeconfig=kubeconfig,
         kube_context=context,
@@ -151,7 +184,7 @@ def up(
     stack = LocalStack(config, reporter=reporter)
     console.info(f"local stack in {config.state_dir}")
     info = stack.up()
-    if resolved.output is OutputFormat.json:
+    if target.json:
         console.emit_json(info.as_dict())
         return
     console.info("[green]✓[/green] local stack is up")
@@ -171,8 +204,8 @@ def up(
 
 @app.command()
 def down(
+    ctx: typer.Context,
     *,
-    state_dir: StateDirOption = None,
     wipe: Annotated[
         bool, typer.Option("--wipe", help="Also delete the data, configs, logs and secret.")
     ] = False,
@@ -181,31 +214,29 @@ def down(
     from opsctl import console
     from opsctl.local import load_recorded
 
-    if load_recorded(_state_dir(state_dir)) is None:
-        console.info(f"no local stack in {_state_dir(state_dir)}; nothing to stop")
+    target = LocalTarget.of(ctx)
+    if load_recorded(target.state_dir) is None:
+        console.info(f"no local stack in {target.state_dir}; nothing to stop")
         return
-    stack = _recorded(state_dir)
+    stack = target.recorded(progress=True)
     stopped = stack.down(wipe=wipe)
     what = f"stopped {len(stopped)} component(s)" if stopped else "nothing was running"
     console.info(f"[green]✓[/green] {what}" + ("; data wiped" if wipe else ""))
 
 
 @app.command()
-def status(
-    ctx: typer.Context, *, state_dir: StateDirOption = None, output: OutputOption = None
-) -> None:
+def status(ctx: typer.Context) -> None:
     """Each component with its pid, port and health. Exit 1 unless all are healthy."""
     from rich.table import Table
 
     from opsctl import console
     from opsctl.errors import CheckFailed
-    from opsctl.local import LocalStack
 
-    resolved = settings(ctx, output=output)
-    stack = LocalStack.recorded(_state_dir(state_dir))
+    target = LocalTarget.of(ctx)
+    stack = target.recorded()
     rows = stack.status()
     unhealthy = [row.name for row in rows if not row.healthy]
-    if resolved.output is OutputFormat.json:
+    if target.json:
         console.emit_json(
             {
                 "state_dir": str(stack.config.state_dir),
@@ -229,16 +260,15 @@ def status(
 
 @app.command()
 def logs(
+    ctx: typer.Context,
     component: Annotated[
         str,
         typer.Argument(
-            help="redis, redis-replica, kafka, cassandra, prometheus, alertmanager, "
-            "redis-exporter, redis-replica-exporter, kube-state-metrics, dispatcher, gw-N or "
-            "migrate."
+            help="A component as `opsctl local status` lists it (gateways are gw-1, gw-2, ...), "
+            "or {local.migrate}."
         ),
     ],
     *,
-    state_dir: StateDirOption = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.", min=0)] = 50,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")
@@ -247,9 +277,7 @@ def logs(
     """Print a component's log (its stdout and stderr)."""
     import sys
 
-    from opsctl.local import LocalStack
-
-    stack = LocalStack.recorded(_state_dir(state_dir))
+    stack = LocalTarget.of(ctx).recorded()
     if follow:
         for line in stack.follow(component, lines):
             sys.stdout.write(line + "\n")

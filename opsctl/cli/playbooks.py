@@ -7,10 +7,20 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup, help_values
+from opsctl.cli._options import RootOptions
 
-app = typer.Typer(help="Ansible inventories and host limits for the playbooks in playbooks/.")
+app = typer.Typer(
+    cls=OpsctlGroup, help="Ansible inventories and host limits for the playbooks in playbooks/."
+)
+
+
+@help_values("playbooks")
+def _constants() -> dict[str, object]:
+    from opsctl.hostlimits import load_limits
+
+    return {"profiles": ", ".join(sorted(load_limits().profiles))}
+
 
 OutDirOption = Annotated[
     Path | None,
@@ -23,7 +33,9 @@ OutDirOption = Annotated[
 ProfileOption = Annotated[
     str | None,
     typer.Option(
-        "--profile", help="Only this profile (gateway_node, loadgen_host).", show_default=False
+        "--profile",
+        help="Only this profile ({playbooks.profiles}). [default: all]",
+        show_default=False,
     ),
 ]
 
@@ -32,25 +44,21 @@ ProfileOption = Annotated[
 def inventory(
     ctx: typer.Context,
     *,
-    stack: StackOption = None,
     out: OutDirOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Generate the stack's inventory groups and vars from its spec (hosts stay in hosts.yml)."""
     from opsctl import console
     from opsctl.hostlimits import load_limits
     from opsctl.playbooks import build_inventory, default_inventory_dir, write_inventory
-    from opsctl.spec import load_stack, stack_file
+    from opsctl.spec import stack_file
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
-    spec_file = _shown(stack_file(resolved.infra_dir, resolved.stack))
-    generated = build_inventory(spec, resolved.stack, spec_file, load_limits())
-    path = write_inventory(generated, out or default_inventory_dir(resolved.stack))
-    if resolved.output is OutputFormat.json:
-        console.emit_json(
-            {"stack": resolved.stack, "file": str(path), "groups": generated.groups()}
-        )
+    root = RootOptions.of(ctx)
+    spec = root.spec
+    spec_file = _shown(stack_file(root.settings.infra_dir, root.stack))
+    generated = build_inventory(spec, root.stack, spec_file, load_limits())
+    path = write_inventory(generated, out or default_inventory_dir(root.stack))
+    if root.json:
+        console.emit_json({"stack": root.stack, "file": str(path), "groups": generated.groups()})
     else:
         regions = ", ".join(region.name for region in spec.regions)
         console.info(f"[green]✓[/green] wrote {path} ({regions})")
@@ -61,7 +69,6 @@ def limits(
     ctx: typer.Context,
     *,
     profile: ProfileOption = None,
-    output: OutputOption = None,
 ) -> None:
     """Show the host limits the roles apply and preflight checks (opsctl/hostlimits)."""
     from rich.table import Table
@@ -69,11 +76,10 @@ def limits(
     from opsctl import console
     from opsctl.hostlimits import load_limits
 
-    resolved = settings(ctx, output=output)
     loaded = load_limits()
     names = [profile] if profile else sorted(loaded.profiles)
     chosen = [loaded.profile(name) for name in names]
-    if resolved.output is OutputFormat.json:
+    if RootOptions.of(ctx).json:
         console.emit_json(
             {
                 entry.name: {

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._options import OutputOption, RegionOption, RootOptions, StackOption, like
 
 
 def render(
@@ -20,16 +19,12 @@ def render(
             "--out", help="Directory to write; each region's folder is replaced.", file_okay=False
         ),
     ],
-    stack: StackOption = None,
     region: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--region",
-            "-r",
-            help="Only this region (repeatable). [default: all]",
-            show_default=False,
-        ),
+        list[str] | None, like(RegionOption, help="Only this region (repeatable). [default: all]")
     ] = None,
+    # Its own --stack and --output (the global ones, by name) keep `render` whole when it is
+    # mounted on its own, as the render cluster test does.
+    stack: StackOption = None,
     output: OutputOption = None,
 ) -> None:
     """Render every object, Helm release and our chart per region, without a cluster or Pulumi.
@@ -38,12 +33,13 @@ def render(
     """
     from opsctl import console
     from opsctl.errors import UserInputError
-    from opsctl.spec import load_stack, stack_file
+    from opsctl.spec import stack_file
     from opsctl.stack import build_stack
     from opsctl.stack.render import render as write
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
+    root = RootOptions.of(ctx).overridden(stack=stack, output=output and output.value)
+    resolved = root.settings
+    spec = root.spec
     known = [r.name for r in spec.regions]
     unknown = [name for name in region or [] if name not in known]
     if unknown:
@@ -62,7 +58,7 @@ def render(
         }
         for r in plan.regions
     ]
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json(
             {"stack": resolved.stack, "out": str(out), "regions": regions, "files": len(done.files)}
         )

@@ -1,76 +1,148 @@
-"""opsctl rollout: region-by-region canary or rolling releases with automatic rollback."""
+"""opsctl rollout: region-by-region canary or rolling releases with automatic rollback.
+
+The group callback resolves the options every rollout command shares (component, namespace,
+kubeconfig) into a :class:`RolloutTarget`. Every default of ``rollout start`` lives in
+``opsctl.rollout.StartRequest``: a flag left out is not passed on, so the request's own
+default applies, and help shows it from there.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup, help_values
+from opsctl.cli._options import (
+    KubeconfigOption,
+    NamespaceOption,
+    OnRoot,
+    PrometheusUrlOption,
+    like,
+)
 
 if TYPE_CHECKING:
     from opsctl.rollout import KubeFactory, Outcome, RolloutRecord
-    from opsctl.settings import Settings
-    from opsctl.spec import StackSpec
 
 app = typer.Typer(
+    cls=OpsctlGroup,
     help="Roll a new gateway or dispatcher image out region by region, with canary analysis "
     "on Prometheus signals and automatic rollback. Exit 0 done, 1 rolled back, 2 bad input, "
-    "3 paused or inconclusive."
+    "3 paused or inconclusive.",
 )
 
 
-class ComponentChoice(StrEnum):
-    gateway = "gateway"
-    dispatcher = "dispatcher"
+@help_values("rollout")
+def _defaults() -> dict[str, object]:
+    """Help shows StartRequest's defaults and the domain's choices, not copies of them."""
+    from dataclasses import MISSING, fields
+
+    from opsctl.rollout._plan import COMPONENTS, STRATEGIES, StartRequest
+
+    values: dict[str, object] = {f.name: f.default for f in fields(StartRequest)}
+    values = {name: value for name, value in values.items() if value is not MISSING}
+    return {**values, "components": ", ".join(COMPONENTS), "strategies": ", ".join(STRATEGIES)}
 
 
-class StrategyChoice(StrEnum):
-    canary = "canary"
-    rolling = "rolling"
+def _complete(constant: str) -> Callable[[str], list[str]]:
+    def complete(incomplete: str) -> list[str]:
+        from opsctl.rollout import _plan
+
+        return [v for v in getattr(_plan, constant) if v.startswith(incomplete)]
+
+    return complete
 
 
 ComponentOption = Annotated[
-    ComponentChoice, typer.Option("--component", help="Which Deployment to roll.")
-]
-NamespaceOption = Annotated[
-    str, typer.Option("--namespace", "-n", help="Namespace of the im-gateway release.")
-]
-KubeconfigOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--kubeconfig",
-        help="Kubeconfig holding every region's kubeContext [default: $KUBECONFIG].",
+        "--component",
+        help="Which Deployment to roll: {rollout.components}. [default: {rollout.component}]",
+        autocompletion=_complete("COMPONENTS"),
         show_default=False,
-        dir_okay=False,
     ),
 ]
-PrometheusOption = Annotated[
+RolloutNamespaceOption = Annotated[
+    str | None,
+    like(
+        NamespaceOption, help="Namespace of the im-gateway release. [default: {rollout.namespace}]"
+    ),
+]
+RolloutPrometheusOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--prometheus",
-        help="Prometheus URL for every region, or REGION=URL for one (repeatable).",
-        show_default=False,
+    like(
+        PrometheusUrlOption,
+        names=("--prometheus",),  # the old spelling, kept for existing scripts
+        help="Prometheus of every region: a URL for all, or REGION=URL for one (repeatable).",
     ),
 ]
 
 
-def _kube(kubeconfig: Path | None) -> Any:
-    from opsctl.rollout import rest_factory
+@dataclass(frozen=True)
+class RolloutTarget(OnRoot):
+    """Which rollout the commands act on: the stack, component and namespace, and how to
+    reach each region's cluster."""
 
-    return rest_factory(kubeconfig)
+    component: str
+    namespace: str
+    kubeconfig: Path | None
+
+    @cached_property
+    def kube(self) -> KubeFactory:
+        from opsctl.rollout import rest_factory
+
+        return rest_factory(self.kubeconfig)
+
+    def newest(self, *, quiet: bool = False) -> RolloutRecord:
+        """The newest rollout of the component in any of the stack's regions."""
+        from opsctl import rollout
+
+        if quiet:
+            return rollout.locate(self.spec, self.component, self.namespace, self.kube)
+        return rollout.locate(self.spec, self.component, self.namespace, self.kube, on_event=_event)
+
+    def show(self, report: dict[str, Any]) -> None:
+        from opsctl import console
+        from opsctl.rollout._view import render_status
+
+        if self.json:
+            console.emit_json(report)
+        else:
+            render_status(console.data_console(), report)
 
 
-def _spec(ctx: typer.Context, stack: str | None, output: OutputFormat | None) -> Any:
-    from opsctl.spec import load_stack
+@app.callback()
+def target(
+    ctx: typer.Context,
+    *,
+    component: ComponentOption = None,
+    namespace: RolloutNamespaceOption = None,
+    kubeconfig: Annotated[
+        Path | None,
+        like(
+            KubeconfigOption,
+            help="Kubeconfig holding every region's kubeContext. "
+            "[default: $KUBECONFIG, else ~/.kube/config]",
+        ),
+    ] = None,
+) -> None:
+    """Every rollout command takes --component, --namespace and --kubeconfig (also after it)."""
+    from opsctl.cli._options import RootOptions
+    from opsctl.errors import UserInputError
+    from opsctl.rollout import COMPONENTS, StartRequest
 
-    resolved = settings(ctx, stack=stack, output=output)
-    return resolved, load_stack(resolved.infra_dir, resolved.stack)
+    if component is not None and component not in COMPONENTS:
+        raise UserInputError(f"--component: '{component}' is not one of {', '.join(COMPONENTS)}")
+    ctx.obj = RolloutTarget(
+        root=RootOptions.of(ctx),
+        component=component or StartRequest.component,
+        namespace=namespace or StartRequest.namespace,
+        kubeconfig=kubeconfig,
+    )
 
 
 def _event(region: str, message: str) -> None:
@@ -81,11 +153,11 @@ def _event(region: str, message: str) -> None:
     console.info(f"[bold]{escape(region)}[/bold] {escape(message)}")
 
 
-def _finish(outcome: Outcome, resolved: Settings) -> None:
+def _finish(rollout: RolloutTarget, outcome: Outcome) -> None:
     """Print the rollout, then turn its phase into the exit code."""
     from opsctl.errors import CheckFailed, ExitCode, Inconclusive
 
-    _print(resolved, outcome.report)
+    rollout.show(outcome.report)
     code = outcome.exit_code
     if code is ExitCode.INCONCLUSIVE:
         raise Inconclusive(
@@ -103,123 +175,147 @@ def start(
     image: Annotated[
         str, typer.Option("--image", help="New image: a full reference, or a tag for the spec's.")
     ],
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
     regions: Annotated[
-        str, typer.Option("--regions", help="Comma-separated region names, or 'all'.")
-    ] = "all",
+        str | None,
+        typer.Option(
+            "--regions", help="Comma-separated region names, or 'all'. [default: {rollout.regions}]"
+        ),
+    ] = None,
     strategy: Annotated[
-        StrategyChoice, typer.Option("--strategy", help="canary (Deployment beside) or rolling.")
-    ] = StrategyChoice.canary,
+        str | None,
+        typer.Option(
+            "--strategy",
+            help="{rollout.strategies}: a canary Deployment beside, or the Deployment's own "
+            "rolling update. [default: {rollout.strategy}]",
+            autocompletion=_complete("STRATEGIES"),
+        ),
+    ] = None,
     steps: Annotated[
-        str, typer.Option("--steps", help="Canary weights in percent, increasing; 100 promotes.")
-    ] = "5,25,50,100",
+        str | None,
+        typer.Option(
+            "--steps",
+            help="Canary weights in percent, increasing; 100 promotes. [default: {rollout.steps}]",
+        ),
+    ] = None,
     bake: Annotated[
-        str, typer.Option("--bake", help="Time a promoted region is watched before the next.")
-    ] = "10m",
+        str | None,
+        typer.Option(
+            "--bake",
+            help="Time a promoted region is watched before the next. [default: {rollout.bake}]",
+        ),
+    ] = None,
     interval: Annotated[
-        str, typer.Option("--interval", help="Analysis interval (and PromQL rate window).")
-    ] = "1m",
+        str | None,
+        typer.Option(
+            "--interval",
+            help="Analysis interval (and PromQL rate window). [default: {rollout.interval}]",
+        ),
+    ] = None,
     min_samples: Annotated[
-        int, typer.Option("--min-samples", help="Fewer samples per signal is inconclusive.")
-    ] = 50,
+        int | None,
+        typer.Option(
+            "--min-samples",
+            help="Fewer samples per signal is inconclusive. [default: {rollout.min_samples}]",
+        ),
+    ] = None,
     failure_limit: Annotated[
-        int, typer.Option("--failure-limit", help="Failed analyses tolerated before rollback.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--failure-limit",
+            help="Failed analyses tolerated before rollback. [default: {rollout.failure_limit}]",
+        ),
+    ] = None,
     drain_window: Annotated[
-        str, typer.Option("--drain-window", help="The gateway's drain window (chart value).")
-    ] = "30s",
+        str | None,
+        typer.Option(
+            "--drain-window",
+            help="How long a leaving gateway pod drains, for every region: overrides each "
+            "region's drain window from the stack spec (the one the chart gets). "
+            "[default: each region's from the spec]",
+        ),
+    ] = None,
     drain_threshold: Annotated[
         int | None,
         typer.Option(
             "--drain-threshold",
-            help="Connections under which leaving pods count as drained [default: 1% of a pod].",
-            show_default=False,
+            help="Connections under which leaving pods count as drained. [default: 1% of the "
+            "smallest region's connections per pod]",
         ),
     ] = None,
-    namespace: NamespaceOption = "im",
-    release: Annotated[str, typer.Option("--release", help="Helm release name.")] = "im-gateway",
-    prometheus: PrometheusOption = None,
-    kubeconfig: KubeconfigOption = None,
+    release: Annotated[
+        str | None,
+        typer.Option("--release", help="Helm release name. [default: {rollout.release}]"),
+    ] = None,
+    prometheus_url: RolloutPrometheusOption = None,
     rollback_promoted: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--rollback-promoted", help="On failure also revert promoted regions, newest first."
         ),
-    ] = False,
+    ] = None,
     ready_timeout: Annotated[
-        str, typer.Option("--ready-timeout", help="How long new pods may take to be ready.")
-    ] = "5m",
+        str | None,
+        typer.Option(
+            "--ready-timeout",
+            help="How long new pods may take to be ready. [default: {rollout.ready_timeout}]",
+        ),
+    ] = None,
     max_consumer_lag: Annotated[
-        float, typer.Option("--max-consumer-lag", help="Kafka consumer lag ceiling (records).")
-    ] = 1000.0,
+        float | None,
+        typer.Option(
+            "--max-consumer-lag",
+            help="Kafka consumer lag ceiling (records). [default: {rollout.max_consumer_lag}]",
+        ),
+    ] = None,
     baseline_tolerance: Annotated[
-        float, typer.Option("--baseline-tolerance", help="How much worse than stable (0.2=20%).")
-    ] = 0.2,
-    output: OutputOption = None,
+        float | None,
+        typer.Option(
+            "--baseline-tolerance",
+            help="How much worse than stable the canary may be (0.2 = 20%). "
+            "[default: {rollout.baseline_tolerance}]",
+        ),
+    ] = None,
 ) -> None:
     """Start a rollout: waves of regions (primary first), each canaried, promoted and baked."""
     from opsctl import rollout
 
-    resolved, spec = _spec(ctx, stack, output)
-    request = rollout.StartRequest(
-        stack=resolved.stack,
-        image=image,
-        component=component.value,
-        regions=regions,
-        strategy=strategy.value,
-        steps=steps,
-        bake=bake,
-        interval=interval,
-        min_samples=min_samples,
-        failure_limit=failure_limit,
-        drain_window=drain_window,
-        drain_threshold=drain_threshold,
-        namespace=namespace,
-        release=release,
-        prometheus=tuple(prometheus or ()),
-        max_consumer_lag=max_consumer_lag,
-        baseline_tolerance=baseline_tolerance,
-        rollback_promoted=rollback_promoted,
-        ready_timeout=ready_timeout,
+    target = RolloutTarget.of(ctx)
+    given: dict[str, Any] = {
+        "regions": regions,
+        "strategy": strategy,
+        "steps": steps,
+        "bake": bake,
+        "interval": interval,
+        "min_samples": min_samples,
+        "failure_limit": failure_limit,
+        "drain_window": drain_window,
+        "drain_threshold": drain_threshold,
+        "release": release,
+        "prometheus": tuple(prometheus_url) if prometheus_url else None,
+        "rollback_promoted": rollback_promoted,
+        "ready_timeout": ready_timeout,
+        "max_consumer_lag": max_consumer_lag,
+        "baseline_tolerance": baseline_tolerance,
+    }
+    request = replace(
+        rollout.StartRequest(
+            stack=target.stack, image=image, component=target.component, namespace=target.namespace
+        ),
+        **{flag: value for flag, value in given.items() if value is not None},
     )
-    _finish(rollout.start(spec, request, _kube(kubeconfig), on_event=_event), resolved)
-
-
-def _located(
-    ctx: typer.Context,
-    *,
-    stack: str | None,
-    output: OutputFormat | None,
-    component: ComponentChoice,
-    namespace: str,
-    kubeconfig: Path | None,
-) -> tuple[Settings, StackSpec, Any, Any]:
-    from opsctl import rollout
-
-    resolved, spec = _spec(ctx, stack, output)
-    kube = _kube(kubeconfig)
-    record = rollout.locate(spec, component.value, namespace, kube, on_event=_event)
-    return resolved, spec, kube, record
+    _finish(target, rollout.start(target.spec, request, target.kube, on_event=_event))
 
 
 def _act_on_newest(
-    ctx: typer.Context,
-    act: Callable[[RolloutRecord, KubeFactory], Outcome],
-    *,
-    stack: str | None,
-    output: OutputFormat | None,
-    component: ComponentChoice,
-    namespace: str,
-    kubeconfig: Path | None,
+    ctx: typer.Context, act: Callable[[RolloutRecord, KubeFactory], Outcome]
 ) -> None:
     """Do `act` to the newest rollout, print the rollout as it leaves it, and say its phase."""
     from opsctl import console
 
-    resolved, _, kube, record = _located(ctx, stack=stack, output=output, component=component,
-                                          namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
-    outcome = act(record, kube)
-    _print(resolved, outcome.report)
+    target = RolloutTarget.of(ctx)
+    record = target.newest()
+    outcome = act(record, target.kube)
+    target.show(outcome.report)
     console.info(f"rollout {record.id}: {outcome.phase}")
 
 
@@ -227,10 +323,6 @@ def _act_on_newest(
 def status(
     ctx: typer.Context,
     *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
     watch: Annotated[
         bool,
         typer.Option(
@@ -240,22 +332,19 @@ def status(
     every: Annotated[
         float, typer.Option("--every", min=0.1, help="Seconds between redraws.")
     ] = 2.0,
-    output: OutputOption = None,
 ) -> None:
     """Show the newest rollout per region. Exit 0 done/running, 1 rolled back, 3 paused."""
     from opsctl import console, rollout
     from opsctl.errors import CheckFailed, ExitCode, Inconclusive
     from opsctl.rollout._view import watch_status
 
-    resolved, spec, kube, record = _located(ctx, stack=stack, output=output,
-                                            component=component, namespace=namespace,
-                                            kubeconfig=kubeconfig)  # fmt: skip
+    target = RolloutTarget.of(ctx)
+    record = target.newest()
 
     def fetch() -> dict[str, Any]:
-        fresh = rollout.locate(spec, component.value, namespace, kube)
-        return rollout.status(fresh, kube)
+        return rollout.status(target.newest(quiet=True), target.kube)
 
-    if watch and resolved.output is not OutputFormat.json:
+    if watch and not target.json:
         try:
             report = watch_status(console.data_console(), fetch, every)
         except KeyboardInterrupt:
@@ -263,8 +352,8 @@ def status(
             console.info(f"stopped watching; rollout {record.id} is not affected")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     else:
-        report = rollout.status(record, kube)
-        _print(resolved, report)
+        report = rollout.status(record, target.kube)
+        target.show(report)
     phase = report["phase"]
     if phase == "paused":
         raise Inconclusive(f"rollout {report['id']} is paused: {report['reason']}")
@@ -273,103 +362,49 @@ def status(
 
 
 @app.command()
-def pause(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
-    output: OutputOption = None,
-) -> None:
+def pause(ctx: typer.Context) -> None:
     """Ask the running rollout to stop after its current wait; `resume` continues it."""
     from opsctl import rollout
 
-    _act_on_newest(ctx, rollout.pause, stack=stack, output=output, component=component,
-                   namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
+    _act_on_newest(ctx, rollout.pause)
 
 
 @app.command()
-def resume(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
-    prometheus: PrometheusOption = None,
-    output: OutputOption = None,
-) -> None:
+def resume(ctx: typer.Context, *, prometheus_url: RolloutPrometheusOption = None) -> None:
     """Continue a paused (or crashed) rollout from the step it stopped in, from any machine."""
     from opsctl import rollout
 
-    resolved, _, kube, record = _located(ctx, stack=stack, output=output, component=component,
-                                          namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
-    outcome = rollout.resume(record, kube, prometheus=tuple(prometheus or ()), on_event=_event)
-    _finish(outcome, resolved)
+    target = RolloutTarget.of(ctx)
+    record = target.newest()
+    urls = tuple(prometheus_url or ())
+    _finish(target, rollout.resume(record, target.kube, prometheus=urls, on_event=_event))
 
 
 @app.command()
-def abort(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
-    output: OutputOption = None,
-) -> None:
+def abort(ctx: typer.Context) -> None:
     """Stop the rollout and roll the current region back (exit 0 once rolled back)."""
     from opsctl import rollout
 
-    _act_on_newest(ctx, partial(rollout.abort, on_event=_event), stack=stack, output=output,
-                   component=component, namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
+    _act_on_newest(ctx, partial(rollout.abort, on_event=_event))
 
 
 @app.command()
-def undo(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
-    output: OutputOption = None,
-) -> None:
+def undo(ctx: typer.Context) -> None:
     """Revert every region the newest rollout touched to its previous template."""
     from opsctl import rollout
 
-    _act_on_newest(ctx, partial(rollout.undo, on_event=_event), stack=stack, output=output,
-                   component=component, namespace=namespace, kubeconfig=kubeconfig)  # fmt: skip
+    _act_on_newest(ctx, partial(rollout.undo, on_event=_event))
 
 
 @app.command()
-def history(
-    ctx: typer.Context,
-    *,
-    stack: StackOption = None,
-    component: ComponentOption = ComponentChoice.gateway,
-    namespace: NamespaceOption = "im",
-    kubeconfig: KubeconfigOption = None,
-    output: OutputOption = None,
-) -> None:
+def history(ctx: typer.Context) -> None:
     """Earlier rollouts of the component, newest first, as recorded in the clusters."""
     from opsctl import console, rollout
     from opsctl.rollout._view import render_history
 
-    resolved, spec = _spec(ctx, stack, output)
-    entries = rollout.history(spec, component.value, namespace, _kube(kubeconfig))
-    if resolved.output is OutputFormat.json:
+    target = RolloutTarget.of(ctx)
+    entries = rollout.history(target.spec, target.component, target.namespace, target.kube)
+    if target.json:
         console.emit_json(entries)
     else:
         render_history(console.data_console(), entries)
-
-
-def _print(resolved: Settings, report: dict[str, Any]) -> None:
-    from opsctl import console
-    from opsctl.rollout._view import render_status
-
-    if resolved.output is OutputFormat.json:
-        console.emit_json(report)
-    else:
-        render_status(console.data_console(), report)

@@ -4,59 +4,50 @@ from __future__ import annotations
 
 import typer
 
-from opsctl.cli._options import OutputOption, StackOption, settings
-from opsctl.settings import OutputFormat
+from opsctl.cli._group import OpsctlGroup
+from opsctl.cli._options import RootOptions
 
-app = typer.Typer(help="Validate and inspect stack specs (infra/Pulumi.<stack>.yaml).")
+app = typer.Typer(
+    cls=OpsctlGroup, help="Validate and inspect stack specs (infra/Pulumi.<stack>.yaml)."
+)
 
 
 @app.command()
-def validate(ctx: typer.Context, *, stack: StackOption = None, output: OutputOption = None) -> None:
+def validate(ctx: typer.Context) -> None:
     """Validate a stack spec. Exit 0 when valid, 2 with every problem listed when not."""
     from opsctl import console
-    from opsctl.spec import load_stack, stack_file
+    from opsctl.spec import stack_file
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
-    if resolved.output is OutputFormat.json:
-        console.emit_json(
-            {
-                "stack": resolved.stack,
-                "file": str(stack_file(resolved.infra_dir, resolved.stack)),
-                "valid": True,
-                "regions": [region.name for region in spec.regions],
-            }
-        )
+    root = RootOptions.of(ctx)
+    names = [region.name for region in root.spec.regions]
+    if root.json:
+        file = stack_file(root.settings.infra_dir, root.stack)
+        console.emit_json({"stack": root.stack, "file": str(file), "valid": True, "regions": names})
     else:
-        names = ", ".join(region.name for region in spec.regions)
-        console.info(f"[green]✓[/green] stack '{resolved.stack}' is valid ({names})")
+        console.info(f"[green]✓[/green] stack '{root.stack}' is valid ({', '.join(names)})")
 
 
 @app.command()
-def show(ctx: typer.Context, *, stack: StackOption = None, output: OutputOption = None) -> None:
+def show(ctx: typer.Context) -> None:
     """Show the whole stack spec: a summary table, or every field with --output json."""
     from opsctl import console
-    from opsctl.spec import load_stack
     from opsctl.spec._view import render_spec
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
-    if resolved.output is OutputFormat.json:
-        console.emit_json(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    root = RootOptions.of(ctx)
+    if root.json:
+        console.emit_json(root.spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     else:
-        render_spec(console.data_console(), resolved.stack, spec)
+        render_spec(console.data_console(), root.stack, root.spec)
 
 
 @app.command()
-def regions(ctx: typer.Context, *, stack: StackOption = None, output: OutputOption = None) -> None:
+def regions(ctx: typer.Context) -> None:
     """List the stack's regions with their role, context, zones and gateway capacity."""
     from opsctl import console
-    from opsctl.spec import load_stack
     from opsctl.spec._view import region_rows, render_regions
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
-    if resolved.output is OutputFormat.json:
-        console.emit_json(region_rows(spec))
+    root = RootOptions.of(ctx)
+    if root.json:
+        console.emit_json(region_rows(root.spec))
     else:
-        render_regions(console.data_console(), spec)
+        render_regions(console.data_console(), root.spec)

@@ -9,11 +9,10 @@ import typer
 from opsctl.cli._options import (
     KubeconfigOption,
     LocalStateDirOption,
-    OutputOption,
-    StackOption,
-    settings,
+    PrometheusUrlOption,
+    RootOptions,
+    like,
 )
-from opsctl.settings import OutputFormat
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -35,17 +34,31 @@ def _short(error: str | None) -> str:
     return "unreachable" + (f" ({text[:40]}…)" if len(text) > 40 else f" ({text})")
 
 
+_COLUMNS = (
+    "region",
+    "workloads",
+    "conns",
+    "msg/s",
+    "p99",
+    "SLO burn",
+    "kafka lag",
+    "cassandra",
+    "redis",
+    "firing",
+)
+
+
 def _table(stack: str, rows: list[RegionStatus]) -> Table:
     from rich.table import Table
 
     table = Table(title=f"status of '{stack}'", title_justify="left")
-    for column in ("region", "workloads", "conns", "msg/s", "p99", "SLO burn", "kafka lag",
-                   "cassandra", "redis", "firing"):  # fmt: skip
+    for column in _COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
         if not row.reachable:
-            table.add_row(row.region, f"[red]{_short(row.kube_error)}[/red]", *[""] * 7,
-                          f"[red]{_short(row.prometheus_error)}[/red]")  # fmt: skip
+            kube, prometheus = _short(row.kube_error), _short(row.prometheus_error)
+            blanks = [""] * (len(_COLUMNS) - 3)
+            table.add_row(row.region, f"[red]{kube}[/red]", *blanks, f"[red]{prometheus}[/red]")
             continue
         values = row.values
         workloads = (
@@ -55,20 +68,23 @@ def _table(stack: str, rows: list[RegionStatus]) -> Table:
         )
         burns = [b for b in row.slo_burn.values() if b is not None]
         health = {None: "-", 0.0: "[red]down[/red]", 1.0: "ok"}
+        p99_s = values.get("delivery_p99_s")
+        if row.prometheus_error:
+            firing = _short(row.prometheus_error)
+        else:
+            firing = ", ".join(row.firing) if row.firing else "none"
         table.add_row(
             row.region,
             workloads,
             _number(values.get("connections")),
             _number(values.get("messages_per_s"), digits=1),
-            _number(None if values.get("delivery_p99_s") is None
-                    else values["delivery_p99_s"] * 1000, " ms"),  # type: ignore[operator]
+            _number(None if p99_s is None else p99_s * 1000, " ms"),
             _number(max(burns) if burns else None, "x", 2),
             _number(values.get("kafka_lag")),
             health.get(values.get("cassandra_up"), "?"),
             health.get(values.get("redis_up"), "?"),
-            _short(row.prometheus_error) if row.prometheus_error
-            else (", ".join(row.firing) if row.firing else "none"),
-        )  # fmt: skip
+            firing,
+        )
     return table
 
 
@@ -77,10 +93,10 @@ def status(
     *,
     prometheus_url: Annotated[
         list[str] | None,
-        typer.Option(
-            "--prometheus-url",
+        like(
+            PrometheusUrlOption,
             help="REGION=URL of a region's Prometheus (repeatable; a bare URL for one region). "
-            "Default: the API server's service proxy, or the local stack's for stack local.",
+            "[default: the API server's service proxy, or the local stack's for stack local]",
         ),
     ] = None,
     kubeconfig: KubeconfigOption = None,
@@ -89,8 +105,6 @@ def status(
         float, typer.Option(help="Seconds between refreshes with --watch.", min=1)
     ] = 5,
     state_dir: LocalStateDirOption = None,
-    stack: StackOption = None,
-    output: OutputOption = None,
 ) -> None:
     """One row per region: workloads, load, p99, SLO burn, Kafka lag, stores and alerts."""
     import time
@@ -99,10 +113,9 @@ def status(
     from opsctl import status as status_domain
     from opsctl.errors import UserInputError
     from opsctl.kube import default_kubeconfig
-    from opsctl.spec import load_stack
 
-    resolved = settings(ctx, stack=stack, output=output)
-    spec = load_stack(resolved.infra_dir, resolved.stack)
+    root = RootOptions.of(ctx)
+    spec = root.spec
     urls = status_domain.parse_prometheus_urls(prometheus_url or [], spec)
     if spec.environment == "local" and len(urls) < len(spec.regions):
         try:  # the local stack's Prometheus, when one is running
@@ -115,17 +128,17 @@ def status(
     def rows() -> list[RegionStatus]:
         return status_domain.collect(spec, kubeconfig=config, prometheus_urls=urls)
 
-    if resolved.output is OutputFormat.json:
+    if root.json:
         console.emit_json([row.as_dict() for row in rows()])
         return
     if not watch:
-        console.data_console().print(_table(resolved.stack, rows()))
+        console.data_console().print(_table(root.stack, rows()))
         return
     from rich.live import Live
 
     with Live(
-        _table(resolved.stack, rows()), console=console.data_console(), auto_refresh=False
+        _table(root.stack, rows()), console=console.data_console(), auto_refresh=False
     ) as live:
         while True:
             time.sleep(interval)
-            live.update(_table(resolved.stack, rows()), refresh=True)
+            live.update(_table(root.stack, rows()), refresh=True)
