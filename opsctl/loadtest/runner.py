@@ -1,8 +1,9 @@
 """Run a profile with headless Locust: one master and N worker processes on this machine.
 
-The Locust side (``loadtests/locustfile.py``) writes ``timeline.jsonl`` (master, every second),
-``worker-<i>.json`` (each worker) and ``master.json`` (final figures) into the run directory;
-this module starts the processes, shows live progress and merges those files into one summary.
+The Locust side (``loadtests/locustfile.py``; its files come from ``loadtests/reporting.py``)
+writes ``timeline.jsonl`` (master, every second), ``worker-<i>.json`` (each worker) and
+``master.json`` (final figures) into the run directory; this module starts the processes, shows
+live progress and merges those files into one summary.
 """
 
 from __future__ import annotations
