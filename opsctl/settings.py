@@ -26,6 +26,7 @@ class OutputFormat(StrEnum):
 
 
 DEFAULT_STACK = "local"
+DEFAULT_OUTPUT = OutputFormat.table
 
 # setting name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -78,7 +79,8 @@ def _output_format(value: str, origin: str) -> OutputFormat:
     try:
         return OutputFormat(value)
     except ValueError:
-        problem = InputProblem(origin, "output", f"'{value}' is not one of: table, json")
+        known = ", ".join(OutputFormat)
+        problem = InputProblem(origin, "output", f"'{value}' is not one of: {known}")
         raise InvalidInputFile("opsctl settings", origin, [problem]) from None
 
 
@@ -91,7 +93,11 @@ def resolve(
     env = os.environ if env is None else env
     path = config_path or config_file_path(env)
     file_values = _read_config_file(path)
-    defaults = {"stack": DEFAULT_STACK, "output": "table", "infra_dir": str(DEFAULT_INFRA_DIR)}
+    defaults = {
+        "stack": DEFAULT_STACK,
+        "output": DEFAULT_OUTPUT.value,
+        "infra_dir": str(DEFAULT_INFRA_DIR),
+    }
 
     values: dict[str, str] = {}
     sources: dict[str, str] = {}

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Self, get_args
 import typer
 from typer._click.core import Context  # typer.Context's base; groups hand this one around
 
-from opsctl.settings import ENV_VARS, OutputFormat, Settings, resolve
+from opsctl.settings import (
+    DEFAULT_OUTPUT,
+    DEFAULT_STACK,
+    ENV_VARS,
+    OutputFormat,
+    Settings,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from opsctl.spec import StackSpec
@@ -50,7 +57,8 @@ StackOption = Annotated[
     typer.Option(
         "--stack",
         "-s",
-        help=f"Stack name: infra/Pulumi.<stack>.yaml. [env: {ENV_VARS['stack']}] [default: local]",
+        help=f"Stack name: infra/Pulumi.<stack>.yaml. [env: {ENV_VARS['stack']}] "
+        f"[default: {DEFAULT_STACK}]",
         autocompletion=_complete_stack,
         show_default=False,
     ),
@@ -60,8 +68,8 @@ OutputOption = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help=f"table for people, json for machines. [env: {ENV_VARS['output']}] "
-        f"[default: {OutputFormat.table.value}]",
+        help=f"{OutputFormat.table.value} for people, {OutputFormat.json.value} for machines. "
+        f"[env: {ENV_VARS['output']}] [default: {DEFAULT_OUTPUT.value}]",
         show_default=False,
         case_sensitive=False,
     ),

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli._group import OpsctlGroup
+from opsctl.cli._group import OpsctlGroup, help_values
 from opsctl.cli._options import (
     AlertmanagerOption,
     DryRunOption,
@@ -45,6 +45,13 @@ RulesDirOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+@help_values("alerts")
+def _constants() -> dict[str, object]:
+    from opsctl.alerts._live import MAX_SILENCE
+
+    return {"max_silence": f"{MAX_SILENCE.days}d"}
 
 
 @dataclass(frozen=True)
@@ -220,7 +227,9 @@ def silence_create(
     *,
     author: Annotated[str, typer.Option(help="Who silences (required).")],
     comment: Annotated[str, typer.Option(help="Why: a ticket or change id (required).")],
-    expires: Annotated[str, typer.Option(help="How long, e.g. 30m, 2h (required, at most 7d).")],
+    expires: Annotated[
+        str, typer.Option(help="How long, e.g. 30m, 2h (required, at most {alerts.max_silence}).")
+    ],
     matcher: Annotated[
         list[str] | None,
         typer.Option("--matcher", "-m", help="name=value, name!=value, name=~regex (repeatable)."),

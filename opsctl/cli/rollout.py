@@ -24,6 +24,7 @@ from opsctl.cli._options import (
     PrometheusUrlOption,
     like,
 )
+from opsctl.errors import ExitCode
 
 if TYPE_CHECKING:
     from opsctl.rollout import KubeFactory, Outcome, RolloutRecord
@@ -326,7 +327,10 @@ def status(
     watch: Annotated[
         bool,
         typer.Option(
-            "--watch", "-w", help="Redraw until it ends or pauses; Ctrl-C stops it (exit 130)."
+            "--watch",
+            "-w",
+            help="Redraw until it ends or pauses; Ctrl-C stops it "
+            f"(exit {int(ExitCode.INTERRUPTED)}).",
         ),
     ] = False,
     every: Annotated[
