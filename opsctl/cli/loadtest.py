@@ -106,7 +106,15 @@ def _target(
     if target and from_stack:
         raise UserInputError("give either --target or --stack/--region, not both")
     if target:
-        return url_target(target, secret_file=secret, issuer=issuer, audience=audience)
+        # Gateways by URL are judged against the resolved stack's SLOs (env/config/default).
+        return url_target(
+            target,
+            secret_file=secret,
+            issuer=issuer,
+            audience=audience,
+            infra_dir=root.settings.infra_dir,
+            stack=root.stack,
+        )
     if from_stack:
         return region_target(
             root.settings.infra_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -217,3 +218,33 @@ def test_help_imports_no_domain_module() -> None:
     loaded = set(out.splitlines()[-1].split())
     for heavy in ("opsctl.spec", "opsctl.rollout", "opsctl.local", "pydantic", "rich", "yaml"):
         assert heavy not in loaded
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("env_stack", "expected"), [(None, "local"), ("prod", "prod")])
+def test_loadtest_url_targets_are_judged_against_the_resolved_stack(
+    tmp_path: pathlib.Path,
+    env_stack: str | None,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--stack and --target exclude each other, so a URL target takes the resolved stack."""
+    from opsctl.cli._options import RootOptions
+    from opsctl.cli.loadtest import _target
+
+    monkeypatch.setenv("OPSCTL_CONFIG", "/nonexistent/opsctl-config.toml")
+    if env_stack is None:
+        monkeypatch.delenv("OPSCTL_STACK", raising=False)
+    else:
+        monkeypatch.setenv("OPSCTL_STACK", env_stack)
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32)
+    target = _target(
+        RootOptions(),
+        target=["ws://127.0.0.1:1/ws"],
+        region=None,
+        secret=secret,
+        issuer="iss",
+        audience="aud",
+    )
+    assert target.stack_slos().stack == expected
