@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create the project virtualenv (.venv) and sync it to requirements.lock.
+# Every package is checked against the hashes in the lock (--require-hashes).
 # A stamp keyed by the hash of the lock and pyproject makes a second run a no-op.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,7 +27,7 @@ fi
 [[ -x .venv/bin/python ]] || { echo "setup: creating .venv"; "$python" -m venv .venv; }
 echo "setup: syncing .venv to requirements.lock"
 # Precompile bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI), every run would recompile.
-"$uv_home/bin/uv" pip sync -q --compile-bytecode --python .venv/bin/python requirements.lock
+"$uv_home/bin/uv" pip sync -q --require-hashes --compile-bytecode --python .venv/bin/python requirements.lock
 # compat mode: a .pth with the repo root, so packages added later import without reinstalling.
 "$uv_home/bin/uv" pip install -q --python .venv/bin/python --no-deps \
   --config-settings editable_mode=compat -e .

@@ -24,7 +24,7 @@ def _canonical(name: str) -> str:
 
 
 def image_packages() -> set[str]:
-    match = re.search(r"grep -E '\^\(([^)]+)\)==' requirements.lock", DOCKERFILE.read_text())
+    match = re.search(r"wanted='\^\(([^)]+)\)=='", DOCKERFILE.read_text())
     assert match, "the Dockerfile no longer selects packages from requirements.lock by name"
     return {_canonical(name) for name in match[1].split("|")}
 
