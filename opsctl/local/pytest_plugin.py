@@ -29,6 +29,7 @@ from opsctl.local._stack import LocalStack
 if TYPE_CHECKING:
     from opsctl.cluster.pytest_plugin import KubeCluster
 
+
 def start_test_stack(
     state_dir: Path,
     *,
