@@ -191,25 +191,47 @@ def build_components(config: LocalConfig, spec: SpecValues) -> list[Component]:
 
 
 def _redis(config: LocalConfig, layout: Layout) -> Component:
-    conf = layout.conf("redis") / "redis.conf"
     port = config.ports.redis
+    return _redis_server(config, layout, "redis", port, RedisPing(HOST, port))
+
+
+def _redis_replica(config: LocalConfig, layout: Layout) -> Component:
+    port = config.ports.redis_replica
+    health = RedisReplicaCheck(HOST, port)
+    return _redis_server(
+        config, layout, "redis-replica", port, health, replica_of=config.ports.redis
+    )
+
+
+def _redis_server(
+    config: LocalConfig,
+    layout: Layout,
+    name: str,
+    port: int,
+    health: HealthCheck,
+    *,
+    replica_of: int | None = None,
+) -> Component:
+    """The primary and its replica: one redis-server each, stopped last (every group uses it)."""
+    conf = layout.conf(name) / "redis.conf"
 
     def prepare() -> None:
-        layout.data("redis").mkdir(parents=True, exist_ok=True)
+        layout.data(name).mkdir(parents=True, exist_ok=True)
         rendered = render_redis_conf(
             port,
-            layout.data("redis"),
+            layout.data(name),
             maxmemory=config.redis_maxmemory,
             maxmemory_policy=config.redis_maxmemory_policy,
+            replica_of=replica_of,
         )
         _write(conf, rendered)
 
     return Component(
-        name="redis",
+        name=name,
         phase=Phase.INFRA,
         argv=[str(config.redis_server), str(conf)],
         port=port,
-        health=RedisPing(HOST, port),
+        health=health,
         endpoint=f"redis://{HOST}:{port}/0",
         start_timeout_s=20,
         stop_timeout_s=15,
@@ -330,36 +352,6 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
     )
 
 
-def _redis_replica(config: LocalConfig, layout: Layout) -> Component:
-    name = "redis-replica"
-    conf = layout.conf(name) / "redis.conf"
-    port = config.ports.redis_replica
-
-    def prepare() -> None:
-        layout.data(name).mkdir(parents=True, exist_ok=True)
-        rendered = render_redis_conf(
-            port,
-            layout.data(name),
-            maxmemory=config.redis_maxmemory,
-            maxmemory_policy=config.redis_maxmemory_policy,
-            replica_of=config.ports.redis,
-        )
-        _write(conf, rendered)
-
-    return Component(
-        name=name,
-        phase=Phase.INFRA,
-        argv=[str(config.redis_server), str(conf)],
-        port=port,
-        health=RedisReplicaCheck(HOST, port),
-        endpoint=f"redis://{HOST}:{port}/0",
-        start_timeout_s=20,
-        stop_timeout_s=15,
-        stop_group=StopGroup.REDIS,
-        prepare=prepare,
-    )
-
-
 def _redis_exporter(config: LocalConfig, name: str, redis_port: int, port: int) -> Component:
     return Component(
         name=name,
@@ -399,6 +391,24 @@ def _kube_state_metrics(config: LocalConfig, layout: Layout) -> Component:
     )
 
 
+def _prometheus_server(
+    name: str, port: int, argv: list[str], prepare: Callable[[], None]
+) -> Component:
+    """Prometheus and Alertmanager: ready on ``/-/ready``, part of the monitoring stop group."""
+    return Component(
+        name=name,
+        phase=Phase.INFRA,
+        argv=argv,
+        port=port,
+        health=HttpCheck(HOST, port, "/-/ready"),
+        endpoint=f"http://{HOST}:{port}",
+        start_timeout_s=30,
+        stop_timeout_s=15,
+        stop_group=StopGroup.MONITORING,
+        prepare=prepare,
+    )
+
+
 def _alertmanager(config: LocalConfig, layout: Layout) -> Component:
     conf = layout.conf("alertmanager") / "alertmanager.yml"
     port = config.ports.alertmanager
@@ -408,10 +418,10 @@ def _alertmanager(config: LocalConfig, layout: Layout) -> Component:
         layout.data("alertmanager").mkdir(parents=True, exist_ok=True)
         _write(conf, render_alertmanager_yml(webhook))
 
-    return Component(
-        name="alertmanager",
-        phase=Phase.INFRA,
-        argv=[
+    return _prometheus_server(
+        "alertmanager",
+        port,
+        [
             str(config.alertmanager),
             f"--config.file={conf}",
             f"--storage.path={layout.data('alertmanager')}",
@@ -419,13 +429,7 @@ def _alertmanager(config: LocalConfig, layout: Layout) -> Component:
             "--cluster.listen-address=",  # a single instance: no gossip port, no peers
             "--log.level=info",
         ],
-        port=port,
-        health=HttpCheck(HOST, port, "/-/ready"),
-        endpoint=f"http://{HOST}:{port}",
-        start_timeout_s=30,
-        stop_timeout_s=15,
-        stop_group=StopGroup.MONITORING,
-        prepare=prepare,
+        prepare,
     )
 
 
@@ -439,10 +443,10 @@ def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Compon
         write_generated_rules(config, generated)
         _write(conf, render_prometheus_yml(config, spec, generated))
 
-    return Component(
-        name="prometheus",
-        phase=Phase.INFRA,
-        argv=[
+    return _prometheus_server(
+        "prometheus",
+        port,
+        [
             str(config.prometheus),
             f"--config.file={conf}",
             f"--storage.tsdb.path={layout.data('prometheus')}",
@@ -450,13 +454,7 @@ def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Compon
             f"--web.listen-address={HOST}:{port}",
             "--web.enable-lifecycle",  # POST /-/reload after editing rules
         ],
-        port=port,
-        health=HttpCheck(HOST, port, "/-/ready"),
-        endpoint=f"http://{HOST}:{port}",
-        start_timeout_s=30,
-        stop_timeout_s=15,
-        stop_group=StopGroup.MONITORING,
-        prepare=prepare,
+        prepare,
     )
 
 

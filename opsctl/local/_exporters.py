@@ -6,6 +6,7 @@ rules in alerts/rules/ use; the JMX mappings are alerts/exporters/*-jmx.yaml.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml
 from opsctl.errors import ToolMissing
 from opsctl.local._config import HOST, VERSIONS_FILE, LocalConfig, jvm_versions
 from opsctl.local._errors import ArtifactMissing
-from opsctl.local._health import Health, HttpCheck, RedisPing
+from opsctl.local._health import Health, HttpCheck, RedisPing, SocketCheck
 
 EXPORTER_CONFIG_DIR = Path("alerts") / "exporters"
 # What kube-state-metrics lists and watches: only what the rules and dashboards read.
@@ -169,14 +170,11 @@ def _job(
     }
 
 
-class RedisReplicaCheck:
+@dataclass(frozen=True)
+class RedisReplicaCheck(SocketCheck):
     """Healthy when the replica answers and its link to the primary is up."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-
-    def describe(self) -> str:
-        return f"redis INFO replication {self.host}:{self.port}"
+    probe = "redis INFO replication"
 
     def __call__(self, timeout_s: float) -> Health:
         import socket

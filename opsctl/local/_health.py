@@ -10,7 +10,7 @@ import http.client
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,20 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class TcpCheck:
+class SocketCheck:
+    """A check of one TCP endpoint; ``probe`` names what it asks there."""
+
+    probe: ClassVar[str]
     host: str
     port: int
 
     def describe(self) -> str:
-        return f"tcp {self.host}:{self.port}"
+        return f"{self.probe} {self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TcpCheck(SocketCheck):
+    probe = "tcp"
 
     def __call__(self, timeout_s: float) -> Health:
         try:
@@ -52,12 +60,8 @@ class TcpCheck:
 
 
 @dataclass(frozen=True)
-class RedisPing:
-    host: str
-    port: int
-
-    def describe(self) -> str:
-        return f"redis PING {self.host}:{self.port}"
+class RedisPing(SocketCheck):
+    probe = "redis PING"
 
     def __call__(self, timeout_s: float) -> Health:
         try:
@@ -96,15 +100,11 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
-class KafkaMetadataCheck:
+class KafkaMetadataCheck(SocketCheck):
     """A Metadata v4 request (still supported by Kafka 3.x and 4.x): healthy when the broker
     lists itself and a controller is elected."""
 
-    host: str
-    port: int
-
-    def describe(self) -> str:
-        return f"kafka metadata {self.host}:{self.port}"
+    probe = "kafka metadata"
 
     def __call__(self, timeout_s: float) -> Health:
         client_id = b"opsctl-local"
@@ -151,14 +151,10 @@ def _parse_metadata_v4(payload: bytes) -> tuple[list[tuple[str, int]], int]:
 
 
 @dataclass(frozen=True)
-class CqlCheck:
+class CqlCheck(SocketCheck):
     """CQL native protocol v4: OPTIONS must answer SUPPORTED and STARTUP must answer READY."""
 
-    host: str
-    port: int
-
-    def describe(self) -> str:
-        return f"cql {self.host}:{self.port}"
+    probe = "cql"
 
     def __call__(self, timeout_s: float) -> Health:
         startup_body = _cql_string_map({"CQL_VERSION": "3.0.0"})

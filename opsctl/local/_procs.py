@@ -84,6 +84,31 @@ def running_record(pid_file: Path) -> PidRecord | None:
     return record
 
 
+def _popen_logged(
+    argv: list[str], log_file: Path, header: str, *, env: Mapping[str, str], cwd: Path | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` in a new session, output appended to ``log_file`` after a header line.
+
+    Returns the process and the log offset where its output starts.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        log.write(f"==== opsctl local: {header}\n".encode())
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # own process group: the whole tree can be signalled
+            close_fds=True,
+        )
+    return proc, offset
+
+
 def spawn(
     argv: list[str],
     *,
@@ -94,24 +119,15 @@ def spawn(
     stack_marker: str,
 ) -> Spawned:
     """Start ``argv`` in a new session, output appended to ``log_file``; write its pid file."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**env, ENV_MARKER: stack_marker}
-    with log_file.open("ab") as log:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        log.write(f"==== opsctl local: starting at {stamp}: {' '.join(argv)}\n".encode())
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=full_env,
-            start_new_session=True,  # own process group: the whole tree can be signalled
-            close_fds=True,
-        )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    proc, offset = _popen_logged(
+        argv,
+        log_file,
+        f"starting at {stamp}: {' '.join(argv)}",
+        env={**env, ENV_MARKER: stack_marker},
+        cwd=cwd,
+    )
     _CHILDREN[proc.pid] = proc
     try:
         started_at = psutil.Process(proc.pid).create_time()
@@ -327,30 +343,17 @@ def run_once(
 
     Raises ComponentFailed with the tail of this run's output when it fails or times out.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        log.write(f"==== opsctl local: running {' '.join(argv)}\n".encode())
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-        try:
-            code = proc.wait(timeout=timeout_s)
-            reason = f"`{' '.join(argv[-3:])}` exited with {code}"
-            failed = code != 0
-        except subprocess.TimeoutExpired:
-            # The step runs in its own session: kill the whole group, not just the leader.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            reason, failed = f"`{' '.join(argv[-3:])}` did not finish within {timeout_s:.0f}s", True
+    proc, offset = _popen_logged(argv, log_file, f"running {' '.join(argv)}", env=env, cwd=cwd)
+    try:
+        code = proc.wait(timeout=timeout_s)
+        reason = f"`{' '.join(argv[-3:])}` exited with {code}"
+        failed = code != 0
+    except subprocess.TimeoutExpired:
+        # The step runs in its own session: kill the whole group, not just the leader.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        reason, failed = f"`{' '.join(argv[-3:])}` did not finish within {timeout_s:.0f}s", True
     if failed:
         tail = read_tail(log_file, LOG_TAIL_LINES, offset)
         raise ComponentFailed(component, reason, str(log_file), tail)
