@@ -72,9 +72,14 @@ def stop_stack_im(stack: LocalStack) -> None:
         raise SystemExit(str(exc)) from None
 
 
-def start_tree(stack: LocalStack, root: Path, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+def start_tree(
+    stack: LocalStack, root: Path, log_dir: Path, group: str
+) -> list[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGW_")}
     env.update(stack.imgw_env(), PYTHONUNBUFFERED="1")
+    # One consumer group for every tree: trees whose default groups differ (before and after
+    # region-qualified groups) would otherwise re-consume each other's records from the start.
+    env["IMGW_KAFKA_CONSUMER_GROUP"] = group
     ports = stack.config.ports
     roles = [("gateway.dispatcher", "dispatcher-1", ports.dispatcher)]
     roles += [("gateway.server", f"gw-{i + 1}", ports.gateway(i)) for i in range(2)]
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--state-dir", type=Path, default=Path(".state/bench-ab"))
     parser.add_argument("--base-port", type=int, default=19300)
+    parser.add_argument("--group", default="im-dispatcher.bench", help="consumer group of all")
     args = parser.parse_args()
     trees = parse_trees(args.trees)
     stack = ensure_stack(args.state_dir.resolve(), args.base_port)
@@ -127,7 +133,7 @@ def main() -> None:
     stop_stack_im(stack)
     for round_ in range(args.rounds):
         for label, root in trees:
-            procs = start_tree(stack, root, log_dir)
+            procs = start_tree(stack, root, log_dir, args.group)
             try:
                 time.sleep(3)  # let consumer group assignment settle
                 argv = [sys.executable, str(throughput), "--rates", args.rates]

@@ -43,6 +43,9 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     node_id: str = Field("", pattern=r"^$|" + _ID)
+    # The stack spec's region name: in the consumer group id, the dispatcher's writer token
+    # (seq fencing) and the metrics. No ':' (the writer token is '<region>:<generation>:<p>').
+    region: str = Field("local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(0, ge=0, le=65535)
 
@@ -51,7 +54,8 @@ class Config(BaseModel):
     kafka_partitions: int = Field(6, ge=1, le=10000)
     kafka_replication_factor: int = Field(1, ge=1, le=16)
     kafka_linger_ms: int = Field(3, ge=0, le=1000)
-    kafka_consumer_group: str = Field("im-dispatcher", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # Empty: ``im-dispatcher.<region>`` (region-qualified, docs/multi-region.md section 3).
+    kafka_consumer_group: str = Field("", pattern=r"^$|^[A-Za-z0-9._-]{1,200}$")
 
     redis_url: str = ""
     # The URL names one seed node of a Redis Cluster (the sharded production regions).
@@ -114,6 +118,13 @@ class Config(BaseModel):
         if not value.is_file():
             raise ValueError(f"{value} is not a readable file")
         return value
+
+    @property
+    def consumer_group(self) -> str:
+        """The dispatcher's Kafka consumer group: IMGW_KAFKA_CONSUMER_GROUP when set, else
+        ``im-dispatcher.<region>``, so no two regions ever share a group (MirrorMaker 2's
+        checkpoints of one region's group can then never be applied to another's)."""
+        return self.kafka_consumer_group or f"im-dispatcher.{self.region}"
 
     def host_ports(
         self, field: Literal["kafka_bootstrap", "cassandra_hosts"]

@@ -18,7 +18,14 @@ from gateway import state
 from gateway.backends import Backends
 from gateway.config import Config
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import ErrorCode, ProtocolError, dm_members, encode, error_frame
+from gateway.protocol import (
+    GAP_FRAME_PREFIX,
+    ErrorCode,
+    ProtocolError,
+    dm_members,
+    encode,
+    error_frame,
+)
 from gateway.session import Outbox, Session, SessionTable
 
 log = logging.getLogger(__name__)
@@ -98,17 +105,22 @@ class Deliveries:
         marks = session.marks if session.marks is not None else {}
         for conv, counter in zip(targets, counters, strict=True):
             cursor = cursors.get(conv, 0)
-            if counter is not None and int(counter) <= cursor:
+            # The hint only ever lags (a Redis restored from an older state): a hint below the
+            # cursor is provably stale, so only an equal one skips the read.
+            if counter is not None and int(counter) == cursor:
                 done[conv] = {"last_seq": cursor, "complete": True}
                 continue
-            views, source = await self._read_after(conv, cursor, limit)
+            views, source, gaps = await self._read_after(conv, cursor, limit)
             last = cursor
             if views:
                 last = views[-1][0]
+                announced = "" if not gaps else ',"gaps":' + encode(gaps)  # type: ignore[arg-type]
                 batch = (
                     '{"op":"sync_batch","conversation_id":'
                     + json.dumps(conv)
-                    + (',"messages":[' + ",".join(v for _, v in views) + "]}")
+                    + (',"messages":[' + ",".join(v for _, v in views) + "]")
+                    + announced
+                    + "}"
                 )
                 self._outbox.push(session, batch, "sync_batch")
                 self.metrics.synced_messages.labels(source).inc(len(views))
@@ -141,19 +153,25 @@ class Deliveries:
 
     async def _read_after(
         self, conv: str, cursor: int, limit: int
-    ) -> tuple[list[tuple[int, str]], str]:
-        """(seq, client JSON) after ``cursor``: from the recent cache when it covers the range
-        without a hole, else from Cassandra."""
+    ) -> tuple[list[tuple[int, str]], str, list[list[int]]]:
+        """(seq, client JSON) after ``cursor``, the source, and the in-doubt ranges that explain
+        the holes among them: from the recent cache when it covers the range without a hole,
+        else from Cassandra (where a hole costs one more read, of ``seq_gaps``)."""
         if self.cfg.recent_cache_size:
             entries = await self._backends.redis.lrange(state.recent_key(conv), 0, -1)
             cached = from_recent_cache(entries, cursor, limit)
             if cached is not None:
-                return cached, "cache"
+                return cached, "cache", []
         store = self._backends.store
         if not store.ready:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "history store not available yet")
         records = await store.read_after(conv, cursor, limit)
-        return [(r.seq, encode(r.client_view())) for r in records], "cassandra"
+        views = [(r.seq, encode(r.client_view())) for r in records]
+        gaps: list[list[int]] = []
+        if holes(cursor, [seq for seq, _ in views]):
+            last = views[-1][0]
+            gaps = [[lo, hi] for lo, hi in await store.gaps(conv) if hi > cursor and lo < last]
+        return views, "cassandra", gaps
 
     def _release_held(self, session: Session) -> None:
         held, session.held = session.held, None
@@ -194,6 +212,9 @@ class Deliveries:
                 self.metrics.messages_deduplicated.inc()
                 continue
             marks[conv] = seq
+            if frame.startswith(GAP_FRAME_PREFIX):  # an in-doubt range, not a message
+                self._outbox.push(session, frame, "gap")
+                continue
             if self._outbox.push(session, frame, "message"):
                 self._delivered.inc()
                 self._latency.observe(max(0.0, now - accepted_at / 1000))
@@ -212,6 +233,13 @@ def from_recent_cache(entries: list[str], cursor: int, limit: int) -> list[tuple
     if not by_seq or min(by_seq) > cursor + 1:
         return None
     wanted = sorted(s for s in by_seq if s > cursor)
-    if any(b - a != 1 for a, b in itertools.pairwise(wanted)):
-        return None
+    if holes(cursor, wanted):
+        return None  # in-doubt ranges are announced from Cassandra (seq_gaps)
     return [(s, by_seq[s]) for s in wanted[:limit]]
+
+
+def holes(cursor: int, seqs: list[int]) -> bool:
+    """Whether ascending ``seqs`` miss anything between cursor + 1 and their last one."""
+    if not seqs:
+        return False
+    return seqs[0] != cursor + 1 or any(b - a != 1 for a, b in itertools.pairwise(seqs))

@@ -2,8 +2,27 @@
 write them to Cassandra, refresh the Redis caches and route them to the recipients' gateways.
 
 Run: ``python -m gateway.dispatcher``. At-least-once: offsets are committed only after a batch
-is persisted and routed, and every step is idempotent (seq assignment is keyed by message id,
-Cassandra writes are upserts, gateways drop seqs a device already has).
+is persisted and routed, and every step is idempotent (a message's seq is looked up in the
+durable ``message_seqs`` table before a new one is assigned, Cassandra writes are upserts,
+gateways drop seqs a device already has).
+
+Seqs come from blocks reserved under a fence (gateway.sequencer, docs/multi-region.md section
+5), never from Redis. The races this module closes, and how:
+
+* **Zombie** (this process frozen while the group gave its partitions to another member): the
+  fence refuses its next reservation; and no write is *issued* unless a Kafka heartbeat
+  succeeded within ``LEASE_S`` (less than the session timeout), so a process that wakes up after
+  being frozen longer than that drops its batch instead of writing seqs from its old block.
+  What is left: a freeze between that check and the driver putting the request on the wire
+  (microseconds); such a write lands inside the range the new owner announced as in doubt, so
+  it can never overwrite another message's seq.
+* **Handover** (rebalance, shutdown): the revoke callback waits for the batch in progress, then
+  writes one release marker per partition, only for partitions whose writes all completed; the
+  next owner continues without a gap. A batch started after the revoke is dropped unprocessed
+  (its offsets were not committed, the next owner redoes it).
+* **Redelivery, MirrorMaker duplicates, late resends**: the ``message_seqs`` lookup (and an
+  in-process cache of what this process assigned) returns the first seq; a retried batch
+  reuses the seqs of its first attempt even if that attempt's write timed out but landed.
 """
 
 # Heavy client libraries are imported where first used, so the process listens fast.
@@ -17,6 +36,7 @@ import logging
 import signal
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +47,24 @@ from gateway import redis_client, state
 from gateway.config import Config, load_or_exit
 from gateway.groups import group_members
 from gateway.metrics import DispatcherMetrics
-from gateway.protocol import dm_members, encode, message_frame
+from gateway.protocol import dm_members, encode, gap_frame, message_frame
 from gateway.runtime import backoff, http_route, in_daemon_thread, request_path, setup_logging
+from gateway.sequencer import Fenced, Gap, NotOwner, Sequencer
 from gateway.store import CassandraStore, MessageRecord, close_store
 
 log = logging.getLogger("gateway.dispatcher")
 
-ASSIGNED_TTL_S = 3600  # covers redelivery of uncommitted records and gateway re-produces
-INIT_RECENT_IDS = 2000  # message ids reloaded per conversation when Redis lost the counter
+SESSION_TIMEOUT_MS = 10000
+HEARTBEAT_INTERVAL_MS = 2000
+# A write is issued only within this long of the last successful heartbeat. The group coordinator
+# evicts a member SESSION_TIMEOUT_MS after the last heartbeat it received (which is before the
+# answer we saw), so while this holds nobody else owns our partitions.
+LEASE_S = (SESSION_TIMEOUT_MS - 3000) / 1000
+ASSIGNED_CACHE = 200_000  # message id -> (seq, bucket) this process assigned (redelivery)
+
+
+class LeaseLost(Exception):
+    """No successful heartbeat for LEASE_S: our partitions may belong to someone else."""
 
 
 class BadRecord(ValueError):
@@ -55,6 +85,7 @@ class Accepted:
     group_id: str | None
     body: str
     accepted_at: int
+    partition: int = -1  # the Kafka partition it came from (the writer token's)
 
 
 def parse_record(value: bytes) -> Accepted:
@@ -127,7 +158,25 @@ class Dispatcher:
         self._buckets_written = _SeenCache(100_000)
         self._index_written = _SeenCache(200_000)
         self.stage = "idle"  # the batch step in progress, for the failure metric
-        self._last_seq: OrderedDict[str, int] = OrderedDict()  # highest seq we assigned
+        self.sequencer = Sequencer(self.store, config.region, on_refusal=self._refused)
+        self.metrics.info.labels(config.region, config.consumer_group).set(1)
+        # message id -> (seq, bucket) assigned by this process; filled before the write, so a
+        # retried batch gets the same seqs even when its first write timed out but landed.
+        self._assigned: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._batch_lock = asyncio.Lock()  # one batch, or one revoke, at a time
+        self._revoking = False
+        self._owned: set[Any] = set()  # TopicPartitions of the current assignment
+        self._generation: int | None = None
+        self._kafka: Any = None  # the consumer, from before its start() on
+        self._heartbeat_ok_at = 0.0  # monotonic time of the last successful heartbeat
+        # Partitions whose last write was issued and not confirmed: no release marker for them
+        # (the write may still land after the next owner continued at "last durable + 1").
+        self._unconfirmed: set[int] = set()
+        self._batch_partitions: set[int] = set()
+
+    def _refused(self, conversation_id: str) -> None:
+        log.warning("fencing refusal: no longer sequencing %s", conversation_id)
+        self.metrics.fencing_refusals.inc()
 
     # Readiness ---------------------------------------------------------------------------------
 
@@ -186,7 +235,7 @@ class Dispatcher:
         self.redis = redis_client.connect(
             self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
         )
-        self._assign = self.redis.register_script(state.ASSIGN_SEQS)
+        self._max_seq = self.redis.register_script(state.MAX_SEQ)
         attempt = 0
         while not self.stopping.is_set() and not self.store.ready:
             try:
@@ -198,9 +247,8 @@ class Dispatcher:
         attempt = 0
         while not self.stopping.is_set() and self.consumer is None:
             consumer = AIOKafkaConsumer(
-                self.cfg.kafka_topic,
                 bootstrap_servers=self.cfg.kafka_bootstrap,
-                group_id=self.cfg.kafka_consumer_group,
+                group_id=self.cfg.consumer_group,
                 client_id=self.cfg.node_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -208,15 +256,19 @@ class Dispatcher:
                 # test miss live deliveries (docs/benchmarks.md, session 2).
                 fetch_max_wait_ms=10,
                 max_poll_records=1000,
-                session_timeout_ms=10000,
-                heartbeat_interval_ms=2000,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_interval_ms=300000,
             )
             dlq = AIOKafkaProducer(
                 bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
             )
+            # The listener may run during start() already, before self.consumer is set.
+            self._kafka = consumer
+            consumer.subscribe([self.cfg.kafka_topic], listener=_rebalance_listener(self))
             try:
                 await consumer.start()
+                self._watch_heartbeats(consumer)
                 await dlq.start()
             except Exception as exc:
                 log.warning("kafka not reachable yet: %s", exc)
@@ -255,7 +307,82 @@ class Dispatcher:
                     self.kafka_ok = False
             await asyncio.sleep(1.0)
 
+    def _watch_heartbeats(self, consumer: Any) -> None:
+        """Record when a heartbeat last succeeded (the lease of every write).
+
+        aiokafka 0.14 exposes neither the heartbeat time nor the generation publicly; both are
+        read from its group coordinator (``_coordinator``: ``_do_heartbeat``, ``generation``).
+        tests/gateway/test_fencing_unit.py fails if a new aiokafka drops them.
+        """
+        coordinator = consumer._coordinator
+        beat = coordinator._do_heartbeat
+
+        async def heartbeat() -> bool:
+            ok = bool(await beat())
+            if ok:
+                self._heartbeat_ok_at = time.monotonic()
+            return ok
+
+        coordinator._do_heartbeat = heartbeat
+
+    def _check_lease(self) -> None:
+        """Raise unless a write issued now is still ours to make (synchronous on purpose: no
+        await may come between this check and issuing the write)."""
+        if self._revoking or self._generation is None:
+            raise NotOwner("partitions are being revoked")
+        if time.monotonic() - self._heartbeat_ok_at > LEASE_S:
+            raise LeaseLost(f"no successful heartbeat for {LEASE_S:.0f}s")
+
+    async def on_assigned(self, assigned: set[Any]) -> None:
+        generation = int(self._kafka._coordinator.generation)
+        self._generation = generation
+        self._owned = set(assigned)
+        self._heartbeat_ok_at = time.monotonic()  # the join/sync just succeeded
+        self.sequencer.assigned(generation)
+        self._assigned.clear()
+        self._unconfirmed.clear()  # per generation: the old tokens get no markers any more
+        log.info(
+            "generation %d: partitions %s", generation, sorted(tp.partition for tp in assigned)
+        )
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        # Called by aiokafka's coordinator task before it rejoins; it may interrupt a batch in
+        # progress between two awaits. _revoking makes that batch stop at its next step; the
+        # lock waits for it, so the markers below follow every write of this generation.
+        self._revoking = True
+        try:
+            async with self._batch_lock:
+                await self._release(revoked)
+                self.sequencer.revoked()
+                self._generation = None
+                self._owned = set()
+        finally:
+            self._revoking = False
+
+    async def _release(self, partitions: Iterable[Any]) -> None:
+        """Release markers for ``partitions`` (call with the batch lock held)."""
+        generation = self._generation
+        if generation is None or not self.store.ready:
+            return
+        writers = [
+            self.sequencer.writer(tp.partition).token
+            for tp in partitions
+            if tp.partition not in self._unconfirmed
+        ]
+        try:
+            await asyncio.wait_for(self.store.release(writers), 5)
+        except Exception as exc:  # the next owner then starts above the ceilings: a gap
+            log.warning("release markers not written (%r): the next owner reports gaps", exc)
+        else:
+            log.info("released %s", writers)
+
     async def _shutdown(self) -> None:
+        if self.consumer is not None and self._owned:
+            # A graceful stop is a handover too: aiokafka calls no revoke callback on stop().
+            async with self._batch_lock:
+                await self._release(self._owned)
+                self.sequencer.revoked()
+                self._generation = None
         with contextlib.suppress(Exception):
             if self.consumer is not None:
                 await asyncio.wait_for(self.consumer.stop(), 5)
@@ -281,21 +408,44 @@ class Dispatcher:
             records: list[Any] = [r for part in batches.values() for r in part]
             self.metrics.consumed.inc(len(records))
             self.metrics.batch_size.observe(len(records))
-            attempt = 0
-            while True:
-                try:
-                    await self.process(records)
-                    break
-                except Exception as exc:  # a backend failed: retry the same batch (idempotent)
-                    size = len(records)
-                    log.warning("batch of %d failed at %s, retrying: %r", size, self.stage, exc)
-                    self.metrics.failures.labels(self.stage).inc()
-                    if self.stopping.is_set():
-                        return  # not committed: another dispatcher redoes it
-                    await asyncio.sleep(backoff(attempt))
-                    attempt += 1
-            await self._commit(batches)
-            self.metrics.batch_latency.observe(time.perf_counter() - started)
+            async with self._batch_lock:
+                if await self._run_batch(batches, records):
+                    await self._commit(batches)
+                    self.metrics.batch_latency.observe(time.perf_counter() - started)
+
+    async def _run_batch(self, batches: dict[Any, list[Any]], records: list[Any]) -> bool:
+        """Process one batch, retrying backend failures; False when it must be dropped
+        uncommitted (partitions revoked, lease lost, fenced: their next owner redoes it)."""
+        attempt = 0
+        while True:
+            if self._revoking or not set(batches) <= self._owned:
+                return await self._drop(batches, "partitions revoked")
+            try:
+                await self.process(records)
+                return True
+            except (NotOwner, LeaseLost, Fenced) as exc:
+                self.metrics.failures.labels("sequence").inc()
+                dropped = await self._drop(batches, repr(exc))
+                # A fenced or lease-less process waits for the group to tell it what it owns.
+                await self._sleep(backoff(attempt + 3))
+                return dropped
+            except Exception as exc:  # a backend failed: retry the same batch (idempotent)
+                size = len(records)
+                log.warning("batch of %d failed at %s, retrying: %r", size, self.stage, exc)
+                self.metrics.failures.labels(self.stage).inc()
+                if self.stopping.is_set():
+                    return False  # not committed: another dispatcher redoes it
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+
+    async def _drop(self, batches: dict[Any, list[Any]], why: str) -> bool:
+        log.warning("dropping a batch uncommitted (%s); it will be consumed again", why)
+        for tp in batches:
+            # Still ours: fetch it again from the committed offset. Not ours: the next owner
+            # starts there anyway (seek on an unassigned partition raises; nothing to do).
+            with contextlib.suppress(Exception):
+                await self.consumer.seek_to_committed(tp)
+        return False
 
     def _idle_lag(self) -> None:
         """A poll that fetched nothing means every assigned partition is caught up."""
@@ -325,11 +475,13 @@ class Dispatcher:
             except BadRecord as exc:
                 await self._dead_letter(raw, str(exc))
                 continue
+            item.partition = raw.partition
             accepted.append(item)
         if not accepted:
             return
+        self._batch_partitions = {it.partition for it in accepted}
         self.stage = "sequence"
-        records = await self._assign_seqs(accepted)
+        records, gaps = await self._assign_seqs(accepted)
         self.stage = "recipients"
         members = await self._recipients(records)
         index = {(u, r.conversation_id) for r in records for u in members[r.conversation_id]}
@@ -345,7 +497,8 @@ class Dispatcher:
         for pair in new_index:
             self._index_written.add(pair)
         self.stage = "route"
-        await self._route(records, [message_frame(view) for view in views], members)
+        frames = [message_frame(view) for view in views]
+        await self._route(records, frames, members, gaps)
 
     async def _dead_letter(self, raw: Any, why: str) -> None:
         source = f"{raw.topic}/{raw.partition}@{raw.offset}"
@@ -356,107 +509,83 @@ class Dispatcher:
         )
         self.metrics.dead_lettered.inc()
 
-    async def _assign_seqs(self, items: list[Accepted]) -> list[MessageRecord]:
+    async def _known_seqs(self, items: list[Accepted]) -> dict[str, tuple[int, int]]:
+        """message id -> (seq, bucket) of the records that already have a seq: this process's
+        cache, else one ``message_seqs`` read per conversation (LOCAL_QUORUM: it sees every
+        write a previous owner had acknowledged)."""
+        found: dict[str, tuple[int, int]] = {}
+        unknown: dict[str, list[str]] = {}
+        for it in items:
+            hit = self._assigned.get(it.message_id)
+            if hit is not None:
+                found[it.message_id] = hit
+            elif it.message_id not in unknown.setdefault(it.conversation_id, []):
+                unknown[it.conversation_id].append(it.message_id)
+        convs = [c for c, ids in unknown.items() if ids]
+        lookups = await asyncio.gather(*(self.store.message_seqs(c, unknown[c]) for c in convs))
+        for known in lookups:
+            found.update(known)
+        return found
+
+    async def _assign_seqs(self, items: list[Accepted]) -> tuple[list[MessageRecord], list[Gap]]:
+        """A seq per record: the one it already has (this process's cache, else the durable
+        ``message_seqs``), else new ones from the conversation's reserved block, in Kafka order.
+        Returns the records and the in-doubt ranges found while taking conversations over."""
         now_ms = int(time.time() * 1000)
         bucket_now = self.store.bucket_of(now_ms / 1000)
-        assigned: dict[int, tuple[int, int]] = {}
-        pending = list(range(len(items)))
-        for _round in range(3):
-            by_conv: dict[str, list[int]] = {}
-            for i in pending:
-                by_conv.setdefault(items[i].conversation_id, []).append(i)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for conv, indexes in by_conv.items():
-                    keys = [state.counter_key(conv)]
-                    keys += [state.assigned_key(conv, items[i].message_id) for i in indexes]
-                    args = [bucket_now, ASSIGNED_TTL_S]
-                    redis_client.queue_script(pipe, self._assign, keys, args)
-                per_conv = await pipe.execute()
-            outcomes = [
-                (i, result)
-                for indexes, results in zip(by_conv.values(), per_conv, strict=True)
-                for i, result in zip(indexes, results, strict=True)
-            ]
-            need_init: set[str] = set()
-            regressed: set[str] = set()
-            retry: list[int] = []
-            for i, result in outcomes:
-                if result == "INIT":
-                    need_init.add(items[i].conversation_id)
-                    retry.append(i)
-                    continue
-                seq, bucket, new = (int(x) for x in str(result).split(":"))
-                conv = items[i].conversation_id
-                if new and seq <= self._last_seq.get(conv, 0):
-                    # The counter went backwards (Redis restored an older state): never hand
-                    # out a seq twice. Rebuild it and assign again.
-                    regressed.add(conv)
-                    retry.append(i)
-                    continue
-                if not new:
-                    self.metrics.duplicates.inc()
-                assigned[i] = (seq, bucket)
-                self._last_seq[conv] = max(seq, self._last_seq.get(conv, 0))
-                self._last_seq.move_to_end(conv)
-            while len(self._last_seq) > 100_000:
-                self._last_seq.popitem(last=False)
-            if not retry:
-                break
-            for conv in need_init:
-                await self._init_counter(conv, bucket_now)
-            for conv in regressed:
-                await self._repair_counter(conv, [items[i] for i in retry])
-            pending = retry
-        else:
-            raise RuntimeError("sequence counters could not be initialised")
-        return [
-            MessageRecord(
-                conversation_id=it.conversation_id,
-                bucket=assigned[i][1],
-                seq=assigned[i][0],
-                message_id=it.message_id,
-                sender=it.sender,
-                sender_device=it.device,
-                client_msg_id=it.client_msg_id,
-                kind=it.kind,
-                recipient=it.to,
-                group_id=it.group_id,
-                body=it.body,
-                accepted_at=it.accepted_at,
-                persisted_at=now_ms,
+        found = await self._known_seqs(items)
+        duplicates = sum(1 for it in items if it.message_id in found)
+        # New messages, per conversation in Kafka order (a record repeated in the batch once).
+        fresh: dict[str, list[Accepted]] = {}
+        seen: set[str] = set()
+        for it in items:
+            if it.message_id not in found and it.message_id not in seen:
+                seen.add(it.message_id)
+                fresh.setdefault(it.conversation_id, []).append(it)
+        duplicates += len(items) - duplicates - len(seen)
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
+        taken = await asyncio.gather(
+            *(
+                self.sequencer.take(conv, its[0].partition, len(its), bucket_now)
+                for conv, its in fresh.items()
             )
-            for i, it in enumerate(items)
-        ]
-
-    async def _repair_counter(self, conversation_id: str, items: list[Accepted]) -> None:
-        recent = await self.store.recent_ids(conversation_id, 1)
-        floor = max(self._last_seq.get(conversation_id, 0), recent[0][0] if recent else 0)
-        log.warning("seq counter of %s went backwards; resetting it to %d", conversation_id, floor)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(state.counter_key(conversation_id), "seq", floor)
-            for item in items:
-                if item.conversation_id == conversation_id:
-                    pipe.delete(state.assigned_key(conversation_id, item.message_id))
-            await pipe.execute()
-
-    async def _init_counter(self, conversation_id: str, bucket_now: int) -> None:
-        """Rebuild a lost counter from Cassandra (last seq, bucket, recent message ids)."""
-        recent = await self.store.recent_ids(conversation_id, INIT_RECENT_IDS)
-        last_seq = recent[0][0] if recent else 0
-        bucket = recent[0][1] if recent else bucket_now
-        log.info("initialising seq counter of %s at %d", conversation_id, last_seq)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for seq, seq_bucket, mid in recent:
-                pipe.set(
-                    state.assigned_key(conversation_id, mid),
-                    f"{seq}:{seq_bucket}",
-                    nx=True,
-                    ex=ASSIGNED_TTL_S,
+        )
+        gaps: list[Gap] = []
+        for its, got in zip(fresh.values(), taken, strict=True):
+            if got.gap is not None:
+                gaps.append(got.gap)
+                self.metrics.seq_gaps.inc()
+            for it, seq in zip(its, got.seqs, strict=True):
+                found[it.message_id] = (seq, got.bucket)
+                self._assigned[it.message_id] = (seq, got.bucket)
+        while len(self._assigned) > ASSIGNED_CACHE:
+            self._assigned.popitem(last=False)
+        records: list[MessageRecord] = []
+        done: set[str] = set()
+        for it in items:
+            if it.message_id in done:
+                continue  # the same message twice in one batch: one row, one delivery
+            done.add(it.message_id)
+            seq, bucket = found[it.message_id]
+            records.append(
+                MessageRecord(
+                    conversation_id=it.conversation_id,
+                    bucket=bucket,
+                    seq=seq,
+                    message_id=it.message_id,
+                    sender=it.sender,
+                    sender_device=it.device,
+                    client_msg_id=it.client_msg_id,
+                    kind=it.kind,
+                    recipient=it.to,
+                    group_id=it.group_id,
+                    body=it.body,
+                    accepted_at=it.accepted_at,
+                    persisted_at=now_ms,
                 )
-            key = state.counter_key(conversation_id)
-            pipe.hsetnx(key, "seq", last_seq)
-            pipe.hsetnx(key, "bucket", bucket)
-            await pipe.execute()
+            )
+        return records, gaps
 
     async def _recipients(self, records: list[MessageRecord]) -> dict[str, list[str]]:
         """Conversation id -> member user ids (the sender's own devices included)."""
@@ -475,11 +604,16 @@ class Dispatcher:
     ) -> None:
         buckets = {(r.conversation_id, r.bucket) for r in records}
         new_buckets = [b for b in buckets if b not in self._buckets_written]
+        partitions = self._batch_partitions
+        # No await between the lease check and issuing the writes (see the module docstring).
+        self._check_lease()
+        self._unconfirmed |= partitions
         await asyncio.gather(
             self.store.insert_messages(records),
             self.store.add_buckets(new_buckets),
             self.store.add_user_conversations(new_index),
         )
+        self._unconfirmed -= partitions
         for b in new_buckets:
             self._buckets_written.add(b)
 
@@ -502,12 +636,47 @@ class Dispatcher:
                     pipe.expire(key, 7 * 86400)
             for user, conv in new_index:
                 pipe.sadd(state.user_conversations_key(user), conv)
+            # The last persisted seq, a hint that lets sync skip conversations with nothing
+            # new. Never the source of a seq.
+            last: dict[str, int] = {}
+            for record in records:
+                last[record.conversation_id] = max(last.get(record.conversation_id, 0), record.seq)
+            for conv, seq in last.items():
+                redis_client.queue_script(pipe, self._max_seq, [state.counter_key(conv)], [seq])
             await pipe.execute()
 
     async def _route(
-        self, records: list[MessageRecord], frames: list[str], members: dict[str, list[str]]
+        self,
+        records: list[MessageRecord],
+        frames: list[str],
+        members: dict[str, list[str]],
+        gaps: list[Gap] = (),  # type: ignore[assignment]
     ) -> None:
         users = list({u for conv in {r.conversation_id for r in records} for u in members[conv]})
+        if gaps:
+            # A gap travels as a delivery item at the range's last seq, ahead of the first
+            # message above it: gateways write it like a message (and a session that already
+            # has that seq skips it), clients move their cursor past the range.
+            gap_records = [
+                MessageRecord(
+                    g.conversation_id,
+                    0,
+                    g.high,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "gap",
+                    None,
+                    None,
+                    "",
+                    int(time.time() * 1000),
+                    0,
+                )
+                for g in gaps
+            ]
+            records = gap_records + records
+            frames = [gap_frame(g.conversation_id, g.low, g.high) for g in gaps] + frames
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             for user in users:
@@ -536,6 +705,21 @@ class Dispatcher:
                 pipe.spublish(state.node_channel(node), state.encode_delivery(items))
                 self.metrics.routed.inc(sum(len(item.users) for item in items))
             await pipe.execute()
+
+
+def _rebalance_listener(dispatcher: Dispatcher) -> Any:
+    """aiokafka's rebalance listener, forwarding to the dispatcher (aiokafka is imported only
+    once the process listens, so the class is made here)."""
+    from aiokafka import ConsumerRebalanceListener
+
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+            await dispatcher.on_revoked(revoked)
+
+        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+            await dispatcher.on_assigned(assigned)
+
+    return Rebalance()
 
 
 async def _no_websocket(connection: ServerConnection) -> None:

@@ -195,6 +195,22 @@ class DispatcherMetrics:
         self.batch_size = Histogram(
             p + "batch_size", "Records per processed batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
+        self.fencing_refusals = Counter(
+            p + "fencing_refusals",
+            "Seq reservations refused because another writer holds the conversation's fence.",
+            registry=r,
+        )
+        self.seq_gaps = Counter(
+            p + "seq_gaps",
+            "In-doubt seq ranges recorded on taking a conversation over without a release marker.",
+            registry=r,
+        )
+        self.info = Gauge(
+            p + "info",
+            "Always 1; labels: region and consumer group.",
+            ["region", "group"],
+            registry=r,
+        )
         self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
         self.draining = Gauge(p + "draining", "1 while stopping after SIGTERM.", registry=r)
         for stage in BATCH_STAGES:

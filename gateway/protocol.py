@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: gap frames and sync_batch.gaps (in-doubt seq ranges)
 
 
 class CloseCode(IntEnum):
@@ -362,6 +362,15 @@ def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -
         frame["ref"] = ref
     frame.update(extra)
     return _dumps(frame)
+
+
+def gap_frame(conversation_id: str, low: int, high: int) -> str:
+    """Seqs ``low``..``high`` of the conversation are in doubt (docs/protocol.md 5.6): move the
+    cursor past them; a message inside the range may still arrive late."""
+    return encode({"op": "gap", "conversation_id": conversation_id, "from": low, "to": high})
+
+
+GAP_FRAME_PREFIX = '{"op":"gap",'
 
 
 def message_frame(view_json: str) -> str:

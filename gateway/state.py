@@ -125,13 +125,9 @@ def decode_dedup(value: str) -> DedupClaim:
 
 
 def counter_key(conversation_id: str) -> str:
-    """Hash {seq, bucket}: last assigned seq and the bucket in use (monotonic per conversation)."""
+    """Hash {seq}: the last persisted seq, a hint for sync (MAX_SEQ keeps it from going down).
+    Seqs are never assigned from it: they come from the fenced blocks in Cassandra."""
     return f"{PREFIX}cs:{{{conversation_id}}}"
-
-
-def assigned_key(conversation_id: str, message_id: str) -> str:
-    """'<seq>:<bucket>' once the dispatcher assigned a seq to this message (replay-safe)."""
-    return f"{PREFIX}mid:{{{conversation_id}}}:{message_id}"
 
 
 def recent_key(conversation_id: str) -> str:
@@ -177,37 +173,13 @@ def receipt_field_user(field: str) -> str:
     return field.split("|", 1)[0]
 
 
-# KEYS: counter, then one assigned key per message of that conversation (in Kafka order).
-# ARGV: bucket_now, assigned_ttl_s. Returns one entry per message: '<seq>:<bucket>:<1 if new
-# else 0>', or 'INIT' when the counter is gone (Redis lost its data): the dispatcher then
-# reloads it from Cassandra and retries. One call per conversation per batch.
-ASSIGN_SEQS = """
-local out = {}
-local has_counter = redis.call('EXISTS', KEYS[1]) == 1
-local now_bucket = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local bucket = nil
-for i = 2, #KEYS do
-  local got = redis.call('GET', KEYS[i])
-  if got then
-    out[#out + 1] = got .. ':0'
-  elseif not has_counter then
-    out[#out + 1] = 'INIT'
-  else
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    if bucket == nil then
-      bucket = tonumber(redis.call('HGET', KEYS[1], 'bucket') or '0')
-      if now_bucket > bucket then
-        bucket = now_bucket
-        redis.call('HSET', KEYS[1], 'bucket', bucket)
-      end
-    end
-    local value = seq .. ':' .. bucket
-    redis.call('SET', KEYS[i], value, 'EX', ttl)
-    out[#out + 1] = value .. ':1'
-  end
+# KEYS: counter hash.  ARGV: seq.  Raises the last persisted seq hint to seq (never lowers it).
+MAX_SEQ = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1])
 end
-return out
+return 1
 """
 
 # KEYS: receipts hash.  ARGV: field, seq.  Keeps the maximum; returns 1 when it moved forward.

@@ -14,11 +14,18 @@ import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.sequencer import Fence, Gap
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ROWS = 100  # rows per single-partition unlogged batch
+# A logged batch (message rows + their message_seqs rows) stays under Cassandra's
+# batch_size_fail_threshold (50 KiB by default): messages per batch, and body bytes per batch.
+LOGGED_BATCH_MESSAGES = 16
+LOGGED_BATCH_BYTES = 32 * 1024
 
 # Columns of the messages table, in the order of MessageRecord.
 MESSAGE_COLUMNS = (
@@ -67,6 +74,10 @@ class MessageRecord:
 _params: Callable[[MessageRecord], tuple[Any, ...]] = operator.attrgetter(
     *MESSAGE_COLUMNS.split(", ")
 )
+
+
+def _seq_params(record: MessageRecord) -> tuple[str, str, int, int]:
+    return (record.conversation_id, record.message_id, record.seq, record.bucket)
 
 
 def _await(response_future: Any) -> asyncio.Future[Any]:
@@ -163,8 +174,31 @@ class CassandraStore:
             "VALUES (?, ?, ?)",
             "remove_member": f"DELETE FROM {ks}.group_members WHERE group_id = ? AND user_id = ?",
             "members": f"SELECT user_id FROM {ks}.group_members WHERE group_id = ?",
+            # Seq fencing (0003_seq_fencing.cql, docs/multi-region.md section 5).
+            "insert_message_seq": f"INSERT INTO {ks}.message_seqs "
+            "(conversation_id, message_id, seq, bucket) VALUES (?, ?, ?, ?)",
+            "message_seqs": f"SELECT message_id, seq, bucket FROM {ks}.message_seqs "
+            "WHERE conversation_id = ? AND message_id IN ?",
+            "read_fence": f"SELECT epoch, writer, ceiling FROM {ks}.conversation_seq "
+            "WHERE conversation_id = ?",
+            "create_fence": f"INSERT INTO {ks}.conversation_seq "
+            "(conversation_id, epoch, writer, ceiling) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            "move_fence": f"UPDATE {ks}.conversation_seq SET epoch = ?, writer = ?, ceiling = ? "
+            "WHERE conversation_id = ? IF epoch = ? AND writer = ? AND ceiling = ?",
+            "record_gap": f"INSERT INTO {ks}.seq_gaps "
+            "(conversation_id, low, high, writer, recorded_at) VALUES (?, ?, ?, ?, ?)",
+            "gaps": f"SELECT low, high FROM {ks}.seq_gaps WHERE conversation_id = ?",
+            "release": f"INSERT INTO {ks}.seq_releases (writer, released_at) VALUES (?, ?)",
+            "released": f"SELECT writer FROM {ks}.seq_releases WHERE writer = ?",
         }
         self._prepared = {name: session.prepare(cql) for name, cql in statements.items()}
+        from cassandra import ConsistencyLevel
+
+        # The fence is read and moved by Paxos over every replica (SERIAL): a read completes
+        # any round in progress, so nobody decides on a row a concurrent CAS is changing.
+        self._prepared["read_fence"].consistency_level = ConsistencyLevel.SERIAL
+        for name in ("create_fence", "move_fence"):
+            self._prepared[name].serial_consistency_level = ConsistencyLevel.SERIAL
 
     async def _run(self, name: str, params: Sequence[Any]) -> Any:
         if self._session is None:
@@ -177,28 +211,106 @@ class CassandraStore:
     # Dispatcher writes ----------------------------------------------------------------------
 
     async def insert_messages(self, records: Iterable[MessageRecord]) -> None:
-        """One request per partition: an unlogged batch when a partition got several messages
-        (atomic and cheap within a partition), all partitions concurrently."""
+        """Write messages with their durable message id -> seq rows: per conversation, logged
+        batches of message rows plus their ``message_seqs`` rows (atomic: either both or
+        neither, so a seq found in message_seqs always has its message row, and a message row
+        always has its id -> seq entry), all conversations concurrently.
+
+        A message too large to share a batch under Cassandra's batch size limit is written in
+        two steps, ``message_seqs`` first: a crash in between leaves an id -> seq entry without
+        its row, and the redelivered record finds the entry and writes the row at that seq.
+        """
         from cassandra.query import BatchStatement, BatchType
 
         if self._session is None:
             raise ConnectionError("Cassandra is not connected yet")
-        statement = self._prepared["insert_message"]
-        partitions: dict[tuple[str, int], list[MessageRecord]] = {}
+        insert = self._prepared["insert_message"]
+        insert_seq = self._prepared["insert_message_seq"]
+        by_conversation: dict[str, list[MessageRecord]] = {}
         for record in records:
-            partitions.setdefault((record.conversation_id, record.bucket), []).append(record)
-        requests = []
-        for rows in partitions.values():
-            for start in range(0, len(rows), MAX_BATCH_ROWS):
-                chunk = rows[start : start + MAX_BATCH_ROWS]
-                if len(chunk) == 1:
-                    requests.append(self._session.execute_async(statement, _params(chunk[0])))
+            by_conversation.setdefault(record.conversation_id, []).append(record)
+        requests: list[Any] = []
+        sequential: list[MessageRecord] = []
+        for rows in by_conversation.values():
+            chunk: list[MessageRecord] = []
+            size = 0
+            for row in [*rows, None]:
+                weight = len(row.body.encode()) if row is not None else 0
+                if chunk and (
+                    row is None
+                    or len(chunk) >= LOGGED_BATCH_MESSAGES
+                    or size + weight > LOGGED_BATCH_BYTES
+                ):
+                    batch = BatchStatement(batch_type=BatchType.LOGGED)
+                    for item in chunk:
+                        batch.add(insert, _params(item))
+                        batch.add(insert_seq, _seq_params(item))
+                    requests.append(self._session.execute_async(batch))
+                    chunk, size = [], 0
+                if row is None:
+                    break
+                if weight > LOGGED_BATCH_BYTES:
+                    sequential.append(row)
                     continue
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                for row in chunk:
-                    batch.add(statement, _params(row))
-                requests.append(self._session.execute_async(batch))
-        await asyncio.gather(*(_await(request) for request in requests))
+                chunk.append(row)
+                size += weight
+        await asyncio.gather(*(_await(request) for request in requests), self._two_step(sequential))
+
+    async def _two_step(self, records: list[MessageRecord]) -> None:
+        for record in records:
+            await self._run("insert_message_seq", _seq_params(record))
+            await self._run("insert_message", _params(record))
+
+    async def message_seqs(
+        self, conversation_id: str, message_ids: Sequence[str]
+    ) -> dict[str, tuple[int, int]]:
+        """message id -> (seq, bucket) for those of ``message_ids`` that already have one."""
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(message_ids), MAX_BATCH_ROWS):
+            ids = list(message_ids[start : start + MAX_BATCH_ROWS])
+            for row in await self._run("message_seqs", (conversation_id, ids)):
+                found[row.message_id] = (row.seq, row.bucket)
+        return found
+
+    # Seq fencing (gateway.sequencer.FenceStore) ------------------------------------------
+
+    async def read_fence(self, conversation_id: str) -> Fence | None:
+        from gateway.sequencer import Fence
+
+        rows = await self._run("read_fence", (conversation_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return Fence(row.epoch, row.writer, row.ceiling)
+
+    async def cas_fence(self, conversation_id: str, new: Fence, seen: Fence | None) -> bool:
+        if seen is None:
+            rows = await self._run("create_fence", (conversation_id, *new))
+        else:
+            rows = await self._run("move_fence", (*new, conversation_id, *seen))
+        return bool(rows and rows[0][0])  # [applied]
+
+    async def last_durable(self, conversation_id: str) -> tuple[int, int | None]:
+        recent = await self.recent_ids(conversation_id, 1)
+        if recent:
+            return recent[0][0], recent[0][1]
+        buckets = await self._run("buckets", (conversation_id, 1))
+        return 0, (buckets[0].bucket if buckets else None)
+
+    async def is_released(self, writer: str) -> bool:
+        return bool(await self._run("released", (writer,)))
+
+    async def release(self, writers: Iterable[str]) -> None:
+        now = int(time.time() * 1000)
+        await asyncio.gather(*(self._run("release", (w, now)) for w in writers))
+
+    async def record_gap(self, gap: Gap, writer: str) -> None:
+        now = int(time.time() * 1000)
+        await self._run("record_gap", (gap.conversation_id, gap.low, gap.high, writer, now))
+
+    async def gaps(self, conversation_id: str) -> list[tuple[int, int]]:
+        """In-doubt ranges (low, high) of the conversation, by low."""
+        return [(row.low, row.high) for row in await self._run("gaps", (conversation_id,))]
 
     async def add_buckets(self, pairs: Iterable[tuple[str, int]]) -> None:
         await asyncio.gather(*(self._run("insert_bucket", pair) for pair in pairs))

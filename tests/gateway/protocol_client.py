@@ -3,8 +3,9 @@
 It deliberately imports nothing from ``gateway/``: if it works, the document is enough to write
 a client. It follows the client rules of the doc: the token in the Authorization header, sync
 cursors in ``hello``, dedup and ordering by (conversation_id, seq), resend of unacknowledged
-sends with the same client_msg_id, sync on gaps and on ``sync_required``, reconnect after
-``reconnect`` frames and lost connections.
+sends with the same client_msg_id, sync on holes and on ``sync_required``, moving the cursor
+past announced in-doubt ranges (``gap`` frames and ``sync_batch.gaps``, protocol 2), reconnect
+after ``reconnect`` frames and lost connections.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def dm(a: str, b: str) -> str:
 class Conversation:
     cursor: int = 0  # highest contiguous seq
     pending: dict[int, dict[str, Any]] = field(default_factory=dict)  # seqs above cursor + 1
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # announced in-doubt ranges
+
+    def advance(self) -> None:
+        """Section 5.3/5.6: move the cursor over received seqs and announced gaps."""
+        while True:
+            if self.cursor + 1 in self.pending:
+                self.cursor += 1
+                del self.pending[self.cursor]
+                continue
+            covering = [high for low, high in self.gaps if low <= self.cursor + 1 <= high]
+            if not covering:
+                return
+            self.cursor = max(covering)
+            for seq in [s for s in self.pending if s <= self.cursor]:
+                del self.pending[seq]
 
 
 class ProtocolClient:
@@ -196,8 +212,22 @@ class ProtocolClient:
         self._accept(frame)
 
     def _on_sync_batch(self, frame: dict[str, Any]) -> None:
+        for low, high in frame.get("gaps", []):
+            self._gap(frame["conversation_id"], low, high)
         for message in frame["messages"]:
             self._accept(message)
+
+    def _on_gap(self, frame: dict[str, Any]) -> None:
+        self._gap(frame["conversation_id"], frame["from"], frame["to"])
+
+    def _gap(self, conversation_id: str, low: int, high: int) -> None:
+        """Section 5.6: seqs low..high may never exist; a message inside may still come late."""
+        state = self.conversations.setdefault(conversation_id, Conversation())
+        state.gaps.append((low, high))
+        state.advance()
+
+    def announced_gaps(self, conversation_id: str) -> list[tuple[int, int]]:
+        return list(self.conversations.get(conversation_id, Conversation()).gaps)
 
     def _on_sync_done(self, frame: dict[str, Any]) -> None:
         self._syncs.pop(str(frame.get("ref")), None)
@@ -260,9 +290,7 @@ class ProtocolClient:
         if seq <= state.cursor:
             return
         state.pending[seq] = message
-        while state.cursor + 1 in state.pending:
-            state.cursor += 1
-            del state.pending[state.cursor]
+        state.advance()
 
     # Requests ----------------------------------------------------------------------------------
 
