@@ -122,6 +122,15 @@ KubeconfigOption = Annotated[
         show_default=False,
     ),
 ]
+# For commands that reach only the kube contexts the spec names (no simulated-cluster fallback).
+RegionsKubeconfigOption = Annotated[
+    Path | None,
+    like(
+        KubeconfigOption,
+        help="Kubeconfig holding every region's kubeContext. "
+        "[default: $KUBECONFIG, else ~/.kube/config]",
+    ),
+]
 PrometheusUrlOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -158,6 +167,9 @@ LocalStateDirOption = Annotated[
         file_okay=False,
         show_default=False,
     ),
+]
+OutDirOption = Annotated[
+    Path, typer.Option("--out", help="Directory to write into (created if missing).")
 ]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Let the API server validate; change nothing.")

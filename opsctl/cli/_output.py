@@ -6,16 +6,21 @@ Heavy imports stay inside the functions, as in the command modules, so ``--help`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
+
+from opsctl.cli._options import DryRunOption, KubeconfigOption, RegionOption, RootOptions
 from opsctl.settings import OutputFormat, Settings
 
 if TYPE_CHECKING:
     from opsctl.spec import Region
 
 ObjectsFor = Callable[["Region"], list[dict[str, Any]]]
+# What an ``apply`` command ships: the namespace, and the objects of each region.
+NamespacedObjects = Callable[[typer.Context], tuple[str, ObjectsFor]]
 
 
 def write_region_files(
@@ -42,6 +47,50 @@ def report_files(resolved: Settings, files: list[str]) -> None:
     else:
         for path in files:
             console.data_console().print(path)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Rows for people: a table titled ``title``, long cells folded."""
+    from rich.table import Table
+
+    from opsctl import console
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.data_console().print(table)
+
+
+def add_apply_command(
+    app: typer.Typer, *, help: str, kind: str, objects: NamespacedObjects
+) -> None:
+    """Give ``app`` an ``apply`` command: ``objects`` server-side applied to every region of
+    the stack (or --region), in their namespace (:func:`apply_in_namespace`)."""
+
+    @app.command("apply", help=help)
+    def apply(
+        ctx: typer.Context,
+        *,
+        region: RegionOption = None,
+        kubeconfig: KubeconfigOption = None,
+        dry_run: DryRunOption = False,
+    ) -> None:
+        from opsctl.kube import select_regions
+
+        root = RootOptions.of(ctx)
+        regions = select_regions(root.spec, region)
+        namespace, objects_for = objects(ctx)
+        apply_in_namespace(
+            root.settings,
+            regions,
+            namespace,
+            objects_for,
+            kubeconfig=kubeconfig,
+            dry_run=dry_run,
+            kind=kind,
+        )
 
 
 def apply_in_namespace(

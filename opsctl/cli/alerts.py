@@ -16,26 +16,28 @@ import typer
 from opsctl.cli._group import OpsctlGroup, help_values
 from opsctl.cli._options import (
     AlertmanagerOption,
-    DryRunOption,
-    KubeconfigOption,
     LocalStateDirOption,
     NamespaceOption,
     OnRoot,
+    OutDirOption,
     PrometheusUrlOption,
     RegionOption,
     RootOptions,
     like,
     one_prometheus,
 )
-from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
+from opsctl.cli._output import (
+    ObjectsFor,
+    add_apply_command,
+    print_table,
+    report_files,
+    write_region_files,
+)
 
 app = typer.Typer(
     cls=OpsctlGroup, help="Alert rules and routing as code: build, lint, test, render."
 )
 
-OutDirOption = Annotated[
-    Path, typer.Option("--out", help="Directory to write into (created if missing).")
-]
 RulesDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -164,8 +166,6 @@ def list_alerts(
     state_dir: LocalStateDirOption = None,
 ) -> None:
     """Firing and pending alerts from a Prometheus (default: the local stack's)."""
-    from rich.table import Table
-
     from opsctl import console
     from opsctl.alerts import _live
 
@@ -174,19 +174,24 @@ def list_alerts(
     if RootOptions.of(ctx).json:
         console.emit_json([alert.as_dict() for alert in alerts])
         return
-    table = Table(title=f"alerts at {prometheus}", title_justify="left")
-    for column in ("state", "alert", "severity", "labels", "since"):
-        table.add_column(column, overflow="fold")
-    for alert in alerts:
-        extra = {k: v for k, v in alert.labels.items() if k not in {"alertname", "severity"}}
-        table.add_row(
-            alert.state,
-            alert.name,
-            alert.labels.get("severity", ""),
-            ", ".join(f"{k}={v}" for k, v in sorted(extra.items())),
-            alert.active_since or "",
-        )
-    console.data_console().print(table)
+    print_table(
+        f"alerts at {prometheus}",
+        ("state", "alert", "severity", "labels", "since"),
+        (
+            (
+                alert.state,
+                alert.name,
+                alert.labels.get("severity", ""),
+                ", ".join(
+                    f"{k}={v}"
+                    for k, v in sorted(alert.labels.items())
+                    if k not in {"alertname", "severity"}
+                ),
+                alert.active_since or "",
+            )
+            for alert in alerts
+        ),
+    )
     firing = sum(a.state == "firing" for a in alerts)
     console.info(f"{firing} firing, {sum(a.state == 'pending' for a in alerts)} pending")
 
@@ -270,8 +275,6 @@ def silence_list(
     include_expired: Annotated[bool, typer.Option(help="Also show expired silences.")] = False,
 ) -> None:
     """Active and pending silences."""
-    from rich.table import Table
-
     from opsctl import console
     from opsctl.alerts import _live
 
@@ -280,19 +283,21 @@ def silence_list(
     if target.json:
         console.emit_json(silences)
         return
-    table = Table(title=f"silences at {target.alertmanager}", title_justify="left")
-    for column in ("id", "state", "matchers", "ends", "by", "comment"):
-        table.add_column(column, overflow="fold")
-    for silence in silences:
-        table.add_row(
-            silence["id"],
-            silence["status"]["state"],
-            ", ".join(_live.format_matcher(m) for m in silence["matchers"]),
-            silence["endsAt"],
-            silence["createdBy"],
-            silence["comment"],
-        )
-    console.data_console().print(table)
+    print_table(
+        f"silences at {target.alertmanager}",
+        ("id", "state", "matchers", "ends", "by", "comment"),
+        (
+            (
+                silence["id"],
+                silence["status"]["state"],
+                ", ".join(_live.format_matcher(m) for m in silence["matchers"]),
+                silence["endsAt"],
+                silence["createdBy"],
+                silence["comment"],
+            )
+            for silence in silences
+        ),
+    )
 
 
 @silence_app.command("expire")
@@ -316,8 +321,6 @@ def diff(
     state_dir: LocalStateDirOption = None,
 ) -> None:
     """Rules in git against a live Prometheus's /api/v1/rules; exit 1 when they differ."""
-    from rich.table import Table
-
     from opsctl import alerts, console
     from opsctl.alerts import _diff
     from opsctl.errors import CheckFailed
@@ -329,39 +332,29 @@ def diff(
     if target.json:
         console.emit_json([d.as_dict() for d in diffs])
     elif diffs:
-        table = Table(title=f"git ({target.stack}) vs {prometheus}", title_justify="left")
-        for column in ("change", "group", "rule", "detail"):
-            table.add_column(column, overflow="fold")
-        for entry in diffs:
-            table.add_row(entry.change, entry.group, entry.rule, entry.detail)
-        console.data_console().print(table)
+        print_table(
+            f"git ({target.stack}) vs {prometheus}",
+            ("change", "group", "rule", "detail"),
+            ((entry.change, entry.group, entry.rule, entry.detail) for entry in diffs),
+        )
     if diffs:
         raise CheckFailed(f"{len(diffs)} rules differ between git and {prometheus}")
     console.info(f"[green]✓[/green] {prometheus} runs exactly the rules in git")
 
 
-@app.command()
-def apply(
-    ctx: typer.Context,
-    *,
-    region: RegionOption = None,
-    kubeconfig: KubeconfigOption = None,
-    dry_run: DryRunOption = False,
-) -> None:
-    """Server-side apply the PrometheusRules to each region's cluster (its kubeContext)."""
+def _prometheus_rules(ctx: typer.Context) -> tuple[str, ObjectsFor]:
     from opsctl import alerts
     from opsctl.alerts._render import NAMESPACE
-    from opsctl.kube import select_regions
 
     target = AlertsTarget.of(ctx)
     spec = target.spec
     rules = alerts.ruleset(spec, target.sources)
-    apply_in_namespace(
-        target.settings,
-        select_regions(spec, region),
-        NAMESPACE,
-        lambda where: alerts.prometheus_rules(spec, where, rules),
-        kubeconfig=kubeconfig,
-        dry_run=dry_run,
-        kind="PrometheusRules",
-    )
+    return NAMESPACE, lambda region: alerts.prometheus_rules(spec, region, rules)
+
+
+add_apply_command(
+    app,
+    help="Server-side apply the PrometheusRules to each region's cluster (its kubeContext).",
+    kind="PrometheusRules",
+    objects=_prometheus_rules,
+)

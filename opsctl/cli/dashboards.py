@@ -9,24 +9,18 @@ import typer
 
 from opsctl.cli._group import OpsctlGroup
 from opsctl.cli._options import (
-    DryRunOption,
-    KubeconfigOption,
     LocalStateDirOption,
+    OutDirOption,
     PrometheusUrlOption,
-    RegionOption,
     RootOptions,
     one_prometheus,
 )
-from opsctl.cli._output import apply_in_namespace, report_files, write_region_files
+from opsctl.cli._output import ObjectsFor, add_apply_command, report_files, write_region_files
 
 app = typer.Typer(
     cls=OpsctlGroup,
     help="Grafana dashboards as code: build, lint against a live Prometheus, apply.",
 )
-
-OutDirOption = Annotated[
-    Path, typer.Option("--out", help="Directory to write into (created if missing).")
-]
 
 
 @app.command()
@@ -93,29 +87,18 @@ def render(
     report_files(root.settings, written)
 
 
-@app.command()
-def apply(
-    ctx: typer.Context,
-    *,
-    region: RegionOption = None,
-    kubeconfig: KubeconfigOption = None,
-    dry_run: DryRunOption = False,
-) -> None:
-    """Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region."""
+def _configmaps(ctx: typer.Context) -> tuple[str, ObjectsFor]:
     from opsctl import dashboards
     from opsctl.dashboards._configmaps import NAMESPACE
-    from opsctl.kube import select_regions
 
-    root = RootOptions.of(ctx)
-    spec = root.spec
-    regions = select_regions(spec, region)
+    spec = RootOptions.of(ctx).spec
     built = dashboards.build_all(spec)
-    apply_in_namespace(
-        root.settings,
-        regions,
-        NAMESPACE,
-        lambda target: dashboards.configmaps(spec, target, built),
-        kubeconfig=kubeconfig,
-        dry_run=dry_run,
-        kind="dashboard ConfigMaps",
-    )
+    return NAMESPACE, lambda region: dashboards.configmaps(spec, region, built)
+
+
+add_apply_command(
+    app,
+    help="Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region.",
+    kind="dashboard ConfigMaps",
+    objects=_configmaps,
+)

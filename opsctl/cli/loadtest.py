@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 
@@ -90,14 +90,16 @@ def _stack_given(root: RootOptions) -> bool:
     return root.settings.sources.get("stack") == "cli"
 
 
+class _Signing(NamedTuple):
+    """--jwt-secret-file, --jwt-issuer, --jwt-audience: how the users' tokens are signed."""
+
+    secret_file: Path | None
+    issuer: str | None
+    audience: str | None
+
+
 def _target(
-    root: RootOptions,
-    *,
-    target: list[str] | None,
-    region: str | None,
-    secret: Path | None,
-    issuer: str | None,
-    audience: str | None,
+    root: RootOptions, target: list[str] | None, region: str | None, signing: _Signing
 ) -> Target:
     from opsctl.errors import UserInputError
     from opsctl.loadtest.targets import local_target, region_target, url_target
@@ -109,9 +111,9 @@ def _target(
         # Gateways by URL are judged against the resolved stack's SLOs (env/config/default).
         return url_target(
             target,
-            secret_file=secret,
-            issuer=issuer,
-            audience=audience,
+            secret_file=signing.secret_file,
+            issuer=signing.issuer,
+            audience=signing.audience,
             infra_dir=root.settings.infra_dir,
             stack=root.stack,
         )
@@ -120,9 +122,9 @@ def _target(
             root.settings.infra_dir,
             root.stack,
             region,
-            secret_file=secret,
-            issuer=issuer,
-            audience=audience,
+            secret_file=signing.secret_file,
+            issuer=signing.issuer,
+            audience=signing.audience,
         )
     return local_target()
 
@@ -170,14 +172,7 @@ def run(
         )
         console.info(f"created {', '.join(launched)} in the region's cluster")
         return
-    tgt = _target(
-        root,
-        target=target,
-        region=region,
-        secret=jwt_secret_file,
-        issuer=jwt_issuer,
-        audience=jwt_audience,
-    )
+    tgt = _target(root, target, region, _Signing(jwt_secret_file, jwt_issuer, jwt_audience))
     from opsctl.loadtest.session import execute
 
     outcome = execute(loaded, path, tgt, workers=workers, out_dir=out_dir)
@@ -222,14 +217,7 @@ def capacity(
     root = RootOptions.of(ctx)
     loaded = load_profile(profile)
     plan_spec = load_stack(root.settings.infra_dir, plan_stack or PLAN_STACK)
-    tgt = _target(
-        root,
-        target=target,
-        region=region,
-        secret=jwt_secret_file,
-        issuer=jwt_issuer,
-        audience=jwt_audience,
-    )
+    tgt = _target(root, target, region, _Signing(jwt_secret_file, jwt_issuer, jwt_audience))
     result = search(loaded, profile_path(profile), tgt, workers=workers, out_dir=out_dir)
     plan = plan_for_stack(plan_spec, result)
     if root.json:

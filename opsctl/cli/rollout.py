@@ -18,10 +18,10 @@ import typer
 
 from opsctl.cli._group import OpsctlGroup, help_values
 from opsctl.cli._options import (
-    KubeconfigOption,
     NamespaceOption,
     OnRoot,
     PrometheusUrlOption,
+    RegionsKubeconfigOption,
     like,
 )
 from opsctl.errors import ExitCode
@@ -122,14 +122,7 @@ def target(
     *,
     component: ComponentOption = None,
     namespace: RolloutNamespaceOption = None,
-    kubeconfig: Annotated[
-        Path | None,
-        like(
-            KubeconfigOption,
-            help="Kubeconfig holding every region's kubeContext. "
-            "[default: $KUBECONFIG, else ~/.kube/config]",
-        ),
-    ] = None,
+    kubeconfig: RegionsKubeconfigOption = None,
 ) -> None:
     """Every rollout command takes --component, --namespace and --kubeconfig (also after it)."""
     from opsctl.cli._options import RootOptions

@@ -230,7 +230,7 @@ def test_loadtest_url_targets_are_judged_against_the_resolved_stack(
 ) -> None:
     """--stack and --target exclude each other, so a URL target takes the resolved stack."""
     from opsctl.cli._options import RootOptions
-    from opsctl.cli.loadtest import _target
+    from opsctl.cli.loadtest import _Signing, _target
 
     monkeypatch.setenv("OPSCTL_CONFIG", "/nonexistent/opsctl-config.toml")
     if env_stack is None:
@@ -243,8 +243,6 @@ def test_loadtest_url_targets_are_judged_against_the_resolved_stack(
         RootOptions(),
         target=["ws://127.0.0.1:1/ws"],
         region=None,
-        secret=secret,
-        issuer="iss",
-        audience="aud",
+        signing=_Signing(secret_file=secret, issuer="iss", audience="aud"),
     )
     assert target.stack_slos().stack == expected
