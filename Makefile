@@ -8,30 +8,36 @@ BIN         := $(VENV)/bin
 export OPSCTL_CACHE_DIR ?= $(CURDIR)/.cache
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test lint format typecheck test-unit test-integration test-e2e bench lock clean
+.PHONY: help setup setup-demo setup-cluster demo test lint format typecheck test-unit test-integration test-e2e bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-setup: ## Install everything (Debian packages, virtualenv, cached tools). Fast when nothing changed.
+setup: setup-demo setup-cluster ## Install everything `make test` needs. Fast when nothing changed.
+
+# The demo runs only the local process stack: no simulated cluster, no Pulumi engine.
+setup-demo: ## Install what `make demo` needs: Debian packages, jars, virtualenv, redis_exporter.
 	@scripts/setup/apt.sh
 	@scripts/setup/jars.sh
 	@scripts/setup/venv.sh
+	@scripts/setup/gotools.sh redis_exporter
+
+setup-cluster: setup-demo ## Build the cluster tools (kube-apiserver, kwok, helm, ...), CRDs and Pulumi engine.
 	@scripts/setup/gotools.sh
 	@scripts/setup/crds.sh
 
-demo: setup ## Run the main job on the local stack.
+demo: setup-demo ## Run the main job on the local stack.
 	@$(BIN)/opsctl demo
 
 test: setup lint ## Run lint, type checks and every test tier (unit, integration, e2e).
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check) and mypy --strict on opsctl/.
+lint: setup-demo ## ruff (lint + format check) and mypy --strict on opsctl/.
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-format: setup ## Apply ruff's fixes and formatting.
+format: setup-demo ## Apply ruff's fixes and formatting.
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
@@ -48,7 +54,7 @@ bench: setup ## Run the benchmarks and print their figures (see docs/benchmarks.
 	@$(BIN)/python -m benchmarks.cli_startup
 
 lock: ## Re-resolve requirements.lock from pyproject.toml.
-	@$(OPSCTL_CACHE_DIR)/tools/uv-*/bin/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+	@$(OPSCTL_CACHE_DIR)/tools/uv-*/bin/uv pip compile -q --python-version 3.11 --extra dev --generate-hashes pyproject.toml -o requirements.lock
 
 clean: ## Remove the virtualenv and caches (keeps nothing downloaded or built).
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,12 +26,19 @@ if [[ ! -e $policy ]]; then
 fi
 trap '$restore_policy && $sudo rm -f "$policy"' EXIT
 daemons=(redis-server prometheus prometheus-alertmanager sshd)
-before=$(pgrep -x "$(IFS='|'; echo "${daemons[*]}")" || true)
+# pgrep matches the kernel's process name, which is cut at 15 characters (and warns about a
+# longer pattern), so match the cut names.
+daemon_pids() {
+  local names=() name
+  for name in "${daemons[@]}"; do names+=("${name:0:15}"); done
+  pgrep -x "$(IFS='|'; echo "${names[*]}")" || true
+}
+before=$(daemon_pids)
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Some postinst scripts start daemons even with policy-rc.d on non-systemd hosts: stop the
 # ones this install started (never ones that were already running).
-for pid in $(pgrep -x "$(IFS='|'; echo "${daemons[*]}")" || true); do
+for pid in $(daemon_pids); do
   grep -qx "$pid" <<<"$before" || $sudo kill "$pid" 2>/dev/null || true
 done
 echo "setup: debian packages installed"

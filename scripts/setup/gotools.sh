@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned Go tools (Kubernetes control plane, kubectl, etcd, kwok, kwokctl, helm,
-# redis_exporter, kube-state-metrics) from the Go module proxy into
+# redis_exporter, kube-state-metrics, the pulumi CLI and its Kubernetes provider) from the Go
+# module proxy into
 # $OPSCTL_CACHE_DIR/tools/<name>-<version>/bin/<name>, with stable symlinks in
 # $OPSCTL_CACHE_DIR/bin/<name>. Versions: tools/go/versions.env; wrapper modules:
 # tools/go/*/. A warm run (every binary present for the pinned versions) does no Go work and
@@ -26,7 +27,11 @@ tools=(
   "helm|$HELM_VERSION|helm|helm.sh/helm/${HELM_VERSION%%.*}/cmd/helm"
   "redis_exporter|$REDIS_EXPORTER_VERSION|redis-exporter|github.com/oliver006/redis_exporter"
   "kube-state-metrics|$KUBE_STATE_METRICS_VERSION|kube-state-metrics|k8s.io/kube-state-metrics/v2"
+  "pulumi|$PULUMI_VERSION|pulumi|github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
+  "pulumi-resource-kubernetes|$PULUMI_KUBERNETES_PLUGIN_VERSION|pulumi-kubernetes|github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes"
 )
+# The engine finds its plugins here; opsctl infra points PULUMI_HOME at it.
+pulumi_home=$cache/pulumi-home
 
 binary_path() { echo "$cache/tools/$1-$2/bin/$1"; }
 
@@ -75,8 +80,50 @@ version_ldflags() {
     redis_exporter)
       echo "-X main.BuildVersion=${version#v} -X main.BuildDate=$(release_date "$module_dir" github.com/oliver006/redis_exporter)"
       ;;
+    pulumi)
+      # Without it the CLI reports no version and the Automation API refuses to run it.
+      echo "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$version"
+      ;;
+    pulumi-resource-kubernetes)
+      echo "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=${version#v}"
+      ;;
     etcd) echo "" ;;
   esac
+}
+
+# The provider module on the proxy lacks the embedded schema files its main package needs: copy
+# it writable beside a copy of the wrapper module (which replaces it with ./provider) and run the
+# module's own generator there. Prints the directory to build in.
+prepare_provider() {
+  local version=$1 module=github.com/pulumi/pulumi-kubernetes/provider/v4
+  local work=$cache/build/pulumi-kubernetes-$PULUMI_KUBERNETES_MODULE_VERSION src
+  if [[ ! -f $work/provider/cmd/pulumi-resource-kubernetes/schema-embed.json ]]; then
+    rm -rf "$work"
+    mkdir -p "$work"
+    # Outside any module: the wrapper's replace would hide the proxy's copy.
+    src=$(cd "$work" && GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+      go mod download -json "$module@$PULUMI_KUBERNETES_MODULE_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [[ -d $src ]] || { echo "setup: could not download $module" >&2; exit 1; }
+    cp -r "$src" "$work/provider"
+    chmod -R u+w "$work/provider"
+    (cd "$work/provider/cmd/pulumi-resource-kubernetes" && VERSION=${version#v} GOFLAGS=-mod=mod \
+      GOTOOLCHAIN=local go run ./generate.go) >&2
+  fi
+  cp "$modules/pulumi-kubernetes/go.mod" "$modules/pulumi-kubernetes/go.sum" "$work/"
+  echo "$work"
+}
+
+# `pulumi plugin install --file` registers the built provider under the version the SDK asks for.
+install_plugin() {
+  local version=$1 binary=$2
+  [[ -x $pulumi_home/plugins/resource-kubernetes-$version/pulumi-resource-kubernetes ]] && return
+  local log=$cache/tools/pulumi-resource-kubernetes-$version/plugin-install.log
+  if ! PULUMI_HOME=$pulumi_home PULUMI_SKIP_UPDATE_CHECK=true "$(binary_path pulumi "$PULUMI_VERSION")" \
+    plugin install resource kubernetes "${version#v}" --file "$binary" >"$log" 2>&1; then
+    echo "setup: installing the kubernetes plugin failed; see $log" >&2
+    exit 1
+  fi
+  echo "setup: pulumi plugin kubernetes ${version#v} installed in $pulumi_home"
 }
 
 check_wrapper_pin() {
@@ -111,13 +158,20 @@ build() {
     helm) check_wrapper_pin helm "helm.sh/helm/${version%%.*}" "$version" ;;
     redis-exporter) check_wrapper_pin redis-exporter github.com/oliver006/redis_exporter "$version" ;;
     kube-state-metrics) check_wrapper_pin kube-state-metrics k8s.io/kube-state-metrics/v2 "$version" ;;
+    pulumi) check_wrapper_pin pulumi github.com/pulumi/pulumi/pkg/v3 "$version" ;;
+    pulumi-kubernetes)
+      check_wrapper_pin pulumi-kubernetes github.com/pulumi/pulumi-kubernetes/provider/v4 \
+        "$PULUMI_KUBERNETES_MODULE_VERSION"
+      ;;
   esac
+  local workdir=$modules/$module_dir
+  [[ $module_dir == pulumi-kubernetes ]] && workdir=$(prepare_provider "$version")
   mkdir -p "$(dirname "$dest")"
   local started=$SECONDS ldflags
   printf 'setup: building %s %s ... ' "$name" "$version"
   ldflags="-s -w $(version_ldflags "$name" "$version" "$module_dir")"
   # One binary at a time with -p 2: the machine is small and shared.
-  if ! (cd "$modules/$module_dir" && CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local \
+  if ! (cd "$workdir" && CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local \
     go build -p 2 -trimpath -ldflags "$ldflags" -o "$staging" "$package") >"$log" 2>&1; then
     echo "failed"
     echo "setup: go build of $name failed; last lines of $log:" >&2
@@ -141,4 +195,5 @@ for entry in "${tools[@]}"; do
     build "$name" "$version" "$module_dir" "$package"
   fi
   link "$name" "$dest"
+  [[ $name == pulumi-resource-kubernetes ]] && install_plugin "$version" "$dest"
 done
