@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.delivery import from_recent_cache
+from gateway.delivery import from_recent_cache, holes
 from gateway.dispatcher import BadRecord, parse_record
 from gateway.migrate import (
     MIGRATIONS_DIR,
@@ -171,3 +171,13 @@ def test_migrate_sets_its_own_datacenter_and_keeps_the_other_regions() -> None:
     # A single-DC SimpleStrategy keyspace moves to NetworkTopologyStrategy for its DC only.
     simple = {"class": "SimpleStrategy", "replication_factor": "1"}
     assert replication_of(3, "dc1", simple) == {"class": "NetworkTopologyStrategy", "dc1": "3"}
+
+
+def test_cache_refuses_a_range_that_starts_after_an_in_doubt_hole() -> None:
+    # Seqs 6..8 in doubt: the cache holds 1..5 and 9, 10. A sync from 5 must go to Cassandra,
+    # which reads seq_gaps and announces the range (protocol 5.6).
+    assert from_recent_cache(entries(1, 2, 3, 4, 5, 9, 10), cursor=5, limit=10) is None
+    assert holes(5, [9, 10])
+    assert holes(0, [1, 3])
+    assert not holes(4, [5, 6])
+    assert not holes(4, [])
