@@ -4,6 +4,12 @@ Every object comes from the pure builders in ``opsctl.stack``; this package only
 Pulumi resources, with an explicit per-region kubernetes Provider and explicit dependencies.
 """
 
-from infra.imstack.program import TYPE_PREFIX, RegionComponent, StackComponents, build_program
+from infra.imstack.program import (
+    TYPE_PREFIX,
+    RegionComponent,
+    StackComponents,
+    build_program,
+    pulumi_program,
+)
 
-__all__ = ["TYPE_PREFIX", "RegionComponent", "StackComponents", "build_program"]
+__all__ = ["TYPE_PREFIX", "RegionComponent", "StackComponents", "build_program", "pulumi_program"]

@@ -3,13 +3,18 @@
 Type tokens: ``imstack:region:Region`` per region, and one child component per part,
 ``imstack:<part>:<Part>`` (``imstack:kafka:Kafka``, ...). Ordering is explicit: a part depends
 on the parts its builder names; inside a part, objects depend on the part's Helm releases
-(which install the CRDs) and Jobs on the part's other objects.
+(which install the CRDs) or, with ``operators: external``, on the operators' pinned CRDs, and
+Jobs on the part's other objects.
+
+:func:`pulumi_program` is the program itself: ``infra/__main__.py`` runs it under a stock
+pulumi CLI, and ``opsctl infra`` hands it to the Automation API as an inline program.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,9 +22,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.imstack.resources import create, resource_name
-from opsctl.spec import StackSpec
+from opsctl.errors import InvalidInputFile, OpsctlError
+from opsctl.spec import CONFIG_NAMESPACE, StackSpec, parse_spec
 from opsctl.stack import (
     Component,
+    OperatorCrds,
     RegionPlan,
     build_stack,
     check_kube_contexts,
@@ -55,10 +62,15 @@ class PartComponent(pulumi.ComponentResource):
             f"{TYPE_PREFIX}:{part.name}:{part.type_name}", f"{region}-{part.name}", None, opts
         )
         self.releases = [self._release(region, release, provider) for release in part.releases]
+        self.crds = [
+            self._crd(region, document, provider)
+            for operator in part.crds
+            for document in operator_crds(operator)
+        ]
         self.copies = [
             self._secret_copy(region, copy, provider, shared) for copy in part.secret_copies
         ]
-        ready: list[pulumi.Resource] = [*self.releases, *self.copies]
+        ready: list[pulumi.Resource] = [*self.releases, *self.crds, *self.copies]
         self.objects: list[pulumi.Resource] = []
         for built in part.objects:
             waits = ready + (self.objects if built["kind"] == "Job" else [])
@@ -89,6 +101,7 @@ class PartComponent(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "releases": [release.name for release in part.releases],
+                "crds": [crds.project for crds in part.crds],
                 "objects": [resource_name(region, m) for m in part.objects],
             }
         )
@@ -108,6 +121,18 @@ class PartComponent(pulumi.ComponentResource):
                 timeout=900,
             ),
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+
+    def _crd(
+        self, region: str, document: dict[str, Any], provider: k8s.Provider
+    ) -> k8s.apiextensions.v1.CustomResourceDefinition:
+        # Kept on destroy: the operators that run elsewhere own them too, and deleting a CRD
+        # deletes every object of its kind in the cluster, whoever made it.
+        return k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{region}/crd/{document['metadata']['name']}",
+            metadata=document["metadata"],
+            spec=document["spec"],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
         )
 
     def _secret_copy(
@@ -138,6 +163,18 @@ class PartComponent(pulumi.ComponentResource):
                 parent=self, provider=provider, additional_secret_outputs=["data"]
             ),
         )
+
+
+@cache
+def _crd_documents(project: str) -> tuple[dict[str, Any], ...]:
+    from opsctl.cluster.crds import crd_set, load_crds
+
+    return tuple(load_crds(crd_set(project)))
+
+
+def operator_crds(operator: OperatorCrds) -> tuple[dict[str, Any], ...]:
+    """The pinned upstream CRD documents of an operator (scripts/setup/crds.sh fetched them)."""
+    return _crd_documents(operator.project)
 
 
 def _with_pulumi_hints(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +236,10 @@ def build_program(
     paths = [Path(kubeconfig)] if kubeconfig else kubeconfig_paths()
     check_kube_contexts(spec, paths, file=file)
     plan = build_stack(spec, dashboards=dashboards, file=file)
+    for region_plan in plan.regions:  # missing CRD files fail here, before any resource
+        for part in region_plan.components:
+            for operator in part.crds:
+                operator_crds(operator)
     shared = Shared()
     # The primary first: the others copy its root CA.
     ordered = sorted(plan.regions, key=lambda r: r.region.role != "primary")
@@ -214,3 +255,28 @@ def build_program(
         },
     )
     return StackComponents(regions=regions)
+
+
+def explain(error: OpsctlError) -> str:
+    """An opsctl error as the engine shows it: message, located problems, hint."""
+    lines = [error.message]
+    if isinstance(error, InvalidInputFile):
+        lines += [f"  {problem}" for problem in error.problems]
+    if error.hint:
+        lines.append(f"  hint: {error.hint}")
+    return "\n".join(lines)
+
+
+def pulumi_program() -> None:
+    """The Pulumi program: the stack spec from config ``imstack:spec``, one component per region.
+
+    A spec the program cannot satisfy fails before any resource is declared, with every problem
+    named by its field.
+    """
+    config = pulumi.Config(CONFIG_NAMESPACE)
+    try:
+        build_program(
+            parse_spec(config.require_object("spec")), kubeconfig=config.get("kubeconfig")
+        )
+    except OpsctlError as error:
+        raise pulumi.RunError(explain(error)) from None

@@ -1,9 +1,12 @@
-"""opsctl infra: preview, up, destroy, refresh and read outputs of a stack with Pulumi.
+"""opsctl infra: preview, up, destroy, refresh, drift and read outputs of a stack with Pulumi.
 
-Drives infra/ through the Pulumi Automation API. Needs the pulumi CLI; everything that can be
-checked without it (spec, kube contexts, passphrase) is checked before anything changes.
-The group callback resolves the options every infra command shares into an
-:class:`InfraTarget`.
+Drives the program in infra/ inline through the Pulumi Automation API, on the pinned pulumi CLI
+and Kubernetes provider (built on first use). Everything that can be checked without the engine
+(spec, kube contexts, passphrase, policy packs) is checked before anything changes. The group
+callback resolves the options every infra command shares into an :class:`InfraTarget`.
+
+Exit codes: 0 done (or nothing to change); 1 the engine failed, ``preview
+--expect-no-changes`` found changes, or ``drift`` found drift; 2 bad input.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from opsctl.cli._group import OpsctlGroup, help_values
 from opsctl.cli._options import KubeconfigOption, OnRoot, RootOptions, like
 
 if TYPE_CHECKING:
-    from opsctl.infra import Operation
+    from opsctl.infra import Operation, OperationResult
 
 app = typer.Typer(
     cls=OpsctlGroup,
     help="Provision a stack's regions with Pulumi (infra/): preview, up, destroy, refresh, "
-    "outputs. Local file backend and passphrase secrets by default.",
+    "drift, outputs. Local file backend and passphrase secrets by default.",
     no_args_is_help=True,
 )
 
@@ -59,9 +62,14 @@ SecretsOption = Annotated[
         show_default=False,
     ),
 ]
-PolicyOption = Annotated[
-    bool,
-    typer.Option("--policy/--no-policy", help="Enforce the policy pack in {infra.policy}."),
+PolicyPackOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--policy-pack",
+        help="Run this policy pack in the engine (repeatable; ours: {infra.policy}). A Python "
+        "pack needs the pulumi-language-python host; without it this exits 2 saying so.",
+        show_default=False,
+    ),
 ]
 
 
@@ -73,10 +81,19 @@ class InfraTarget(OnRoot):
     backend_url: str | None
     secrets_provider: str | None
 
-    def run(self, operation: Operation, *, policy: bool = False) -> None:
-        """Run the Pulumi operation, echo its output, and report the changes."""
+    def run(
+        self,
+        operation: Operation,
+        *,
+        policy_packs: list[Path] | None = None,
+        expect_no_changes: bool = False,
+    ) -> None:
+        """Run the Pulumi operation with per-resource progress, then report per region."""
         from opsctl import console
+        from opsctl.cluster._tools import build_tools
+        from opsctl.errors import CheckFailed
         from opsctl.infra import resolve_config, run_operation
+        from opsctl.infra._progress import ConsoleReporter
 
         config = resolve_config(
             stack=self.stack,
@@ -84,22 +101,67 @@ class InfraTarget(OnRoot):
             backend_url=self.backend_url,
             secrets_provider=self.secrets_provider,
             kubeconfig=self.kubeconfig,
-            policy=policy,
+            policy_packs=[path.resolve() for path in policy_packs or []],
         )
-        echo = None if console.verbosity < 0 else (lambda line: console.info(line.rstrip()))
-        result = run_operation(config, operation, on_output=echo)
-        if self.json:
-            console.emit_json(
-                {
-                    "operation": result.operation.value,
-                    "stack": result.stack,
-                    "changes": result.summary,
-                    "outputs": result.outputs,
-                }
+        quiet = console.verbosity < 0
+        echo = (lambda line: console.debug(line.rstrip())) if console.verbosity >= 2 else None
+        title = f"pulumi {operation.value} '{self.stack}'"
+        with ConsoleReporter(console.console, title, verbose=console.verbosity >= 1) as progress:
+            result = run_operation(
+                config,
+                operation,
+                reporter=progress if not quiet else None,
+                on_output=echo,
+                build=build_tools,
             )
+        if self.json:
+            console.emit_json(result.to_json())
         else:
-            changes = ", ".join(f"{op}: {n}" for op, n in sorted(result.summary.items())) or "none"
-            console.info(f"[green]✓[/green] {operation.value} '{result.stack}': {changes}")
+            _report(result)
+        if operation is Operation.drift and result.drifted:
+            raise CheckFailed(
+                f"drift in stack '{self.stack}': {len(result.drifted)} resources changed "
+                "outside Pulumi",
+                hint=f"`opsctl infra up --stack {self.stack}` puts them back",
+            )
+        if expect_no_changes and result.pending:
+            raise CheckFailed(
+                f"stack '{self.stack}': {result.pending} changes pending (--expect-no-changes)"
+            )
+
+
+def _report(result: OperationResult) -> None:
+    from rich.markup import escape
+
+    from opsctl import console
+    from opsctl.infra import Operation
+
+    changes = ", ".join(f"{op}: {n}" for op, n in sorted(result.summary.items())) or "none"
+    if result.operation is Operation.outputs:
+        console.info(f"outputs of '{result.stack}':")
+        for key, value in result.outputs.items():
+            console.info(escape(f"  {key}: {value}"))
+        return
+    if result.operation is Operation.drift:
+        drifted = result.drifted
+        if not drifted:
+            console.info(f"[green]✓[/green] no drift in '{result.stack}' ({changes})")
+            return
+        console.info(f"[red]✗[/red] drift in '{result.stack}':")
+        for region, entry in result.log.by_region(drifted).items():
+            for resource in entry["resources"]:
+                diffs = ", ".join(resource.get("diffs", [])) or "changed"
+                console.info(escape(f"  {region}: {resource['type']} {resource['name']}: {diffs}"))
+        return
+    per_region = result.log.by_region(result.log.changed())
+    regions = "; ".join(
+        f"{region}: " + (", ".join(f"{op} {n}" for op, n in sorted(e["changes"].items())) or "-")
+        for region, e in per_region.items()
+    )
+    console.info(
+        f"[green]✓[/green] {result.operation.value} '{result.stack}': {changes}"
+        + (escape(f" ({regions})") if regions else "")
+    )
 
 
 @app.callback()
@@ -121,20 +183,35 @@ def target(
     ctx.obj = InfraTarget(RootOptions.of(ctx), kubeconfig, backend_url, secrets_provider)
 
 
+ExpectNoChanges = Annotated[
+    bool,
+    typer.Option(
+        "--expect-no-changes", help="Exit 1 if anything would change (a CI gate on drift)."
+    ),
+]
+
+
 @app.command()
-def preview(ctx: typer.Context, *, policy: PolicyOption = True) -> None:
-    """Show what `up` would change, with the policy pack enforced."""
+def preview(
+    ctx: typer.Context,
+    *,
+    policy_pack: PolicyPackOption = None,
+    expect_no_changes: ExpectNoChanges = False,
+) -> None:
+    """Show what `up` would change, per region (`-o json` for CI)."""
     from opsctl.infra import Operation
 
-    InfraTarget.of(ctx).run(Operation.preview, policy=policy)
+    InfraTarget.of(ctx).run(
+        Operation.preview, policy_packs=policy_pack, expect_no_changes=expect_no_changes
+    )
 
 
 @app.command()
-def up(ctx: typer.Context, *, policy: PolicyOption = True) -> None:
+def up(ctx: typer.Context, *, policy_pack: PolicyPackOption = None) -> None:
     """Create or update every region of the stack."""
     from opsctl.infra import Operation
 
-    InfraTarget.of(ctx).run(Operation.up, policy=policy)
+    InfraTarget.of(ctx).run(Operation.up, policy_packs=policy_pack)
 
 
 @app.command()
@@ -143,7 +220,7 @@ def destroy(
     *,
     yes: Annotated[bool, typer.Option("--yes", help="Really delete every resource.")] = False,
 ) -> None:
-    """Delete every resource of the stack (needs --yes)."""
+    """Delete every resource of the stack (needs --yes). Operator CRDs are kept."""
     from opsctl.errors import UserInputError
     from opsctl.infra import Operation
 
@@ -158,6 +235,15 @@ def refresh(ctx: typer.Context) -> None:
     from opsctl.infra import Operation
 
     InfraTarget.of(ctx).run(Operation.refresh)
+
+
+@app.command()
+def drift(ctx: typer.Context) -> None:
+    """Report objects changed outside Pulumi, per region (refresh in preview mode); exit 1 on
+    drift. The state is not changed; `up` puts the objects back."""
+    from opsctl.infra import Operation
+
+    InfraTarget.of(ctx).run(Operation.drift)
 
 
 @app.command()

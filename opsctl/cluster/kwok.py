@@ -30,8 +30,8 @@ from kubernetes.config import new_client_from_config
 
 from opsctl.cluster import _kubeconfig
 from opsctl.cluster._plan import ClusterPlan, node_manifests
-from opsctl.cluster._tools import Toolset, find_tools
-from opsctl.errors import CheckFailed, UserInputError
+from opsctl.cluster._tools import Toolset, build_tools, find_tools
+from opsctl.errors import CheckFailed, ToolMissing, UserInputError
 from opsctl.paths import REPO_ROOT, cache_dir
 from opsctl.poll import WaitTimeout, wait_until
 
@@ -40,6 +40,9 @@ METADATA_FILE = "opsctl-cluster.json"
 KWOK_KUBECONFIG = "kubeconfig.yaml"
 MERGED_KUBECONFIG = "kubeconfig"
 KWOKCTL_CONFIG = "kwokctl.yaml"
+STAGES_DIR = Path(__file__).parent / "stages"
+# Bumped when the Stages change, so a cluster made with older ones is replaced on `up`.
+STAGES_REVISION = "1"
 # A loopback port nothing listens on: any download kwokctl attempts fails at once.
 _NO_DOWNLOADS_PROXY = "http://127.0.0.1:9"
 
@@ -105,7 +108,7 @@ class KwokClusters:
     @property
     def tools(self) -> Toolset:
         if self._tools is None:
-            self._tools = find_tools()
+            self._tools = find_tools(build=build_tools)  # first use builds what is missing
         return self._tools
 
     # -- up ----------------------------------------------------------------------------------
@@ -133,7 +136,8 @@ class KwokClusters:
         deadline = time.monotonic() + timeout
         if plan.name in self.names():
             current = self._status_of(plan.name)
-            if current.healthy and current.context == plan.context:
+            stages = self._read_metadata(plan.name).get("stages")
+            if current.healthy and current.context == plan.context and stages == STAGES_REVISION:
                 step(f"{plan.context}: already running at {current.apiserver}")
                 self._ensure_nodes(plan, nodes_per_zone, deadline, step)
                 return
@@ -143,9 +147,10 @@ class KwokClusters:
         try:
             with _port_allocation_lock():
                 self._create(plan, tools, deadline)
-            self._write_metadata(plan)
             step(f"{plan.context}: waiting for the API server and default service account")
             self._wait_serving(plan.name, deadline)
+            self._ensure_stages(plan, deadline, step)
+            self._write_metadata(plan)
             self._ensure_nodes(plan, nodes_per_zone, deadline, step)
         except BaseException:
             # Never leave half a cluster running; keep its logs for the post-mortem.
@@ -191,6 +196,46 @@ class KwokClusters:
             timeout=max(deadline - time.monotonic(), 10.0),
             what=f"creating cluster {plan.name}",
         )
+
+    def _ensure_stages(self, plan: ClusterPlan, deadline: float, step: Step) -> None:
+        """kwok's resource lifecycles, as Stage objects (kwok runs with --enable-crds=Stage).
+
+        kwok's own node and pod stages, plus what the operators and the cloud would do
+        (opsctl/cluster/stages/): LoadBalancer addresses, and cert-manager issuing
+        Certificates. The Certificate CRD (the pinned upstream one) goes in first, since kwok
+        starts watching a kind only when its first Stage appears.
+        """
+        from kubernetes.client import CustomObjectsApi
+
+        from opsctl.cluster.crds import install_crds
+
+        documents = [
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+            for path in sorted(STAGES_DIR.glob("*.yaml"))
+        ]
+        with self.api_client(plan.name) as api_client:
+            try:
+                install_crds(
+                    api_client, ["cert-manager"], kinds={"Certificate"}, timeout=_left(deadline)
+                )
+            except ToolMissing as missing:
+                step(f"{plan.context}: no Certificate stage ({missing.message})")
+                documents = [
+                    d for d in documents if d["spec"]["resourceRef"]["kind"] != "Certificate"
+                ]
+            api = CustomObjectsApi(api_client)
+            for document in documents:
+                try:
+                    api.create_cluster_custom_object(
+                        "kwok.x-k8s.io", "v1alpha1", "stages", document
+                    )
+                except ApiException as error:
+                    if error.status != 409:
+                        raise CheckFailed(
+                            f"{plan.context}: creating Stage {document['metadata']['name']} "
+                            f"failed: {error.status} {error.reason}"
+                        ) from error
+        step(f"{plan.context}: kwok stages: {', '.join(d['metadata']['name'] for d in documents)}")
 
     def _ensure_nodes(self, plan: ClusterPlan, per_zone: int, deadline: float, step: Step) -> None:
         manifests = node_manifests(plan, per_zone=per_zone)
@@ -402,6 +447,7 @@ class KwokClusters:
         path = self.cluster_dir(plan.name) / METADATA_FILE
         data = {"stack": plan.stack, "region": plan.region, "context": plan.context}
         data["zones"] = ",".join(plan.zones)
+        data["stages"] = STAGES_REVISION
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     def _read_metadata(self, name: str) -> dict[str, str]:
@@ -450,6 +496,9 @@ class KwokClusters:
                 "runtime": "binary",
                 "quietPull": True,
                 "kubectlBinary": str(self.tools["kubectl"]),
+                # Stages are objects in the cluster (see _ensure_stages), so lifecycles for
+                # custom resources can be added once their CRDs exist.
+                "enableCRDs": ["Stage"],
             },
         }
         text = yaml.safe_dump(document, sort_keys=False)

@@ -10,9 +10,11 @@ from opsctl.infra._driver import (
     OperationResult,
     find_pulumi,
     prepare,
+    pulumi_home,
     resolve_config,
     run_operation,
 )
+from opsctl.infra._events import Step, StepLog
 
 __all__ = [
     "DEFAULT_BACKEND_DIR",
@@ -22,8 +24,11 @@ __all__ = [
     "InfraConfig",
     "Operation",
     "OperationResult",
+    "Step",
+    "StepLog",
     "find_pulumi",
     "prepare",
+    "pulumi_home",
     "resolve_config",
     "run_operation",
 ]

@@ -161,8 +161,18 @@ class Alerting(SpecModel):
     teams: list[Team] = Field(min_length=1)
 
 
+Operators = Literal["managed", "external"]
+
+
 class StackSpec(SpecModel):
     environment: DnsLabel
+    operators: Operators = Field(
+        default="managed",
+        description="managed: the stack installs the operators (cert-manager, Strimzi, "
+        "cass-operator, redis-operator, Prometheus Operator) as Helm releases. external: a "
+        "platform team runs them; the stack installs only their pinned CRDs (kept on destroy) "
+        "and assumes the controllers run.",
+    )
     images: Images
     slos: Slos
     reconnect_budget: ReconnectBudget

@@ -59,12 +59,25 @@ class SecretCopy:
 
 
 @dataclass(frozen=True)
+class OperatorCrds:
+    """``operators: external``: the pinned upstream CRDs of an operator someone else runs.
+
+    ``project`` is a key of ``opsctl.cluster.crds.CRD_SOURCES`` (the files the tests validate
+    against); ``release`` names the Helm release it stands in for.
+    """
+
+    release: str
+    project: str
+    version: str
+
+
+@dataclass(frozen=True)
 class Component:
     """One part of a region (Kafka, Cassandra, ...): applied in the order listed here.
 
-    ``releases`` first (operators and their CRDs), then ``secret_copies``, then ``objects`` in
-    order, then ``charts``. ``depends_on`` names components of the same region that must be
-    complete first.
+    ``releases`` first (operators and their CRDs; with ``operators: external``, ``crds``
+    instead), then ``secret_copies``, then ``objects`` in order, then ``charts``.
+    ``depends_on`` names components of the same region that must be complete first.
     """
 
     name: str
@@ -74,6 +87,7 @@ class Component:
     charts: tuple[LocalChart, ...] = ()
     secret_copies: tuple[SecretCopy, ...] = ()
     depends_on: tuple[str, ...] = ()
+    crds: tuple[OperatorCrds, ...] = ()
 
 
 @dataclass(frozen=True)

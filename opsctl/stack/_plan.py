@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _cassandra, _certs, _gateway, _kafka, _monitoring, _platform, _redis
 from opsctl.stack import _names as n
-from opsctl.stack._model import Component, RegionPlan, StackPlan
+from opsctl.stack._model import Component, OperatorCrds, RegionPlan, StackPlan
+from opsctl.stack._versions import CHART_PINS
 
 if TYPE_CHECKING:
     from opsctl.alerts import RuleSet
@@ -39,6 +41,8 @@ def build_region(
         _redis.build(spec, region),
         _gateway.build(spec, region),
     )
+    if spec.operators == "external":
+        components = tuple(_external_operators(component) for component in components)
     return RegionPlan(
         region=region,
         components=components,
@@ -50,6 +54,22 @@ def build_region(
             "cassandraSeed": n.cassandra_seed_host(spec, region),
         },
     )
+
+
+def _external_operators(component: Component) -> Component:
+    """The operators run elsewhere: each Helm release gives way to its pinned upstream CRDs."""
+    if not component.releases:
+        return component
+    pins = {pin.chart: pin for pin in CHART_PINS}
+    crds = tuple(
+        OperatorCrds(
+            release=release.name,
+            project=pins[release.chart].crd_project,
+            version=pins[release.chart].app_version,
+        )
+        for release in component.releases
+    )
+    return dataclasses.replace(component, releases=(), crds=crds)
 
 
 def build_stack(

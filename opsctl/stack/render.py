@@ -111,6 +111,9 @@ def write_region(
         folder = base / f"{index:02d}-{component.name}"
         for release in component.releases:
             _write(folder / f"release-{release.name}.yaml", _dump_all([release.describe()]), files)
+        for crds in component.crds:  # operators: external (the CRDs only, not the operator)
+            described = {"operator": crds.release, "crds": crds.project, "version": crds.version}
+            _write(folder / f"crds-{crds.project}.yaml", _dump_all([described]), files)
         if component.secret_copies:
             copies = [
                 {
