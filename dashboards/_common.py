@@ -62,6 +62,21 @@ def summed(expr: str, by: str = "") -> str:
     return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
 
 
+def gateway_rate(metric: str, *, by: str = "") -> str:
+    """The gateways' summed per-second rate of ``metric`` (optionally by some labels)."""
+    return summed(rate(metric, GATEWAY), by=by)
+
+
+def dispatcher_rate(metric: str, *, by: str = "") -> str:
+    """The dispatchers' summed per-second rate of ``metric`` (optionally by some labels)."""
+    return summed(rate(metric, DISPATCHER), by=by)
+
+
+def quantiles(buckets: str, *levels: float) -> tuple[tuple[str, str], ...]:
+    """``series`` targets for the given quantiles of a histogram, legends p50, p99, ..."""
+    return tuple((f"histogram_quantile({q:g}, {buckets})", f"p{q * 100:g}") for q in levels)
+
+
 def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
     return (
         prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)

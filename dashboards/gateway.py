@@ -5,14 +5,14 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard, heatmap
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from dashboards._common import DATASOURCE, GATEWAY, base, query, rate, series, summed
+from dashboards._common import DATASOURCE, GATEWAY, base, gateway_rate, quantiles, query, series
 from opsctl.spec import StackSpec
 
 UID = "im-gateway"
 
 
 def build(spec: StackSpec) -> dashboard.Dashboard:
-    buckets = _rate("im_gateway_delivery_latency_seconds_bucket", by="le")
+    buckets = gateway_rate("im_gateway_delivery_latency_seconds_bucket", by="le")
     latency_heatmap = (
         heatmap.Panel()
         .title("Delivery latency (sender accept to recipient socket)")
@@ -39,14 +39,14 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Connects by outcome",
                 "ops",
-                (_rate("im_gateway_connects_total", by="reason"), "{{reason}}"),
+                (gateway_rate("im_gateway_connects_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(
             series(
                 "Disconnects by reason",
                 "ops",
-                (_rate("im_gateway_disconnects_total", by="reason"), "{{reason}}"),
+                (gateway_rate("im_gateway_disconnects_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(
@@ -62,15 +62,15 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Messages",
                 "ops",
-                (_rate("im_gateway_messages_accepted_total"), "accepted"),
-                (_rate("im_gateway_messages_delivered_total"), "delivered"),
+                (gateway_rate("im_gateway_messages_accepted_total"), "accepted"),
+                (gateway_rate("im_gateway_messages_delivered_total"), "delivered"),
             )
         )
         .with_panel(
             series(
                 "Failed sends by reason",
                 "ops",
-                (_rate("im_gateway_messages_failed_total", by="reason"), "{{reason}}"),
+                (gateway_rate("im_gateway_messages_failed_total", by="reason"), "{{reason}}"),
             )
         )
         .with_panel(latency_heatmap)
@@ -78,8 +78,7 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Delivery latency percentiles",
                 "s",
-                (f"histogram_quantile(0.5, {buckets})", "p50"),
-                (f"histogram_quantile(0.99, {buckets})", "p99"),
+                *quantiles(buckets, 0.5, 0.99),
                 description=f"The SLO threshold is {threshold_s * 1000:g} ms at p99.",
             )
         )
@@ -89,20 +88,18 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
                 "Send queues",
                 "short",
                 (queue_depth, "depth {{instance}}"),
-                (_rate("im_gateway_send_queue_drops_total", by="instance"), "drops/s {{instance}}"),
+                (
+                    gateway_rate("im_gateway_send_queue_drops_total", by="instance"),
+                    "drops/s {{instance}}",
+                ),
             )
         )
         .with_panel(
             series(
                 "Auth failures and rate limiting",
                 "ops",
-                (_rate("im_gateway_auth_failures_total", by="reason"), "auth {{reason}}"),
-                (_rate("im_gateway_rate_limited_total"), "rate limited"),
+                (gateway_rate("im_gateway_auth_failures_total", by="reason"), "auth {{reason}}"),
+                (gateway_rate("im_gateway_rate_limited_total"), "rate limited"),
             )
         )
     )
-
-
-def _rate(metric: str, *, by: str = "") -> str:
-    """The gateways' summed per-second rate of ``metric`` (optionally by some labels)."""
-    return summed(rate(metric, GATEWAY), by=by)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from dashboards._common import GATEWAY, base, rate, series, summed
+from dashboards._common import GATEWAY, base, gateway_rate, quantiles, series
 from opsctl.spec import StackSpec
 
 UID = "im-loadtest-run"
 
 
-def _total(metric: str) -> str:
-    return summed(rate(metric, GATEWAY))
-
-
 def build(spec: StackSpec) -> dashboard.Dashboard:
-    buckets = summed(rate("im_gateway_delivery_latency_seconds_bucket", GATEWAY), by="le")
+    buckets = gateway_rate("im_gateway_delivery_latency_seconds_bucket", by="le")
     connected = f"sum(im_gateway_connections_active{{{GATEWAY}}})"
     return (
         base(UID, "IM / Load-test run", "Open it on a run's time range (the report links it).")
@@ -26,26 +22,24 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Connection churn",
                 "ops",
-                (_total("im_gateway_connects_total"), "connects"),
-                (_total("im_gateway_disconnects_total"), "disconnects"),
+                (gateway_rate("im_gateway_connects_total"), "connects"),
+                (gateway_rate("im_gateway_disconnects_total"), "disconnects"),
             )
         )
         .with_panel(
             series(
                 "Throughput",
                 "ops",
-                (_total("im_gateway_messages_accepted_total"), "sent"),
-                (_total("im_gateway_messages_delivered_total"), "delivered"),
-                (_total("im_gateway_messages_failed_total"), "failed"),
+                (gateway_rate("im_gateway_messages_accepted_total"), "sent"),
+                (gateway_rate("im_gateway_messages_delivered_total"), "delivered"),
+                (gateway_rate("im_gateway_messages_failed_total"), "failed"),
             )
         )
         .with_panel(
             series(
                 "Delivery latency",
                 "s",
-                (f"histogram_quantile(0.5, {buckets})", "p50"),
-                (f"histogram_quantile(0.95, {buckets})", "p95"),
-                (f"histogram_quantile(0.99, {buckets})", "p99"),
+                *quantiles(buckets, 0.5, 0.95, 0.99),
             )
         )
     )

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
 
-from dashboards._common import DISPATCHER, GATEWAY, base, rate, series, summed
+from dashboards._common import (
+    DISPATCHER,
+    base,
+    dispatcher_rate,
+    gateway_rate,
+    quantiles,
+    series,
+    summed,
+)
 from opsctl.spec import StackSpec
 
 UID = "im-pipeline"
 
 
 def build(spec: StackSpec) -> dashboard.Dashboard:
-    produce = _gateway("im_gateway_kafka_produce_latency_seconds_bucket", by="le")
-    batch = _dispatcher("im_dispatcher_batch_latency_seconds_bucket", by="le")
-    persist = _dispatcher("im_dispatcher_persist_latency_seconds_bucket", by="le")
-    consumed = _dispatcher("im_dispatcher_consumed_total")
+    produce = gateway_rate("im_gateway_kafka_produce_latency_seconds_bucket", by="le")
+    batch = dispatcher_rate("im_dispatcher_batch_latency_seconds_bucket", by="le")
+    persist = dispatcher_rate("im_dispatcher_persist_latency_seconds_bucket", by="le")
+    consumed = dispatcher_rate("im_dispatcher_consumed_total")
     lag = f"im_dispatcher_consumer_lag{{{DISPATCHER}}}"
     description = "Gateway -> Kafka -> dispatcher -> Cassandra and Redis."
     return (
@@ -24,7 +32,7 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Produce rate and consumption",
                 "ops",
-                (_gateway("im_gateway_messages_accepted_total"), "produced (acked)"),
+                (gateway_rate("im_gateway_messages_accepted_total"), "produced (acked)"),
                 (consumed, "consumed"),
             )
         )
@@ -32,8 +40,7 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Produce latency (acks=all)",
                 "s",
-                (f"histogram_quantile(0.5, {produce})", "p50"),
-                (f"histogram_quantile(0.99, {produce})", "p99"),
+                *quantiles(produce, 0.5, 0.99),
             )
         )
         .with_panel(
@@ -55,9 +62,9 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Persisted and routed",
                 "ops",
-                (_dispatcher("im_dispatcher_persisted_total"), "persisted"),
-                (_dispatcher("im_dispatcher_routed_total"), "routed"),
-                (_dispatcher("im_dispatcher_recipients_offline_total"), "recipients offline"),
+                (dispatcher_rate("im_dispatcher_persisted_total"), "persisted"),
+                (dispatcher_rate("im_dispatcher_routed_total"), "routed"),
+                (dispatcher_rate("im_dispatcher_recipients_offline_total"), "recipients offline"),
             )
         )
         .with_panel(
@@ -72,15 +79,7 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
             series(
                 "Batch failures by stage",
                 "ops",
-                (_dispatcher("im_dispatcher_batch_failures_total", by="stage"), "{{stage}}"),
+                (dispatcher_rate("im_dispatcher_batch_failures_total", by="stage"), "{{stage}}"),
             )
         )
     )
-
-
-def _gateway(metric: str, *, by: str = "") -> str:
-    return summed(rate(metric, GATEWAY), by=by)
-
-
-def _dispatcher(metric: str, *, by: str = "") -> str:
-    return summed(rate(metric, DISPATCHER), by=by)
