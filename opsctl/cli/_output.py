@@ -63,34 +63,38 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
     console.data_console().print(table)
 
 
-def add_apply_command(
-    app: typer.Typer, *, help: str, kind: str, objects: NamespacedObjects
-) -> None:
-    """Give ``app`` an ``apply`` command: ``objects`` server-side applied to every region of
-    the stack (or --region), in their namespace (:func:`apply_in_namespace`)."""
+def apply_command(app: typer.Typer, *, kind: str) -> Callable[[NamespacedObjects], Any]:
+    """Make the decorated function ``app``'s ``apply`` command, its docstring the help: what it
+    returns (a namespace and each region's objects) is server-side applied to every region of
+    the stack, or --region (:func:`apply_in_namespace`)."""
 
-    @app.command("apply", help=help)
-    def apply(
-        ctx: typer.Context,
-        *,
-        region: RegionOption = None,
-        kubeconfig: KubeconfigOption = None,
-        dry_run: DryRunOption = False,
-    ) -> None:
-        from opsctl.kube import select_regions
+    def register(objects: NamespacedObjects) -> NamespacedObjects:
+        @app.command("apply", help=objects.__doc__)
+        def apply(
+            ctx: typer.Context,
+            *,
+            region: RegionOption = None,
+            kubeconfig: KubeconfigOption = None,
+            dry_run: DryRunOption = False,
+        ) -> None:
+            from opsctl.kube import select_regions
 
-        root = RootOptions.of(ctx)
-        regions = select_regions(root.spec, region)
-        namespace, objects_for = objects(ctx)
-        apply_in_namespace(
-            root.settings,
-            regions,
-            namespace,
-            objects_for,
-            kubeconfig=kubeconfig,
-            dry_run=dry_run,
-            kind=kind,
-        )
+            root = RootOptions.of(ctx)
+            regions = select_regions(root.spec, region)
+            namespace, objects_for = objects(ctx)
+            apply_in_namespace(
+                root.settings,
+                regions,
+                namespace,
+                objects_for,
+                kubeconfig=kubeconfig,
+                dry_run=dry_run,
+                kind=kind,
+            )
+
+        return objects
+
+    return register
 
 
 def apply_in_namespace(

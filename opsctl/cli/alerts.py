@@ -28,7 +28,7 @@ from opsctl.cli._options import (
 )
 from opsctl.cli._output import (
     ObjectsFor,
-    add_apply_command,
+    apply_command,
     print_table,
     report_files,
     write_region_files,
@@ -342,7 +342,9 @@ def diff(
     console.info(f"[green]✓[/green] {prometheus} runs exactly the rules in git")
 
 
+@apply_command(app, kind="PrometheusRules")
 def _prometheus_rules(ctx: typer.Context) -> tuple[str, ObjectsFor]:
+    """Server-side apply the PrometheusRules to each region's cluster (its kubeContext)."""
     from opsctl import alerts
     from opsctl.alerts._render import NAMESPACE
 
@@ -350,11 +352,3 @@ def _prometheus_rules(ctx: typer.Context) -> tuple[str, ObjectsFor]:
     spec = target.spec
     rules = alerts.ruleset(spec, target.sources)
     return NAMESPACE, lambda region: alerts.prometheus_rules(spec, region, rules)
-
-
-add_apply_command(
-    app,
-    help="Server-side apply the PrometheusRules to each region's cluster (its kubeContext).",
-    kind="PrometheusRules",
-    objects=_prometheus_rules,
-)

@@ -15,7 +15,7 @@ from opsctl.cli._options import (
     RootOptions,
     one_prometheus,
 )
-from opsctl.cli._output import ObjectsFor, add_apply_command, report_files, write_region_files
+from opsctl.cli._output import ObjectsFor, apply_command, report_files, write_region_files
 
 app = typer.Typer(
     cls=OpsctlGroup,
@@ -87,18 +87,12 @@ def render(
     report_files(root.settings, written)
 
 
+@apply_command(app, kind="dashboard ConfigMaps")
 def _configmaps(ctx: typer.Context) -> tuple[str, ObjectsFor]:
+    """Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region."""
     from opsctl import dashboards
     from opsctl.dashboards._configmaps import NAMESPACE
 
     spec = RootOptions.of(ctx).spec
     built = dashboards.build_all(spec)
     return NAMESPACE, lambda region: dashboards.configmaps(spec, region, built)
-
-
-add_apply_command(
-    app,
-    help="Server-side apply the dashboard ConfigMaps (Grafana sidecar label) to each region.",
-    kind="dashboard ConfigMaps",
-    objects=_configmaps,
-)
