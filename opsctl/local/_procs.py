@@ -165,13 +165,7 @@ def terminate_many(records: Iterable[PidRecord], timeout_s: float) -> None:
     for record, procs in groups:
         _signal_group(record.pid, procs, signal.SIGTERM)
         everyone += procs
-    alive = _wait_gone(everyone, timeout_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _wait_gone(alive, 10)
-    for proc in everyone:
-        _reap(proc.pid)
+    _kill_stragglers(everyone, timeout_s, kill_wait_s=10)
 
 
 def marked_processes(stack_marker: str) -> list[psutil.Process]:
@@ -199,14 +193,19 @@ def sweep(stack_marker: str, timeout_s: float = 10) -> list[int]:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
+    _kill_stragglers(procs, timeout_s, kill_wait_s=5)
+    return [proc.pid for proc in procs]
+
+
+def _kill_stragglers(procs: list[psutil.Process], timeout_s: float, *, kill_wait_s: float) -> None:
+    """After a SIGTERM: wait up to ``timeout_s``, SIGKILL whatever is left, then reap all."""
     alive = _wait_gone(procs, timeout_s)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    _wait_gone(alive, 5)
+    _wait_gone(alive, kill_wait_s)
     for proc in procs:
         _reap(proc.pid)
-    return [proc.pid for proc in procs]
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
