@@ -18,10 +18,10 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from opsctl.errors import CheckFailed, KubeError
 from opsctl.rollout._kube import KubeApi
@@ -129,7 +129,24 @@ class Owner:
 
 
 @dataclass
-class RegionProgress:
+class _Document:
+    """A dataclass kept as one JSON document of the state ConfigMap.
+
+    Reading drops keys it does not know (a newer opsctl may write more); each document checks
+    its phase in ``__post_init__``, so a stored phase this opsctl does not know is refused.
+    """
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class RegionProgress(_Document):
     """One region's part of a rollout."""
 
     rollout_id: str
@@ -153,21 +170,12 @@ class RegionProgress:
         self.events = [*self.events, entry][-MAX_EVENTS:]
         return entry
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RegionProgress:
-        known = set(cls.__dataclass_fields__)
-        progress = cls(**{key: value for key, value in data.items() if key in known})
-        progress.phase = _phase(
-            progress.phase, REGION_PHASES, f"region {progress.region} ({REGION_KEY})"
-        )
-        return progress
+    def __post_init__(self) -> None:
+        self.phase = _phase(self.phase, REGION_PHASES, f"region {self.region} ({REGION_KEY})")
 
 
 @dataclass
-class RolloutRecord:
+class RolloutRecord(_Document):
     """The overall rollout, kept in the lead region."""
 
     plan: dict[str, Any]
@@ -182,17 +190,9 @@ class RolloutRecord:
     def id(self) -> str:
         return str(self.plan["id"])
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RolloutRecord:
-        known = set(cls.__dataclass_fields__)
-        record = cls(**{key: value for key, value in data.items() if key in known})
-        record.phase = _phase(
-            record.phase, ROLLOUT_PHASES, f"rollout {record.plan.get('id')} ({ROLLOUT_KEY})"
-        )
-        return record
+    def __post_init__(self) -> None:
+        where = f"rollout {self.plan.get('id')} ({ROLLOUT_KEY})"
+        self.phase = _phase(self.phase, ROLLOUT_PHASES, where)
 
     def owner_alive(self, stale_after: float) -> bool:
         return self.owner is not None and Owner(**self.owner).alive(stale_after)
@@ -223,9 +223,13 @@ class StateStore:
         return documents
 
     def write(self, key: str, document: Any) -> None:
-        text = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        data = {key: json.dumps(document, separators=(",", ":"), sort_keys=True)}
+
+        def patch() -> None:
+            self.api.patch("configmaps", self.namespace, self.name, {"data": data}, "merge")
+
         try:
-            self.api.patch("configmaps", self.namespace, self.name, {"data": {key: text}}, "merge")
+            patch()
         except KubeError as error:
             if error.status != 404:
                 raise
@@ -233,16 +237,14 @@ class StateStore:
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": self.name, "namespace": self.namespace, "labels": MANAGED_BY},
-                "data": {key: text},
+                "data": data,
             }
             try:
                 self.api.create("configmaps", self.namespace, body)
             except KubeError as again:
                 if again.status != 409:  # someone created it meanwhile: patch theirs
                     raise
-                self.api.patch(
-                    "configmaps", self.namespace, self.name, {"data": {key: text}}, "merge"
-                )
+                patch()
 
     def region(self) -> RegionProgress | None:
         data = self.read().get(REGION_KEY)
