@@ -18,7 +18,7 @@ from opsctl.local import (
     resolve_config,
 )
 from opsctl.local._components import Layout, StopGroup, build_components, imgw_env
-from opsctl.local._config import PORT_OFFSETS, SpecValues, jvm_versions
+from opsctl.local._config import PORT_OFFSETS, jvm_versions
 from opsctl.local._health import _parse_metadata_v4
 from opsctl.local._render import (
     render_alertmanager_yml,
@@ -27,12 +27,10 @@ from opsctl.local._render import (
     render_prometheus_yml,
     render_redis_conf,
 )
-from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT
-from opsctl.spec import load_stack
+from opsctl.paths import REPO_ROOT
+from tests.opsctl.local.expected import IM_COMPONENTS, INFRA_COMPONENTS, SPEC
 
 pytestmark = pytest.mark.unit
-
-SPEC = SpecValues.from_spec(load_stack(DEFAULT_INFRA_DIR, "local"))
 # Every IMGW_* variable the contract lists for migrate, the dispatcher and the gateways.
 CONTRACT_VARS = {
     "IMGW_LISTEN_HOST",
@@ -229,19 +227,7 @@ def test_im_processes_get_every_contract_variable_from_the_spec(tmp_path: Path) 
 def test_components_follow_the_contract(tmp_path: Path) -> None:
     config = resolve_config(state_dir=tmp_path, base_port=20000, gateways=2, env={})
     components = {c.name: c for c in build_components(config, SPEC)}
-    assert list(components) == [
-        "redis",
-        "cassandra",
-        "kafka",
-        "redis-replica",
-        "redis-exporter",
-        "redis-replica-exporter",
-        "alertmanager",
-        "prometheus",
-        "dispatcher",
-        "gw-1",
-        "gw-2",
-    ]
+    assert list(components) == [*INFRA_COMPONENTS, *IM_COMPONENTS]
     assert components["gw-2"].argv[1:] == ["-m", "gateway.server"]
     assert components["gw-2"].env["IMGW_NODE_ID"] == "gw-2"
     assert components["gw-2"].env["IMGW_LISTEN_PORT"] == "20011"
@@ -258,16 +244,7 @@ def test_components_follow_the_contract(tmp_path: Path) -> None:
 def test_infra_only_has_no_im_processes(tmp_path: Path) -> None:
     config = resolve_config(state_dir=tmp_path, im=False, env={})
     names = [c.name for c in build_components(config, SPEC)]
-    assert names == [
-        "redis",
-        "cassandra",
-        "kafka",
-        "redis-replica",
-        "redis-exporter",
-        "redis-replica-exporter",
-        "alertmanager",
-        "prometheus",
-    ]
+    assert names == INFRA_COMPONENTS
 
 
 def test_kafka_metadata_response_parsing() -> None:

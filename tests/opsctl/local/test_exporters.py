@@ -11,7 +11,7 @@ import yaml
 from opsctl.errors import UserInputError
 from opsctl.local import Ports, resolve_config
 from opsctl.local._components import StopGroup, build_components
-from opsctl.local._config import PORT_OFFSETS, SpecValues
+from opsctl.local._config import PORT_OFFSETS
 from opsctl.local._exporters import (
     exporter_metrics_urls,
     jmx_agent_jar,
@@ -19,12 +19,10 @@ from opsctl.local._exporters import (
     render_ksm_kubeconfig,
 )
 from opsctl.local._render import render_prometheus_yml, render_redis_conf
-from opsctl.paths import DEFAULT_INFRA_DIR, REPO_ROOT
-from opsctl.spec import load_stack
+from opsctl.paths import REPO_ROOT
+from tests.opsctl.local.expected import SPEC
 
 pytestmark = pytest.mark.unit
-
-SPEC = SpecValues.from_spec(load_stack(DEFAULT_INFRA_DIR, "local"))
 
 
 def _kubeconfig(path: Path, contexts: tuple[str, ...] = ("kwok-local",)) -> Path:

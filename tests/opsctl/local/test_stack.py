@@ -15,6 +15,7 @@ import redis
 
 from opsctl.local import LocalStack
 from opsctl.local._procs import marked_processes
+from tests.opsctl.local.expected import IM_COMPONENTS, INFRA_COMPONENTS
 from tests.support import OpsctlRunner, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,19 +32,7 @@ def _wait_all_healthy(stack: LocalStack) -> None:
 
 def test_every_component_is_running_and_healthy(local_stack: LocalStack) -> None:
     rows = local_stack.status()
-    assert [row.name for row in rows] == [
-        "redis",
-        "cassandra",
-        "kafka",
-        "redis-replica",
-        "redis-exporter",
-        "redis-replica-exporter",
-        "alertmanager",
-        "prometheus",
-        "dispatcher",
-        "gw-1",
-        "gw-2",
-    ]
+    assert [row.name for row in rows] == [*INFRA_COMPONENTS, *IM_COMPONENTS]
     for row in rows:
         assert row.running, row
         assert row.healthy, row
