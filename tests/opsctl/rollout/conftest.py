@@ -111,12 +111,6 @@ def gateway(kube_cluster: KubeCluster, kube_namespace: str) -> Gateway:
 
 @pytest.fixture
 def lab(tmp_path: Path, kube_namespace: str) -> Iterator[MetricsLab]:
-    metrics = MetricsLab(
-        tmp_path / "metrics",
-        kube_namespace,
-        {CANARY_POD: HEALTHY, STABLE_POD: HEALTHY, DISPATCHER_POD: DISPATCHER},
-    )
-    try:
-        yield metrics.start()
-    finally:
-        metrics.stop()
+    pods = {CANARY_POD: HEALTHY, STABLE_POD: HEALTHY, DISPATCHER_POD: DISPATCHER}
+    with MetricsLab(tmp_path / "metrics", kube_namespace, pods) as metrics:
+        yield metrics

@@ -74,6 +74,16 @@ class MetricsLab:
         self.ports: dict[str, int] = {}
         self.url = ""
 
+    def __enter__(self) -> MetricsLab:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # what started before the failure
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def profile_path(self, pod: str) -> Path:
         return self.workdir / f"{pod}.json"
 

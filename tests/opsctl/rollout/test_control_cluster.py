@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,13 @@ def background_start(gateway: Gateway, lab: MetricsLab) -> subprocess.Popen[str]
     return process
 
 
+def ask(opsctl_rollout: OpsctlRunner, gateway: Gateway, command: str) -> Any:
+    """`opsctl rollout <command>` for the test's gateway, which must exit 0: its JSON report."""
+    result = opsctl_rollout("rollout", command, *common(gateway))
+    assert result.exit_code == ExitCode.OK, result.stderr
+    return json.loads(result.stdout)
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=120)
     return process.returncode, out, err
@@ -47,30 +55,23 @@ def test_pause_resume_then_undo(
     opsctl_rollout: OpsctlRunner, gateway: Gateway, lab: MetricsLab
 ) -> None:
     with killed_on_exit(background_start(gateway, lab)) as driver:
-        paused = opsctl_rollout("rollout", "pause", *common(gateway))
-        assert paused.exit_code == ExitCode.OK, paused.stderr
-        assert json.loads(paused.stdout)["phase"] == "paused"
+        assert ask(opsctl_rollout, gateway, "pause")["phase"] == "paused"
         code, out, err = finish(driver)
     assert code == ExitCode.INCONCLUSIVE, err
     assert json.loads(out)["phase"] == "paused"
     assert "paused by" in err
     assert gateway.image() == OLD_IMAGE
 
-    resumed = opsctl_rollout("rollout", "resume", *common(gateway))
-    assert resumed.exit_code == ExitCode.OK, resumed.stderr
+    ask(opsctl_rollout, gateway, "resume")
     assert gateway.image() == NEW_IMAGE
 
-    undone = opsctl_rollout("rollout", "undo", *common(gateway))
-    assert undone.exit_code == ExitCode.OK, undone.stderr
-    assert json.loads(undone.stdout)["phase"] == "undone"
+    assert ask(opsctl_rollout, gateway, "undo")["phase"] == "undone"
     assert gateway.image() == OLD_IMAGE
     reverted = gateway.deployment()
     assert reverted is not None
     assert reverted["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
 
-    history = opsctl_rollout("rollout", "history", *common(gateway))
-    assert history.exit_code == ExitCode.OK, history.stderr
-    (entry,) = json.loads(history.stdout)
+    (entry,) = ask(opsctl_rollout, gateway, "history")
     assert entry["phase"] == "undone"
     assert entry["image"] == NEW_IMAGE
 
@@ -79,9 +80,7 @@ def test_abort_rolls_the_canary_back(
     opsctl_rollout: OpsctlRunner, gateway: Gateway, lab: MetricsLab
 ) -> None:
     with killed_on_exit(background_start(gateway, lab)) as driver:
-        aborted = opsctl_rollout("rollout", "abort", *common(gateway))
-        assert aborted.exit_code == ExitCode.OK, aborted.stderr
-        assert json.loads(aborted.stdout)["phase"] == "aborted"
+        assert ask(opsctl_rollout, gateway, "abort")["phase"] == "aborted"
         code, _, err = finish(driver)
     assert code == ExitCode.FAILED, err
     assert gateway.deployment("im-gateway-gateway-canary") is None
@@ -100,9 +99,7 @@ def test_killed_driver_is_resumed_where_it_stopped(
     driver = background_start(gateway, lab)
     driver.send_signal(signal.SIGKILL)
     driver.communicate(timeout=30)
-    status = opsctl_rollout("rollout", "status", *common(gateway))
-    assert status.exit_code == ExitCode.OK, status.stderr
-    report = json.loads(status.stdout)
+    report = ask(opsctl_rollout, gateway, "status")
     assert report["phase"] == "running"
     assert report["driverAlive"] is False
     assert report["regions"][0]["phase"] == "canary"
@@ -110,9 +107,7 @@ def test_killed_driver_is_resumed_where_it_stopped(
     assert canary is not None
     assert canary["spec"]["replicas"] == 1
 
-    resumed = opsctl_rollout("rollout", "resume", *common(gateway))
-    assert resumed.exit_code == ExitCode.OK, resumed.stderr
-    final = json.loads(resumed.stdout)
+    final = ask(opsctl_rollout, gateway, "resume")
     assert final["phase"] == "succeeded"
     assert final["id"] == report["id"]  # the same rollout, continued
     assert gateway.image() == NEW_IMAGE

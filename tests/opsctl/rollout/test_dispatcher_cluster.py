@@ -47,20 +47,14 @@ def dispatcher(kube_cluster: KubeCluster, kube_namespace: str) -> Gateway:
 
 @pytest.fixture
 def dispatcher_lab(tmp_path: Path, kube_namespace: str) -> Iterator[MetricsLab]:
-    metrics = MetricsLab(
-        tmp_path / "metrics",
-        kube_namespace,
-        {
-            CANARY_POD: HEALTHY,
-            STABLE_POD: HEALTHY,
-            DISPATCHER_POD: CONSUMING,
-            DISPATCHER_CANARY_POD: CONSUMING,
-        },
-    )
-    try:
-        yield metrics.start()
-    finally:
-        metrics.stop()
+    pods = {
+        CANARY_POD: HEALTHY,
+        STABLE_POD: HEALTHY,
+        DISPATCHER_POD: CONSUMING,
+        DISPATCHER_CANARY_POD: CONSUMING,
+    }
+    with MetricsLab(tmp_path / "metrics", kube_namespace, pods) as metrics:
+        yield metrics
 
 
 def dispatcher_args(dispatcher: Gateway, lab: MetricsLab) -> list[str]:
