@@ -15,7 +15,7 @@ from opsctl.hostlimits import load_limits
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.playbooks import GENERATED_FILE, build_inventory, default_inventory_dir
 from opsctl.spec import load_stack
-from tests.support import OpsctlRunner
+from tests.support import OpsctlRunner, Result
 
 pytestmark = pytest.mark.unit
 
@@ -72,19 +72,18 @@ def test_cli_writes_generated_yml_and_reports_json(opsctl: OpsctlRunner, tmp_pat
     assert (out / "hosts.yml").read_text() == "keep: me\n"
 
 
-def test_cli_bad_spec_exits_2_naming_the_field(opsctl: OpsctlRunner, tmp_path: Path) -> None:
+def candidate_inventory(opsctl: OpsctlRunner, tmp_path: Path, mutate: Any) -> tuple[Result, Path]:
+    """`playbooks inventory` of the staging spec changed by ``mutate``; the result and --out."""
     infra = tmp_path / "infra"
-    write_stack(infra, lambda s: s["reconnectBudget"].update(reconnectsPerSecond=0))
+    write_stack(infra, mutate)
     out = tmp_path / "inv"
-    result = opsctl(
-        "--infra-dir",
-        str(infra),
-        "playbooks",
-        "inventory",
-        "--stack",
-        "candidate",
-        "--out",
-        str(out),
+    inventory = ("playbooks", "inventory", "--stack", "candidate", "--out", str(out))
+    return opsctl("--infra-dir", str(infra), *inventory), out
+
+
+def test_cli_bad_spec_exits_2_naming_the_field(opsctl: OpsctlRunner, tmp_path: Path) -> None:
+    result, out = candidate_inventory(
+        opsctl, tmp_path, lambda s: s["reconnectBudget"].update(reconnectsPerSecond=0)
     )
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "reconnectBudget.reconnectsPerSecond" in result.stderr
@@ -94,18 +93,8 @@ def test_cli_bad_spec_exits_2_naming_the_field(opsctl: OpsctlRunner, tmp_path: P
 def test_cli_connections_beyond_nofile_exit_2_naming_the_field(
     opsctl: OpsctlRunner, tmp_path: Path
 ) -> None:
-    infra = tmp_path / "infra"
-    write_stack(infra, lambda s: s["regions"][1]["gateway"].update(connectionsPerPod=2_000_000))
-    out = tmp_path / "inv"
-    result = opsctl(
-        "--infra-dir",
-        str(infra),
-        "playbooks",
-        "inventory",
-        "--stack",
-        "candidate",
-        "--out",
-        str(out),
+    result, out = candidate_inventory(
+        opsctl, tmp_path, lambda s: s["regions"][1]["gateway"].update(connectionsPerPod=2_000_000)
     )
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "regions[1].gateway.connectionsPerPod" in result.stderr
