@@ -22,8 +22,15 @@ def _summary(out_dir: Path) -> dict:
     return json.loads((out_dir / "summary.json").read_text())
 
 
-def _proxy_urls(stack, port: int) -> list[str]:
-    return [f"ws://127.0.0.1:{port}/ws"]
+def _run_behind_proxy(
+    opsctl, local_stack, profile: Path, out: Path, *, faults: Faults, gateway: int
+):
+    """`loadtest run` of ``profile`` against one gateway, reached through a FaultProxy."""
+    url = urlsplit(local_stack.info.gateway_ws_urls[gateway])
+    with FaultProxy(url.hostname, url.port, faults) as proxy:
+        proxied = [f"ws://127.0.0.1:{proxy.port}/ws"]
+        run = ("loadtest", "run", "--profile", str(profile), "--out-dir", str(out))
+        return opsctl(*run, *target_args(local_stack, proxied))
 
 
 def test_smoke_passes_and_writes_the_report(opsctl, local_stack, tmp_path: Path) -> None:
@@ -53,19 +60,11 @@ def test_smoke_passes_and_writes_the_report(opsctl, local_stack, tmp_path: Path)
 def test_slowed_gateway_breaches_the_slo(opsctl, local_stack, tmp_path: Path) -> None:
     slo = {"delivery_p50_ms": 500, "delivery_p95_ms": 1000, "delivery_p99_ms": 1500}
     profile = write_profile(tmp_path, users=8, duration_s=6, behaviours=QUIET, slo=slo)
-    gateway = urlsplit(local_stack.info.gateway_ws_urls[0])
-    with FaultProxy(gateway.hostname, gateway.port, Faults(delay_s=2.0)) as proxy:
-        result = opsctl(
-            "loadtest",
-            "run",
-            "--profile",
-            str(profile),
-            "--out-dir",
-            str(tmp_path / "run"),
-            *target_args(local_stack, _proxy_urls(local_stack, proxy.port)),
-        )
+    faults = Faults(delay_s=2.0)
+    out = tmp_path / "run"
+    result = _run_behind_proxy(opsctl, local_stack, profile, out, faults=faults, gateway=0)
     assert result.exit_code == 1, result.stderr
-    checks = {c["name"]: c for c in _summary(tmp_path / "run")["verdict"]["checks"]}
+    checks = {c["name"]: c for c in _summary(out)["verdict"]["checks"]}
     assert checks["delivery p99"]["status"] == "fail"
     assert float(checks["delivery p50"]["measured"].split()[0]) >= 2000
 
@@ -80,19 +79,10 @@ def test_dropped_duplicated_and_reordered_messages_are_counted(
         drain_s=6,
         behaviours={**QUIET, "presence": {"rate_per_user_s": 0.0}},
     )
-    gateway = urlsplit(local_stack.info.gateway_ws_urls[1])
     faults = Faults(drop_every=9, duplicate_every=7, swap_every=11)
-    with FaultProxy(gateway.hostname, gateway.port, faults) as proxy:
-        result = opsctl(
-            "loadtest",
-            "run",
-            "--profile",
-            str(profile),
-            "--out-dir",
-            str(tmp_path / "run"),
-            *target_args(local_stack, _proxy_urls(local_stack, proxy.port)),
-        )
-    counters = _summary(tmp_path / "run")["counters"]
+    out = tmp_path / "run"
+    result = _run_behind_proxy(opsctl, local_stack, profile, out, faults=faults, gateway=1)
+    counters = _summary(out)["counters"]
     assert faults.counts["drop"] > 0
     assert faults.counts["dup"] > 0
     assert faults.counts["swap"] > 0
