@@ -311,6 +311,13 @@ def pod_ready(pod: V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def live_pods(api_client: ApiClient, namespace: str, component: str) -> list[V1Pod]:
+    """The component's pods that count as live (see :func:`counts_as_live`)."""
+    core = CoreV1Api(api_client)
+    pods = core.list_namespaced_pod(namespace, label_selector=selector(component)).items
+    return [pod for pod in pods if counts_as_live(pod)]
+
+
 @contextmanager
 def pod_census(api_client: ApiClient, namespace: str, label_selector: str) -> Iterator[PodCensus]:
     """Watch the selected pods from a consistent snapshot until the block ends.

@@ -30,7 +30,7 @@ from tests.charts.helmkit import (
     RELEASE,
     Helm,
     component_name,
-    counts_as_live,
+    live_pods,
     pod_census,
     pod_ready,
     scenario_file,
@@ -65,15 +65,10 @@ def create_jwks_secret(api: ApiClient, namespace: str) -> None:
     )
 
 
-def gateway_pods(api: ApiClient, namespace: str, component: str = "gateway") -> list[Any]:
-    pods = CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector(component)).items
-    return [pod for pod in pods if counts_as_live(pod)]
-
-
 def assert_pods_running_and_ready(
     api: ApiClient, namespace: str, component: str, count: int
 ) -> list[Any]:
-    pods = gateway_pods(api, namespace, component)
+    pods = live_pods(api, namespace, component)
     assert len(pods) == count
     for pod in pods:
         assert pod.status.phase == "Running", pod.metadata.name

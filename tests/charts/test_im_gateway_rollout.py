@@ -17,6 +17,7 @@ from tests.charts.helmkit import (
     Helm,
     component_name,
     counts_as_live,
+    live_pods,
     pod_census,
     pod_ready,
     scenario_file,
@@ -33,11 +34,6 @@ NEW_TAG = "0.2.0"
 
 def helm_apply(helm: Helm, verb: str, namespace: str, sets: dict[str, str]) -> None:
     helm.deploy(verb, namespace, [scenario_file("minimal")], sets)
-
-
-def live_pods(api: ApiClient, namespace: str, component: str) -> list[Any]:
-    pods = CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector(component)).items
-    return [pod for pod in pods if counts_as_live(pod)]
 
 
 def settled(api: ApiClient, namespace: str, component: str, count: int) -> list[Any] | None:
