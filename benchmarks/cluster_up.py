@@ -14,38 +14,16 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from benchmarks._opsctl import timed_opsctl
 
 TARGET_UP_S = 30.0
-# Until `cluster` is registered in opsctl.cli, mount it the way the lead will.
-_MOUNTED = (
-    "import sys, typer, opsctl.cli as cli\n"
-    "from opsctl.cli import cluster\n"
-    "if 'cluster' not in {g.name for g in cli.app.registered_groups}:\n"
-    "    app = typer.Typer(pretty_exceptions_enable=False)\n"
-    "    app.callback()(cli.root)\n"
-    "    app.add_typer(cluster.app, name='cluster')\n"
-    "    cli.app = app\n"
-    "sys.exit(cli.run(sys.argv[1:]))\n"
-)
 
 
 def opsctl(args: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _MOUNTED, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise SystemExit(f"opsctl {' '.join(args)} exited {done.returncode}")
+    elapsed, _ = timed_opsctl(args, env)
     return elapsed
 
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAD = "x" * int(os.environ.get("LOADTEST_BENCH_BODY_BYTES", "64"))  # profile default size
@@ -106,6 +107,32 @@ def generator(impl: str, mode: str, sessions: int, seconds: float, url: str) -> 
     connected = [0]
     busy = mode == "busy"
 
+    def dm(n: int) -> dict[str, str]:
+        """A DM to the stub's peer, stamped with its send time for the latency."""
+        return {
+            "op": "send",
+            "client_msg_id": f"m{n}",
+            "to": "peer",
+            "body": f"{now_ms():.1f}|{PAD}",
+        }
+
+    def now_ms() -> float:
+        return time.time() * 1000
+
+    def count_delivery(user: User, frame: dict[str, Any]) -> None:
+        """A delivered message: one Locust request event with its latency, as both users fire."""
+        if frame["op"] != "message":
+            return
+        user.environment.events.request.fire(
+            request_type="DELIVER",
+            name="dm",
+            response_time=now_ms() - float(frame["body"].split("|")[0]),
+            response_length=0,
+            exception=None,
+            context={},
+        )
+        delivered[0] += 1
+
     class FastUser(User):
         def on_start(self) -> None:
             self.conn = ImConnection(url, token="bench", timeout_s=60.0)
@@ -125,30 +152,12 @@ def generator(impl: str, mode: str, sessions: int, seconds: float, url: str) -> 
                 return
             while True:
                 self.n += 1
-                sent = time.time() * 1000
-                self.conn.send(
-                    {
-                        "op": "send",
-                        "client_msg_id": f"m{self.n}",
-                        "to": "peer",
-                        "body": f"{sent:.1f}|{PAD}",
-                    }
-                )
+                self.conn.send(dm(self.n))
                 got = 0
                 while got < 2:
                     for frame in self.conn.receive(5.0):
                         got += 1
-                        if frame["op"] == "message":
-                            latency = time.time() * 1000 - float(frame["body"].split("|")[0])
-                            self.environment.events.request.fire(
-                                request_type="DELIVER",
-                                name="dm",
-                                response_time=latency,
-                                response_length=0,
-                                exception=None,
-                                context={},
-                            )
-                            delivered[0] += 1
+                        count_delivery(self, frame)
 
     class NaiveUser(User):
         def on_start(self) -> None:
@@ -167,30 +176,9 @@ def generator(impl: str, mode: str, sessions: int, seconds: float, url: str) -> 
                     self.ws.recv()
                 return
             self.n += 1
-            sent = time.time() * 1000
-            self.ws.send(
-                json.dumps(
-                    {
-                        "op": "send",
-                        "client_msg_id": f"m{self.n}",
-                        "to": "peer",
-                        "body": f"{sent:.1f}|{PAD}",
-                    }
-                )
-            )
+            self.ws.send(json.dumps(dm(self.n)))
             for _ in range(2):
-                frame = json.loads(self.ws.recv())
-                if frame["op"] == "message":
-                    latency = time.time() * 1000 - float(frame["body"].split("|")[0])
-                    self.environment.events.request.fire(
-                        request_type="DELIVER",
-                        name="dm",
-                        response_time=latency,
-                        response_length=0,
-                        exception=None,
-                        context={},
-                    )
-                    delivered[0] += 1
+                count_delivery(self, json.loads(self.ws.recv()))
 
     user = FastUser if impl == "fast" else NaiveUser
     env = Environment(user_classes=[user])

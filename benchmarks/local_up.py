@@ -15,38 +15,18 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
+from benchmarks._opsctl import timed_opsctl
 from opsctl.local import find_free_port_block
 
-# Until `local` is registered in opsctl.cli, mount it the way the lead will.
-_MOUNTED = (
-    "import sys, opsctl.cli as cli\n"
-    "from opsctl.cli import local\n"
-    "if 'local' not in {g.name for g in cli.app.registered_groups}:\n"
-    "    cli.app.add_typer(local.app, name='local')\n"
-    "sys.exit(cli.run(sys.argv[1:]))\n"
-)
 _HEALTHY = re.compile(r"(\S+)\s+(?:healthy|done) in ([0-9.]+)s")
 
 
 def opsctl(args: list[str]) -> tuple[float, dict[str, float]]:
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _MOUNTED, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"opsctl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
-    parts = {name: float(seconds) for name, seconds in _HEALTHY.findall(done.stderr)}
-    return elapsed, parts
+    """Wall seconds, and the per-component "healthy in N s" figures it printed."""
+    elapsed, stderr = timed_opsctl(args, {**os.environ, "COLUMNS": "200"})
+    return elapsed, {name: float(seconds) for name, seconds in _HEALTHY.findall(stderr)}
 
 
 def one_run(infra_only: bool) -> dict[str, object]:
