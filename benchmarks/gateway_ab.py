@@ -7,7 +7,9 @@ e.g. a baseline made with ``git worktree add /tmp/base <commit>``:
 
 The stack (Redis, Kafka, Cassandra, Prometheus) is started in --state-dir with the JVMs' full
 JIT unless it runs already; its own IM processes are stopped while the trees take turns, and
-``opsctl local up --state-dir ...`` brings them back. Every tree runs in the same virtualenv.
+``opsctl local up --state-dir ...`` brings them back. Every tree runs in the same virtualenv,
+and every tree's dispatcher in one consumer group (``--group``): trees with different default
+groups would otherwise re-consume each other's records from the start of the topic.
 """
 
 from __future__ import annotations
