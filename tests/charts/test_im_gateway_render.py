@@ -197,3 +197,13 @@ def test_both_auth_sources_at_once_are_refused(helm: Helm) -> None:
     with pytest.raises(HelmFailed) as failed:
         helm.render(sets={"auth.hs256Secret": "local-key"})
     assert "auth.hs256Secret is set but so is auth.existingSecret" in str(failed.value)
+
+
+def test_region_names_the_dispatchers_consumer_group(helm: Helm) -> None:
+    """One region's dispatchers must never share a consumer group with another region's."""
+    objects = helm.render(values=[scenario_file(SCENARIOS[0])], sets={"region": "eu-west"})
+    workload = find(objects, "Deployment", component_name("dispatcher"))
+    container = find_container(workload["spec"]["template"]["spec"], "dispatcher")
+    env = container_env(objects, workload, container)
+    assert env["IMGW_REGION"] == "eu-west"
+    assert gateway_config.load("dispatcher", env).consumer_group == "im-dispatcher.eu-west"

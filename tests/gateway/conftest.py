@@ -1,8 +1,7 @@
 """Fixtures for the gateway's integration tests: the real local stack and protocol clients.
 
-Until the root conftest loads ``opsctl.local.pytest_plugin``, importing its fixture here makes it
-available to these tests; the plugin keeps one stack per session either way. Tests are plain
-functions running ``asyncio.run`` (no async test plugin is installed).
+``local_stack`` comes from ``opsctl.local.pytest_plugin`` (one stack per session). Tests are
+plain functions running ``asyncio.run`` (no async test plugin is installed).
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import httpx
 import pytest
 
 from opsctl.local import LocalStack
-from opsctl.local.pytest_plugin import local_stack
 from tests.gateway.protocol_client import ProtocolClient, make_token
-
-__all__ = ["local_stack"]
 
 
 @dataclass

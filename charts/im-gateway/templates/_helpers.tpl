@@ -107,6 +107,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: IMGW_CASSANDRA_DATACENTER
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.region }}
+- name: IMGW_REGION
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Spread across zones (hard) and nodes (soft). Call with (dict "root" $ "component" "gateway" "skew" 1). */}}
