@@ -61,7 +61,9 @@ class PartComponent(pulumi.ComponentResource):
         super().__init__(
             f"{TYPE_PREFIX}:{part.name}:{part.type_name}", f"{region}-{part.name}", None, opts
         )
-        self.releases = [self._release(region, release, provider) for release in part.releases]
+        self.releases = [
+            self._release(region, release, provider) for release in part.installed_releases
+        ]
         self.crds = [
             self._crd(region, document, provider)
             for operator in part.crds
@@ -89,6 +91,7 @@ class PartComponent(pulumi.ComponentResource):
         self.charts = [
             k8s.helm.v4.Chart(
                 f"{region}/{chart.name}",
+                name=chart.name,  # the Helm release name (the resource name has a "/")
                 chart=str(chart.path),
                 namespace=chart.namespace,
                 values=chart.values,
@@ -100,7 +103,7 @@ class PartComponent(pulumi.ComponentResource):
         ]
         self.register_outputs(
             {
-                "releases": [release.name for release in part.releases],
+                "releases": [release.name for release in part.installed_releases],
                 "crds": [crds.project for crds in part.crds],
                 "objects": [resource_name(region, m) for m in part.objects],
             }
@@ -231,9 +234,17 @@ def build_program(
     kubeconfig: str | None = None,
     dashboards: Sequence[dict[str, Any]] | None = None,
     file: str = "<pulumi config imstack:spec>",
+    search: Sequence[Path] | None = None,
 ) -> StackComponents:
-    """Validate everything first (exit-2 class errors name the field), then declare resources."""
-    paths = [Path(kubeconfig)] if kubeconfig else kubeconfig_paths()
+    """Validate everything first (exit-2 class errors name the field), then declare resources.
+
+    ``search``: the kubeconfig files the providers will read (default: $KUBECONFIG or
+    ~/.kube/config of this process); an inline program's engine may have another $KUBECONFIG.
+    """
+    if kubeconfig:
+        paths = [Path(kubeconfig)]
+    else:
+        paths = list(search) if search is not None else kubeconfig_paths()
     check_kube_contexts(spec, paths, file=file)
     plan = build_stack(spec, dashboards=dashboards, file=file)
     for region_plan in plan.regions:  # missing CRD files fail here, before any resource
@@ -267,16 +278,18 @@ def explain(error: OpsctlError) -> str:
     return "\n".join(lines)
 
 
-def pulumi_program() -> None:
+def pulumi_program(search: Sequence[Path] | None = None) -> None:
     """The Pulumi program: the stack spec from config ``imstack:spec``, one component per region.
 
     A spec the program cannot satisfy fails before any resource is declared, with every problem
-    named by its field.
+    named by its field. ``search``: see :func:`build_program`.
     """
     config = pulumi.Config(CONFIG_NAMESPACE)
     try:
         build_program(
-            parse_spec(config.require_object("spec")), kubeconfig=config.get("kubeconfig")
+            parse_spec(config.require_object("spec")),
+            kubeconfig=config.get("kubeconfig"),
+            search=search,
         )
     except OpsctlError as error:
         raise pulumi.RunError(explain(error)) from None

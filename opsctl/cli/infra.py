@@ -92,7 +92,7 @@ class InfraTarget(OnRoot):
         from opsctl import console
         from opsctl.cluster._tools import build_tools
         from opsctl.errors import CheckFailed
-        from opsctl.infra import resolve_config, run_operation
+        from opsctl.infra import Operation, resolve_config, run_operation
         from opsctl.infra._progress import ConsoleReporter
 
         config = resolve_config(

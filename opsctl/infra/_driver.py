@@ -2,11 +2,12 @@
 program in ``infra/imstack`` **inline** (this process hosts the Python language runtime and
 hands the engine ``--client``), so no ``pulumi-language-python`` binary is needed.
 
-Order of checks, each failing with what to do: the pulumi CLI and the Kubernetes provider
-plugin (built on first use by scripts/setup/gotools.sh, or ToolMissing with the setup hint),
-the stack spec (exit 2), every region's kube context in the kubeconfig (exit 2, naming the
-field), the secrets passphrase (exit 2), the policy packs (exit 2), the operators' CRD files
-for ``operators: external`` (ToolMissing). Only then is the Pulumi workspace opened.
+Order of checks, each failing with what to do: the stack spec (exit 2), every region's kube
+context in the kubeconfig (exit 2, naming the field), the secrets passphrase (exit 2), the
+policy packs (exit 2); then the pulumi CLI and the Kubernetes provider plugin (built on first
+use by scripts/setup/gotools.sh, or ToolMissing with the `make setup-cluster` hint), and the
+operators' CRD files for ``operators: external`` (ToolMissing). Only then is the Pulumi
+workspace opened.
 
 The engine runs with ``PULUMI_HOME=$OPSCTL_CACHE_DIR/pulumi-home`` (where gotools.sh installs
 the pinned provider), no update check, no plugins from PATH and no plugin downloads, so what
@@ -20,6 +21,7 @@ passphrase provider for the first time records its salt (``encryptionsalt``) in
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opsctl.cluster._tools import Builder, pinned_path, pinned_versions
 from opsctl.errors import CheckFailed, ToolMissing, UserInputError
-from opsctl.infra._events import Step, StepLog, pending, summary_counts
+from opsctl.infra._events import Step, StepLog, clean_diagnostic, pending, summary_counts
 from opsctl.paths import REPO_ROOT, cache_dir
 from opsctl.spec import StackSpec, load_stack, stack_file
 from opsctl.stack import check_kube_contexts, kubeconfig_paths
@@ -236,12 +238,10 @@ def _check_operator_crds(spec: StackSpec) -> None:
 
 
 def prepare(config: InfraConfig, operation: Operation, *, build: Builder | None = None) -> Engine:
-    """Every check that needs no Pulumi engine."""
-    pulumi_bin = find_pulumi(config.env, build=build)
-    home = pulumi_home()
+    """Every check that needs no Pulumi engine: bad input (exit 2) first, so a typo never
+    waits for a tool build; then the tools (built now with ``build``, else ToolMissing)."""
     spec = load_stack(config.infra_dir, config.stack)
     if operation.needs_cluster:
-        _check_provider(home, build)
         paths = kubeconfig_paths(config.kubeconfig, config.env)
         check_kube_contexts(spec, paths, file=str(stack_file(config.infra_dir, config.stack)))
     if config.secrets_provider == "passphrase" and not any(
@@ -253,7 +253,10 @@ def prepare(config: InfraConfig, operation: Operation, *, build: Builder | None 
             hint=f"or choose another provider with --secrets-provider / ${ENV_SECRETS_PROVIDER}",
         )
     _check_policy_packs(config.policy_packs)
+    pulumi_bin = find_pulumi(config.env, build=build)
+    home = pulumi_home()
     if operation.needs_cluster:
+        _check_provider(home, build)
         _check_operator_crds(spec)
     if config.backend_url.startswith("file://"):
         Path(config.backend_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -295,10 +298,11 @@ def open_stack(config: InfraConfig, engine: Engine) -> Stack:
         secrets_provider=config.secrets_provider,
         pulumi_command=command,
     )
+    search = kubeconfig_paths(config.kubeconfig, config.env)
     return auto.create_or_select_stack(
         stack_name=config.stack,
         project_name=PROJECT_NAME,
-        program=pulumi_program,
+        program=functools.partial(pulumi_program, search),
         opts=options,
     )
 
@@ -317,8 +321,8 @@ def _event_handler(log: StepLog, reporter: Reporter) -> Callable[[EngineEvent], 
         elif event.diagnostic_event is not None:
             diagnostic = event.diagnostic_event
             if diagnostic.severity == "error":
-                text = diagnostic.message.strip()
-                if text:
+                text = clean_diagnostic(diagnostic.message)
+                if text and text not in log.diagnostics:
                     log.diagnostics.append(text)
                     reporter.message(text)
         elif event.policy_event is not None:

@@ -114,3 +114,17 @@ def summary_counts(changes: Mapping[Any, int] | None) -> dict[str, int]:
 def pending(summary: Mapping[str, int]) -> int:
     """How many resources a summary would change."""
     return sum(count for op, count in summary.items() if op not in QUIET_OPS)
+
+
+def clean_diagnostic(text: str) -> str:
+    """An engine diagnostic without the inline runtime's Python traceback (``-v`` shows the
+    engine's full output). Empty when nothing is left worth showing."""
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        if line.startswith(("Traceback (most recent call last)", "grpc._channel.")):
+            break
+        lines.append(line)
+    cleaned = "\n".join(lines).strip()
+    if "resource monitor shut down" in cleaned:  # a consequence of an earlier error
+        return ""
+    return cleaned

@@ -36,6 +36,7 @@ class ConsoleReporter:
         self.verbose = verbose
         self.terminal = console.is_terminal
         self.in_flight: dict[str, float] = {}
+        self.reported: set[str] = set()
         self.done = 0
         self.unchanged = 0
         self._status: Status | None = None
@@ -67,6 +68,9 @@ class ConsoleReporter:
 
     def finished(self, step: Step) -> None:
         began = self.in_flight.pop(step.urn, None)
+        if step.urn in self.reported and not step.failed:
+            return  # a component registers its outputs a second time
+        self.reported.add(step.urn)
         self.done += 1
         if not step.changes and not step.failed and not (step.op == "refresh" and step.diffs):
             self.unchanged += 1

@@ -166,8 +166,9 @@ Operators = Literal["managed", "external"]
 
 class StackSpec(SpecModel):
     environment: DnsLabel
+    # Required, no default: whether a stack installs operators decides what `up` and `destroy`
+    # touch, so every stack says it (prod: managed; the simulated local and staging: external).
     operators: Operators = Field(
-        default="managed",
         description="managed: the stack installs the operators (cert-manager, Strimzi, "
         "cass-operator, redis-operator, Prometheus Operator) as Helm releases. external: a "
         "platform team runs them; the stack installs only their pinned CRDs (kept on destroy) "

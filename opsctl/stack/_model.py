@@ -75,8 +75,9 @@ class OperatorCrds:
 class Component:
     """One part of a region (Kafka, Cassandra, ...): applied in the order listed here.
 
-    ``releases`` first (operators and their CRDs; with ``operators: external``, ``crds``
-    instead), then ``secret_copies``, then ``objects`` in order, then ``charts``.
+    ``releases`` first (operators and their CRDs), then ``secret_copies``, then ``objects`` in
+    order, then ``charts``. With ``operators: external``, ``crds`` is set and installed instead
+    of ``releases``, which then only describe the operators run outside the stack.
     ``depends_on`` names components of the same region that must be complete first.
     """
 
@@ -88,6 +89,11 @@ class Component:
     secret_copies: tuple[SecretCopy, ...] = ()
     depends_on: tuple[str, ...] = ()
     crds: tuple[OperatorCrds, ...] = ()
+
+    @property
+    def installed_releases(self) -> tuple[HelmRelease, ...]:
+        """The Helm releases the stack itself installs (none when the operators are external)."""
+        return () if self.crds else self.releases
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ def build_region(
 
 
 def _external_operators(component: Component) -> Component:
-    """The operators run elsewhere: each Helm release gives way to its pinned upstream CRDs."""
+    """The operators run elsewhere: the stack installs each release's pinned upstream CRDs
+    instead. ``releases`` stay, describing the operators someone else must run (and how)."""
     if not component.releases:
         return component
     pins = {pin.chart: pin for pin in CHART_PINS}
@@ -69,7 +70,7 @@ def _external_operators(component: Component) -> Component:
         )
         for release in component.releases
     )
-    return dataclasses.replace(component, releases=(), crds=crds)
+    return dataclasses.replace(component, crds=crds)
 
 
 def build_stack(

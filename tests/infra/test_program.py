@@ -10,6 +10,7 @@ import pytest
 from opsctl.errors import InvalidInputFile
 from opsctl.spec import StackSpec, parse_spec
 from opsctl.stack import build_stack
+from infra.imstack.program import operator_crds
 from tests.infra._mocks import KUBERNETES_PROVIDER, ProgramRun, run_program, write_kubeconfig
 from tests.support import shipped_spec
 
@@ -64,17 +65,32 @@ def test_resource_counts_per_region_match_the_plan(program: tuple[StackSpec, Pro
     for region_plan in plan.regions:
         copies = sum(len(c.secret_copies) for c in region_plan.components)
         charts = sum(len(c.charts) for c in region_plan.components)
-        expected = len(region_plan.objects()) + len(region_plan.releases()) + charts + 2 * copies
+        crds = sum(len(operator_crds(o)) for c in region_plan.components for o in c.crds)
+        installed = sum(len(c.installed_releases) for c in region_plan.components)
+        expected = len(region_plan.objects()) + installed + charts + 2 * copies + crds
         assert per_region[region_plan.region.name] == expected, region_plan.region.name
-        # Five operator/platform releases and our chart, in every region.
+        # Five operator/platform releases (managed) or their CRDs (external), and our chart.
         name = region_plan.region.name
         releases = [
             d
             for d in kube
             if d.typ == "kubernetes:helm.sh/v3:Release" and _region_of(d.name) == name
         ]
-        assert len(releases) == 5
-        assert all(d.inputs["version"] for d in releases)
+        crd_resources = [
+            d
+            for d in kube
+            if d.typ == "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+            and _region_of(d.name) == name
+        ]
+        if spec.operators == "managed":
+            assert len(releases) == 5
+            assert all(d.inputs["version"] for d in releases)
+            assert crd_resources == []
+        else:
+            assert releases == []
+            projects = {o.project for c in region_plan.components for o in c.crds}
+            assert len(projects) == 5
+            assert len(crd_resources) == crds > 5
         assert charts == 1
     assert set(per_region) == {r.name for r in spec.regions}
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.unit
 def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OPSCTL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OPSCTL_CLUSTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OPSCTL_NO_TOOL_BUILD", "1")  # fail with the hint, never start a build
     return tmp_path
 
 

@@ -1,4 +1,4 @@
-"""opsctl infra's checks, which all run before Pulumi is touched (no pulumi CLI here)."""
+"""opsctl infra's checks, which all run before the Pulumi engine is touched (fake tools)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pytest
 import typer
 
 from opsctl.errors import ExitCode, OpsctlError, ToolMissing
-from opsctl.infra import ENV_PULUMI_BIN, Operation, find_pulumi, prepare, resolve_config
+from opsctl.infra import (
+    ENV_PULUMI_BIN,
+    Operation,
+    find_pulumi,
+    prepare,
+    pulumi_home,
+    resolve_config,
+)
+from opsctl.infra._driver import provider_plugin
 from opsctl.paths import DEFAULT_INFRA_DIR
 from tests.infra._mocks import write_kubeconfig
 
@@ -24,6 +32,7 @@ def no_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSCTL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(ENV_PULUMI_BIN, raising=False)
     monkeypatch.setenv("OPSCTL_CONFIG", "/nonexistent/opsctl-config.toml")
+    monkeypatch.setenv("OPSCTL_NO_TOOL_BUILD", "1")  # never start a Go build from a unit test
     for name in ("OPSCTL_STACK", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
         monkeypatch.delenv(name, raising=False)
 
@@ -63,12 +72,72 @@ def test_missing_pulumi_cli_is_a_documented_tool_error() -> None:
     assert ENV_PULUMI_BIN in (caught.value.hint or "")
 
 
-@pytest.mark.usefixtures("no_pulumi")
-@pytest.mark.parametrize("operation", ["preview", "up", "refresh", "outputs"])
-def test_every_command_names_the_missing_cli(operation: str) -> None:
-    code, message = _run("infra", operation, "--stack", "local")
+@pytest.mark.parametrize("operation", ["preview", "up", "refresh", "drift", "outputs"])
+def test_every_command_names_the_missing_cli(
+    operation: str, no_pulumi: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "config", ["kwok-local"])
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "x")
+    code, message = _run("infra", operation, "--stack", "local", "--kubeconfig", str(kubeconfig))
     assert code == int(ToolMissing.exit_code)
-    assert "pulumi CLI is not installed" in message
+    assert "not built yet: pulumi" in message
+    assert "make setup-cluster" in message
+
+
+def test_a_missing_cli_is_built_on_first_use(
+    no_pulumi: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[list[str]] = []
+
+    def build(names: list[str]) -> None:
+        built.append(list(names))
+        for name in names:
+            target = find_pulumi_target() if name == "pulumi" else None
+            if target is not None:
+                target.parent.mkdir(parents=True)
+                target.write_text("#!/bin/sh\n")
+                target.chmod(0o755)
+
+    assert find_pulumi(build=build) == find_pulumi_target()
+    assert built == [["pulumi"]]
+
+
+def find_pulumi_target() -> Path:
+    from opsctl.cluster._tools import pinned_path, pinned_versions
+
+    return pinned_path("pulumi", pinned_versions())
+
+
+@pytest.mark.usefixtures("fake_pulumi")
+def test_missing_provider_plugin_names_the_setup_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "config", ["kwok-local"])
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "x")
+    code, message = _run("infra", "preview", "--stack", "local", "--kubeconfig", str(kubeconfig))
+    assert code == int(ToolMissing.exit_code)
+    assert "pulumi-resource-kubernetes" in message
+    assert str(provider_plugin(pulumi_home())) in message or "not built yet" in message
+
+
+@pytest.mark.usefixtures("fake_pulumi")
+def test_a_policy_pack_that_is_not_one_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "config", ["kwok-local"])
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "x")
+    code, message = _run(
+        "infra",
+        "preview",
+        "--stack",
+        "local",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--policy-pack",
+        str(tmp_path),
+    )
+    assert code == ExitCode.BAD_INPUT
+    assert "not a policy pack" in message
 
 
 @pytest.mark.usefixtures("fake_pulumi")
@@ -122,7 +191,8 @@ def test_outputs_do_not_need_a_cluster(fake_pulumi: Path, tmp_path: Path) -> Non
         "KUBECONFIG": str(tmp_path / "none"),
         "OPSCTL_PULUMI_BACKEND_URL": "s3://b",
     }
-    config = resolve_config(stack="local", infra_dir=DEFAULT_INFRA_DIR, policy=False, env=env)
-    pulumi_bin, spec = prepare(config, Operation.outputs)
-    assert pulumi_bin == fake_pulumi
-    assert spec.regions[0].name == "local"
+    config = resolve_config(stack="local", infra_dir=DEFAULT_INFRA_DIR, env=env)
+    engine = prepare(config, Operation.outputs)
+    assert engine.pulumi == fake_pulumi
+    assert engine.spec.regions[0].name == "local"
+    assert engine.pulumi_home == pulumi_home()
