@@ -141,6 +141,8 @@ def imgw_env(config: LocalConfig, spec: SpecValues, layout: Layout) -> dict[str,
         "IMGW_JWT_ISSUER": config.jwt_issuer,
         "IMGW_JWT_AUDIENCE": config.jwt_audience,
         "IMGW_DRAIN_WINDOW_S": str(config.drain_window_s),
+        # Names the dispatcher's consumer group (im-dispatcher.<region>), as the chart does.
+        "IMGW_REGION": spec.region,
     }
 
 

@@ -46,6 +46,7 @@ CONTRACT_VARS = {
     "IMGW_JWT_ISSUER",
     "IMGW_JWT_AUDIENCE",
     "IMGW_DRAIN_WINDOW_S",
+    "IMGW_REGION",
 }
 
 
@@ -222,6 +223,8 @@ def test_im_processes_get_every_contract_variable_from_the_spec(tmp_path: Path) 
     assert env["IMGW_REDIS_URL"] == "redis://127.0.0.1:20000/0"
     assert env["IMGW_CASSANDRA_HOSTS"] == "127.0.0.1:20003"
     assert env["IMGW_JWT_HS256_SECRET_FILE"] == str(tmp_path / "secrets" / "jwt-hs256.key")
+    # The region names the dispatcher's consumer group, as the chart's region value does.
+    assert env["IMGW_REGION"] == SPEC.region
 
 
 def test_components_follow_the_contract(tmp_path: Path) -> None:
