@@ -296,6 +296,10 @@ class ImSession:
             conv = frame["conversation_id"]
             for message in frame["messages"]:
                 self.tracker.synced(conv, int(message["seq"]), final=self.in_final_sync)
+            for low, high in frame.get("gaps", ()):
+                self.tracker.gap(conv, int(low), int(high))
+        elif op == "gap":
+            self.tracker.gap(frame["conversation_id"], int(frame["from"]), int(frame["to"]))
         elif op == "sync_done":
             self.sync_done_refs.add(str(frame.get("ref")))
         elif op == "sync_required":

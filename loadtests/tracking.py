@@ -5,6 +5,10 @@ receiver sees them live (``message`` frames) or through sync. Live frames are ch
 a seq already seen is a duplicate, a seq below the highest seen is out of order. At the end a
 final sync from the contiguous cursor fetches whatever live delivery missed: each such seq
 is a lost message (lost on the live path; sync still had it).
+
+A ``gap`` (protocol 5.6: a live frame, or a sync batch's ``gaps``) announces an in-doubt range
+after a dispatcher took a conversation over uncleanly: the cursor moves past it, and a message
+that still turns up inside it is a late fill, neither duplicated nor out of order.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ class ConversationSeqs:
     seen: set[int] = field(default_factory=set)
     cursor: int = 0  # highest contiguous seq
     highest: int = 0
+    in_doubt: set[int] = field(default_factory=set)  # announced as a gap, not delivered (yet)
 
     def add(self, seq: int) -> None:
         self.seen.add(seq)
@@ -29,6 +34,21 @@ class ConversationSeqs:
 
     def has(self, seq: int) -> bool:
         return seq <= self.cursor or seq in self.seen
+
+    def skip(self, low: int, high: int) -> int:
+        """Mark an announced in-doubt range as had; returns how many seqs were new to us."""
+        new = [seq for seq in range(low, high + 1) if not self.has(seq)]
+        self.in_doubt.update(new)
+        for seq in new:
+            self.add(seq)
+        return len(new)
+
+    def fill(self, seq: int) -> bool:
+        """A message inside an announced range: True the first time (a late fill)."""
+        if seq not in self.in_doubt:
+            return False
+        self.in_doubt.discard(seq)
+        return True
 
 
 class SeqTracker:
@@ -47,6 +67,10 @@ class SeqTracker:
     def live(self, conversation_id: str, seq: int) -> bool:
         """Record a live message; True if it is new (not a duplicate)."""
         conv = self._conversation(conversation_id)
+        if conv.fill(seq):
+            self.counters["gap_filled"] += 1
+            self.counters["delivered_live"] += 1
+            return True
         if conv.has(seq):
             self.counters["duplicated"] += 1
             return False
@@ -59,10 +83,18 @@ class SeqTracker:
     def synced(self, conversation_id: str, seq: int, *, final: bool) -> None:
         """Record a message from sync; in the final sync a new seq is a lost live delivery."""
         conv = self._conversation(conversation_id)
+        if conv.fill(seq):
+            self.counters["gap_filled"] += 1
+            self.counters["delivered_sync"] += 1
+            return
         if conv.has(seq):
             return
         conv.add(seq)
         self.counters["lost" if final else "delivered_sync"] += 1
+
+    def gap(self, conversation_id: str, low: int, high: int) -> None:
+        """An announced in-doubt range ``low..high`` (inclusive): move the cursor past it."""
+        self.counters["gap_seqs"] += self._conversation(conversation_id).skip(low, high)
 
     def cursors(self) -> dict[str, int]:
         return {conv_id: conv.cursor for conv_id, conv in self.conversations.items()}

@@ -149,3 +149,30 @@ def test_opsctl_sets_only_the_variables_the_locustfile_reads(tmp_path: Path) -> 
     assert (config.jwt_issuer, config.jwt_audience, config.run_id) == ("iss", "aud", "lt1")
     assert config.duration_s is None
     assert config.sending_s == profile.duration_s
+
+
+def test_an_announced_gap_moves_the_cursor_and_a_late_fill_is_not_counted_twice() -> None:
+    session, _records, _conn = _session(lambda f: [])
+    message = {"op": "message", "conversation_id": "g:1", "kind": "group", "from": "lt-u9"}
+    session.handle({**message, "seq": 1, "body": "x"})
+    session.handle({"op": "gap", "conversation_id": "g:1", "from": 2, "to": 4})
+    session.handle({**message, "seq": 5, "body": "x"})
+    assert session.tracker.cursors() == {"g:1": 5}
+    assert session.counters["gap_seqs"] == 3
+    assert session.counters["out_of_order"] == 0
+    # A message the old writer did persist inside the range arrives late: delivered once.
+    session.handle({**message, "seq": 3, "body": "x"})
+    session.handle({**message, "seq": 3, "body": "x"})
+    assert session.counters["gap_filled"] == 1
+    assert session.counters["duplicated"] == 1
+    assert session.counters["delivered_live"] == 3
+
+
+def test_sync_batch_gaps_cover_holes_and_are_not_lost_in_the_final_sync() -> None:
+    session, _records, _conn = _session(lambda f: [])
+    session.in_final_sync = True
+    batch = {"op": "sync_batch", "conversation_id": "g:2", "gaps": [[2, 3]]}
+    session.handle({**batch, "messages": [{"seq": 1}, {"seq": 4}]})
+    assert session.tracker.cursors() == {"g:2": 4}
+    assert session.counters["lost"] == 2  # seqs 1 and 4: missed live, found by the final sync
+    assert session.counters["gap_seqs"] == 2
