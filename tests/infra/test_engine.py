@@ -197,3 +197,29 @@ def test_engine_journey(
             if item.status.phase == "Active"
         }
         assert "im" not in namespaces, region
+
+
+def test_a_python_policy_pack_is_refused_with_the_engines_reason(
+    infra_env: Path, opsctl: OpsctlRunner, tmp_path: Path
+) -> None:
+    """The engine needs pulumi-language-python to run a Python pack; the Go module proxy refuses
+    that module, so opsctl says exactly that (exit 2), before any resource is touched."""
+    from tests.infra._mocks import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", ["kwok-local"])
+    result = opsctl(
+        "infra",
+        "preview",
+        "--stack",
+        "local",
+        "--infra-dir",
+        str(infra_env),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--policy-pack",
+        str(DEFAULT_INFRA_DIR / "policy"),
+    )
+    assert result.exit_code == ExitCode.BAD_INPUT, result.stderr
+    assert "cannot run a Python policy pack" in result.stderr
+    assert "no language plugin 'pulumi-language-python' found" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from infra.imstack.program import operator_crds
 from opsctl.errors import InvalidInputFile
 from opsctl.spec import StackSpec, parse_spec
 from opsctl.stack import build_stack
-from infra.imstack.program import operator_crds
 from tests.infra._mocks import KUBERNETES_PROVIDER, ProgramRun, run_program, write_kubeconfig
 from tests.support import shipped_spec
 

@@ -15,7 +15,10 @@ from opsctl.infra._events import (
 
 pytestmark = pytest.mark.unit
 
-URN = "urn:pulumi:staging::imstack::imstack:region:Region$imstack:pki:Pki$kubernetes:core/v1:Secret::us-east/secret/cert-manager/im-root-ca"
+URN = (
+    "urn:pulumi:staging::imstack::imstack:region:Region$imstack:pki:Pki$kubernetes:core/v1:Secret"
+    "::us-east/secret/cert-manager/im-root-ca"
+)
 
 
 def test_urn_parts_take_the_last_type_and_the_name() -> None:
