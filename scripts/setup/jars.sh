@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetch the official Kafka and Cassandra jars (with their runtime dependencies) and the Prometheus
-# JMX exporter agent from Maven Central into $OPSCTL_CACHE_DIR/jars/<name>-<version>/ for the local stack (opsctl local up).
+# Fetch the official Kafka, MirrorMaker 2 (Kafka's connect-mirror) and Cassandra jars (with their
+# runtime dependencies) and the Prometheus JMX exporter agent from Maven Central into
+# $OPSCTL_CACHE_DIR/jars/<name>-<version>/ for the local stack (opsctl local up).
 # Idempotent: a stamp file per directory makes a second run a no-op that takes milliseconds.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,8 +13,13 @@ jars=$cache/jars
 
 # name version groupId artifactId [extra groupId:artifactId:version ...]
 # Kafka's pom leaves out the SLF4J binding its distribution ships, without which it logs nothing.
+# MirrorMaker 2 (org.apache.kafka.connect.mirror.MirrorMaker, for the multi-region local stack)
+# is the distribution's connect-mirror jar with connect-runtime and friends, at Kafka's version;
+# its pom brings neither an SLF4J binding nor log4j itself, so all three are added.
+log4j=org.apache.logging.log4j
 wanted=(
   "kafka $KAFKA_VERSION org.apache.kafka kafka_2.13 org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION"
+  "connect-mirror $KAFKA_VERSION org.apache.kafka connect-mirror $log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION $log4j:log4j-api:$KAFKA_LOG4J_VERSION $log4j:log4j-core:$KAFKA_LOG4J_VERSION"
   "cassandra $CASSANDRA_VERSION org.apache.cassandra cassandra-all"
   "jmx-exporter $JMX_EXPORTER_VERSION io.prometheus.jmx jmx_prometheus_javaagent"
 )
@@ -62,5 +68,5 @@ for entry in "${wanted[@]}"; do
   # shellcheck disable=SC2086
   fetch $entry
 done
-echo "setup: jars present (kafka $KAFKA_VERSION, cassandra $CASSANDRA_VERSION," \
+echo "setup: jars present (kafka and connect-mirror $KAFKA_VERSION, cassandra $CASSANDRA_VERSION," \
   "jmx exporter $JMX_EXPORTER_VERSION)"
