@@ -33,6 +33,9 @@ class Backends:
         self.kafka_ok = False
         self.redis_ok = False
         self.pubsub_ok = False  # set by the pub/sub loop
+        # The shard map epoch stamped on each record ("ep"): 0 until the first read, which
+        # only makes records of a moved shard held (docs/multi-region.md 5.5), never lost.
+        self.map_epoch = 0
         self.store = CassandraStore(
             config.host_ports("cassandra_hosts"),
             config.cassandra_keyspace,
@@ -118,6 +121,24 @@ class Backends:
             m.labels("kafka").set(1 if self.kafka_ok else 0)
             m.labels("cassandra").set(1 if self.store.ready else 0)
             await asyncio.sleep(1.0)
+
+    async def map_epoch_loop(self, stop: asyncio.Event) -> None:
+        """Re-read the shard map epoch every REFRESH_S (LOCAL_QUORUM: sends never wait on
+        another region)."""
+        from gateway.shardmap import REFRESH_S, ControlStore
+
+        control: ControlStore | None = None
+        while not stop.is_set():
+            try:
+                if control is None and self.store.ready:
+                    control = ControlStore(self.store.session, self.cfg.cassandra_control_keyspace)
+                if control is not None:
+                    epoch = await control.read_epoch()
+                    if epoch is not None and epoch > self.map_epoch:
+                        self.map_epoch = epoch
+            except Exception as exc:
+                log.debug("shard map epoch not read: %r", exc)
+            await asyncio.sleep(REFRESH_S)
 
     async def stop_producer(self) -> None:
         if self.producer is not None:

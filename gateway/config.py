@@ -16,7 +16,7 @@ from typing import Literal, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PREFIX = "IMGW_"
-Role = Literal["gateway", "dispatcher", "migrate"]
+Role = Literal["gateway", "dispatcher", "migrate", "relay", "shardmap"]
 
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -26,6 +26,8 @@ REQUIRED: dict[Role, tuple[str, ...]] = {
     "gateway": ("node_id", "listen_port", "kafka_bootstrap", "redis_url", "cassandra_hosts"),
     "dispatcher": ("node_id", "listen_port", "kafka_bootstrap", "redis_url", "cassandra_hosts"),
     "migrate": ("kafka_bootstrap", "cassandra_hosts"),
+    "relay": ("node_id", "listen_port", "kafka_bootstrap", "redis_url", "cassandra_hosts"),
+    "shardmap": ("cassandra_hosts",),
 }
 
 
@@ -46,6 +48,11 @@ class Config(BaseModel):
     # The stack spec's region name: in the consumer group id, the dispatcher's writer token
     # (seq fencing) and the metrics. No ':' (the writer token is '<region>:<generation>:<p>').
     region: str = Field("local", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    # Every region of the stack, comma-separated (empty: just ``region``). The shard map's
+    # first homes are rendezvous over these; the dispatcher also consumes ``<peer>.<topic>``
+    # (MirrorMaker 2's DefaultReplicationPolicy) and the relay ``<peer>.<deliveries topic>``
+    # for every other one (docs/multi-region.md sections 2, 3 and 6).
+    regions: str = Field("", pattern=r"^$|^[a-z0-9][a-z0-9-]{0,62}(,[a-z0-9][a-z0-9-]{0,62})*$")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(0, ge=0, le=65535)
 
@@ -56,6 +63,8 @@ class Config(BaseModel):
     kafka_linger_ms: int = Field(3, ge=0, le=1000)
     # Empty: ``im-dispatcher.<region>`` (region-qualified, docs/multi-region.md section 3).
     kafka_consumer_group: str = Field("", pattern=r"^$|^[A-Za-z0-9._-]{1,200}$")
+    # Persisted messages for the other regions' relays (produced only when there are peers).
+    kafka_deliveries_topic: str = Field("im.deliveries", pattern=r"^[A-Za-z0-9._-]{1,200}$")
 
     redis_url: str = ""
     # The URL names one seed node of a Redis Cluster (the sharded production regions).
@@ -66,6 +75,8 @@ class Config(BaseModel):
     cassandra_replication_factor: int = Field(1, ge=1, le=16)
     cassandra_datacenter: str = ""  # set -> NetworkTopologyStrategy {dc: rf}; empty -> Simple
     cassandra_bucket_s: int = Field(86400, ge=60)  # width of a message partition in time
+    # The shard map, held records and dispatcher epochs (docs/multi-region.md section 2).
+    cassandra_control_keyspace: str = Field("im_control", pattern=r"^[a-z][a-z0-9_]{0,47}$")
 
     jwt_hs256_secret_file: Path | None = None
     jwt_jwks_file: Path | None = None
@@ -126,6 +137,21 @@ class Config(BaseModel):
         checkpoints of one region's group can then never be applied to another's)."""
         return self.kafka_consumer_group or f"im-dispatcher.{self.region}"
 
+    @property
+    def region_list(self) -> list[str]:
+        """Every region of the stack, this one included, without duplicates, in order."""
+        names = [r for r in self.regions.split(",") if r]
+        return list(dict.fromkeys(names)) if names else [self.region]
+
+    @property
+    def peers(self) -> list[str]:
+        """The other regions (empty on a one-region stack)."""
+        return [r for r in self.region_list if r != self.region]
+
+    @property
+    def relay_group(self) -> str:
+        return f"im-relay.{self.region}"
+
     def host_ports(
         self, field: Literal["kafka_bootstrap", "cassandra_hosts"]
     ) -> list[tuple[str, int]]:
@@ -170,6 +196,8 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
         problems.append(
             ("IMGW_JWT_HS256_SECRET_FILE", "set it or IMGW_JWT_JWKS_FILE: tokens cannot be checked")
         )
+    if config.region not in config.region_list:
+        problems.append(("IMGW_REGIONS", f"must include IMGW_REGION ({config.region!r})"))
     if config.idle_timeout_s <= config.heartbeat_interval_s:
         problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
     if problems:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -43,14 +44,15 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from gateway import redis_client, state
+from gateway import fanout, redis_client, state
 from gateway.config import Config, load_or_exit
-from gateway.groups import group_members
+from gateway.homes import shard_of
 from gateway.metrics import DispatcherMetrics
-from gateway.protocol import dm_members, encode, gap_frame, message_frame
+from gateway.protocol import dm_members, encode, message_frame
 from gateway.runtime import backoff, http_route, in_daemon_thread, request_path, setup_logging
 from gateway.sequencer import Fenced, Gap, NotOwner, Sequencer
-from gateway.store import CassandraStore, MessageRecord, close_store
+from gateway.shardmap import MAP_LEASE_S, REFRESH_S, ControlStore, Decision, ShardMap, decide
+from gateway.store import MESSAGE_COLUMNS, CassandraStore, MessageRecord, close_store
 
 log = logging.getLogger("gateway.dispatcher")
 
@@ -64,7 +66,8 @@ ASSIGNED_CACHE = 200_000  # message id -> (seq, bucket) this process assigned (r
 
 
 class LeaseLost(Exception):
-    """No successful heartbeat for LEASE_S: our partitions may belong to someone else."""
+    """No successful heartbeat for LEASE_S (our partitions may belong to someone else), or no
+    shard map read for MAP_LEASE_S (our shards may have moved)."""
 
 
 class BadRecord(ValueError):
@@ -73,7 +76,7 @@ class BadRecord(ValueError):
 
 @dataclass(slots=True)
 class Accepted:
-    """One record of the messages topic (schema v1, written by the gateway)."""
+    """One record of the messages topic (schema v1 or v2, written by the gateway)."""
 
     message_id: str
     conversation_id: str
@@ -85,15 +88,28 @@ class Accepted:
     group_id: str | None
     body: str
     accepted_at: int
-    partition: int = -1  # the Kafka partition it came from (the writer token's)
+    epoch: int = 0  # v2 "ep": the shard map epoch the accepting gateway had (v1: 0)
+    region: str | None = None  # v2 "rg": the accepting region (v1: unknown)
+    partition: int = -1  # the Kafka partition it came from
+    owner: int | str = -1  # the writer token's owner (partition, or this group member)
+    raw: bytes = b""  # the record as produced (kept when it is held)
+
+
+SCHEMAS = (1, 2)
 
 
 def parse_record(value: bytes) -> Accepted:
-    """Decode a messages-topic record; BadRecord for anything that is not schema v1."""
+    """Decode a messages-topic record, schema v1 or v2 (v2 adds "ep" and "rg"); BadRecord for
+    anything else."""
     try:
         data = json.loads(value)
-        if data.get("v") != 1:
-            raise BadRecord(f"unsupported schema version {data.get('v')!r}")
+        version = data.get("v")
+        if version not in SCHEMAS:
+            raise BadRecord(f"unsupported schema version {version!r}")
+        epoch = int(data["ep"]) if version == 2 else 0
+        region = str(data["rg"]) if version == 2 else None
+        if epoch < 0:
+            raise BadRecord(f"negative map epoch {epoch}")
         kind = data["kind"]
         if kind not in ("dm", "group"):
             raise BadRecord(f"unknown kind {kind!r}")
@@ -108,6 +124,8 @@ def parse_record(value: bytes) -> Accepted:
             group_id=data.get("gid"),
             body=str(data["body"]),
             accepted_at=int(data["ts"]),
+            epoch=epoch,
+            region=region,
         )
     except BadRecord:
         raise
@@ -171,8 +189,16 @@ class Dispatcher:
         self._heartbeat_ok_at = 0.0  # monotonic time of the last successful heartbeat
         # Partitions whose last write was issued and not confirmed: no release marker for them
         # (the write may still land after the next owner continued at "last durable + 1").
-        self._unconfirmed: set[int] = set()
-        self._batch_partitions: set[int] = set()
+        self._unconfirmed: set[int | str] = set()
+        self._batch_owners: set[int | str] = set()
+        # The shard map (gateway.shardmap): read at SERIAL every REFRESH_S; no write is issued
+        # with a map older than MAP_LEASE_S.
+        self.control: ControlStore | None = None
+        self.map: ShardMap | None = None
+        self._map_ok_at = 0.0
+        self._member = ""  # 'm<hash of the Kafka member id>': the writer owner with peers
+        self.topics = [config.kafka_topic, *(f"{p}.{config.kafka_topic}" for p in config.peers)]
+        self.deliveries: Any = None  # producer of the deliveries topic (only with peers)
 
     def _refused(self, conversation_id: str) -> None:
         log.warning("fencing refusal: no longer sequencing %s", conversation_id)
@@ -189,6 +215,8 @@ class Dispatcher:
             return False, "redis unavailable"
         if not self.store.ready:
             return False, "cassandra unavailable"
+        if self.map is None:
+            return False, "no shard map yet"
         return True, "ready"
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response:
@@ -216,10 +244,12 @@ class Dispatcher:
             log.info("listening on %s:%s", self.cfg.listen_host, self.cfg.listen_port)
             await self._connect()
             health = asyncio.create_task(self._health_loop())
+            refresh = asyncio.create_task(self._map_loop())
             try:
                 await self._consume_loop()
             finally:
                 health.cancel()
+                refresh.cancel()
                 await self._shutdown()
         log.info("stopped")
         return 0
@@ -245,6 +275,14 @@ class Dispatcher:
                 await self._sleep(backoff(attempt))
                 attempt += 1
         attempt = 0
+        while not self.stopping.is_set() and self.map is None:
+            try:
+                await self._refresh_map()
+            except Exception as exc:
+                log.warning("shard map not readable yet: %r", exc)
+                await self._sleep(backoff(attempt))
+                attempt += 1
+        attempt = 0
         while not self.stopping.is_set() and self.consumer is None:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.cfg.kafka_bootstrap,
@@ -259,17 +297,23 @@ class Dispatcher:
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_interval_ms=300000,
+                # With mirrored topics: partition p of every topic goes to one member, so a
+                # conversation (same key, same partition count) reaches one member only.
+                partition_assignment_strategy=_assignors(bool(self.cfg.peers)),
+                metadata_max_age_ms=30000,  # a mirrored topic created later is seen soon
             )
             dlq = AIOKafkaProducer(
                 bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
             )
             # The listener may run during start() already, before self.consumer is set.
             self._kafka = consumer
-            consumer.subscribe([self.cfg.kafka_topic], listener=_rebalance_listener(self))
+            consumer.subscribe(self.topics, listener=_rebalance_listener(self))
             try:
                 await consumer.start()
                 self._watch_heartbeats(consumer)
                 await dlq.start()
+                if self.cfg.peers:
+                    self.deliveries = dlq  # the same idempotent producer, acks=all
             except Exception as exc:
                 log.warning("kafka not reachable yet: %s", exc)
                 with contextlib.suppress(Exception):
@@ -307,6 +351,43 @@ class Dispatcher:
                     self.kafka_ok = False
             await asyncio.sleep(1.0)
 
+    # The shard map ---------------------------------------------------------------------------
+
+    async def _map_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self._refresh_map()
+            except Exception as exc:
+                log.warning("shard map refresh failed: %r", exc)
+
+    async def _refresh_map(self, *, locked: bool = False) -> None:
+        """Read the map (SERIAL); apply a newer one between batches (``locked``: the caller
+        holds the batch lock), then report the applied epoch. Only then does the map lease
+        move on: a dispatcher that reported epoch E has no batch under an older map running."""
+        if self.control is None:
+            self.control = ControlStore(self.store.session, self.cfg.cassandra_control_keyspace)
+            await self.control.ensure(self.cfg.region_list)
+        fresh = await self.control.read()
+        if fresh is None:
+            fresh = await self.control.ensure(self.cfg.region_list)
+        if self.map is None or fresh.epoch != self.map.epoch:
+            if locked:
+                self._apply_map(fresh)
+            else:
+                async with self._batch_lock:
+                    self._apply_map(fresh)
+        await self.control.report_epoch(self.cfg.region, self.cfg.node_id, fresh.epoch)
+        self._map_ok_at = time.monotonic()
+
+    def _apply_map(self, fresh: ShardMap) -> None:
+        if self.map is not None and fresh.epoch < self.map.epoch:
+            return  # never go back
+        if self.map is not None:
+            log.info("shard map epoch %d -> %d", self.map.epoch, fresh.epoch)
+        self.map = fresh
+        self.metrics.map_epoch.set(fresh.epoch)
+
     def _watch_heartbeats(self, consumer: Any) -> None:
         """Record when a heartbeat last succeeded (the lease of every write).
 
@@ -330,12 +411,17 @@ class Dispatcher:
         await may come between this check and issuing the write)."""
         if self._revoking or self._generation is None:
             raise NotOwner("partitions are being revoked")
-        if time.monotonic() - self._heartbeat_ok_at > LEASE_S:
+        now = time.monotonic()
+        if now - self._heartbeat_ok_at > LEASE_S:
             raise LeaseLost(f"no successful heartbeat for {LEASE_S:.0f}s")
+        if now - self._map_ok_at > MAP_LEASE_S:
+            raise LeaseLost(f"no shard map read for {MAP_LEASE_S:.0f}s")
 
     async def on_assigned(self, assigned: set[Any]) -> None:
         generation = int(self._kafka._coordinator.generation)
         self._generation = generation
+        member = str(self._kafka._coordinator.member_id)
+        self._member = "m" + hashlib.blake2b(member.encode(), digest_size=6).hexdigest()
         self._owned = set(assigned)
         self._heartbeat_ok_at = time.monotonic()  # the join/sync just succeeded
         self.sequencer.assigned(generation)
@@ -364,10 +450,9 @@ class Dispatcher:
         generation = self._generation
         if generation is None or not self.store.ready:
             return
+        owners = dict.fromkeys(self._owner_of(tp.partition) for tp in partitions)
         writers = [
-            self.sequencer.writer(tp.partition).token
-            for tp in partitions
-            if tp.partition not in self._unconfirmed
+            self.sequencer.writer(owner).token for owner in owners if owner not in self._unconfirmed
         ]
         try:
             await asyncio.wait_for(self.store.release(writers), 5)
@@ -375,6 +460,11 @@ class Dispatcher:
             log.warning("release markers not written (%r): the next owner reports gaps", exc)
         else:
             log.info("released %s", writers)
+
+    def _owner_of(self, partition: int) -> int | str:
+        """The writer token's owner: the partition on a one-region stack (as in the first
+        slice), this group member when mirrored topics are consumed too."""
+        return self._member if self.cfg.peers else partition
 
     async def _shutdown(self) -> None:
         if self.consumer is not None and self._owned:
@@ -426,6 +516,10 @@ class Dispatcher:
             except (NotOwner, LeaseLost, Fenced) as exc:
                 self.metrics.failures.labels("sequence").inc()
                 dropped = await self._drop(batches, repr(exc))
+                if isinstance(exc, Fenced) and exc.newer_epoch:
+                    with contextlib.suppress(Exception):
+                        await self._refresh_map(locked=True)
+                    return dropped
                 # A fenced or lease-less process waits for the group to tell it what it owns.
                 await self._sleep(backoff(attempt + 3))
                 return dropped
@@ -452,7 +546,7 @@ class Dispatcher:
         if self.consumer is None:
             return
         for tp in self.consumer.assignment():
-            self.metrics.consumer_lag.labels(str(tp.partition)).set(0)
+            self.metrics.consumer_lag.labels(self._lag_label(tp)).set(0)
 
     async def _commit(self, batches: dict[Any, list[Any]]) -> None:
         offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -463,12 +557,19 @@ class Dispatcher:
         for tp, next_offset in offsets.items():
             high = self.consumer.highwater(tp)
             if high is not None:
-                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - next_offset))
+                lag = max(0, high - next_offset)
+                self.metrics.consumer_lag.labels(self._lag_label(tp)).set(lag)
+
+    def _lag_label(self, tp: Any) -> str:
+        """The partition number for the own topic (as before), '<peer topic>/<p>' otherwise."""
+        if tp.topic == self.cfg.kafka_topic:
+            return str(tp.partition)
+        return f"{tp.topic}/{tp.partition}"
 
     async def process(self, raw_records: list[Any]) -> None:
         # The stage names label im_dispatcher_batch_failures_total (BATCH_STAGES).
         self.stage = "dead_letter"
-        accepted: list[Accepted] = []
+        parsed: list[Accepted] = []
         for raw in raw_records:
             try:
                 item = parse_record(raw.value)
@@ -476,11 +577,19 @@ class Dispatcher:
                 await self._dead_letter(raw, str(exc))
                 continue
             item.partition = raw.partition
-            accepted.append(item)
+            item.owner = self._owner_of(raw.partition)
+            item.raw = raw.value
+            parsed.append(item)
+        if not parsed:
+            return
+        self.stage = "sequence"
+        accepted, held = await self._classify(parsed)
+        if held:
+            self.stage = "persist"
+            await self._hold(held)
         if not accepted:
             return
-        self._batch_partitions = {it.partition for it in accepted}
-        self.stage = "sequence"
+        self._batch_owners = {it.owner for it in accepted}
         records, gaps = await self._assign_seqs(accepted)
         self.stage = "recipients"
         members = await self._recipients(records)
@@ -499,6 +608,85 @@ class Dispatcher:
         self.stage = "route"
         frames = [message_frame(view) for view in views]
         await self._route(records, frames, members, gaps)
+        if self.deliveries is not None:
+            self.stage = "deliveries"
+            await self._publish_deliveries(records, gaps)
+
+    async def _classify(self, items: list[Accepted]) -> tuple[list[Accepted], list[Accepted]]:
+        """(records to sequence here, records to hold); records homed elsewhere are counted
+        and dropped (their home sequences them from its own copy of the topic)."""
+        assert self.map is not None
+        if any(it.epoch > self.map.epoch for it in items):
+            await self._refresh_map(locked=True)  # a gateway saw a newer map than ours
+        shard_map, region = self.map, self.cfg.region
+        by: dict[Decision, list[Accepted]] = defaultdict(list)
+        for it in items:
+            by[decide(shard_map, region, shard_of(it.conversation_id), it.epoch)].append(it)
+        accepted = by[Decision.SEQUENCE]
+        # HOLD, and REFRESH with a map still older than the stamp: hold, never guess.
+        held = by[Decision.HOLD] + by[Decision.REFRESH]
+        foreign = len(by[Decision.SKIP])
+        if foreign:
+            self.metrics.foreign_records.inc(foreign)
+        seen_or_hold = by[Decision.SEQUENCE_SEEN_OR_HOLD]
+        if seen_or_hold:
+            found = await self._lookup(seen_or_hold, everywhere=False)
+            for it in seen_or_hold:
+                (accepted if it.message_id in found else held).append(it)
+        checked = by[Decision.SEQUENCE_CHECKED]
+        if checked:
+            try:
+                await self._lookup(checked, everywhere=True)
+            except Exception as exc:  # a DC does not answer: cannot tell, so hold
+                log.warning("old-stamped records held: not every DC answered (%r)", exc)
+                held.extend(checked)
+            else:
+                accepted.extend(checked)  # found: reused by _assign_seqs; else sequenced
+        if len(accepted) != len(items) - foreign - len(held):
+            raise AssertionError("a record was neither sequenced, skipped nor held")
+        order = {id(it): n for n, it in enumerate(items)}
+        accepted.sort(key=lambda it: order[id(it)])  # Kafka order within each conversation
+        return accepted, held
+
+    async def _lookup(self, items: list[Accepted], *, everywhere: bool) -> set[str]:
+        by_conv: dict[str, list[str]] = defaultdict(list)
+        for it in items:
+            by_conv[it.conversation_id].append(it.message_id)
+        found = await asyncio.gather(
+            *(self.store.message_seqs(c, ids, everywhere=everywhere) for c, ids in by_conv.items())
+        )
+        return {mid for known in found for mid in known}
+
+    async def _hold(self, items: list[Accepted]) -> None:
+        """Write held records to the control keyspace (one row per shard and message id, so
+        every region holding the same record makes one row) before their offsets commit."""
+        assert self.control is not None
+        await asyncio.gather(
+            *(
+                self.control.hold(shard_of(it.conversation_id), it, it.raw, self.cfg.region)
+                for it in items
+            )
+        )
+        self.metrics.held_records.inc(len(items))
+        log.info("held %d records (no region may sequence them yet)", len(items))
+
+    async def _publish_deliveries(self, records: list[MessageRecord], gaps: list[Gap]) -> None:
+        """Every persisted message (and announced gap) to the deliveries topic, for the peers'
+        relays (docs/multi-region.md 6); acknowledged before the input offsets commit."""
+        topic = self.cfg.kafka_deliveries_topic
+        region = self.cfg.region
+        futures = []
+        for g in gaps:
+            value = state.encode_delivery_record(
+                "g", region, c=g.conversation_id, lo=g.low, hi=g.high
+            )
+            key = g.conversation_id.encode()
+            futures.append(await self.deliveries.send(topic, value=value, key=key))
+        for r in records:
+            value = state.encode_delivery_record("m", region, m=_row(r))
+            key = r.conversation_id.encode()
+            futures.append(await self.deliveries.send(topic, value=value, key=key))
+        await asyncio.gather(*futures)
 
     async def _dead_letter(self, raw: Any, why: str) -> None:
         source = f"{raw.topic}/{raw.partition}@{raw.offset}"
@@ -545,9 +733,13 @@ class Dispatcher:
         duplicates += len(items) - duplicates - len(seen)
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
+        shard_map = self.map
+        assert shard_map is not None
         taken = await asyncio.gather(
             *(
-                self.sequencer.take(conv, its[0].partition, len(its), bucket_now)
+                self.sequencer.take(
+                    conv, its[0].owner, len(its), bucket_now, shard_map.entry_of(conv).epoch
+                )
                 for conv, its in fresh.items()
             )
         )
@@ -588,62 +780,32 @@ class Dispatcher:
         return records, gaps
 
     async def _recipients(self, records: list[MessageRecord]) -> dict[str, list[str]]:
-        """Conversation id -> member user ids (the sender's own devices included)."""
-        out: dict[str, list[str]] = {}
-        groups = {r.group_id for r in records if r.kind == "group" and r.group_id}
-        for r in records:
-            pair = dm_members(r.conversation_id)
-            if pair is not None:
-                out[r.conversation_id] = list(dict.fromkeys(pair))
-        for gid in groups:
-            out[f"g:{gid}"] = await group_members(self.redis, self.store, gid)
-        return out
+        return await fanout.recipients(self.redis, self.store, records)
 
     async def _persist(
         self, records: list[MessageRecord], new_index: list[tuple[str, str]]
     ) -> None:
         buckets = {(r.conversation_id, r.bucket) for r in records}
         new_buckets = [b for b in buckets if b not in self._buckets_written]
-        partitions = self._batch_partitions
+        owners = self._batch_owners
         # No await between the lease check and issuing the writes (see the module docstring).
         self._check_lease()
-        self._unconfirmed |= partitions
+        self._unconfirmed |= owners
         await asyncio.gather(
             self.store.insert_messages(records),
             self.store.add_buckets(new_buckets),
             self.store.add_user_conversations(new_index),
         )
-        self._unconfirmed -= partitions
+        self._unconfirmed -= owners
         for b in new_buckets:
             self._buckets_written.add(b)
 
     async def _cache(
         self, records: list[MessageRecord], views: list[str], new_index: list[tuple[str, str]]
     ) -> None:
-        """Append to the recent caches (one RPUSH per conversation) and add conversations to
-        the users' index sets. Pairs indexed since the last Redis data loss are skipped: the
-        sets are rebuilt from Cassandra when they lack their COMPLETE marker."""
-        size = self.cfg.recent_cache_size
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if size:
-                entries: dict[str, list[str]] = defaultdict(list)
-                for record, view in zip(records, views, strict=True):
-                    entries[record.conversation_id].append(state.encode_recent(record.seq, view))
-                for conv, values in entries.items():
-                    key = state.recent_key(conv)
-                    pipe.rpush(key, *values)
-                    pipe.ltrim(key, -size, -1)
-                    pipe.expire(key, 7 * 86400)
-            for user, conv in new_index:
-                pipe.sadd(state.user_conversations_key(user), conv)
-            # The last persisted seq, a hint that lets sync skip conversations with nothing
-            # new. Never the source of a seq.
-            last: dict[str, int] = {}
-            for record in records:
-                last[record.conversation_id] = max(last.get(record.conversation_id, 0), record.seq)
-            for conv, seq in last.items():
-                redis_client.queue_script(pipe, self._max_seq, [state.counter_key(conv)], [seq])
-            await pipe.execute()
+        await fanout.cache(
+            self.redis, self._max_seq, records, views, new_index, size=self.cfg.recent_cache_size
+        )
 
     async def _route(
         self,
@@ -652,59 +814,23 @@ class Dispatcher:
         members: dict[str, list[str]],
         gaps: list[Gap] = (),  # type: ignore[assignment]
     ) -> None:
-        users = list({u for conv in {r.conversation_id for r in records} for u in members[conv]})
-        if gaps:
-            # A gap travels as a delivery item at the range's last seq, ahead of the first
-            # message above it: gateways write it like a message (and a session that already
-            # has that seq skips it), clients move their cursor past the range.
-            gap_records = [
-                MessageRecord(
-                    g.conversation_id,
-                    0,
-                    g.high,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "gap",
-                    None,
-                    None,
-                    "",
-                    int(time.time() * 1000),
-                    0,
-                )
-                for g in gaps
-            ]
-            records = gap_records + records
-            frames = [gap_frame(g.conversation_id, g.low, g.high) for g in gaps] + frames
-        now = time.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.zrangebyscore(state.route_key(user), now, "+inf")
-            nodes_per_user = await pipe.execute()
-        user_nodes = dict(zip(users, nodes_per_user, strict=True))
-        per_node: dict[str, list[state.DeliveryItem]] = defaultdict(list)
-        for record, frame in zip(records, frames, strict=True):
-            by_node: dict[str, list[str]] = defaultdict(list)
-            for user in members[record.conversation_id]:
-                nodes = user_nodes.get(user) or []
-                if not nodes:
-                    self.metrics.offline.inc()
-                for node in nodes:
-                    by_node[node].append(user)
-            for node, node_users in by_node.items():
-                per_node[node].append(
-                    state.DeliveryItem(
-                        node_users, record.conversation_id, record.seq, record.accepted_at, frame
-                    )
-                )
-        if not per_node:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for node, items in per_node.items():
-                pipe.spublish(state.node_channel(node), state.encode_delivery(items))
-                self.metrics.routed.inc(sum(len(item.users) for item in items))
-            await pipe.execute()
+        routed, offline = await fanout.route(self.redis, records, frames, members, gaps)
+        self.metrics.routed.inc(routed)
+        self.metrics.offline.inc(offline)
+
+
+def _row(record: MessageRecord) -> list[Any]:
+    """The message row's values in MESSAGE_COLUMNS order (what a relay writes)."""
+    return [getattr(record, column) for column in MESSAGE_COLUMNS.split(", ")]
+
+
+def _assignors(mirrored: bool) -> tuple[Any, ...]:
+    """RoundRobin on a one-region stack (as before); Range with mirrored topics, which gives
+    partition p of every topic to the same member when the partition counts agree."""
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    return (RangePartitionAssignor,) if mirrored else (RoundRobinPartitionAssignor,)
 
 
 def _rebalance_listener(dispatcher: Dispatcher) -> Any:

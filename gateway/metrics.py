@@ -58,7 +58,15 @@ AUTH_FAILURES = (
     "bad_signature",
     "bad_subject",
 )
-BATCH_STAGES = ("dead_letter", "sequence", "recipients", "persist", "cache", "route")
+BATCH_STAGES = (
+    "dead_letter",
+    "sequence",
+    "recipients",
+    "persist",
+    "cache",
+    "route",
+    "deliveries",
+)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape size and nobody reads them
 
 
@@ -205,6 +213,18 @@ class DispatcherMetrics:
             "In-doubt seq ranges recorded on taking a conversation over without a release marker.",
             registry=r,
         )
+        self.foreign_records = Counter(
+            p + "foreign_records",
+            "Records skipped because another region homes their shard (it sequences them).",
+            registry=r,
+        )
+        self.held_records = Counter(
+            p + "held_records",
+            "Records held (draining shard, or stamped before their shard moved) until "
+            "reconciliation.",
+            registry=r,
+        )
+        self.map_epoch = Gauge(p + "map_epoch", "The shard map epoch applied.", registry=r)
         self.info = Gauge(
             p + "info",
             "Always 1; labels: region and consumer group.",
@@ -214,6 +234,53 @@ class DispatcherMetrics:
         self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
         self.draining = Gauge(p + "draining", "1 while stopping after SIGTERM.", registry=r)
         for stage in BATCH_STAGES:
+            self.failures.labels(stage)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+RELAY_STAGES = ("persist", "cache", "route")
+
+
+class RelayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "im_relay_"
+        self.applied = Counter(
+            p + "applied",
+            "Messages from a peer's home applied to the local DC and caches, by source region.",
+            ["source"],
+            registry=r,
+        )
+        self.routed = Counter(p + "routed", "Deliveries published to local gateways.", registry=r)
+        self.replication_lag = Gauge(
+            p + "replication_lag_seconds",
+            "Age of the newest beacon from a source region when it arrived here.",
+            ["source", "target"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            p + "delivery_latency_seconds",
+            "Sender's accept time to the local publish, by source (home) region.",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.failures = Counter(
+            p + "batch_failures", "Batches retried, by the step that failed.", ["stage"], registry=r
+        )
+        self.skipped = Counter(
+            p + "skipped_records", "Undecodable deliveries records skipped.", registry=r
+        )
+        self.info = Gauge(
+            p + "info",
+            "Always 1; labels: region and consumer group.",
+            ["region", "group"],
+            registry=r,
+        )
+        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
+        for stage in RELAY_STAGES:
             self.failures.labels(stage)
 
     def render(self) -> bytes:

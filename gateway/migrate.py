@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -52,9 +53,16 @@ class TopicPlan:
 
 
 def load_topic_plan(
-    text: str, *, source: str, topic: str, partitions: int, replication_factor: int
+    text: str,
+    *,
+    source: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    deliveries: str = "im.deliveries",
 ) -> list[TopicPlan]:
-    """Parse topics.yaml; partitions and replication come from the environment."""
+    """Parse topics.yaml; partitions and replication come from the environment, "{topic}" is
+    IMGW_KAFKA_TOPIC and "{deliveries}" IMGW_KAFKA_DELIVERIES_TOPIC."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -65,7 +73,13 @@ def load_topic_plan(
     if not isinstance(topics, list) or not topics:
         raise MigrationInputError(f"{source}: 'topics' must be a non-empty list")
     plans = [
-        _topic_entry(entry, f"{source}: topics[{i}]", topic, partitions, replication_factor)
+        _topic_entry(
+            entry,
+            f"{source}: topics[{i}]",
+            {"{topic}": topic, "{deliveries}": deliveries},
+            partitions,
+            replication_factor,
+        )
         for i, entry in enumerate(topics)
     ]
     names = [p.name for p in plans]
@@ -75,14 +89,20 @@ def load_topic_plan(
 
 
 def _topic_entry(
-    entry: object, where: str, topic: str, partitions: int, replication_factor: int
+    entry: object,
+    where: str,
+    names: dict[str, str],
+    partitions: int,
+    replication_factor: int,
 ) -> TopicPlan:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise MigrationInputError(f"{where}: needs a string 'name'")
     unknown = set(entry) - {"name", "purpose", "configs"}
     if unknown:
         raise MigrationInputError(f"{where}: unknown keys {sorted(unknown)}")
-    name = entry["name"].replace("{topic}", topic)
+    name = entry["name"]
+    for placeholder, value in names.items():
+        name = name.replace(placeholder, value)
     if not re.match(r"^[A-Za-z0-9._-]{1,249}$", name):
         raise MigrationInputError(f"{where}.name: '{name}' is not a valid topic name")
     configs = entry.get("configs") or {}
@@ -258,7 +278,14 @@ def _same_replication(current: dict[str, str], wanted: dict[str, str]) -> bool:
     return a == b
 
 
-def apply_cql(config: Config, migrations: list[CqlMigration], wait_s: float) -> list[str]:
+def apply_cql(
+    config: Config,
+    migrations: list[CqlMigration],
+    wait_s: float,
+    control: list[CqlMigration] | None = None,
+) -> list[str]:
+    """The IM keyspace's migrations, then (when given) the control keyspace's, each keyspace
+    with its own ``schema_migrations``; then the shard map over IMGW_REGIONS if there is none."""
     from gateway.store import CassandraStore
 
     store = CassandraStore(
@@ -277,59 +304,81 @@ def apply_cql(config: Config, migrations: list[CqlMigration], wait_s: float) -> 
             log.info("waiting for Cassandra at %s ...", config.cassandra_hosts)
             time.sleep(2.0)
     done: list[str] = []
-    keyspace = config.cassandra_keyspace
     try:
-        rows = list(
-            session.execute(
-                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
-                (keyspace,),
-            )
-        )
-        current = dict(rows[0].replication) if rows else None
-        wanted = replication_of(
-            config.cassandra_replication_factor, config.cassandra_datacenter, current
-        )
-        if current is None:
-            session.execute(
-                f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
-                f"WITH replication = {_replication_cql(wanted)}"
-            )
-            done.append(f"cql: created keyspace {keyspace} {wanted}")
-        elif not _same_replication(current, wanted):
-            session.execute(
-                f"ALTER KEYSPACE {keyspace} WITH replication = {_replication_cql(wanted)}"
-            )
-            done.append(f"cql: keyspace {keyspace} replication -> {wanted} (run a repair)")
-        session.set_keyspace(keyspace)
-        session.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "version int PRIMARY KEY, name text, checksum text, applied_at timestamp)"
-        )
-        applied = {
-            row.version: row.checksum
-            for row in session.execute("SELECT version, checksum FROM schema_migrations")
-        }
-        for migration in migrations:
-            label = f"{migration.version:04d}_{migration.name}"
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationFailed(
-                        f"{migration.path}: changed after it was applied "
-                        "(add a new migration instead of editing an applied one)"
-                    )
-                continue
-            for stmt in migration.statements:
-                session.execute(stmt, timeout=60)
-            session.execute(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
-                "VALUES (%s, %s, %s, toTimestamp(now()))",
-                (migration.version, migration.name, migration.checksum),
-            )
-            done.append(f"cql: applied {label}")
-        if not any(line.startswith("cql: applied") for line in done):
-            done.append(f"cql: {len(migrations)} migrations already applied")
+        done += _apply_keyspace(session, config, config.cassandra_keyspace, migrations)
+        if control is not None:
+            keyspace = config.cassandra_control_keyspace
+            done += _apply_keyspace(session, config, keyspace, control)
+            done.append(_ensure_map(session, config))
     finally:
         store.close()
+    return done
+
+
+def _ensure_map(session: object, config: Config) -> str:
+    from gateway.shardmap import ControlStore
+
+    async def ensure() -> str:
+        control = ControlStore(session, config.cassandra_control_keyspace)
+        found = await control.ensure(config.region_list)
+        return f"cql: shard map at epoch {found.epoch} over {list(found.regions)}"
+
+    return asyncio.run(ensure())
+
+
+def _apply_keyspace(
+    session: Any, config: Config, keyspace: str, migrations: list[CqlMigration]
+) -> list[str]:
+    done: list[str] = []
+    rows = list(
+        session.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+            (keyspace,),
+        )
+    )
+    current = dict(rows[0].replication) if rows else None
+    wanted = replication_of(
+        config.cassandra_replication_factor, config.cassandra_datacenter, current
+    )
+    if current is None:
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} "
+            f"WITH replication = {_replication_cql(wanted)}"
+        )
+        done.append(f"cql: created keyspace {keyspace} {wanted}")
+    elif not _same_replication(current, wanted):
+        session.execute(f"ALTER KEYSPACE {keyspace} WITH replication = {_replication_cql(wanted)}")
+        done.append(f"cql: keyspace {keyspace} replication -> {wanted} (run a repair)")
+    session.set_keyspace(keyspace)
+    session.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version int PRIMARY KEY, name text, checksum text, applied_at timestamp)"
+    )
+    applied = {
+        row.version: row.checksum
+        for row in session.execute("SELECT version, checksum FROM schema_migrations")
+    }
+    applied_now = False
+    for migration in migrations:
+        label = f"{migration.version:04d}_{migration.name}"
+        if migration.version in applied:
+            if applied[migration.version] != migration.checksum:
+                raise MigrationFailed(
+                    f"{migration.path}: changed after it was applied "
+                    "(add a new migration instead of editing an applied one)"
+                )
+            continue
+        for stmt in migration.statements:
+            session.execute(stmt, timeout=60)
+        session.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+            "VALUES (%s, %s, %s, toTimestamp(now()))",
+            (migration.version, migration.name, migration.checksum),
+        )
+        done.append(f"cql: applied {keyspace} {label}")
+        applied_now = True
+    if not applied_now:
+        done.append(f"cql: {keyspace}: {len(migrations)} migrations already applied")
     return done
 
 
@@ -350,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             topic=config.kafka_topic,
             partitions=config.kafka_partitions,
             replication_factor=config.kafka_replication_factor,
+            deliveries=config.kafka_deliveries_topic,
         )
         migrations = discover_migrations(MIGRATIONS_DIR / "cql")
+        control = discover_migrations(MIGRATIONS_DIR / "control")
     except MigrationInputError as exc:
         print(f"migrate: error: {exc}", file=sys.stderr)
         return 2
@@ -360,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "kafka"):
             done += asyncio.run(apply_kafka(config, plans, args.wait))
         if args.only in (None, "cql"):
-            done += apply_cql(config, migrations, args.wait)
+            done += apply_cql(config, migrations, args.wait, control)
     except MigrationFailed as exc:
         print(f"migrate: error: {exc}", file=sys.stderr)
         return 1

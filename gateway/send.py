@@ -91,8 +91,10 @@ class Sender:
                 return
             # CLAIMED: accepted earlier but not known durable (in flight, or the gateway died):
             # produce again; the dispatcher keys seqs by message id, so it stays one message.
+        # Schema v2 (docs/protocol.md section 8): "ep" is the shard map epoch this gateway last
+        # read (a stale one only makes the record held, never sequenced twice), "rg" its region.
         record = {
-            "v": 1,
+            "v": 2,
             "mid": mid,
             "conv": conv,
             "kind": "group" if frame.group_id else "dm",
@@ -102,6 +104,8 @@ class Sender:
             "body": frame.body,
             "ts": accepted_at,
             "gw": self.cfg.node_id,
+            "ep": self._backends.map_epoch,
+            "rg": self.cfg.region,
         }
         if frame.group_id:
             record["gid"] = frame.group_id

@@ -9,11 +9,18 @@ seqs of a conversation and up to which seq it has reserved. It changes only by c
 a dispatcher whose view is stale (a zombie: SIGSTOP'd, partitions given to another member, then
 SIGCONT'd) fails its next reservation and stops sequencing the conversation.
 
-The writer token is ``<region>:<consumer generation>:<partition>``. Kafka gives every rebalance
-a new, higher generation, and a conversation lives in exactly one partition, so within a region
-a higher generation always wins, and the same generation can never be two owners of one
-conversation (if the topic's partition count changes, one conversation spans two partitions:
-refused, see ``Fenced``).
+The writer token is ``<region>:<consumer generation>:<owner>``, the owner being the partition
+(unit tests, the first slice) or the dispatcher's group member (``m`` + a hash of its Kafka
+member id: with the mirrored topics one conversation arrives through several topic-partitions,
+all of one member). Kafka gives every rebalance a new, higher generation, so within a region a
+higher generation always wins, and the same generation with another owner means one
+conversation reached two members (a partition count that differs between topics): refused,
+see ``Fenced``.
+
+The fence's ``epoch`` is the shard epoch (gateway.shardmap): a row with a newer epoch than the
+caller's map is refused (re-read the map); a row with an older one was written by the shard's
+previous home, so the caller starts above its ceiling and records the rest as in doubt: a moved
+shard never reuses a seq, whether the old home drained first or vanished.
 
 How a new owner starts (``_seed``):
 
@@ -38,8 +45,7 @@ from typing import NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
-# The shard epoch. The shard map (docs/multi-region.md section 2) is not built yet: every
-# conversation is homed in the one region at epoch 0. A region move will bump it.
+# The shard epoch of a conversation whose shard never moved (gateway.shardmap).
 EPOCH = 0
 FIRST_BLOCK = 8
 MAX_BLOCK = 1024
@@ -66,7 +72,7 @@ class Gap(NamedTuple):
 class Writer(NamedTuple):
     region: str
     generation: int
-    partition: int
+    partition: int | str  # the owner: a partition, or a group member ('m<hash>')
 
     @property
     def token(self) -> str:
@@ -75,8 +81,8 @@ class Writer(NamedTuple):
     @classmethod
     def parse(cls, token: str) -> Writer | None:
         try:
-            region, generation, partition = token.split(":")
-            return cls(region, int(generation), int(partition))
+            region, generation, owner = token.split(":")
+            return cls(region, int(generation), int(owner) if owner.isdigit() else owner)
         except ValueError:
             return None
 
@@ -85,9 +91,10 @@ class Fenced(Exception):
     """This dispatcher may not sequence the conversation (any more): another writer holds the
     fence with a newer epoch or generation, or took it over while we held it."""
 
-    def __init__(self, conversation_id: str, why: str) -> None:
+    def __init__(self, conversation_id: str, why: str, *, newer_epoch: bool = False) -> None:
         super().__init__(f"{conversation_id}: {why}")
         self.conversation_id = conversation_id
+        self.newer_epoch = newer_epoch  # our shard map is stale: re-read it
 
 
 class NotOwner(Exception):
@@ -161,7 +168,7 @@ class Sequencer:
                 state.pending.cancel()
         self._state.clear()
 
-    def writer(self, partition: int) -> Writer:
+    def writer(self, partition: int | str) -> Writer:
         if self.generation is None:
             raise NotOwner("no current partition assignment")
         return Writer(self.region, self.generation, partition)
@@ -173,18 +180,26 @@ class Sequencer:
 
     # Taking seqs -----------------------------------------------------------------------------
 
-    async def take(self, conversation_id: str, partition: int, n: int, bucket_now: int) -> Taken:
+    async def take(
+        self,
+        conversation_id: str,
+        partition: int | str,
+        n: int,
+        bucket_now: int,
+        epoch: int = EPOCH,
+    ) -> Taken:
         """``n`` consecutive new seqs of the conversation, in order, with the bucket to write
         them in, and the in-doubt range this owner found when it took the conversation over
-        (recorded durably before this returns; announce it before the first seq)."""
+        (recorded durably before this returns; announce it before the first seq). ``epoch``:
+        the conversation's shard epoch in the caller's map."""
         me = self.writer(partition)
         gap: Gap | None = None
         state = self._state.get(conversation_id)
-        if state is not None and state.fence.writer != me.token:
-            self.forget(conversation_id)  # a block of another partition's token: stale
+        if state is not None and (state.fence.writer != me.token or state.fence.epoch != epoch):
+            self.forget(conversation_id)  # another owner's or another epoch's block: stale
             state = None
         if state is None:
-            state, gap = await self._seed(conversation_id, me, bucket_now)
+            state, gap = await self._seed(conversation_id, me, bucket_now, epoch)
         if state.fenced:
             raise Fenced(conversation_id, "fenced earlier in this generation")
         if state.pending is not None:
@@ -250,7 +265,7 @@ class Sequencer:
         state.uncertain = None
 
     async def _seed(
-        self, conversation_id: str, me: Writer, bucket_now: int
+        self, conversation_id: str, me: Writer, bucket_now: int, epoch: int = EPOCH
     ) -> tuple[_Conversation, Gap | None]:
         for _attempt in range(SEED_ATTEMPTS):
             # Order matters: the fence first (SERIAL), then the last durable seq. A zombie that
@@ -262,8 +277,15 @@ class Sequencer:
             gap: Gap | None = None
             if row is None:
                 start = last + 1
+            elif row.epoch < epoch:
+                # The shard moved here since the row was written: the previous home's block
+                # may have been used in writes not visible here yet (planned or not), so start
+                # above it; what is not durable here is in doubt.
+                start = max(row.ceiling, last) + 1
+                if row.ceiling > last:
+                    gap = Gap(conversation_id, last + 1, row.ceiling)
             else:
-                self._check_may_take(conversation_id, row, me)
+                self._check_may_take(conversation_id, row, me, epoch)
                 if row.writer == me.token:
                     # Our own token without state: only a first CAS of ours whose answer was
                     # lost (state is kept for as long as the token is valid). We handed out
@@ -275,7 +297,7 @@ class Sequencer:
                     start = max(row.ceiling, last) + 1
                     if row.ceiling > last:
                         gap = Gap(conversation_id, last + 1, row.ceiling)
-            new = Fence(EPOCH, me.token, start - 1 + FIRST_BLOCK)
+            new = Fence(epoch, me.token, start - 1 + FIRST_BLOCK)
             if not await self.store.cas_fence(conversation_id, new, row):
                 continue  # somebody else moved it meanwhile: look again
             if gap is not None:
@@ -295,9 +317,14 @@ class Sequencer:
             return state, gap
         raise RuntimeError(f"{conversation_id}: the fence kept moving; giving up this batch")
 
-    def _check_may_take(self, conversation_id: str, row: Fence, me: Writer) -> None:
-        if row.epoch > EPOCH:
-            self._refuse(conversation_id, f"epoch {row.epoch} is newer than ours")
+    def _check_may_take(
+        self, conversation_id: str, row: Fence, me: Writer, epoch: int = EPOCH
+    ) -> None:
+        if row.epoch > epoch:
+            self.on_refusal(conversation_id)
+            raise Fenced(
+                conversation_id, f"epoch {row.epoch} is newer than ours ({epoch})", newer_epoch=True
+            )
         other = Writer.parse(row.writer)
         if other is None or other.region != me.region:
             self._refuse(conversation_id, f"held by {row.writer!r} of another region")
@@ -305,7 +332,8 @@ class Sequencer:
         if other.generation > me.generation:
             self._refuse(conversation_id, f"held by {row.writer} of a newer generation")
         if other.generation == me.generation and other.partition != me.partition:
-            # One conversation in two partitions: the topic's partition count changed.
+            # One conversation reached two owners of one generation: a topic's partition count
+            # changed, or differs between the own and a mirrored topic.
             self._refuse(conversation_id, f"held by {row.writer}: partition count changed?")
 
     def _refuse(self, conversation_id: str, why: str) -> None:

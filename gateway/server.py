@@ -117,6 +117,7 @@ class Gateway:
         for loop in (
             self.pubsub.loop(self.stop),
             self.backends.health_loop(self.stop),
+            self.backends.map_epoch_loop(self.stop),
             self.connections.sweep_loop(self.stop),
         ):
             self.tasks.spawn(loop)

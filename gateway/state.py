@@ -95,6 +95,34 @@ def decode_presence(data: str) -> PresenceEvent:
     return PresenceEvent(payload["u"], payload["s"])
 
 
+# The deliveries topic (Kafka, home -> peers' relays, docs/protocol.md section 8) -------------
+# One compact JSON object per record, "v": 1, "t": its kind, "rg": the producing region:
+#   "m": a persisted message, "m": [the messages table's columns in MESSAGE_COLUMNS order]
+#   "g": an announced in-doubt range, "c": conversation, "lo"/"hi": its ends
+#   "b": a beacon, "ts": its send time in ms (replication lag)
+# Readers skip kinds they do not know (add kinds, never change one).
+
+DELIVERY_SCHEMA = 1
+
+
+def encode_delivery_record(kind: str, region: str, **fields: Any) -> bytes:
+    return encode({"v": DELIVERY_SCHEMA, "t": kind, "rg": region, **fields}).encode()
+
+
+def decode_delivery_record(value: bytes) -> dict[str, Any] | None:
+    """The record as a dict with "t" and "rg"; None for another schema version or a record that
+    is not a JSON object with both (callers count and skip those)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("v") != DELIVERY_SCHEMA:
+        return None
+    if not isinstance(data.get("t"), str) or not isinstance(data.get("rg"), str):
+        return None
+    return data
+
+
 # Keys ------------------------------------------------------------------------------------------
 
 

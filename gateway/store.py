@@ -76,8 +76,20 @@ _params: Callable[[MessageRecord], tuple[Any, ...]] = operator.attrgetter(
 )
 
 
-def _seq_params(record: MessageRecord) -> tuple[str, str, int, int]:
-    return (record.conversation_id, record.message_id, record.seq, record.bucket)
+def _write_params(record: MessageRecord) -> tuple[Any, ...]:
+    """The message row's values and its write timestamp: the home's persisted_at, so a peer's
+    relay that writes the same row into its own DC writes it identically (USING TIMESTAMP)."""
+    return (*_params(record), record.persisted_at * 1000)
+
+
+def _seq_params(record: MessageRecord) -> tuple[str, str, int, int, int]:
+    return (
+        record.conversation_id,
+        record.message_id,
+        record.seq,
+        record.bucket,
+        record.persisted_at * 1000,
+    )
 
 
 def _await(response_future: Any) -> asyncio.Future[Any]:
@@ -116,6 +128,12 @@ class CassandraStore:
     def ready(self) -> bool:
         return self._session is not None
 
+    @property
+    def session(self) -> Any:
+        """The driver session (None until connected): the control keyspace's statements are
+        prepared on it too (gateway.shardmap.ControlStore)."""
+        return self._session
+
     def connect(self, *, keyspace: bool = True, timeout_s: float = 10.0) -> Any:
         """Blocking: connect and prepare statements. Returns the session."""
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -152,7 +170,7 @@ class CassandraStore:
         ks = self.keyspace  # qualified names: no USE <keyspace> with prepared statements
         statements = {
             "insert_message": f"INSERT INTO {ks}.messages ({MESSAGE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
             "insert_bucket": f"INSERT INTO {ks}.conversation_buckets (conversation_id, bucket) "
             "VALUES (?, ?)",
             "buckets": f"SELECT bucket FROM {ks}.conversation_buckets "
@@ -176,8 +194,10 @@ class CassandraStore:
             "members": f"SELECT user_id FROM {ks}.group_members WHERE group_id = ?",
             # Seq fencing (0003_seq_fencing.cql, docs/multi-region.md section 5).
             "insert_message_seq": f"INSERT INTO {ks}.message_seqs "
-            "(conversation_id, message_id, seq, bucket) VALUES (?, ?, ?, ?)",
+            "(conversation_id, message_id, seq, bucket) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
             "message_seqs": f"SELECT message_id, seq, bucket FROM {ks}.message_seqs "
+            "WHERE conversation_id = ? AND message_id IN ?",
+            "message_seqs_all": f"SELECT message_id, seq, bucket FROM {ks}.message_seqs "
             "WHERE conversation_id = ? AND message_id IN ?",
             "read_fence": f"SELECT epoch, writer, ceiling FROM {ks}.conversation_seq "
             "WHERE conversation_id = ?",
@@ -197,6 +217,9 @@ class CassandraStore:
         # The fence is read and moved by Paxos over every replica (SERIAL): a read completes
         # any round in progress, so nobody decides on a row a concurrent CAS is changing.
         self._prepared["read_fence"].consistency_level = ConsistencyLevel.SERIAL
+        # Every replica in every DC: what a record stamped before a move is checked against
+        # (the old home's last LOCAL_QUORUM writes may still be replicating).
+        self._prepared["message_seqs_all"].consistency_level = ConsistencyLevel.ALL
         for name in ("create_fence", "move_fence"):
             self._prepared[name].serial_consistency_level = ConsistencyLevel.SERIAL
 
@@ -243,7 +266,7 @@ class CassandraStore:
                 ):
                     batch = BatchStatement(batch_type=BatchType.LOGGED)
                     for item in chunk:
-                        batch.add(insert, _params(item))
+                        batch.add(insert, _write_params(item))
                         batch.add(insert_seq, _seq_params(item))
                     requests.append(self._session.execute_async(batch))
                     chunk, size = [], 0
@@ -259,16 +282,18 @@ class CassandraStore:
     async def _two_step(self, records: list[MessageRecord]) -> None:
         for record in records:
             await self._run("insert_message_seq", _seq_params(record))
-            await self._run("insert_message", _params(record))
+            await self._run("insert_message", _write_params(record))
 
     async def message_seqs(
-        self, conversation_id: str, message_ids: Sequence[str]
+        self, conversation_id: str, message_ids: Sequence[str], *, everywhere: bool = False
     ) -> dict[str, tuple[int, int]]:
-        """message id -> (seq, bucket) for those of ``message_ids`` that already have one."""
+        """message id -> (seq, bucket) for those of ``message_ids`` that already have one;
+        ``everywhere``: read every replica in every DC (fails while a DC is down)."""
         found: dict[str, tuple[int, int]] = {}
+        statement = "message_seqs_all" if everywhere else "message_seqs"
         for start in range(0, len(message_ids), MAX_BATCH_ROWS):
             ids = list(message_ids[start : start + MAX_BATCH_ROWS])
-            for row in await self._run("message_seqs", (conversation_id, ids)):
+            for row in await self._run(statement, (conversation_id, ids)):
                 found[row.message_id] = (row.seq, row.bucket)
         return found
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import DispatcherMetrics, GatewayMetrics
+from gateway.metrics import DispatcherMetrics, GatewayMetrics, RelayMetrics
 from opsctl.paths import REPO_ROOT
 
 pytestmark = pytest.mark.unit
@@ -42,10 +42,15 @@ def exported(metrics: object) -> dict[str, tuple[str, set[str]]]:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "metrics"), [("im_gateway_", GatewayMetrics), ("im_dispatcher_", DispatcherMetrics)]
+    ("prefix", "metrics"),
+    [
+        ("im_gateway_", GatewayMetrics),
+        ("im_dispatcher_", DispatcherMetrics),
+        ("im_relay_", RelayMetrics),
+    ],
 )
 def test_exported_metrics_match_the_documented_names_types_and_labels(
-    prefix: str, metrics: type[GatewayMetrics] | type[DispatcherMetrics]
+    prefix: str, metrics: type[GatewayMetrics] | type[DispatcherMetrics] | type[RelayMetrics]
 ) -> None:
     docs = {name: spec for name, spec in documented().items() if name.startswith(prefix)}
     assert docs, f"no {prefix} table in docs/protocol.md"

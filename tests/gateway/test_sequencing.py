@@ -91,7 +91,7 @@ def test_bad_records_go_to_the_dead_letter_topic(raw: bytes) -> None:
 def test_shipped_topics_file_and_min_insync_cap() -> None:
     text = (MIGRATIONS_DIR / "kafka" / "topics.yaml").read_text()
     local = load_topic_plan(text, source="t", topic="im.m", partitions=6, replication_factor=1)
-    assert [p.name for p in local] == ["im.m", "im.m.dlq"]
+    assert [p.name for p in local] == ["im.m", "im.m.dlq", "im.deliveries"]
     assert local[0].partitions == 6
     assert local[0].configs["min.insync.replicas"] == "1"
     assert local[0].configs["cleanup.policy"] == "delete"

@@ -1,0 +1,284 @@
+"""The relay: live delivery of messages homed in other regions (docs/multi-region.md section 6).
+
+Run: ``python -m gateway.relay`` (one or more per region; consumer group ``im-relay.<region>``).
+It consumes ``<peer>.<IMGW_KAFKA_DELIVERIES_TOPIC>`` for every peer in IMGW_REGIONS (what
+MirrorMaker 2 mirrors from each peer's deliveries topic), and for each persisted message, in
+the order the home produced them:
+
+1. writes the message row (and its ``message_seqs`` row, bucket and user index) into the
+   **local** DC at ``LOCAL_QUORUM`` with the home's write timestamp (``USING TIMESTAMP``:
+   persisted_at), so the row is identical to the one Cassandra replicates and "persisted before
+   published" holds in this region too;
+2. updates the local recent-message cache, the seq hint and the users' conversation index;
+3. publishes it to the local gateways that hold a member's session (gateway.fanout, as the
+   dispatcher does at home); in-doubt ranges the home announced travel the same way as ``gap``.
+
+Offsets are committed after all three (at-least-once; each step is idempotent). Records this
+region produced itself are skipped (a mirror can carry them back).
+
+It also produces a **beacon** (its send time) to its own region's deliveries topic every second;
+the peers' relays export the beacon's age on arrival as
+``im_relay_replication_lag_seconds{source,target}`` (MirrorMaker 2's own latency metric moves
+only while records flow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from gateway import fanout, redis_client, state
+from gateway.config import Config, load_or_exit
+from gateway.metrics import RelayMetrics
+from gateway.protocol import encode, message_frame
+from gateway.runtime import backoff, http_route, in_daemon_thread, request_path, setup_logging
+from gateway.sequencer import Gap
+from gateway.store import CassandraStore, MessageRecord, close_store
+
+log = logging.getLogger("gateway.relay")
+
+BEACON_S = 1.0
+
+
+class Relay:
+    def __init__(self, config: Config) -> None:
+        self.cfg = config
+        self.metrics = RelayMetrics()
+        self.metrics.info.labels(config.region, config.relay_group).set(1)
+        self.store = CassandraStore(
+            config.host_ports("cassandra_hosts"),
+            config.cassandra_keyspace,
+            config.cassandra_bucket_s,
+        )
+        self.topics = [f"{peer}.{config.kafka_deliveries_topic}" for peer in config.peers]
+        self.redis: Any = None
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.stopping = asyncio.Event()
+        self.stage = "idle"
+        self._max_seq: Any = None
+        for peer in config.peers:
+            self.metrics.replication_lag.labels(peer, config.region)
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.stopping.is_set():
+            return False, "stopping"
+        if self.consumer is None:
+            return False, "kafka not connected yet"
+        if not self.store.ready:
+            return False, "cassandra unavailable"
+        return True, "ready"
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response:
+        response = http_route(
+            connection, request_path(request), ready=self.readiness, render_metrics=self._render
+        )
+        return response or connection.respond(404, "not found\n")
+
+    def _render(self) -> bytes:
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        return self.metrics.render()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        async with serve(
+            _no_websocket,
+            self.cfg.listen_host,
+            self.cfg.listen_port,
+            process_request=self.process_request,
+            ping_interval=None,
+        ):
+            log.info(
+                "listening on %s:%s; relaying %s",
+                self.cfg.listen_host,
+                self.cfg.listen_port,
+                self.topics or "nothing (no peers in IMGW_REGIONS)",
+            )
+            await self._connect()
+            beacons = asyncio.create_task(self._beacon_loop())
+            try:
+                await self._consume_loop()
+            finally:
+                beacons.cancel()
+                await self._shutdown()
+        return 0
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _connect(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        self.redis = redis_client.connect(
+            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
+        )
+        self._max_seq = self.redis.register_script(state.MAX_SEQ)
+        attempt = 0
+        while not self.stopping.is_set() and not self.store.ready:
+            try:
+                await in_daemon_thread(self.store.connect)
+            except Exception as exc:
+                log.warning("cassandra not reachable yet: %s", exc)
+                await self._sleep(backoff(attempt))
+                attempt += 1
+        attempt = 0
+        while not self.stopping.is_set() and self.consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.cfg.kafka_bootstrap,
+                group_id=self.cfg.relay_group,
+                client_id=self.cfg.node_id,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",  # live delivery; history is in Cassandra
+                fetch_max_wait_ms=10,
+                max_poll_records=1000,
+                metadata_max_age_ms=30000,
+            )
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
+            )
+            try:
+                if self.topics:
+                    consumer.subscribe(self.topics)
+                await consumer.start()
+                await producer.start()
+            except Exception as exc:
+                log.warning("kafka not reachable yet: %r", exc)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await self._sleep(backoff(attempt))
+                attempt += 1
+                continue
+            self.consumer, self.producer = consumer, producer
+
+    async def _beacon_loop(self) -> None:
+        while not self.stopping.is_set():
+            if self.producer is not None:
+                value = state.encode_delivery_record(
+                    "b", self.cfg.region, ts=int(time.time() * 1000)
+                )
+                try:
+                    await self.producer.send(
+                        self.cfg.kafka_deliveries_topic, value=value, key=self.cfg.region.encode()
+                    )
+                except Exception as exc:
+                    log.debug("beacon not sent: %r", exc)
+            await self._sleep(BEACON_S)
+
+    async def _consume_loop(self) -> None:
+        if self.consumer is None:
+            return
+        while not self.stopping.is_set():
+            if not self.topics:
+                await self._sleep(1.0)
+                continue
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+            if not batches:
+                continue
+            records = [r for part in batches.values() for r in part]
+            attempt = 0
+            while not self.stopping.is_set():
+                try:
+                    await self.apply([r.value for r in records])
+                    break
+                except Exception as exc:
+                    log.warning("relay batch failed at %s, retrying: %r", self.stage, exc)
+                    self.metrics.failures.labels(self.stage).inc()
+                    await self._sleep(backoff(attempt))
+                    attempt += 1
+            else:
+                return  # stopping: not committed, the next relay redoes it
+            offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:
+                log.warning("commit failed (records will be redelivered): %r", exc)
+
+    async def apply(self, values: list[bytes]) -> None:
+        """Apply one batch of deliveries records (idempotent: a retry rewrites the same rows)."""
+        now = time.time()
+        records: list[MessageRecord] = []
+        sources: list[str] = []
+        gaps: list[Gap] = []
+        for value in values:
+            data = state.decode_delivery_record(value)
+            if data is None:
+                self.metrics.skipped.inc()
+                continue
+            source = data["rg"]
+            if source == self.cfg.region:
+                continue  # our own, mirrored back
+            kind = data["t"]
+            try:
+                if kind == "b":
+                    lag = max(0.0, now - int(data["ts"]) / 1000)
+                    self.metrics.replication_lag.labels(source, self.cfg.region).set(lag)
+                elif kind == "m":
+                    records.append(MessageRecord(*data["m"]))
+                    sources.append(source)
+                    self.metrics.applied.labels(source).inc()
+                elif kind == "g":
+                    gaps.append(Gap(str(data["c"]), int(data["lo"]), int(data["hi"])))
+            except (KeyError, TypeError, ValueError):
+                self.metrics.skipped.inc()
+        if not records and not gaps:
+            return
+        self.stage = "persist"
+        members = await fanout.recipients(
+            self.redis, self.store, records, [g.conversation_id for g in gaps]
+        )
+        index = [(u, r.conversation_id) for r in records for u in members[r.conversation_id]]
+        new_index = list(dict.fromkeys(index))
+        await asyncio.gather(
+            self.store.insert_messages(records),
+            self.store.add_buckets({(r.conversation_id, r.bucket) for r in records}),
+            self.store.add_user_conversations(new_index),
+        )
+        views = [encode(r.client_view()) for r in records]
+        self.stage = "cache"
+        await fanout.cache(
+            self.redis, self._max_seq, records, views, new_index, size=self.cfg.recent_cache_size
+        )
+        self.stage = "route"
+        frames = [message_frame(view) for view in views]
+        routed, _offline = await fanout.route(self.redis, records, frames, members, gaps)
+        self.metrics.routed.inc(routed)
+        published = time.time()
+        for r, source in zip(records, sources, strict=True):
+            latency = max(0.0, published - r.accepted_at / 1000)
+            self.metrics.delivery_latency.labels(source).observe(latency)
+
+    async def _shutdown(self) -> None:
+        for client in (self.consumer, self.producer):
+            with contextlib.suppress(Exception):
+                if client is not None:
+                    await asyncio.wait_for(client.stop(), 5)
+        with contextlib.suppress(Exception):
+            if self.redis is not None:
+                await self.redis.aclose()
+        await close_store(self.store)
+
+
+async def _no_websocket(connection: ServerConnection) -> None:
+    await connection.close(1008, "the relay serves only /healthz, /readyz and /metrics")
+
+
+def main() -> None:
+    config = load_or_exit("relay")
+    setup_logging(config.log_level, config.node_id)
+    raise SystemExit(asyncio.run(Relay(config).run()))
+
+
+if __name__ == "__main__":
+    main()
