@@ -1,5 +1,6 @@
 """opsctl local: run the IM stack (Redis, Kafka, Cassandra, Prometheus, Alertmanager, gateways,
-dispatcher) as local processes on 127.0.0.1."""
+dispatcher) as local processes on 127.0.0.1; with a two-region spec (`--stack staging`), every
+region of it (a Kafka, Redis, Cassandra DC and IM processes each, MirrorMaker 2 between them)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from opsctl.cli._group import OpsctlGroup, help_values
 from opsctl.cli._options import KubeconfigOption, LocalStateDirOption, OnRoot, RootOptions, like
 
 if TYPE_CHECKING:
-    from opsctl.local import LocalStack
+    from opsctl.local import LocalStack, StackInfo
 
 app = typer.Typer(
     cls=OpsctlGroup,
     help="Run the IM stack locally: `up`, `status`, `logs`, `down`. "
-    "Everything lives under one state dir.",
+    "Everything lives under one state dir; `--stack staging` runs both of its regions.",
     no_args_is_help=True,
 )
 
@@ -36,6 +37,8 @@ def _constants() -> dict[str, object]:
         "env_base_port": _config.ENV_BASE_PORT,
         "ports": ", ".join(_config.Ports.model_fields),
         "gateways": _config.DEFAULT_GATEWAYS,
+        "region_gateways": _config.DEFAULT_REGION_GATEWAYS,
+        "max_regions": _config.MAX_LOCAL_REGIONS,
         "env_gateways": _config.ENV_GATEWAYS,
         "rules": ", ".join(_config.LocalConfig.model_fields["rule_globs"].default),
         "env_kubeconfig": _config.ENV_KUBECONFIG,
@@ -110,8 +113,9 @@ def up(
     gateways: Annotated[
         int | None,
         typer.Option(
-            help="How many gateways to run. [env: {local.env_gateways}] "
-            "[default: {local.gateways}]",
+            help="How many gateways to run (per region). [env: {local.env_gateways}] "
+            "[default: {local.gateways}; {local.region_gateways} per region of a multi-region "
+            "stack]",
             show_default=False,
         ),
     ] = None,
@@ -160,14 +164,25 @@ def up(
 ) -> None:
     """Start the stack (or whatever of it is not running) and wait until every part is healthy.
 
+    The stack spec (--stack, default local) says what runs: a one-region spec runs one copy;
+    a two-region spec (staging) runs every region, each with its own Kafka, Redis, Cassandra DC
+    (plus a witness DC), gateways and dispatcher, and MirrorMaker 2 between the Kafkas; its
+    regions take consecutive port blocks from the base port. Specs with more than
+    {local.max_regions} regions are refused (exit 2).
+
     Idempotent: running components are reported and left alone. If a component fails, its log
     tail is shown and everything started is stopped again (exit 1). A taken port: exit 2.
     """
     from opsctl import console
     from opsctl.local import LocalStack, parse_port_overrides, resolve_config
+    from opsctl.local._config import SpecValues
     from opsctl.local._progress import RichReporter
+    from opsctl.spec import load_stack
 
     target = LocalTarget.of(ctx)
+    stack_name, infra_dir = target.settings.stack, target.settings.infra_dir
+    # Bad input (an unknown stack, too many regions) fails here, before anything starts.
+    spec = SpecValues.from_spec(load_stack(infra_dir, stack_name), stack_name)
     config = resolve_config(
         state_dir=target.state_dir_flag,
         base_port=base_port,
@@ -179,27 +194,43 @@ def up(
         kubeconfig=kubeconfig,
         kube_context=context,
         exporters=not no_exporters,
+        spec_stack=stack_name,
+        regions=len(spec.region_names),
     )
     reporter = RichReporter(console.console) if console.verbosity >= 0 else None
-    stack = LocalStack(config, reporter=reporter)
-    console.info(f"local stack in {config.state_dir}")
+    stack = LocalStack(config, reporter=reporter, spec=spec)
+    where = f" ({', '.join(spec.region_names)})" if spec.multi_region else ""
+    console.info(f"local stack '{stack_name}'{where} in {config.state_dir}")
     info = stack.up()
     if target.json:
         console.emit_json(info.as_dict())
         return
     console.info("[green]✓[/green] local stack is up")
     data = console.data_console()
-    for label, value in [
-        ("gateways", "  ".join(info.gateway_ws_urls) if config.im else "(infra only)"),
-        ("redis", info.redis_url),
-        ("kafka", info.kafka_bootstrap),
-        ("cassandra", info.cassandra_hosts),
+    for label, value in _endpoint_lines(info, im=config.im, multi_region=spec.multi_region):
+        data.print(f"{label:<13} {value}", markup=False)
+
+
+def _endpoint_lines(info: StackInfo, *, im: bool, multi_region: bool) -> list[tuple[str, str]]:
+    """What `up` prints: every region's endpoints, then the shared ones."""
+    lines: list[tuple[str, str]] = []
+    for region in info.regions:
+        prefix = f"{region.name} " if multi_region else ""
+        lines += [
+            (f"{prefix}gateways", "  ".join(region.gateway_ws_urls) if im else "(infra only)"),
+            (f"{prefix}redis", region.redis_url),
+            (f"{prefix}kafka", region.kafka_bootstrap),
+            (f"{prefix}cassandra", region.cassandra_hosts),
+        ]
+    lines += [
         ("prometheus", info.prometheus_url),
         ("alertmanager", info.alertmanager_url),
         *((f"{job} metrics", "  ".join(urls)) for job, urls in info.metrics_urls.items()),
         ("jwt secret", str(info.jwt_secret_file)),
-    ]:
-        data.print(f"{label:<13} {value}", markup=False)
+    ]
+    if multi_region:
+        lines.append(("jwt", f"issuer {info.jwt_issuer}, audience {info.jwt_audience}"))
+    return lines
 
 
 @app.command()
@@ -236,12 +267,21 @@ def status(ctx: typer.Context) -> None:
     stack = target.recorded()
     rows = stack.status()
     unhealthy = [row.name for row in rows if not row.healthy]
+    info = stack.info
     if target.json:
         console.emit_json(
             {
                 "state_dir": str(stack.config.state_dir),
+                "stack": info.stack,
                 "healthy": not unhealthy,
                 "components": [row.as_dict() for row in rows],
+                # Every region's endpoints, and the token settings shared by all of them.
+                "regions": [region.as_dict() for region in info.regions],
+                "prometheus_url": info.prometheus_url,
+                "alertmanager_url": info.alertmanager_url,
+                "jwt_secret_file": str(info.jwt_secret_file),
+                "jwt_issuer": info.jwt_issuer,
+                "jwt_audience": info.jwt_audience,
             }
         )
     else:
@@ -253,7 +293,12 @@ def status(ctx: typer.Context) -> None:
             if row.running and not row.healthy:
                 health = "[yellow]unhealthy[/yellow]"
             table.add_row(row.name, str(row.pid or "-"), str(row.port), health, row.detail)
-        console.data_console().print(table)
+        data = console.data_console()
+        data.print(table)
+        if stack.multi_region:
+            data.print("")
+            for label, value in _endpoint_lines(info, im=stack.config.im, multi_region=True):
+                data.print(f"{label:<20} {value}", markup=False)
     if unhealthy:
         raise CheckFailed(f"{len(unhealthy)} of {len(rows)} not healthy: {', '.join(unhealthy)}")
 
@@ -264,8 +309,9 @@ def logs(
     component: Annotated[
         str,
         typer.Argument(
-            help="A component as `opsctl local status` lists it (gateways are gw-1, gw-2, ...), "
-            "or {local.migrate}."
+            help="A component as `opsctl local status` lists it (gateways are gw-1, gw-2, ...; "
+            "in a multi-region stack REGION/gw-1, REGION/kafka, mirrormaker, ...), "
+            "or {local.migrate} (REGION/{local.migrate})."
         ),
     ],
     *,

@@ -7,19 +7,28 @@ processes, run as supervised processes on 127.0.0.1 under one state dir.
     stack.kill("gw-1")     # failure drills: stop/kill/start/restart one component
     stack.down(wipe=True)
 
+The spec (``LocalConfig.spec_stack``, ``opsctl local up --stack``) says what runs: a one-region
+spec runs one copy of everything; a two-region spec (staging) runs every region on its own port
+block (components named ``<region>/<component>``), one Cassandra cluster with a DC per region
+plus a ``witness`` DC (127.0.0.1/.2/.3, same ports), one MirrorMaker 2 between the regions'
+Kafkas, one Prometheus and one Alertmanager (``StackInfo.regions`` has each region's endpoints).
+
 Layout, from the bottom up:
 
 - ``_config``: ``LocalConfig`` (every port, path and size, resolved from flags, environment and
-  defaults), ``HOST``, and ``SpecValues`` (what the stack takes from the ``local`` stack spec);
+  defaults), ``HOST``, ``SpecValues`` (what the stack takes from the stack spec) and ``Site``
+  (where one region's processes run: its port block, Cassandra node and DC);
 - ``_errors``: the errors the stack raises; ``_health``: the health checks (Redis PING, CQL,
   Kafka metadata, HTTP);
 - ``_procs``: spawning, signalling, sweeping and finding processes and ports; ``run_once``
   for one-shot steps (migrations);
-- ``_jvm``: JVM flags, the ``java`` command line and the jars of Kafka and Cassandra;
+- ``_jvm``: JVM flags, the ``java`` command line and the jars of Kafka, Cassandra and
+  MirrorMaker 2 (``connect-mirror``);
 - ``_exporters``: the metric exporters' wiring (JMX agents, redis_exporter, kube-state-metrics);
 - ``_render``: every config file a component reads, rendered by pure functions;
 - ``_components``: one ``Component`` per process (command line, environment, port, health
-  check, ``prepare`` step), and the start and stop orders (``Phase``, ``StopGroup``);
+  check, ``prepare`` step), the start and stop orders (``Phase`` and waves, ``StopGroup``)
+  and the migrations run before the IM processes;
 - ``_stack``: ``LocalStack``, which starts, stops, records and inspects the components;
 - ``_progress``: progress output for the CLI; ``pytest_plugin``: the session-scoped stack
   fixture for tests.
@@ -51,6 +60,7 @@ from opsctl.local._stack import (
     ComponentStatus,
     LocalStack,
     NullReporter,
+    RegionInfo,
     Reporter,
     StackInfo,
     load_recorded,
@@ -71,6 +81,7 @@ __all__ = [
     "NullReporter",
     "PortInUse",
     "Ports",
+    "RegionInfo",
     "Reporter",
     "StackConflict",
     "StackInfo",

@@ -2,8 +2,15 @@
 
 A component is a command line, an environment, a port, a health check and an optional
 ``prepare`` step (write its config files, format its storage). When each starts and stops is
-named once here: ``Phase`` (start order) and ``StopGroup`` (stop order). The config files
-come from ``_render``, the JVM command lines from ``_jvm`` (layout: ``opsctl/local/__init__``).
+named once here: ``Phase`` and ``wave`` (start order) and ``StopGroup`` (stop order). The config
+files come from ``_render``, the JVM command lines from ``_jvm`` (layout:
+``opsctl/local/__init__``).
+
+A multi-region stack (a spec with two regions) runs the same components per region, named
+``<region>/<component>`` (``eu-central/kafka``, ``us-east/gw-1``), each region on its own port
+block; one Cassandra cluster with a node per region plus ``witness/cassandra`` (127.0.0.1/.2/.3,
+same ports); one ``mirrormaker`` (MirrorMaker 2, every direction); one Prometheus and one
+Alertmanager. Its JVMs start one at a time (one wave each).
 """
 
 from __future__ import annotations
@@ -13,38 +20,53 @@ import os
 import shlex
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 
-from opsctl.local._config import HOST, LocalConfig, SpecValues
+from opsctl.local._config import (
+    HOST,
+    WITNESS_DC,
+    LocalConfig,
+    Site,
+    SpecValues,
+    stack_sites,
+)
 from opsctl.local._exporters import (
     RedisReplicaCheck,
     exporter_http_check,
     jmx_agent_flags,
     kube_state_metrics_argv,
+    mirrormaker_jmx_mapping,
     redis_exporter_argv,
     render_ksm_kubeconfig,
 )
 from opsctl.local._health import (
+    AllOf,
     CqlCheck,
     HealthCheck,
     HttpCheck,
     KafkaMetadataCheck,
+    KafkaTopicsCheck,
     RedisPing,
 )
 from opsctl.local._jvm import (
     CASSANDRA_FAST_START_FLAGS,
     CASSANDRA_JAVA17_FLAGS,
+    MIRRORMAKER_JARS,
     jar_dir,
     java_command,
 )
 from opsctl.local._render import (
     CASSANDRA_LOGBACK,
     KAFKA_LOG4J2,
+    MIRRORMAKER_LOG4J2,
+    cassandra_token,
     render_alertmanager_yml,
+    render_cassandra_rackdc,
     render_cassandra_yaml,
     render_kafka_properties,
+    render_mirrormaker_properties,
     render_prometheus_yml,
     render_redis_conf,
     write_generated_rules,
@@ -69,11 +91,12 @@ class StopGroup(IntEnum):
 
     GATEWAYS = 0
     DISPATCHER = 1
+    MIRROR = 2  # MirrorMaker 2 (multi-region): a client of every region's Kafka
     # Exporters, kube-state-metrics, Alertmanager and Prometheus: before what they scrape, so
     # they log no spurious connection errors.
-    MONITORING = 2
-    JVM_STORES = 3  # Kafka and Cassandra
-    REDIS = 4  # the primary and its replica
+    MONITORING = 3
+    JVM_STORES = 4  # Kafka and Cassandra
+    REDIS = 5  # the primary and its replica
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,13 @@ class Component:
     # Writes config files just before a start; may return a replacement command line
     # (Kafka's first start formats its storage first, in the same process group).
     prepare: Callable[[], list[str] | None] | None = None
+    # The address it listens on (a multi-region stack's Cassandra nodes use 127.0.0.2/.3).
+    host: str = HOST
+    # Within a phase, waves start in order, each healthy before the next (a multi-region
+    # stack starts its JVMs one at a time); the members of one wave start together.
+    wave: int = 0
+    # Its region in a multi-region stack ("witness" for the witness node, "" when shared).
+    region: str = ""
 
 
 class Layout:
@@ -124,17 +154,28 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def imgw_env(config: LocalConfig, spec: SpecValues, layout: Layout) -> dict[str, str]:
-    """IMGW_* settings shared by migrate, the dispatcher and every gateway (see the contract)."""
-    ports = config.ports
-    return {
+def imgw_env(
+    config: LocalConfig, spec: SpecValues, layout: Layout, site: Site | None = None
+) -> dict[str, str]:
+    """IMGW_* settings shared by migrate, the dispatcher and every gateway (see the contract).
+
+    ``site``: one region of a multi-region stack (default: the one-region stack). A region's
+    processes use its Kafka, Redis and Cassandra node, route to its DC
+    (IMGW_CASSANDRA_DATACENTER: the keyspace is NetworkTopologyStrategy) and learn every region
+    of the stack from IMGW_REGIONS (when the gateway's config declares it).
+    """
+    ports = site.ports if site else config.ports
+    cassandra = (
+        f"{site.cassandra_host}:{site.shared.cassandra}" if site else f"{HOST}:{ports.cassandra}"
+    )
+    env = {
         "IMGW_LISTEN_HOST": HOST,
         "IMGW_KAFKA_BOOTSTRAP": f"{HOST}:{ports.kafka}",
         "IMGW_KAFKA_TOPIC": config.kafka_topic,
-        "IMGW_KAFKA_PARTITIONS": str(spec.kafka_partitions),
+        "IMGW_KAFKA_PARTITIONS": str(site.kafka_partitions if site else spec.kafka_partitions),
         "IMGW_KAFKA_REPLICATION_FACTOR": str(spec.kafka_replication_factor),
         "IMGW_REDIS_URL": f"redis://{HOST}:{ports.redis}/0",
-        "IMGW_CASSANDRA_HOSTS": f"{HOST}:{ports.cassandra}",
+        "IMGW_CASSANDRA_HOSTS": cassandra,
         "IMGW_CASSANDRA_KEYSPACE": config.cassandra_keyspace,
         "IMGW_CASSANDRA_REPLICATION_FACTOR": str(spec.cassandra_replication_factor),
         "IMGW_JWT_HS256_SECRET_FILE": str(layout.secret),
@@ -142,8 +183,21 @@ def imgw_env(config: LocalConfig, spec: SpecValues, layout: Layout) -> dict[str,
         "IMGW_JWT_AUDIENCE": config.jwt_audience,
         "IMGW_DRAIN_WINDOW_S": str(config.drain_window_s),
         # Names the dispatcher's consumer group (im-dispatcher.<region>), as the chart does.
-        "IMGW_REGION": spec.region,
+        "IMGW_REGION": site.region if site else spec.region,
     }
+    if site is not None:
+        env["IMGW_CASSANDRA_DATACENTER"] = site.datacenter
+        if gateway_declares("regions"):
+            env["IMGW_REGIONS"] = ",".join(spec.region_names)
+    return env
+
+
+def gateway_declares(setting: str) -> bool:
+    """Whether the gateway's config (gateway/config.py) has ``setting``: it refuses unknown
+    IMGW_* variables, so the stack sets IMGW_REGIONS only once the gateway reads it."""
+    from gateway.config import Config
+
+    return setting in Config.model_fields
 
 
 # ---- the components ---------------------------------------------------------------------------
@@ -164,26 +218,18 @@ def kafka_cluster_id(state_file: Path) -> str:
 
 
 def build_components(config: LocalConfig, spec: SpecValues) -> list[Component]:
-    """Every component in start order (phase, then list order)."""
+    """Every component in start order (phase, wave, then list order)."""
     layout = Layout(config.state_dir)
+    if spec.multi_region:
+        return _multi_region_components(config, spec, layout)
+    site = stack_sites(config, spec)[0]
     components = [
-        _redis(config, layout),
-        _cassandra(config, layout),  # the slowest starts first
-        _kafka(config, layout),
+        _redis(config, layout, site),
+        _cassandra(config, layout, site),  # the slowest starts first
+        _kafka(config, layout, site),
     ]
     if config.exporters:
-        components += [
-            _redis_replica(config, layout),
-            _redis_exporter(
-                config, "redis-exporter", config.ports.redis, config.ports.redis_exporter
-            ),
-            _redis_exporter(
-                config,
-                "redis-replica-exporter",
-                config.ports.redis_replica,
-                config.ports.redis_replica_exporter,
-            ),
-        ]
+        components += _redis_exporters(config, layout, site)
     if config.watches_cluster:
         components.append(_kube_state_metrics(config, layout))
     components += [_alertmanager(config, layout), _prometheus(config, layout, spec)]
@@ -192,29 +238,78 @@ def build_components(config: LocalConfig, spec: SpecValues) -> list[Component]:
     return components
 
 
-def _redis(config: LocalConfig, layout: Layout) -> Component:
-    port = config.ports.redis
-    return _redis_server(config, layout, "redis", port, RedisPing(HOST, port))
+def _multi_region_components(
+    config: LocalConfig, spec: SpecValues, layout: Layout
+) -> list[Component]:
+    """Each region's Redis (and exporters) at once; then the JVMs one at a time: the Cassandra
+    nodes (each region's DC, then the witness), each region's Kafka; after the migrations,
+    MirrorMaker 2 with the gateways, then the dispatchers (they read the mirrored topics)."""
+    sites = stack_sites(config, spec)
+    regions = [site for site in sites if not site.witness]
+    seeds = tuple(site.cassandra_host for site in sites)
+    components: list[Component] = []
+    for site in regions:
+        components.append(_redis(config, layout, site))
+        if config.exporters:
+            components += _redis_exporters(config, layout, site)
+    if config.watches_cluster:
+        components.append(_kube_state_metrics(config, layout))
+    components += [_alertmanager(config, layout), _prometheus(config, layout, spec, sites)]
+    jvms = [
+        *(_cassandra(config, layout, site, seeds=seeds, index=i) for i, site in enumerate(sites)),
+        *(_kafka(config, layout, site) for site in regions),
+    ]
+    components += [replace(jvm, wave=wave) for wave, jvm in enumerate(jvms)]
+    if config.im:
+        components.append(_mirrormaker(config, layout, regions))
+        for site in regions:
+            components += [
+                replace(c, wave=1 if c.stop_group is StopGroup.DISPATCHER else 0)
+                for c in im_components(config, spec, layout, site)
+            ]
+    return components
 
 
-def _redis_replica(config: LocalConfig, layout: Layout) -> Component:
-    port = config.ports.redis_replica
+def _redis(config: LocalConfig, layout: Layout, site: Site) -> Component:
+    port = site.ports.redis
+    return _redis_server(config, layout, site, "redis", port, health=RedisPing(HOST, port))
+
+
+def _redis_exporters(config: LocalConfig, layout: Layout, site: Site) -> list[Component]:
+    ports = site.ports
+    return [
+        _redis_replica(config, layout, site),
+        _redis_exporter(config, site, "redis-exporter", ports.redis, ports.redis_exporter),
+        _redis_exporter(
+            config,
+            site,
+            "redis-replica-exporter",
+            ports.redis_replica,
+            ports.redis_replica_exporter,
+        ),
+    ]
+
+
+def _redis_replica(config: LocalConfig, layout: Layout, site: Site) -> Component:
+    port = site.ports.redis_replica
     health = RedisReplicaCheck(HOST, port)
     return _redis_server(
-        config, layout, "redis-replica", port, health, replica_of=config.ports.redis
+        config, layout, site, "redis-replica", port, health=health, replica_of=site.ports.redis
     )
 
 
 def _redis_server(
     config: LocalConfig,
     layout: Layout,
-    name: str,
+    site: Site,
+    component: str,
     port: int,
-    health: HealthCheck,
     *,
+    health: HealthCheck,
     replica_of: int | None = None,
 ) -> Component:
     """The primary and its replica: one redis-server each, stopped last (every group uses it)."""
+    name = site.name(component)
     conf = layout.conf(name) / "redis.conf"
 
     def prepare() -> None:
@@ -239,7 +334,13 @@ def _redis_server(
         stop_timeout_s=15,
         stop_group=StopGroup.REDIS,
         prepare=prepare,
+        region=_region_of(site),
     )
+
+
+def _region_of(site: Site) -> str:
+    """A component's region as status reports it: only a multi-region stack names one."""
+    return site.region if site.prefix else ""
 
 
 def _jvm_service(
@@ -251,68 +352,87 @@ def _jvm_service(
     start_timeout_s: float,
     stop_timeout_s: float,
     prepare: Callable[[], list[str] | None],
+    site: Site,
+    host: str = HOST,
 ) -> Component:
-    """Kafka and Cassandra: infrastructure on HOST:port, stopped after the services using them."""
+    """Kafka and Cassandra: infrastructure on host:port, stopped after the services using them."""
     return Component(
         name=name,
         phase=Phase.INFRA,
         argv=argv,
         port=port,
         health=health,
-        endpoint=f"{HOST}:{port}",
+        endpoint=f"{host}:{port}",
         start_timeout_s=start_timeout_s,
         stop_timeout_s=stop_timeout_s,
         stop_group=StopGroup.JVM_STORES,
         prepare=prepare,
+        host=host,
+        region=_region_of(site),
     )
 
 
-def _kafka(config: LocalConfig, layout: Layout) -> Component:
-    conf_dir = layout.conf("kafka")
+def _kafka(config: LocalConfig, layout: Layout, site: Site) -> Component:
+    name = site.name("kafka")
+    conf_dir = layout.conf(name)
     properties = conf_dir / "server.properties"
     log4j = conf_dir / "log4j2.properties"
-    data = layout.data("kafka")
+    data = layout.data(name)
     classpath = str(jar_dir(config, "kafka") / "*")
+    heap = config.region_kafka_heap if site.prefix else config.kafka_heap
     jvm = [
-        *java_command(config, config.kafka_heap, ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]),
+        *java_command(config, heap, ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]),
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}",
         "-cp",
         classpath,
     ]
 
-    agent = jmx_agent_flags(config, "kafka", config.ports.kafka_metrics)
+    agent = jmx_agent_flags(config, "kafka", site.ports.kafka_metrics)
     # The agent only on the broker: the format step would otherwise bind its port too.
     run = [*jvm, *agent, "kafka.Kafka", str(properties)]
 
     def prepare() -> list[str] | None:
-        _write(properties, render_kafka_properties(config, data))
+        _write(properties, render_kafka_properties(config, data, site.ports))
         _write(log4j, KAFKA_LOG4J2)
         if (data / "meta.properties").is_file():
             return None
         # First start: the equivalent of `kafka-storage format` for a single KRaft node, then
         # the broker, as one command so both run while the other components start.
-        cluster_id = kafka_cluster_id(config.state_dir / "kafka" / "cluster-id")
+        cluster_id = kafka_cluster_id(config.state_dir / name / "cluster-id")
         fmt = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)]
         return ["/bin/sh", "-c", f"{shlex.join(fmt)} && exec {shlex.join(run)}"]
 
-    port = config.ports.kafka
+    port = site.ports.kafka
     return _jvm_service(
-        "kafka",
+        name,
         run,
         port,
         KafkaMetadataCheck(HOST, port),
         start_timeout_s=120,
         stop_timeout_s=30,
         prepare=prepare,
+        site=site,
     )
 
 
-def _cassandra(config: LocalConfig, layout: Layout) -> Component:
-    conf_dir = layout.conf("cassandra")
+def _cassandra(
+    config: LocalConfig,
+    layout: Layout,
+    site: Site,
+    *,
+    seeds: tuple[str, ...] = (HOST,),
+    index: int = 0,
+) -> Component:
+    """One Cassandra node: the one-region stack's, or a multi-region stack's node ``index`` of
+    ``seeds`` (one per DC, on its own loopback address, with the same ports)."""
+    name = site.name("cassandra")
+    host = site.cassandra_host
+    conf_dir = layout.conf(name)
     cassandra_yaml = conf_dir / "cassandra.yaml"
     logback = conf_dir / "logback.xml"
-    data = layout.data("cassandra")
+    rackdc = conf_dir / "cassandra-rackdc.properties"
+    data = layout.data(name)
     jars = jar_dir(config, "cassandra")
     jamm = sorted(jars.glob("jamm-*.jar"))
     tuning = [
@@ -321,13 +441,16 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
         "-XX:+ParallelRefProcEnabled",
         "-XX:MaxTenuringThreshold=1",
     ]
+    heap = config.region_cassandra_heap if site.datacenter else config.cassandra_heap
+    snitch = [f"-Dcassandra-rackdc.properties={rackdc.as_uri()}"] if site.datacenter else []
     argv = [
-        *java_command(config, config.cassandra_heap, tuning),
+        *java_command(config, heap, tuning),
         *CASSANDRA_JAVA17_FLAGS,
         *(f"-javaagent:{jar}" for jar in jamm[:1]),
-        *jmx_agent_flags(config, "cassandra", config.ports.cassandra_metrics),
+        *jmx_agent_flags(config, "cassandra", site.shared.cassandra_metrics, host=host),
         "-Dcassandra-foreground=yes",
         f"-Dcassandra.config={cassandra_yaml.as_uri()}",
+        *snitch,
         f"-Dlogback.configurationFile={logback}",
         f"-Dcassandra.logdir={config.state_dir / 'logs'}",
         f"-Dcassandra.storagedir={data}",
@@ -337,26 +460,88 @@ def _cassandra(config: LocalConfig, layout: Layout) -> Component:
         "org.apache.cassandra.service.CassandraDaemon",
     ]
 
+    token = cassandra_token(index, len(seeds)) if site.datacenter else 0
+
     def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
-        _write(cassandra_yaml, render_cassandra_yaml(config, data))
+        rendered = render_cassandra_yaml(config, data, host=host, seeds=seeds, token=token)
+        _write(cassandra_yaml, rendered)
         _write(logback, CASSANDRA_LOGBACK)
+        if site.datacenter:
+            _write(rackdc, render_cassandra_rackdc(site.datacenter))
 
-    port = config.ports.cassandra
+    port = site.shared.cassandra
     return _jvm_service(
-        "cassandra",
+        name,
         argv,
         port,
-        CqlCheck(HOST, port),
+        CqlCheck(host, port),
         start_timeout_s=180,
         stop_timeout_s=40,
+        prepare=prepare,
+        site=site,
+        host=host,
+    )
+
+
+def _mirrormaker(config: LocalConfig, layout: Layout, regions: list[Site]) -> Component:
+    """One dedicated MirrorMaker 2 for every direction between the regions' Kafkas. Healthy
+    once every region's messages topic has arrived in every other region as
+    ``<source>.im.messages`` (it is started after the migrations created the topics)."""
+    name = "mirrormaker"
+    conf_dir = layout.conf(name)
+    properties = conf_dir / "mm2.properties"
+    log4j = conf_dir / "log4j2.properties"
+    fallback_mapping = conf_dir / "jmx-exporter.yaml"
+    mapping, default_mapping = mirrormaker_jmx_mapping(config, fallback_mapping)
+    port = config.ports.mirrormaker_metrics
+    argv = [
+        *java_command(config, config.mirrormaker_heap, ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]),
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}",
+        *jmx_agent_flags(config, "mirrormaker", port, mapping=mapping),
+        "-cp",
+        str(jar_dir(config, MIRRORMAKER_JARS) / "*"),
+        "org.apache.kafka.connect.mirror.MirrorMaker",
+        str(properties),
+    ]
+    clusters = [(site.region, f"{HOST}:{site.ports.kafka}") for site in regions]
+
+    def prepare() -> None:
+        _write(properties, render_mirrormaker_properties(clusters))
+        _write(log4j, MIRRORMAKER_LOG4J2)
+        if default_mapping is not None:
+            _write(fallback_mapping, default_mapping)
+
+    mirrored = [
+        KafkaTopicsCheck(
+            HOST,
+            target.ports.kafka,
+            tuple(
+                f"{source.region}.{config.kafka_topic}" for source in regions if source != target
+            ),
+        )
+        for target in regions
+    ]
+    return Component(
+        name=name,
+        phase=Phase.IM,
+        argv=argv,
+        port=port,
+        health=AllOf(tuple(mirrored)),
+        endpoint=" <-> ".join(site.region for site in regions),
+        start_timeout_s=120,
+        stop_timeout_s=30,
+        stop_group=StopGroup.MIRROR,
         prepare=prepare,
     )
 
 
-def _redis_exporter(config: LocalConfig, name: str, redis_port: int, port: int) -> Component:
+def _redis_exporter(
+    config: LocalConfig, site: Site, component: str, redis_port: int, port: int
+) -> Component:
     return Component(
-        name=name,
+        name=site.name(component),
         phase=Phase.INFRA,
         argv=redis_exporter_argv(config, redis_port, port),
         port=port,
@@ -365,6 +550,7 @@ def _redis_exporter(config: LocalConfig, name: str, redis_port: int, port: int) 
         start_timeout_s=20,
         stop_timeout_s=10,
         stop_group=StopGroup.MONITORING,
+        region=_region_of(site),
     )
 
 
@@ -435,7 +621,9 @@ def _alertmanager(config: LocalConfig, layout: Layout) -> Component:
     )
 
 
-def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Component:
+def _prometheus(
+    config: LocalConfig, layout: Layout, spec: SpecValues, sites: list[Site] | None = None
+) -> Component:
     conf = layout.conf("prometheus") / "prometheus.yml"
     generated = layout.conf("prometheus") / "generated-rules"
     port = config.ports.prometheus
@@ -443,7 +631,7 @@ def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Compon
     def prepare() -> None:
         layout.data("prometheus").mkdir(parents=True, exist_ok=True)
         write_generated_rules(config, generated)
-        _write(conf, render_prometheus_yml(config, spec, generated))
+        _write(conf, render_prometheus_yml(config, spec, generated, sites))
 
     return _prometheus_server(
         "prometheus",
@@ -460,40 +648,48 @@ def _prometheus(config: LocalConfig, layout: Layout, spec: SpecValues) -> Compon
     )
 
 
-def im_components(config: LocalConfig, spec: SpecValues, layout: Layout) -> list[Component]:
-    shared = imgw_env(config, spec, layout)
+def im_components(
+    config: LocalConfig, spec: SpecValues, layout: Layout, site: Site | None = None
+) -> list[Component]:
+    """The dispatcher and the gateways (of one region's ``site`` in a multi-region stack)."""
+    shared = imgw_env(config, spec, layout, site)
+    ports = site.ports if site else config.ports
+    prefix = site.prefix if site else ""
+    region = _region_of(site) if site else ""
     python = str(config.python)
     stop_timeout = config.drain_window_s + 8  # the contract: drained before drain window + 5 s
     dispatcher = Component(
-        name="dispatcher",
+        name=f"{prefix}dispatcher",
         phase=Phase.IM,
         argv=[python, "-m", "gateway.dispatcher"],
         env={
             **shared,
             "IMGW_NODE_ID": "dispatcher-1",
-            "IMGW_LISTEN_PORT": str(config.ports.dispatcher),
+            "IMGW_LISTEN_PORT": str(ports.dispatcher),
         },
         cwd=config.repo_root,
-        port=config.ports.dispatcher,
-        health=HttpCheck(HOST, config.ports.dispatcher, "/readyz"),
-        endpoint=f"http://{HOST}:{config.ports.dispatcher}",
+        port=ports.dispatcher,
+        health=HttpCheck(HOST, ports.dispatcher, "/readyz"),
+        endpoint=f"http://{HOST}:{ports.dispatcher}",
         start_timeout_s=60,
         stop_timeout_s=stop_timeout,
         stop_group=StopGroup.DISPATCHER,
+        region=region,
     )
     gateways = [
         Component(
-            name=node,
+            name=f"{prefix}{node}",
             phase=Phase.IM,
             argv=[python, "-m", "gateway.server"],
-            env={**shared, "IMGW_NODE_ID": node, "IMGW_LISTEN_PORT": str(config.ports.gateway(i))},
+            env={**shared, "IMGW_NODE_ID": node, "IMGW_LISTEN_PORT": str(ports.gateway(i))},
             cwd=config.repo_root,
-            port=config.ports.gateway(i),
-            health=HttpCheck(HOST, config.ports.gateway(i), "/readyz"),
-            endpoint=f"ws://{HOST}:{config.ports.gateway(i)}/ws",
+            port=ports.gateway(i),
+            health=HttpCheck(HOST, ports.gateway(i), "/readyz"),
+            endpoint=f"ws://{HOST}:{ports.gateway(i)}/ws",
             start_timeout_s=60,
             stop_timeout_s=stop_timeout,
             stop_group=StopGroup.GATEWAYS,
+            region=region,
         )
         for i, node in enumerate(config.gateway_ids)
     ]
@@ -506,3 +702,31 @@ def alert_webhook_url(config: LocalConfig) -> str:
 
 def migrate_argv(config: LocalConfig) -> list[str]:
     return [str(config.python), "-m", "gateway.migrate"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One run of ``gateway.migrate`` before the IM processes start."""
+
+    name: str  # its log: logs/<name>.log
+    argv: list[str]
+    env: dict[str, str]
+
+
+def migrations(config: LocalConfig, spec: SpecValues, layout: Layout) -> list[Migration]:
+    """The one-region stack: one run. A multi-region stack: one per region, one after the
+    other (each creates its Kafka's topics and adds its DC to the keyspace's replication,
+    keeping the others'), then a CQL-only run for the witness DC, so the keyspace ends up
+    NetworkTopologyStrategy over every region's DC and the witness."""
+    argv = migrate_argv(config)
+    if not spec.multi_region:
+        return [Migration("migrate", argv, imgw_env(config, spec, layout))]
+    runs = []
+    for site in stack_sites(config, spec):
+        env = imgw_env(config, spec, layout, site)
+        if site.witness:
+            env.pop("IMGW_REGIONS", None)
+            runs.append(Migration(f"{WITNESS_DC}/migrate", [*argv, "--only", "cql"], env))
+        else:
+            runs.append(Migration(site.name("migrate"), argv, env))
+    return runs

@@ -25,7 +25,17 @@ HOST = "127.0.0.1"
 DEFAULT_STATE_DIR = REPO_ROOT / ".state" / "local"
 DEFAULT_BASE_PORT = 19100
 DEFAULT_GATEWAYS = 2
+# A multi-region stack runs this many gateways per region unless told otherwise.
+DEFAULT_REGION_GATEWAYS = 1
 MAX_GATEWAYS = 16
+# What one machine runs (docs/multi-region.md section 9): two data regions, each a Kafka, a
+# Redis, a Cassandra DC and the IM processes, plus a witness DC and one MirrorMaker 2: about
+# 8-10 GB and every core of a 2-core machine. A third region is refused (exit 2).
+MAX_LOCAL_REGIONS = 2
+# The Cassandra DC that holds no clients, only a vote (docs/multi-region.md section 4).
+WITNESS_DC = "witness"
+# A multi-region stack's Cassandra nodes: one per DC on these loopback aliases, same ports.
+CASSANDRA_NODE_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 VERSIONS_FILE = REPO_ROOT / "scripts" / "setup" / "jars" / "versions.env"
 
 ENV_STATE_DIR = "OPSCTL_LOCAL_STATE_DIR"
@@ -62,31 +72,87 @@ PORT_OFFSETS.update(
         "redis_replica_exporter": EXPORTER_OFFSET + 4,
         "kube_state_metrics": EXPORTER_OFFSET + 5,
         "kube_state_metrics_telemetry": EXPORTER_OFFSET + 6,
+        # MirrorMaker 2's JMX exporter agent (multi-region stacks, first region's block only).
+        "mirrormaker_metrics": EXPORTER_OFFSET + 7,
     }
 )
-PORT_BLOCK_SIZE = EXPORTER_OFFSET + 7
+PORT_BLOCK_SIZE = EXPORTER_OFFSET + 8
+
+
+@dataclass(frozen=True)
+class RegionValues:
+    """One region of a multi-region stack, as the local stack runs it."""
+
+    name: str
+    kafka_partitions: int
 
 
 @dataclass(frozen=True)
 class SpecValues:
-    """What the local stack takes from the `local` stack spec (the one source of truth)."""
+    """What the local stack takes from the stack spec (the one source of truth).
+
+    The first region's values; ``regions`` lists every region of a multi-region stack (empty
+    for a one-region stack). Locally each region has one Kafka broker and each DC one
+    Cassandra node, so a multi-region stack's replication factors are 1.
+    """
 
     region: str
     kafka_partitions: int
     kafka_replication_factor: int
     cassandra_replication_factor: int
     retention: str
+    regions: tuple[RegionValues, ...] = ()
 
     @classmethod
-    def from_spec(cls, spec: StackSpec) -> SpecValues:
+    def from_spec(cls, spec: StackSpec, stack: str = "local") -> SpecValues:
+        """Raises UserInputError (exit 2) for more regions than one machine runs."""
+        if len(spec.regions) > MAX_LOCAL_REGIONS:
+            names = ", ".join(region.name for region in spec.regions)
+            raise UserInputError(
+                f"stack '{stack}' has {len(spec.regions)} regions ({names}); the local stack runs "
+                f"at most {MAX_LOCAL_REGIONS} on one machine (each region is a Kafka, a Redis, a "
+                "Cassandra DC and the IM processes; two regions plus the witness DC and "
+                "MirrorMaker 2 take about 8-10 GB and every core of a 2-core machine)",
+                hint="run a stack with 1 or 2 regions, e.g. `opsctl local up --stack staging`",
+            )
+        if any(region.name == WITNESS_DC for region in spec.regions):
+            raise UserInputError(
+                f"stack '{stack}': a region is named '{WITNESS_DC}', the name of the local "
+                "stack's witness datacenter"
+            )
         region = spec.regions[0]
+        if len(spec.regions) == 1:
+            return cls(
+                region=region.name,
+                kafka_partitions=region.kafka.message_partitions,
+                kafka_replication_factor=region.kafka.replication_factor,
+                cassandra_replication_factor=region.cassandra.replication_factor,
+                retention=region.monitoring.retention,
+            )
         return cls(
             region=region.name,
             kafka_partitions=region.kafka.message_partitions,
-            kafka_replication_factor=region.kafka.replication_factor,
-            cassandra_replication_factor=region.cassandra.replication_factor,
+            kafka_replication_factor=1,
+            cassandra_replication_factor=1,
             retention=region.monitoring.retention,
+            regions=tuple(RegionValues(r.name, r.kafka.message_partitions) for r in spec.regions),
         )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> SpecValues:
+        """The inverse of ``dataclasses.asdict`` (what stack.json records)."""
+        values = dict(data)
+        raw_regions = values.pop("regions", ())
+        regions = tuple(RegionValues(**entry) for entry in raw_regions)  # type: ignore[attr-defined]
+        return cls(**values, regions=regions)  # type: ignore[arg-type]
+
+    @property
+    def multi_region(self) -> bool:
+        return len(self.regions) > 1
+
+    @property
+    def region_names(self) -> list[str]:
+        return [region.name for region in self.regions] or [self.region]
 
 
 def _default_python() -> Path:
@@ -119,6 +185,8 @@ class Ports(BaseModel):
     # Only bound when a cluster is attached (kubeconfig given).
     kube_state_metrics: Port
     kube_state_metrics_telemetry: Port
+    # Only bound by a multi-region stack's MirrorMaker 2 (the first region's block).
+    mirrormaker_metrics: Port
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +253,10 @@ class LocalConfig(BaseModel):
     kube_context: str | None = None
     kafka_heap: str = Field(default="512m", pattern=r"^[0-9]+[mMgG]$")
     cassandra_heap: str = Field(default="1G", pattern=r"^[0-9]+[mMgG]$")
+    # A multi-region stack runs five JVMs plus MirrorMaker 2 on one machine: smaller heaps.
+    region_kafka_heap: str = Field(default="384m", pattern=r"^[0-9]+[mMgG]$")
+    region_cassandra_heap: str = Field(default="768m", pattern=r"^[0-9]+[mMgG]$")
+    mirrormaker_heap: str = Field(default="256m", pattern=r"^[0-9]+[mMgG]$")
     jvm_quick_start: bool = True
     # Extra or overriding server.properties entries (tuning, or breaking it on purpose in tests).
     kafka_overrides: dict[str, str] = Field(default_factory=dict)
@@ -219,6 +291,73 @@ class LocalConfig(BaseModel):
     def recorded_file(self) -> Path:
         return self.state_dir / "stack.json"
 
+    def region_ports(self, index: int) -> Ports:
+        """The ports of a multi-region stack's region ``index`` (0-based, spec order): the
+        first region has ``ports`` (overrides included), each next one the block after."""
+        if index == 0:
+            return self.ports
+        return Ports.from_base(self.ports.redis + index * PORT_BLOCK_SIZE)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one region's processes run.
+
+    The one-region stack is one site without a name prefix. A multi-region stack has one per
+    region (components named ``<region>/<component>``, its own port block, its own Cassandra
+    node and DC) plus the witness, which runs only a Cassandra node. ``shared`` is the first
+    region's block: Prometheus, Alertmanager, MirrorMaker 2's metrics and every Cassandra
+    node's ports (the nodes differ by address, 127.0.0.1/.2/.3, not by port).
+    """
+
+    region: str
+    ports: Ports
+    shared: Ports
+    prefix: str = ""
+    cassandra_host: str = HOST
+    # The Cassandra DC; "" in the one-region stack (SimpleSnitch, SimpleStrategy).
+    datacenter: str = ""
+    kafka_partitions: int = 0
+    witness: bool = False
+
+    def name(self, component: str) -> str:
+        return f"{self.prefix}{component}"
+
+
+def stack_sites(config: LocalConfig, spec: SpecValues) -> list[Site]:
+    """The sites of the stack, in spec order (a multi-region stack: the witness last)."""
+    if not spec.multi_region:
+        return [
+            Site(spec.region, config.ports, config.ports, kafka_partitions=spec.kafka_partitions)
+        ]
+    shared = config.ports
+    sites = [
+        Site(
+            region.name,
+            config.region_ports(i),
+            shared,
+            prefix=f"{region.name}/",
+            cassandra_host=CASSANDRA_NODE_HOSTS[i],
+            datacenter=region.name,
+            kafka_partitions=region.kafka_partitions,
+        )
+        for i, region in enumerate(spec.regions)
+    ]
+    witness_host = CASSANDRA_NODE_HOSTS[len(sites)]
+    sites.append(
+        Site(
+            WITNESS_DC,
+            shared,
+            shared,
+            prefix=f"{WITNESS_DC}/",
+            cassandra_host=witness_host,
+            datacenter=WITNESS_DC,
+            kafka_partitions=spec.kafka_partitions,  # unused: it runs no Kafka
+            witness=True,
+        )
+    )
+    return sites
+
 
 def resolve_state_dir(state_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
     """The state dir: explicit argument > $OPSCTL_LOCAL_STATE_DIR > .state/local."""
@@ -240,9 +379,15 @@ def resolve_config(
     kubeconfig: Path | None = None,
     kube_context: str | None = None,
     exporters: bool = True,
+    spec_stack: str | None = None,
+    regions: int = 1,
     env: Mapping[str, str] | None = None,
 ) -> LocalConfig:
-    """Build the config: explicit argument > environment variable > default."""
+    """Build the config: explicit argument > environment variable > default.
+
+    ``spec_stack`` names the stack spec to run (default ``local``), ``regions`` how many
+    regions it has (a multi-region stack defaults to one gateway per region).
+    """
     env = os.environ if env is None else env
     if kubeconfig is None and env.get(ENV_KUBECONFIG):
         kubeconfig = Path(env[ENV_KUBECONFIG])
@@ -256,13 +401,15 @@ def resolve_config(
         kubeconfig = _check_kubeconfig(kubeconfig.expanduser().resolve(), kube_context)
     if base_port is None:
         base_port = _env_int(env, ENV_BASE_PORT, DEFAULT_BASE_PORT)
-    if not 1024 <= base_port <= 65535 - PORT_BLOCK_SIZE:
+    block = PORT_BLOCK_SIZE * regions  # one block per region
+    if not 1024 <= base_port <= 65535 - block:
         raise UserInputError(
-            f"base port {base_port} is out of range: it must be 1024..{65535 - PORT_BLOCK_SIZE}"
-            f" (the stack uses {PORT_BLOCK_SIZE} ports from it)"
+            f"base port {base_port} is out of range: it must be 1024..{65535 - block}"
+            f" (the stack uses {block} ports from it)"
         )
     if gateways is None:
-        gateways = _env_int(env, ENV_GATEWAYS, DEFAULT_GATEWAYS)
+        default = DEFAULT_GATEWAYS if regions == 1 else DEFAULT_REGION_GATEWAYS
+        gateways = _env_int(env, ENV_GATEWAYS, default)
     values: dict[str, object] = {
         "state_dir": resolve_state_dir(state_dir, env),
         "ports": Ports.from_base(base_port, port_overrides),
@@ -274,6 +421,8 @@ def resolve_config(
     }
     if infra_dir is not None:
         values["infra_dir"] = infra_dir
+    if spec_stack is not None:
+        values["spec_stack"] = spec_stack
     if rule_globs is not None:
         values["rule_globs"] = rule_globs
     try:

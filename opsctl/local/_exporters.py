@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from opsctl.errors import ToolMissing
-from opsctl.local._config import HOST, VERSIONS_FILE, LocalConfig, jvm_versions
+from opsctl.local._config import HOST, VERSIONS_FILE, LocalConfig, Site, jvm_versions
 from opsctl.local._errors import ArtifactMissing
 from opsctl.local._health import Health, HttpCheck, RedisPing, SocketCheck
 
@@ -45,12 +45,37 @@ def jmx_exporter_config(config: LocalConfig, name: str) -> Path:
     return config.repo_root / EXPORTER_CONFIG_DIR / f"{name}-jmx.yaml"
 
 
-def jmx_agent_flags(config: LocalConfig, name: str, port: int) -> list[str]:
-    """``-javaagent:<jar>=127.0.0.1:<port>:<config>``, or nothing when exporters are off."""
+def jmx_agent_flags(
+    config: LocalConfig, name: str, port: int, *, host: str = HOST, mapping: Path | None = None
+) -> list[str]:
+    """``-javaagent:<jar>=<host>:<port>:<config>``, or nothing when exporters are off."""
     if not config.exporters:
         return []
-    jar, mapping = jmx_agent_jar(config), jmx_exporter_config(config, name)
-    return [f"-javaagent:{jar}={HOST}:{port}:{mapping}"]
+    jar = jmx_agent_jar(config)
+    mapping = mapping or jmx_exporter_config(config, name)
+    return [f"-javaagent:{jar}={host}:{port}:{mapping}"]
+
+
+# MirrorMaker 2's MBeans as the agent names them by default (kafka_connect_mirror_*, e.g.
+# kafka_connect_mirror_mirrorsourceconnector_replication_latency_ms_max), used until
+# alerts/exporters/mirrormaker-jmx.yaml (the clusters' mapping) exists; the agent adds jvm_*.
+MIRRORMAKER_DEFAULT_JMX = """\
+lowercaseOutputName: true
+lowercaseOutputLabelNames: true
+includeObjectNames:
+  - "kafka.connect.mirror:*"
+  - "kafka.connect:type=connect-worker-metrics"
+  - "kafka.connect:type=connector-task-metrics,*"
+"""
+
+
+def mirrormaker_jmx_mapping(config: LocalConfig, fallback: Path) -> tuple[Path, str | None]:
+    """The mapping for MirrorMaker 2's agent: alerts/exporters/mirrormaker-jmx.yaml when it
+    exists, else ``fallback`` with the text to write there."""
+    shipped = jmx_exporter_config(config, "mirrormaker")
+    if shipped.is_file():
+        return shipped, None
+    return fallback, MIRRORMAKER_DEFAULT_JMX
 
 
 def check_exporters(config: LocalConfig) -> None:
@@ -121,51 +146,87 @@ def render_ksm_kubeconfig(source: Path, context: str | None) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def exporter_scrape_configs(config: LocalConfig, labels: dict[str, str]) -> list[dict[str, Any]]:
-    """Prometheus jobs for the exporters; job names are the ones the alert rules select on."""
+Target = tuple[str, int, dict[str, str]]  # host, port, extra labels
+
+
+def exporter_scrape_configs(
+    config: LocalConfig, labels: dict[str, str], sites: list[Site] | None = None
+) -> list[dict[str, Any]]:
+    """Prometheus jobs for the exporters; job names are the ones the alert rules select on.
+
+    ``sites``: a multi-region stack's regions and witness (each target labelled with its
+    region); default: the one-region stack.
+    """
     ports = config.ports
+    sites = sites or [Site(labels.get("region", ""), ports, ports)]
     jobs: list[dict[str, Any]] = []
     if config.exporters:
+        kafka: list[Target] = []
+        cassandra: list[Target] = []
+        redis: list[Target] = []
+        for site in sites:
+            where = {"region": site.region} if site.region else {}
+            cassandra.append(
+                (
+                    site.cassandra_host,
+                    site.shared.cassandra_metrics,
+                    {**where, "node": "cassandra-1"},
+                )
+            )
+            if site.witness:
+                continue
+            kafka.append((HOST, site.ports.kafka_metrics, {**where, "node": "kafka-1"}))
+            redis += [
+                (HOST, site.ports.redis_exporter, {**where, "node": "redis-1", "role": "primary"}),
+                (
+                    HOST,
+                    site.ports.redis_replica_exporter,
+                    {**where, "node": "redis-replica-1", "role": "replica"},
+                ),
+            ]
         jobs += [
-            _job("kafka", [(ports.kafka_metrics, {"node": "kafka-1"})], labels),
-            _job("cassandra", [(ports.cassandra_metrics, {"node": "cassandra-1"})], labels),
-            _job(
-                "redis",
-                [
-                    (ports.redis_exporter, {"node": "redis-1", "role": "primary"}),
-                    (ports.redis_replica_exporter, {"node": "redis-replica-1", "role": "replica"}),
-                ],
-                labels,
-            ),
+            _job("kafka", kafka, labels),
+            _job("cassandra", cassandra, labels),
+            _job("redis", redis, labels),
         ]
     if config.watches_cluster:
         # honor_labels: the namespace/pod labels are the objects', not the exporter's.
-        job = _job("kube-state-metrics", [(ports.kube_state_metrics, {})], labels)
+        job = _job("kube-state-metrics", [(HOST, ports.kube_state_metrics, {})], labels)
         job["honor_labels"] = True
         jobs.append(job)
     return jobs
 
 
-def exporter_metrics_urls(config: LocalConfig) -> dict[str, tuple[str, ...]]:
+def mirrormaker_scrape_config(config: LocalConfig, labels: dict[str, str]) -> dict[str, Any]:
+    """MirrorMaker 2's agent (one dedicated process for every direction; it is labelled with
+    the first region, where it runs; its own metrics carry source and target)."""
+    target: Target = (HOST, config.ports.mirrormaker_metrics, {"node": "mirrormaker-1"})
+    return _job("mirrormaker", [target], labels)
+
+
+def exporter_metrics_urls(
+    config: LocalConfig, sites: list[Site] | None = None, *, mirrormaker: bool = False
+) -> dict[str, tuple[str, ...]]:
     """Prometheus job -> the /metrics URLs it scrapes (for tools and tests)."""
+    jobs = exporter_scrape_configs(config, {}, sites)
+    if mirrormaker and config.exporters:
+        jobs.append(mirrormaker_scrape_config(config, {}))
     return {
         job["job_name"]: tuple(
             f"http://{target}/metrics"
             for group in job["static_configs"]
             for target in group["targets"]
         )
-        for job in exporter_scrape_configs(config, {})
+        for job in jobs
     }
 
 
-def _job(
-    name: str, targets: list[tuple[int, dict[str, str]]], labels: dict[str, str]
-) -> dict[str, Any]:
+def _job(name: str, targets: list[Target], labels: dict[str, str]) -> dict[str, Any]:
     return {
         "job_name": name,
         "static_configs": [
-            {"targets": [f"{HOST}:{port}"], "labels": {**labels, **extra}}
-            for port, extra in targets
+            {"targets": [f"{host}:{port}"], "labels": {**labels, **extra}}
+            for host, port, extra in targets
         ],
     }
 

@@ -131,6 +131,98 @@ class KafkaMetadataCheck(SocketCheck):
         return Health(True, f"brokers {listed}, controller {controller}")
 
 
+@dataclass(frozen=True)
+class KafkaTopicsCheck(SocketCheck):
+    """Metadata v4 for named topics: healthy when every one exists with its partitions led
+    (MirrorMaker 2 is healthy once the topics it mirrors exist in the target cluster)."""
+
+    probe = "kafka topics"
+    topics: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"kafka topics {', '.join(self.topics)} on {self.host}:{self.port}"
+
+    def __call__(self, timeout_s: float) -> Health:
+        client_id = b"opsctl-local"
+        header = struct.pack(">hhih", 3, 4, 2, len(client_id)) + client_id
+        body = struct.pack(">i", len(self.topics))
+        for topic in self.topics:
+            raw = topic.encode()
+            body += struct.pack(">h", len(raw)) + raw
+        request = header + body + struct.pack(">?", False)  # no auto-creation
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+                sock.sendall(struct.pack(">i", len(request)) + request)
+                (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+                payload = _recv_exactly(sock, size)
+        except (OSError, struct.error) as exc:
+            return Health(False, f"metadata request to {self.host}:{self.port}: {exc}")
+        try:
+            found = _parse_metadata_v4_topics(payload)
+        except (struct.error, IndexError, UnicodeDecodeError) as exc:
+            return Health(False, f"unreadable metadata response: {exc}")
+        missing = [t for t in self.topics if found.get(t, (-1, 0))[0] != 0 or not found[t][1]]
+        if missing:
+            return Health(False, f"no topic {', '.join(missing)} on {self.host}:{self.port} yet")
+        return Health(True, f"{', '.join(self.topics)} on {self.host}:{self.port}")
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Healthy when every check is (the first failing one's detail otherwise)."""
+
+    checks: tuple[HealthCheck, ...]
+
+    def describe(self) -> str:
+        return "; ".join(check.describe() for check in self.checks)
+
+    def __call__(self, timeout_s: float) -> Health:
+        details = []
+        for check in self.checks:
+            health = check(timeout_s)
+            if not health.ok:
+                return health
+            details.append(health.detail)
+        return Health(True, "; ".join(details))
+
+
+def _skip_metadata_brokers(payload: bytes) -> int:
+    """The offset after a Metadata v4 response's brokers, cluster id and controller id."""
+    pos = 4 + 4
+    (count,) = struct.unpack_from(">i", payload, pos)
+    pos += 4
+    for _ in range(max(count, 0)):
+        (host_len,) = struct.unpack_from(">h", payload, pos + 4)
+        pos += 6 + host_len
+        (rack_len,) = struct.unpack_from(">h", payload, pos + 4)
+        pos += 6 + max(rack_len, 0)
+    (cluster_len,) = struct.unpack_from(">h", payload, pos)
+    end: int = pos + 2 + max(cluster_len, 0) + 4
+    return end
+
+
+def _parse_metadata_v4_topics(payload: bytes) -> dict[str, tuple[int, int]]:
+    """Topic -> (error code, partition count) from a Metadata v4 response."""
+    pos = _skip_metadata_brokers(payload)
+    (count,) = struct.unpack_from(">i", payload, pos)
+    pos += 4
+    topics: dict[str, tuple[int, int]] = {}
+    for _ in range(max(count, 0)):
+        error, name_len = struct.unpack_from(">hh", payload, pos)
+        pos += 4
+        name = payload[pos : pos + name_len].decode()
+        pos += name_len + 1  # is_internal
+        (partitions,) = struct.unpack_from(">i", payload, pos)
+        pos += 4
+        for _ in range(max(partitions, 0)):
+            pos += 2 + 4 + 4  # error code, partition index, leader
+            for _array in range(2):  # replicas, isr
+                (size,) = struct.unpack_from(">i", payload, pos)
+                pos += 4 + 4 * max(size, 0)
+        topics[name] = (error, max(partitions, 0))
+    return topics
+
+
 def _parse_metadata_v4(payload: bytes) -> tuple[list[tuple[str, int]], int]:
     pos = 4 + 4  # correlation_id, throttle_time_ms
     (count,) = struct.unpack_from(">i", payload, pos)

@@ -1,8 +1,8 @@
 """How the local stack runs Java: JVM flags, the command line start, and the jars.
 
-Kafka and Cassandra are the two JVM services (``_components`` builds them); their jars come
-from Maven Central into the cache (``scripts/setup/jars.sh``), at the versions in
-``scripts/setup/jars/versions.env``.
+Kafka and Cassandra are the JVM services (``_components`` builds them), plus MirrorMaker 2
+(Kafka's ``connect-mirror``) in a multi-region stack; their jars come from Maven Central into
+the cache (``scripts/setup/jars.sh``), at the versions in ``scripts/setup/jars/versions.env``.
 """
 
 from __future__ import annotations
@@ -87,14 +87,24 @@ def java_command(config: LocalConfig, heap: str, tuning: list[str]) -> list[str]
     ]
 
 
+# Jar directory -> the versions.env key of its version (connect-mirror is Kafka's).
+_VERSION_KEYS = {
+    "kafka": "KAFKA_VERSION",
+    "connect-mirror": "KAFKA_VERSION",
+    "cassandra": "CASSANDRA_VERSION",
+}
+MIRRORMAKER_JARS = "connect-mirror"
+
+
 def jar_dir(config: LocalConfig, name: str) -> Path:
-    """Where scripts/setup/jars.sh put ``name``'s jars (``kafka`` or ``cassandra``)."""
-    version = jvm_versions()[f"{name.upper()}_VERSION"]
+    """Where scripts/setup/jars.sh put ``name``'s jars (``kafka``, ``cassandra`` or
+    ``connect-mirror``)."""
+    version = jvm_versions()[_VERSION_KEYS[name]]
     return config.cache_dir / "jars" / f"{name}-{version}"
 
 
-def check_jars(config: LocalConfig) -> None:
-    for name in ("kafka", "cassandra"):
+def check_jars(config: LocalConfig, extra: tuple[str, ...] = ()) -> None:
+    for name in ("kafka", "cassandra", *extra):
         path = jar_dir(config, name)
         if not (path / ".complete").is_file():
             raise ArtifactMissing(

@@ -3,8 +3,10 @@
 One function per file a component reads: ``redis.conf``, Kafka's ``server.properties`` and
 log4j2 config, ``cassandra.yaml`` and logback config, ``prometheus.yml`` (with the alert rule
 files, the checked-in ones and the ones generated from the stack spec) and
-``alertmanager.yml``. ``_components`` writes them in each component's ``prepare`` step;
-only ``write_generated_rules`` touches the disk itself.
+``alertmanager.yml``; for a multi-region stack also each node's
+``cassandra-rackdc.properties`` and MirrorMaker 2's ``mm2.properties``. ``_components`` writes
+them in each component's ``prepare`` step; only ``write_generated_rules`` touches the disk
+itself.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from opsctl.local._config import HOST, LocalConfig, SpecValues
-from opsctl.local._exporters import exporter_scrape_configs
+from opsctl.local._config import HOST, LocalConfig, Ports, Site, SpecValues
+from opsctl.local._exporters import exporter_scrape_configs, mirrormaker_scrape_config
 from opsctl.spec import load_stack
 
 
@@ -55,8 +57,10 @@ def render_redis_conf(
     )
 
 
-def render_kafka_properties(config: LocalConfig, data_dir: Path) -> str:
-    ports = config.ports
+def render_kafka_properties(config: LocalConfig, data_dir: Path, ports: Ports | None = None) -> str:
+    """One KRaft node on ``ports`` (default: the config's; a multi-region stack passes each
+    region's block)."""
+    ports = ports or config.ports
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -110,23 +114,41 @@ CASSANDRA_LOGBACK = """\
 """
 
 
-def render_cassandra_yaml(config: LocalConfig, data_dir: Path) -> str:
+def cassandra_token(index: int, nodes: int) -> int:
+    """Node ``index``'s one token, spread evenly over the Murmur3 range."""
+    return -(2**63) + index * (2**64 // nodes)
+
+
+def render_cassandra_yaml(
+    config: LocalConfig,
+    data_dir: Path,
+    *,
+    host: str = HOST,
+    seeds: tuple[str, ...] = (HOST,),
+    token: int = 0,
+) -> str:
+    """One node on ``host``. A multi-region stack's nodes share the ports on their own
+    loopback address, name every node a seed (any one restarts alone) and take their DC from
+    ``cassandra-rackdc.properties`` (GossipingPropertyFileSnitch)."""
     ports = config.ports
+    multi_dc = len(seeds) > 1
     document = {
         "cluster_name": "opsctl-local",
         # One token, fixed: no token allocation work on first start.
         "num_tokens": 1,
-        "initial_token": 0,
+        "initial_token": token,
         "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
-        "endpoint_snitch": "SimpleSnitch",
+        "endpoint_snitch": "GossipingPropertyFileSnitch" if multi_dc else "SimpleSnitch",
         "seed_provider": [
             {
                 "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                "parameters": [{"seeds": f"{HOST}:{ports.cassandra_storage}"}],
+                "parameters": [
+                    {"seeds": ",".join(f"{seed}:{ports.cassandra_storage}" for seed in seeds)}
+                ],
             }
         ],
-        "listen_address": HOST,
-        "rpc_address": HOST,
+        "listen_address": host,
+        "rpc_address": host,
         "storage_port": ports.cassandra_storage,
         "native_transport_port": ports.cassandra,
         "start_native_transport": True,
@@ -146,7 +168,81 @@ def render_cassandra_yaml(config: LocalConfig, data_dir: Path) -> str:
         "auto_snapshot": False,
         "snapshot_before_compaction": False,
     }
+    if multi_dc:
+        # Every node is a seed and the cluster starts empty: nothing to stream on a join.
+        document["auto_bootstrap"] = False
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def render_cassandra_rackdc(datacenter: str) -> str:
+    """GossipingPropertyFileSnitch's view of a node: its DC (the region) and rack."""
+    return f"dc={datacenter}\nrack=rack1\n"
+
+
+# The topics MirrorMaker 2 mirrors (a regex, matched against whole names): the messages, and
+# the deliveries and events the relay reads (docs/multi-region.md sections 3 and 6).
+MIRRORED_TOPICS = r"im\.messages|im\.deliveries|im\.events"
+
+
+def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s: int = 5) -> str:
+    """MirrorMaker 2, dedicated mode: every cluster mirrors to every other.
+
+    ``clusters`` is (alias = region, bootstrap) in spec order. DefaultReplicationPolicy, so
+    topics arrive as ``<source>.im.messages``; checkpoints are emitted, group offsets are not
+    synced (each region's dispatcher group is its own, docs/multi-region.md section 3); every
+    internal topic has replication factor 1 (one broker per region).
+    """
+    aliases = [alias for alias, _ in clusters]
+    lines: dict[str, str] = {"clusters": ", ".join(aliases)}
+    for alias, bootstrap in clusters:
+        lines[f"{alias}.bootstrap.servers"] = bootstrap
+    for source in aliases:
+        for target in aliases:
+            if source != target:
+                lines[f"{source}->{target}.enabled"] = "true"
+    lines.update(
+        {
+            "topics": MIRRORED_TOPICS,
+            "groups": ".*",
+            "replication.policy.class": (
+                "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
+            ),
+            "replication.policy.separator": ".",
+            "emit.checkpoints.enabled": "true",
+            "emit.checkpoints.interval.seconds": str(interval_s),
+            "emit.heartbeats.enabled": "true",
+            "emit.heartbeats.interval.seconds": str(interval_s),
+            "sync.group.offsets.enabled": "false",
+            "sync.topic.acls.enabled": "false",
+            "refresh.topics.interval.seconds": str(interval_s),
+            "refresh.groups.interval.seconds": str(interval_s),
+            "tasks.max": "1",
+            # Plugins from their ServiceLoader manifests: no classpath scan, ~20 s less to start.
+            "plugin.discovery": "service_load",
+            "replication.factor": "1",
+            "checkpoints.topic.replication.factor": "1",
+            "heartbeats.topic.replication.factor": "1",
+            "offset-syncs.topic.replication.factor": "1",
+            "offset.storage.replication.factor": "1",
+            "status.storage.replication.factor": "1",
+            "config.storage.replication.factor": "1",
+            # Flush source offsets often, so a restart replays little (duplicates are absorbed
+            # by message_seqs, docs/multi-region.md section 5.2).
+            "offset.flush.interval.ms": "2000",
+        }
+    )
+    return "".join(f"{key} = {value}\n" for key, value in lines.items())
+
+
+MIRRORMAKER_LOG4J2 = (
+    KAFKA_LOG4J2
+    + """\
+logger.connect.name = org.apache.kafka.connect
+logger.connect.level = INFO
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+"""
+)
 
 
 def write_generated_rules(config: LocalConfig, directory: Path) -> None:
@@ -168,15 +264,40 @@ def rule_file_patterns(config: LocalConfig) -> list[str]:
 
 
 def render_prometheus_yml(
-    config: LocalConfig, spec: SpecValues, generated_rules: Path | None = None
+    config: LocalConfig,
+    spec: SpecValues,
+    generated_rules: Path | None = None,
+    sites: list[Site] | None = None,
 ) -> str:
+    """One Prometheus for the whole stack; every target carries its ``region`` label (a
+    multi-region stack passes its sites: each region's IM processes and exporters, the
+    witness's Cassandra node, MirrorMaker 2)."""
     ports = config.ports
     interval = f"{config.scrape_interval_s}s"
-    labels = {"region": spec.region, "stack": "local"}
+    labels = {"region": spec.region, "stack": config.spec_stack}
+    regions = [site for site in sites or [] if not site.witness] or [
+        Site(spec.region, ports, ports)
+    ]
     gateway_targets = [
-        {"targets": [f"{HOST}:{ports.gateway(i)}"], "labels": {**labels, "node": node}}
+        {
+            "targets": [f"{HOST}:{site.ports.gateway(i)}"],
+            "labels": {**labels, "region": site.region, "node": node},
+        }
+        for site in regions
         for i, node in enumerate(config.gateway_ids)
     ]
+    dispatcher_targets = [
+        {
+            "targets": [f"{HOST}:{site.ports.dispatcher}"],
+            "labels": {**labels, "region": site.region, "node": "dispatcher-1"},
+        }
+        for site in regions
+    ]
+    mirror = (
+        [mirrormaker_scrape_config(config, labels)]
+        if spec.multi_region and config.exporters
+        else []
+    )
     document = {
         "global": {
             "scrape_interval": interval,
@@ -201,16 +322,9 @@ def render_prometheus_yml(
             },
             # Job names are the ones the alert rules and dashboards select on.
             {"job_name": "im-gateway", "static_configs": gateway_targets},
-            {
-                "job_name": "im-dispatcher",
-                "static_configs": [
-                    {
-                        "targets": [f"{HOST}:{ports.dispatcher}"],
-                        "labels": {**labels, "node": "dispatcher-1"},
-                    }
-                ],
-            },
-            *exporter_scrape_configs(config, labels),
+            {"job_name": "im-dispatcher", "static_configs": dispatcher_targets},
+            *exporter_scrape_configs(config, labels, sites),
+            *mirror,
         ],
     }
     return yaml.safe_dump(document, sort_keys=False)

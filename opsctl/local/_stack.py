@@ -23,14 +23,15 @@ from opsctl.errors import ToolMissing, UserInputError
 from opsctl.local._components import (
     Component,
     Layout,
+    Migration,
     Phase,
     alert_webhook_url,
     base_env,
     build_components,
     imgw_env,
-    migrate_argv,
+    migrations,
 )
-from opsctl.local._config import ENV_MARKER, HOST, LocalConfig, SpecValues
+from opsctl.local._config import ENV_MARKER, HOST, LocalConfig, Site, SpecValues, stack_sites
 from opsctl.local._errors import (
     ComponentFailed,
     PortInUse,
@@ -39,7 +40,7 @@ from opsctl.local._errors import (
     UnknownComponent,
 )
 from opsctl.local._exporters import check_exporters, exporter_metrics_urls
-from opsctl.local._jvm import check_jars
+from opsctl.local._jvm import MIRRORMAKER_JARS, check_jars
 from opsctl.local._procs import (
     LOG_TAIL_LINES,
     PidRecord,
@@ -110,14 +111,48 @@ class ComponentStatus:
     running: bool
     healthy: bool
     detail: str
+    region: str = ""  # a multi-region stack's region ("witness", or "" when shared)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
+class RegionInfo:
+    """How to reach one region of the stack: its gateways, dispatcher, Kafka, Redis and its
+    Cassandra node (of its own DC)."""
+
+    name: str
+    datacenter: str  # "" in the one-region stack (SimpleStrategy)
+    gateway_ids: tuple[str, ...]
+    gateway_ws_urls: tuple[str, ...]
+    gateway_http_urls: tuple[str, ...]
+    dispatcher_url: str
+    redis_url: str
+    kafka_bootstrap: str
+    kafka_topic: str
+    kafka_partitions: int
+    cassandra_host: str
+    cassandra_port: int
+
+    @property
+    def cassandra_hosts(self) -> str:
+        return f"{self.cassandra_host}:{self.cassandra_port}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("gateway_ids", "gateway_ws_urls", "gateway_http_urls"):
+            data[key] = list(data[key])
+        return data
+
+
+@dataclass(frozen=True)
 class StackInfo:
-    """How to reach the running stack (what tests and tools need)."""
+    """How to reach the running stack (what tests and tools need).
+
+    The flat fields describe the first region; ``regions`` lists every region (one for the
+    one-region stack). The JWT settings are shared: a token works in every region.
+    """
 
     state_dir: Path
     gateway_ids: tuple[str, ...]
@@ -140,10 +175,19 @@ class StackInfo:
     # Exporters (empty when the stack runs without them).
     redis_replica_url: str | None = None
     metrics_urls: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    stack: str = "local"
+    regions: tuple[RegionInfo, ...] = ()
 
     @property
     def cassandra_hosts(self) -> str:
         return f"{self.cassandra_host}:{self.cassandra_port}"
+
+    def region(self, name: str) -> RegionInfo:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(region.name for region in self.regions)
+        raise KeyError(f"no region '{name}' in the stack (regions: {known})")
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -153,6 +197,7 @@ class StackInfo:
         data["gateway_ws_urls"] = list(self.gateway_ws_urls)
         data["gateway_http_urls"] = list(self.gateway_http_urls)
         data["metrics_urls"] = {job: list(urls) for job, urls in self.metrics_urls.items()}
+        data["regions"] = [region.as_dict() for region in self.regions]
         return data
 
 
@@ -205,9 +250,16 @@ class LocalStack:
     def spec(self) -> SpecValues:
         if self._spec is None:
             self._spec = SpecValues.from_spec(
-                load_stack(self.config.infra_dir, self.config.spec_stack)
+                load_stack(self.config.infra_dir, self.config.spec_stack), self.config.spec_stack
             )
         return self._spec
+
+    @property
+    def multi_region(self) -> bool:
+        return self.spec.multi_region
+
+    def sites(self) -> list[Site]:
+        return stack_sites(self.config, self.spec)
 
     def components(self) -> list[Component]:
         if self._components is None:
@@ -223,9 +275,35 @@ class LocalStack:
     def names(self) -> list[str]:
         return [component.name for component in self.components()]
 
+    def region_infos(self) -> tuple[RegionInfo, ...]:
+        config = self.config
+        return tuple(
+            RegionInfo(
+                name=site.region,
+                datacenter=site.datacenter,
+                gateway_ids=tuple(config.gateway_ids),
+                gateway_ws_urls=tuple(
+                    f"ws://{HOST}:{site.ports.gateway(i)}/ws" for i in range(config.gateways)
+                ),
+                gateway_http_urls=tuple(
+                    f"http://{HOST}:{site.ports.gateway(i)}" for i in range(config.gateways)
+                ),
+                dispatcher_url=f"http://{HOST}:{site.ports.dispatcher}",
+                redis_url=f"redis://{HOST}:{site.ports.redis}/0",
+                kafka_bootstrap=f"{HOST}:{site.ports.kafka}",
+                kafka_topic=config.kafka_topic,
+                kafka_partitions=site.kafka_partitions,
+                cassandra_host=site.cassandra_host,
+                cassandra_port=site.shared.cassandra,
+            )
+            for site in self.sites()
+            if not site.witness
+        )
+
     @property
     def info(self) -> StackInfo:
         config, ports = self.config, self.config.ports
+        sites = self.sites() if self.multi_region else None
         return StackInfo(
             state_dir=config.state_dir,
             gateway_ids=tuple(config.gateway_ids),
@@ -252,12 +330,24 @@ class LocalStack:
             redis_replica_url=f"redis://{HOST}:{ports.redis_replica}/0"
             if config.exporters
             else None,
-            metrics_urls=exporter_metrics_urls(config),
+            metrics_urls=exporter_metrics_urls(config, sites, mirrormaker=self.multi_region),
+            stack=config.spec_stack,
+            regions=self.region_infos(),
         )
 
-    def imgw_env(self) -> dict[str, str]:
-        """The IMGW_* settings the stack gives its IM processes (for tools and tests)."""
-        return imgw_env(self.config, self.spec, self.layout)
+    def imgw_env(self, region: str | None = None) -> dict[str, str]:
+        """The IMGW_* settings the stack gives its IM processes (for tools and tests);
+        ``region``: that region's, in a multi-region stack (default: the first region's)."""
+        if not self.multi_region:
+            return imgw_env(self.config, self.spec, self.layout)
+        wanted = region or self.spec.region
+        for site in self.sites():
+            if site.region == wanted and not site.witness:
+                return imgw_env(self.config, self.spec, self.layout, site)
+        raise UserInputError(
+            f"no region '{wanted}' in the stack",
+            hint=f"regions: {', '.join(self.spec.region_names)}",
+        )
 
     # ---- up ----------------------------------------------------------------------------------
 
@@ -281,7 +371,8 @@ class LocalStack:
                 starting = [c for c in members if running[c.name] is None]
                 if phase == Phase.IM and starting:
                     self._migrate()
-                self._start_phase(members, running)
+                for wave in sorted({c.wave for c in members}):
+                    self._start_phase([c for c in members if c.wave == wave], running)
         except BaseException:
             self.reporter.close()
             self._rollback()
@@ -318,9 +409,10 @@ class LocalStack:
                 )
             if not os.access(config.python, os.X_OK):
                 raise ToolMissing(f"python not found at {config.python}", hint="run `make setup`")
-        check_jars(config)
+        spec = self.spec  # loads the spec: an unknown stack or too many regions fail here
+        check_jars(config, (MIRRORMAKER_JARS,) if spec.multi_region and config.im else ())
         check_exporters(config)
-        return self.components()  # loads the spec
+        return self.components()
 
     def _check_same_config(self) -> None:
         recorded = load_recorded(self.config.state_dir)
@@ -420,28 +512,41 @@ class LocalStack:
         tail = read_tail(log_file, LOG_TAIL_LINES, entry.spawned.log_offset)
         raise ComponentFailed(name, reason, str(log_file), tail)
 
+    def migrations(self) -> list[Migration]:
+        return migrations(self.config, self.spec, self.layout)
+
     def _migrate(self) -> None:
-        self.reporter.begin(MIGRATE, "creating topics, applying CQL migrations")
+        # One after the other: each run adds its DC to the keyspace's replication.
+        for step in self.migrations():
+            self._migrate_once(step)
+
+    def _migrate_once(self, step: Migration) -> None:
+        what = (
+            "applying CQL migrations"
+            if "--only" in step.argv
+            else "creating topics, applying CQL migrations"
+        )
+        self.reporter.begin(step.name, what)
         started = time.monotonic()
         env = {
             **base_env(),
-            **self.imgw_env(),
+            **step.env,
             "IMGW_NODE_ID": "migrate",
             ENV_MARKER: self.marker,
         }
         try:
             run_once(
-                MIGRATE,
-                migrate_argv(self.config),
-                self.layout.log(MIGRATE),
+                step.name,
+                step.argv,
+                self.layout.log(step.name),
                 timeout_s=180,
                 env=env,
                 cwd=self.config.repo_root,
             )
         except ComponentFailed as failure:
-            self.reporter.done(MIGRATE, False, failure.reason)
+            self.reporter.done(step.name, False, failure.reason)
             raise
-        self.reporter.done(MIGRATE, True, f"done in {time.monotonic() - started:.1f}s")
+        self.reporter.done(step.name, True, f"done in {time.monotonic() - started:.1f}s")
 
     def _rollback(self) -> None:
         self._stop_all(report=False)
@@ -493,7 +598,9 @@ class LocalStack:
                 f"the stack in {self.config.state_dir} is running; stop it before wiping"
             )
         root = self.config.state_dir
-        for entry in _OWNED_ENTRIES:
+        # A multi-region stack's components live under <region>/ (and witness/, mirrormaker/).
+        named = {name.split("/", 1)[0] for name in self.names()}
+        for entry in sorted({*_OWNED_ENTRIES, *named}):
             path = root / entry
             if path.is_dir():
                 shutil.rmtree(path)
@@ -531,6 +638,7 @@ class LocalStack:
                     running=record is not None,
                     healthy=health_ok,
                     detail=detail,
+                    region=component.region,
                 )
             )
         return rows
@@ -548,7 +656,8 @@ class LocalStack:
             return False
         terminate(record, component.stop_timeout_s, hard=kill)
         self.layout.pid(name).unlink(missing_ok=True)
-        _wait_port_free(component.port, PORT_RELEASE_GRACE_S)  # so a start right after works
+        # so a start right after works
+        _wait_port_free(component.port, PORT_RELEASE_GRACE_S, component.host)
         return True
 
     def kill(self, name: str) -> bool:
@@ -568,7 +677,7 @@ class LocalStack:
         self.start(name)
 
     def log_file(self, name: str) -> Path:
-        if name != MIGRATE:
+        if name not in {step.name for step in self.migrations()}:
             self.component(name)
         return self.layout.log(name)
 
@@ -600,10 +709,13 @@ class LocalStack:
                 time.sleep(poll_s)
 
 
-def _wait_port_free(port: int, timeout_s: float) -> bool:
+def _wait_port_free(port: int, timeout_s: float, host: str = HOST) -> bool:
     try:
         wait_until(
-            f"port {port} to be free", lambda: port_free(port), timeout=timeout_s, interval=0.05
+            f"port {host}:{port} to be free",
+            lambda: port_free(port, host),
+            timeout=timeout_s,
+            interval=0.05,
         )
     except WaitTimeout:
         return False
@@ -611,7 +723,7 @@ def _wait_port_free(port: int, timeout_s: float) -> bool:
 
 
 def _require_port(component: Component, grace_s: float) -> None:
-    if not _wait_port_free(component.port, grace_s):
+    if not _wait_port_free(component.port, grace_s, component.host):
         raise PortInUse(component.name, component.port, port_holder(component.port))
 
 
@@ -634,7 +746,9 @@ def read_recorded(state_dir: Path) -> tuple[LocalConfig, SpecValues] | None:
         return None
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        return LocalConfig.model_validate(document["config"]), SpecValues(**document["spec"])
+        return LocalConfig.model_validate(document["config"]), SpecValues.from_json(
+            document["spec"]
+        )
     except (ValidationError, OSError, ValueError, KeyError, TypeError) as exc:
         raise UserInputError(
             f"{path}: not a valid recorded local stack: {exc}",
@@ -646,6 +760,7 @@ __all__ = [
     "ComponentStatus",
     "LocalStack",
     "NullReporter",
+    "RegionInfo",
     "Reporter",
     "StackInfo",
     "load_recorded",

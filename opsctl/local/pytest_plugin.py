@@ -11,6 +11,12 @@ should leave the component running again (``local_stack.up()`` restores whatever
 ``local_stack_with_cluster`` is a second full stack whose kube-state-metrics watches the
 ``kube_cluster`` fixture's simulated cluster (job ``kube-state-metrics`` in its Prometheus);
 only tests that ask for it pay for it.
+
+``multi_region_stack`` is the multi-region stack of the ``staging`` spec (two regions: a
+Kafka, Redis, Cassandra DC, gateway and dispatcher each, a witness DC, MirrorMaker 2, one
+Prometheus), also started once per session and only for the tests that ask for it;
+``multi_region_stack.info.regions`` has each region's endpoints, ``.imgw_env(region)`` its
+settings. Component names are ``<region>/<component>`` (``us-east/gw-1``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from opsctl.errors import OpsctlError
-from opsctl.local._config import resolve_config
+from opsctl.local._config import PORT_BLOCK_SIZE, LocalConfig, SpecValues, resolve_config
 from opsctl.local._procs import find_free_port_block
 from opsctl.local._stack import LocalStack
+from opsctl.paths import DEFAULT_INFRA_DIR
+from opsctl.spec import load_stack
+
+MULTI_REGION_STACK = "staging"
 
 if TYPE_CHECKING:
     from opsctl.cluster.pytest_plugin import KubeCluster
@@ -49,7 +59,28 @@ def start_test_stack(
         kube_context=kube_context,
         env={},  # the developer's OPSCTL_LOCAL_* must not leak into tests
     )
-    stack = LocalStack(config)
+    return _up(LocalStack(config))
+
+
+def start_multi_region_stack(
+    state_dir: Path, *, stack: str = MULTI_REGION_STACK, gateways: int = 1
+) -> LocalStack:
+    """Bring up every region of ``stack`` in ``state_dir`` on free port blocks (one per
+    region); pytest.fail() as start_test_stack does."""
+    spec = SpecValues.from_spec(load_stack(DEFAULT_INFRA_DIR, stack), stack)
+    regions = len(spec.region_names)
+    config: LocalConfig = resolve_config(
+        state_dir=state_dir,
+        base_port=find_free_port_block(PORT_BLOCK_SIZE * regions),
+        gateways=gateways,
+        spec_stack=stack,
+        regions=regions,
+        env={},
+    )
+    return _up(LocalStack(config, spec=spec))
+
+
+def _up(stack: LocalStack) -> LocalStack:
     try:
         stack.up()
     except OpsctlError as error:
@@ -92,4 +123,21 @@ def local_stack_with_cluster(
         stack.down()
 
 
-__all__ = ["local_stack", "local_stack_with_cluster", "start_test_stack"]
+@pytest.fixture(scope="session")
+def multi_region_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The running multi-region stack of the staging spec (session-scoped); stopped when the
+    session ends. Only the tests that ask for it start it."""
+    stack = start_multi_region_stack(tmp_path_factory.mktemp("multi-region-stack", numbered=True))
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+__all__ = [
+    "local_stack",
+    "local_stack_with_cluster",
+    "multi_region_stack",
+    "start_multi_region_stack",
+    "start_test_stack",
+]
