@@ -15,6 +15,10 @@ LOADTEST_DURATION_S        sending window; overrides the profile's (capacity ste
 LOADTEST_MEASURE_FROM_S    forget delivery latencies before this (capacity warm-up)
 LOADTEST_CLOCK_SKEW_MS     inject a clock error into this worker (tests)
 LOADTEST_CLOCK_CORRECTION  0 disables clock-offset correction (tests)
+LOADTEST_RESULTS_CONFIGMAP on a cluster: the ConfigMap the master publishes progress and
+                           results to (loadtests/kube.py); empty: files in LOADTEST_OUT only
+LOADTEST_KUBE_CREDENTIALS  the ServiceAccount directory (token, ca.crt, namespace)
+LOADTEST_POD_NAME          this process's pod (downward API), so the master can name workers
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ ENV_VARS = (
     "LOADTEST_MEASURE_FROM_S",
     "LOADTEST_CLOCK_SKEW_MS",
     "LOADTEST_CLOCK_CORRECTION",
+    "LOADTEST_RESULTS_CONFIGMAP",
+    "LOADTEST_KUBE_CREDENTIALS",
+    "LOADTEST_POD_NAME",
 )
 
 
@@ -62,6 +69,8 @@ class RunConfig:
     measure_from_s: float | None
     clock_skew_ms: float
     clock_correction: bool
+    results_configmap: str = ""
+    pod_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RunConfig:
@@ -78,12 +87,11 @@ class RunConfig:
             measure_from_s=_float(env, "LOADTEST_MEASURE_FROM_S"),
             clock_skew_ms=_float(env, "LOADTEST_CLOCK_SKEW_MS") or 0.0,
             clock_correction=env.get("LOADTEST_CLOCK_CORRECTION", "1") != "0",
+            results_configmap=env.get("LOADTEST_RESULTS_CONFIGMAP", ""),
+            pod_name=env.get("LOADTEST_POD_NAME", ""),
         )
 
     @property
     def sending_s(self) -> float:
         """How long users send: the capacity step's override, the stages' end or the duration."""
-        if self.duration_s:
-            return self.duration_s
-        profile = self.profile
-        return profile.stages[-1].until_s if profile.stages else profile.duration_s
+        return self.duration_s or self.profile.sending_s

@@ -181,6 +181,14 @@ class ImConnection:
                 raise Closed(code, payload[2:].decode(errors="replace"))
         return frames
 
+    def sever(self) -> None:
+        """Shut the socket down both ways without closing it: a reader sees the stream end."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                self.close()
+
     def close(self) -> None:
         if self.sock is not None:
             try:

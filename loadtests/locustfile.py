@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from typing import Any
 
 import gevent
@@ -26,8 +27,10 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.clock import ClockSync
 from loadtests.config import RunConfig
+from loadtests.kube import InClusterApi, ResultsPublisher
 from loadtests.reporting import Measurements, Reporting, recorder
 from loadtests.session import ImSession, TokenSigner, backoff_s
+from loadtests.storm import StormTracker, in_storm
 
 # Workers report to the master every second, so live progress and health stay fresh.
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
@@ -37,7 +40,20 @@ PROFILE = CONFIG.profile
 MEASUREMENTS = Measurements(
     clock=ClockSync(skew_ms=CONFIG.clock_skew_ms, correct=CONFIG.clock_correction)
 )
-Reporting(MEASUREMENTS, CONFIG.out_dir, CONFIG.measure_from_s).install(events)
+PUBLISHER = (
+    ResultsPublisher(InClusterApi.from_env(), CONFIG.results_configmap)
+    if CONFIG.results_configmap
+    else None
+)
+REPORTING = Reporting(
+    MEASUREMENTS,
+    CONFIG.out_dir,
+    CONFIG.measure_from_s,
+    pod_name=CONFIG.pod_name,
+    publisher=PUBLISHER,
+)
+REPORTING.install(events)
+STORMS = StormTracker(MEASUREMENTS.counters)
 SIGN = TokenSigner(CONFIG.jwt_secret_file, CONFIG.jwt_issuer, CONFIG.jwt_audience)
 FINAL_SYNC_AFTER_S = 1.0  # after the sending window (at most half the drain): let deliveries land
 
@@ -70,6 +86,7 @@ class Window:
 
 
 WINDOW = Window()
+USERS: weakref.WeakSet[ImUser] = weakref.WeakSet()  # this process's live users (storms)
 
 
 def user_id(index: int) -> str:
@@ -109,6 +126,8 @@ class ImUser(User):
         self.final_synced = False
         self.padding = "x" * max(PROFILE.message_bytes - 32, 0)
         self.next_action = time.monotonic()
+        self.storm: tuple[int, float] | None = None  # (storm, dropped at) while it reconnects
+        USERS.add(self)
 
     def on_start(self) -> None:
         WINDOW.start()
@@ -136,12 +155,52 @@ class ImUser(User):
                 return False
         return True
 
+    def drop_in_storm(self, storm: int, at: float) -> bool:
+        """Lose the connection now, as an outage would; False if it was not connected."""
+        if self.session.conn is None or self.storm is not None:
+            return False
+        self.storm = (storm, at)
+        self.session.waiting.clear()  # our own doing: in-flight requests are not errors
+        self.session.sever()
+        return True
+
+    def storm_reconnect(self) -> bool:
+        """After a storm: the protocol's jittered backoff before every attempt, timed from the
+        drop; gives up when the sending window ends."""
+        assert self.storm is not None
+        storm, dropped_at = self.storm
+        attempt = 0
+        while True:
+            gevent.sleep(backoff_s(attempt))
+            if self.session.reconnect():
+                STORMS.reconnected(storm, attempt + 1, time.monotonic() - dropped_at)
+                self.session.record(
+                    "STORM", f"storm{storm}", (time.monotonic() - dropped_at) * 1000, None
+                )
+                self.storm = None
+                return True
+            attempt += 1
+            if WINDOW.over(time.monotonic()):
+                STORMS.gave_up(storm, attempt)
+                self.session.record(
+                    "STORM",
+                    f"storm{storm}",
+                    (time.monotonic() - dropped_at) * 1000,
+                    TimeoutError("not reconnected within the sending window"),
+                )
+                self.storm = None
+                return False
+
     @task
     def step(self) -> None:
         now = time.monotonic()
         if WINDOW.sending(now):
-            if self.session.conn is None and not self.ensure_connected():
-                return
+            if self.session.conn is None:
+                if self.storm is not None:
+                    if not self.storm_reconnect():
+                        return
+                elif not self.ensure_connected():
+                    return
             if now >= self.next_action:
                 self.act()
                 self.next_action = max(self.next_action, now) + random.expovariate(
@@ -204,10 +263,46 @@ class ChatUser(ImUser):
             counters["offline_synced_messages"] += counters["delivered_sync"] - before
 
 
+def storm_now(index: int, share_pct: float) -> int:
+    """Drop the chosen share of this process's users at once; returns how many dropped."""
+    at = time.monotonic()
+    dropped = sum(
+        1
+        for user in list(USERS)
+        if in_storm(user.index, share_pct) and user.drop_in_storm(index, at)
+    )
+    STORMS.dropped(index, dropped)
+    return dropped
+
+
+def _on_storm(environment: Environment, msg: Any, **_: Any) -> None:
+    storm_now(int(msg.data["index"]), float(msg.data["share_pct"]))
+
+
+def _schedule_storms(environment: Environment) -> None:
+    """The master (or a single process) triggers every storm in every worker at one instant."""
+    started = time.monotonic()
+    runner = environment.runner
+    for index, storm in enumerate(PROFILE.storms):
+        gevent.sleep(max(started + storm.at_s - time.monotonic(), 0.0))
+        if isinstance(runner, MasterRunner):
+            runner.send_message("storm", {"index": index, "share_pct": storm.share_pct})
+        else:
+            storm_now(index, storm.share_pct)
+
+
+@events.init.add_listener
+def _register_storms(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message("storm", _on_storm)
+
+
 @events.test_start.add_listener
 def _start_window(environment: Environment, **_: Any) -> None:
     if not isinstance(environment.runner, MasterRunner):
         WINDOW.start()
+    if PROFILE.storms and not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(_schedule_storms, environment)
 
 
 if PROFILE.stages:

@@ -34,12 +34,14 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from loadtests.clock import ClockSync
 from loadtests.health import HealthSampler
+from loadtests.kube import PROGRESS_INTERVAL_S, PublishError, ResultsPublisher
 from loadtests.session import Record
 
 HEALTH_SAMPLES_KEPT = 600  # the last ten minutes in each report to the master
 ERRORS_KEPT = 50
 CLOCK_ROUNDS = 1000
 CLOCK_FAST_ROUNDS = 20  # the first exchanges come quickly, to correct early deliveries
+PUBLISH_ATTEMPTS = 5  # the final results, with a second between tries
 
 
 @dataclass
@@ -102,13 +104,22 @@ class Reporting:
     """Locust event listeners that write the run's files; ``install`` hooks them up."""
 
     def __init__(
-        self, measurements: Measurements, out_dir: Path, measure_from_s: float | None
+        self,
+        measurements: Measurements,
+        out_dir: Path,
+        measure_from_s: float | None,
+        *,
+        pod_name: str = "",
+        publisher: ResultsPublisher | None = None,
     ) -> None:
         self.measurements = measurements
         self.out_dir = out_dir
         self.measure_from_s = measure_from_s
+        self.pod_name = pod_name
+        self.publisher = publisher  # master on a cluster: progress and results to a ConfigMap
         self.environment: Environment | None = None
         self.worker_reports: dict[str, dict[str, Any]] = {}  # master: last report per worker
+        self.timeline_lines: list[str] = []  # master: what timeline.jsonl holds
         self._clock_greenlet: gevent.Greenlet | None = None
 
     def install(self, events: Events) -> None:
@@ -136,6 +147,7 @@ class Reporting:
                 "corrected": clock.correct,
             },
             "users": runner.user_count if runner else 0,
+            "pod": self.pod_name,
         }
 
     def _write_snapshot(self, runner: Runner | None) -> dict[str, Any]:
@@ -148,6 +160,8 @@ class Reporting:
         runner = environment.runner
         if isinstance(runner, MasterRunner):
             runner.register_message("clock_ping", self._answer_clock_ping)
+            if self.publisher is not None:
+                gevent.spawn(self._publish_progress, environment)
         elif isinstance(runner, WorkerRunner):
             runner.register_message("clock_pong", self._take_clock_pong)
 
@@ -196,6 +210,32 @@ class Reporting:
     def _on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         if "im" in data:
             self.worker_reports[client_id] = data["im"]
+
+    def worker_status(self, environment: Environment) -> dict[str, Any]:
+        """Which workers the master hears from, by pod where they said (LOADTEST_POD_NAME)."""
+        runner = environment.runner
+        clients = list(runner.clients.values()) if isinstance(runner, MasterRunner) else []
+
+        def name(client: Any) -> str:
+            return str(self.worker_reports.get(client.id, {}).get("pod") or client.id)
+
+        missing = [name(c) for c in clients if c.state == "missing"]
+        return {
+            "connected": len(clients) - len(missing),
+            "seen": sorted(name(c) for c in clients),
+            "missing": sorted(missing),
+        }
+
+    def _publish_progress(self, environment: Environment) -> None:
+        """Master on a cluster: the latest second and the workers, every couple of seconds."""
+        assert self.publisher is not None
+        while True:
+            gevent.sleep(PROGRESS_INTERVAL_S)
+            latest = json.loads(self.timeline_lines[-1]) if self.timeline_lines else {}
+            runner = environment.runner
+            state = runner.state if runner is not None else "?"
+            progress = {"line": latest, "workers": self.worker_status(environment), "state": state}
+            self.publisher.progress(progress)
 
     def _reset_delivery_after(self, environment: Environment, seconds: float) -> None:
         """Capacity steps: forget the delivery latencies of ramp-up and warm-up."""
@@ -250,7 +290,9 @@ class Reporting:
                     "worker_cpu_max": max((h[1] for h in health), default=None),
                     "worker_lag_max_ms": max((h[2] for h in health), default=None),
                 }
-                out.write(json.dumps(line) + "\n")
+                text = json.dumps(line) + "\n"
+                self.timeline_lines.append(text)
+                out.write(text)
                 out.flush()
 
     def _write_master_summary(self, environment: Environment) -> None:
@@ -285,5 +327,22 @@ class Reporting:
             "entries": entries,
             "errors": errors[:ERRORS_KEPT],
             "worker_reports": list(self.worker_reports.values()),
+            "workers": self.worker_status(environment),
         }
         write_json(self.out_dir / "master.json", summary)
+        if self.publisher is not None:
+            self._publish_results(environment, summary)
+
+    def _publish_results(self, environment: Environment, summary: dict[str, Any]) -> None:
+        """The results to the ConfigMap, retried; the master exits 1 if they never land."""
+        assert self.publisher is not None
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                self.publisher.results(summary, self.timeline_lines)
+                return
+            except PublishError as error:
+                self.publisher.last_error = str(error)
+                if attempt + 1 < PUBLISH_ATTEMPTS:
+                    gevent.sleep(1.0)
+        print(f"loadtest: could not publish the results: {self.publisher.last_error}", flush=True)
+        environment.process_exit_code = 1

@@ -130,6 +130,12 @@ class ImSession:
         """Connect again, catching up from this device's cursors."""
         return self.connect(sync={"cursors": self.tracker.cursors()})
 
+    def sever(self) -> None:
+        """Cut the connection under the session (as an outage does): its own greenlet reads
+        the end of the stream and handles it as a lost connection."""
+        if self.conn is not None:
+            self.conn.sever()
+
     def drop(self) -> None:
         if self.conn is not None:
             self.conn.close()

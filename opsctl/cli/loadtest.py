@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Annotated, NamedTuple
 import typer
 
 from opsctl.cli._group import OpsctlGroup, help_values
-from opsctl.cli._options import RegionOption, RootOptions, like
+from opsctl.cli._options import KubeconfigOption, NamespaceOption, RegionOption, RootOptions, like
 
 if TYPE_CHECKING:
+    from opsctl.loadtest.oncluster import ClusterTarget
+    from opsctl.loadtest.profiles import Profile
+    from opsctl.loadtest.sizing import Sizing
     from opsctl.loadtest.targets import Target
 
 app = typer.Typer(
@@ -61,8 +64,46 @@ LoadRegionOption = Annotated[
     ),
 ]
 WorkersOption = Annotated[
-    int, typer.Option(min=1, max=64, help="Locust worker processes on this machine.")
+    int | None,
+    typer.Option(
+        min=1,
+        max=1000,
+        help="Locust worker processes (on this machine: at most 64). [default: 1 here; on a "
+        "cluster, sized from the profile]",
+        show_default=False,
+    ),
 ]
+OnClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--on-cluster",
+        help="Run master and workers as Jobs in the region's cluster (kube context from the "
+        "stack spec) instead of on this machine.",
+    ),
+]
+WorkerCpuOption = Annotated[
+    str | None,
+    typer.Option(
+        "--worker-cpu",
+        help="CPU request per worker pod, e.g. 500m. [default: sized]",
+        show_default=False,
+    ),
+]
+WorkerMemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--worker-memory",
+        help="Memory per worker pod, e.g. 512Mi. [default: sized]",
+        show_default=False,
+    ),
+]
+KeepOption = Annotated[
+    bool, typer.Option("--keep", help="Keep the run's objects in the cluster afterwards.")
+]
+LoadNamespaceOption = Annotated[
+    str | None, like(NamespaceOption, help="Namespace of the run. [default: im-loadtest]")
+]
+MAX_LOCAL_WORKERS = 64
 OutDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -96,6 +137,74 @@ class _Signing(NamedTuple):
     secret_file: Path | None
     issuer: str | None
     audience: str | None
+
+
+def _local_workers(workers: int | None) -> int:
+    from opsctl.errors import UserInputError
+
+    if workers is not None and workers > MAX_LOCAL_WORKERS:
+        raise UserInputError(
+            f"--workers {workers}: at most {MAX_LOCAL_WORKERS} on this machine",
+            hint="use --on-cluster for more",
+        )
+    return workers or 1
+
+
+class _ClusterSizing(NamedTuple):
+    workers: int | None
+    worker_cpu: str | None
+    worker_memory: str | None
+
+    def size(self, profile: Profile, users: int | None = None) -> Sizing:
+        from opsctl.loadtest.sizing import size_run
+
+        return size_run(
+            profile,
+            users=users,
+            workers=self.workers,
+            worker_cpu=self.worker_cpu,
+            worker_memory=self.worker_memory,
+        )
+
+
+class _Place(NamedTuple):
+    """--region, --target, --namespace, --kubeconfig of an on-cluster command."""
+
+    region: str | None
+    target: list[str] | None
+    namespace: str | None
+    kubeconfig: Path | None
+
+
+def _cluster(root: RootOptions, place: _Place, signing: _Signing) -> ClusterTarget:
+    from opsctl.errors import UserInputError
+    from opsctl.loadtest.oncluster import JWT_SECRET_NAME, cluster_target
+
+    if signing.secret_file is not None:
+        raise UserInputError(
+            "--jwt-secret-file does not apply with --on-cluster",
+            hint=f"the users' tokens are signed with the Secret {JWT_SECRET_NAME} (key 'secret') "
+            "in the run's namespace",
+        )
+    return cluster_target(
+        root.settings.infra_dir,
+        root.stack,
+        place.region,
+        target_urls=place.target,
+        namespace=place.namespace,
+        kubeconfig=place.kubeconfig,
+        issuer=signing.issuer,
+        audience=signing.audience,
+    )
+
+
+def _no_cluster_flags(**given: object) -> None:
+    from opsctl.errors import UserInputError
+
+    used = [name for name, value in given.items() if value not in (None, False)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UserInputError(f"{flags} only apply with --on-cluster")
 
 
 def _target(
@@ -136,46 +245,49 @@ def run(
     profile: ProfileOption = "smoke",
     target: TargetOption = None,
     region: LoadRegionOption = None,
-    workers: WorkersOption = 1,
-    on_cluster: Annotated[
-        bool,
-        typer.Option(
-            "--on-cluster",
-            help="Run master and workers as Jobs in the region's cluster (kube context from the "
-            "stack spec) instead of on this machine.",
-        ),
-    ] = False,
+    workers: WorkersOption = None,
+    on_cluster: OnClusterOption = False,
+    worker_cpu: WorkerCpuOption = None,
+    worker_memory: WorkerMemoryOption = None,
+    keep: KeepOption = False,
+    namespace: LoadNamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
     out_dir: OutDirOption = None,
     jwt_secret_file: SecretOption = None,
     jwt_issuer: IssuerOption = None,
     jwt_audience: AudienceOption = None,
 ) -> None:
-    """Run a load profile and gate on its SLOs: exit 0 pass, 1 SLO breached, 2 bad input,
-    3 unreliable (the load generator saturated, so the latency cannot be trusted)."""
+    """Run a load profile and gate on its SLOs: exit 0 pass, 1 SLO breached (or, on a cluster,
+    a worker or the master failed), 2 bad input, 3 unreliable (the load generator saturated,
+    so the latency cannot be trusted)."""
     from opsctl import console
     from opsctl.loadtest.profiles import load_profile, profile_path
 
     root = RootOptions.of(ctx)
     loaded = load_profile(profile)  # exit 2 with field paths before anything else
     path = profile_path(profile)
+    signing = _Signing(jwt_secret_file, jwt_issuer, jwt_audience)
     if on_cluster:
-        from opsctl.loadtest.oncluster import launch_on_cluster
+        from opsctl.loadtest.oncluster import new_cluster_run
+        from opsctl.loadtest.session import execute_on_cluster
 
-        launched = launch_on_cluster(
-            root.settings.infra_dir,
-            root.stack,
-            region,
-            loaded,
-            path,
-            workers=workers,
-            target_urls=target,
+        cluster = _cluster(root, _Place(region, target, namespace, kubeconfig), signing)
+        sizing = _ClusterSizing(workers, worker_cpu, worker_memory).size(loaded)
+        cluster_run = new_cluster_run(cluster, loaded, path, sizing, out_dir=out_dir, keep=keep)
+        outcome = execute_on_cluster(cluster_run)
+    else:
+        _no_cluster_flags(
+            worker_cpu=worker_cpu,
+            worker_memory=worker_memory,
+            keep=keep,
+            namespace=namespace,
+            kubeconfig=kubeconfig,
         )
-        console.info(f"created {', '.join(launched)} in the region's cluster")
-        return
-    tgt = _target(root, target, region, _Signing(jwt_secret_file, jwt_issuer, jwt_audience))
-    from opsctl.loadtest.session import execute
+        local_workers = _local_workers(workers)
+        tgt = _target(root, target, region, signing)
+        from opsctl.loadtest.session import execute
 
-    outcome = execute(loaded, path, tgt, workers=workers, out_dir=out_dir)
+        outcome = execute(loaded, path, tgt, workers=local_workers, out_dir=out_dir)
     if root.json:
         console.emit_json(
             {
@@ -201,14 +313,21 @@ def capacity(
             show_default=False,
         ),
     ] = None,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
+    on_cluster: OnClusterOption = False,
+    worker_cpu: WorkerCpuOption = None,
+    worker_memory: WorkerMemoryOption = None,
+    keep: KeepOption = False,
+    namespace: LoadNamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
     out_dir: OutDirOption = None,
     jwt_secret_file: SecretOption = None,
     jwt_issuer: IssuerOption = None,
     jwt_audience: AudienceOption = None,
 ) -> None:
     """Step load, then binary search on users until an SLO breaks; print the knee and a
-    capacity plan (gateway pods per region) for a stack's peak users."""
+    capacity plan (gateway pods per region) for a stack's peak users. With --on-cluster,
+    every step is one distributed run in the region's cluster, sized for its users."""
     from opsctl import console
     from opsctl.loadtest.capacity import plan_for_stack, render_plan, search
     from opsctl.loadtest.profiles import load_profile, profile_path
@@ -216,9 +335,30 @@ def capacity(
 
     root = RootOptions.of(ctx)
     loaded = load_profile(profile)
+    path = profile_path(profile)
     plan_spec = load_stack(root.settings.infra_dir, plan_stack or PLAN_STACK)
-    tgt = _target(root, target, region, _Signing(jwt_secret_file, jwt_issuer, jwt_audience))
-    result = search(loaded, profile_path(profile), tgt, workers=workers, out_dir=out_dir)
+    signing = _Signing(jwt_secret_file, jwt_issuer, jwt_audience)
+    if on_cluster:
+        from opsctl.loadtest.capacity import _settings
+        from opsctl.loadtest.oncluster import cluster_steps
+
+        _settings(loaded)  # no capacity section: exit 2 before anything
+        cluster = _cluster(root, _Place(region, target, namespace, kubeconfig), signing)
+        sizing = _ClusterSizing(workers, worker_cpu, worker_memory)
+        steps = cluster_steps(
+            cluster, loaded, path, size=lambda users: sizing.size(loaded, users), keep=keep
+        )
+        result = search(loaded, path, cluster.target, out_dir=out_dir, steps=steps)
+    else:
+        _no_cluster_flags(
+            worker_cpu=worker_cpu,
+            worker_memory=worker_memory,
+            keep=keep,
+            namespace=namespace,
+            kubeconfig=kubeconfig,
+        )
+        tgt = _target(root, target, region, signing)
+        result = search(loaded, path, tgt, workers=_local_workers(workers), out_dir=out_dir)
     plan = plan_for_stack(plan_spec, result)
     if root.json:
         console.emit_json({"search": result.as_dict(), "plan": plan})
@@ -232,18 +372,94 @@ def preflight(
     ctx: typer.Context,
     *,
     profile: ProfileOption = "peak",
-    workers: WorkersOption = 1,
+    workers: WorkersOption = None,
+    on_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--on-cluster",
+            help="Check the region's cluster instead: the namespace's quota and the nodes' "
+            "free allocatable against the run's sizing.",
+        ),
+    ] = False,
+    region: LoadRegionOption = None,
+    worker_cpu: WorkerCpuOption = None,
+    worker_memory: WorkerMemoryOption = None,
+    namespace: LoadNamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Check this machine's limits (open files, ephemeral ports, conntrack, memory) against a
-    profile and the loadgen_host numbers in opsctl/hostlimits/limits.yaml; exit 1 if short."""
+    profile and the loadgen_host numbers in opsctl/hostlimits/limits.yaml; with --on-cluster,
+    the cluster's quota and nodes against the run's sizing. Exit 1 if short."""
     from opsctl import console
-    from opsctl.loadtest.preflight import check_host, render_checks
+    from opsctl.loadtest.preflight import check_cluster, check_host, render_checks
     from opsctl.loadtest.profiles import load_profile
 
     loaded = load_profile(profile)
-    report = check_host(loaded, workers=workers)
-    if RootOptions.of(ctx).json:
+    root = RootOptions.of(ctx)
+    if on_cluster:
+        cluster = _cluster(
+            root, _Place(region, None, namespace, kubeconfig), _Signing(None, None, None)
+        )
+        sizing = _ClusterSizing(workers, worker_cpu, worker_memory).size(loaded)
+        console.info(f"sizing: {sizing.describe()}")
+        with cluster.api_client() as client:
+            report = check_cluster(client, cluster.namespace, sizing, loaded)
+    else:
+        _no_cluster_flags(
+            region=region,
+            worker_cpu=worker_cpu,
+            worker_memory=worker_memory,
+            namespace=namespace,
+            kubeconfig=kubeconfig,
+        )
+        report = check_host(loaded, workers=_local_workers(workers))
+    if root.json:
         console.emit_json(report.as_dict())
     else:
         render_checks(console.data_console(), report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def manifests(
+    ctx: typer.Context,
+    *,
+    profile: ProfileOption = "peak",
+    region: LoadRegionOption = None,
+    target: TargetOption = None,
+    workers: WorkersOption = None,
+    worker_cpu: WorkerCpuOption = None,
+    worker_memory: WorkerMemoryOption = None,
+    namespace: LoadNamespaceOption = None,
+    operator_role: Annotated[
+        bool,
+        typer.Option(
+            "--operator-role",
+            help="Print the Role opsctl itself needs in the namespace instead.",
+        ),
+    ] = False,
+) -> None:
+    """Print the objects `run --on-cluster` would create (YAML), including the master's
+    ServiceAccount and Role, sized as the run would be; nothing is applied."""
+    import yaml
+
+    from opsctl.loadtest import oncluster
+    from opsctl.loadtest.profiles import load_profile, profile_path
+
+    root = RootOptions.of(ctx)
+    loaded = load_profile(profile)
+    if operator_role:
+        typer.echo(yaml.safe_dump(oncluster.operator_role(namespace or oncluster.NAMESPACE)))
+        raise typer.Exit(0)
+    cluster = _cluster(root, _Place(region, target, namespace, None), _Signing(None, None, None))
+    sizing = _ClusterSizing(workers, worker_cpu, worker_memory).size(loaded)
+    cluster_run = oncluster.ClusterRun(
+        target=cluster,
+        profile=loaded,
+        profile_file=profile_path(profile),
+        sizing=sizing,
+        shape=oncluster.RunShape.of(loaded),
+        out_dir=Path("."),
+        run="lt-rendered",
+    )
+    typer.echo(yaml.safe_dump_all(cluster_run.manifests(), sort_keys=False))

@@ -9,6 +9,7 @@ the plan divides a stack's peak users by the per-pod figure, less the headroom.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,40 +83,41 @@ def _settings(profile: Profile) -> Capacity:
     return profile.capacity
 
 
-def run_step(
-    profile: Profile,
-    profile_file: Path,
-    target: Target,
-    *,
-    users: int,
-    base: Path,
-    workers: int,
-    slo: AppliedSlo,
-) -> Step:
+# One step's run: (users, sending window, measure from, out dir) -> the run's summary.
+StepRun = Callable[[int, float, float, Path], dict[str, Any]]
+
+
+def local_steps(profile: Profile, profile_file: Path, target: Target, workers: int) -> StepRun:
+    """Each step as Locust processes on this machine."""
+
+    def run(users: int, duration_s: float, measure_from_s: float, out_dir: Path) -> dict[str, Any]:
+        options = RunOptions(
+            profile=profile,
+            profile_file=profile_file,
+            target=target,
+            workers=workers,
+            out_dir=out_dir,
+            users=users,
+            duration_s=duration_s,
+            worker_env=[],
+        )
+        extra = {"LOADTEST_MEASURE_FROM_S": str(measure_from_s)}
+        return run_locust(options, extra_env=extra).summary
+
+    return run
+
+
+def run_step(profile: Profile, *, users: int, base: Path, slo: AppliedSlo, run: StepRun) -> Step:
     cap = _settings(profile)
     out_dir = base / f"step-{users:06d}"
-    options = RunOptions(
-        profile=profile,
-        profile_file=profile_file,
-        target=target,
-        workers=workers,
-        out_dir=out_dir,
-        users=users,
-        duration_s=cap.warmup_s + cap.settle_s + cap.measure_s,
-        worker_env=[],
-    )
-    options_env = {"LOADTEST_MEASURE_FROM_S": str(cap.warmup_s + cap.settle_s)}
-    result = run_locust(options, extra_env=options_env)
-    verdict = judge(result.summary, slo)
-    measured = [
-        row["msgs_per_s"]
-        for row in result.summary["timeline"]
-        if row["t"] >= cap.warmup_s + cap.settle_s
-    ]
+    measure_from = cap.warmup_s + cap.settle_s
+    summary = run(users, measure_from + cap.measure_s, measure_from, out_dir)
+    verdict = judge(summary, slo)
+    measured = [row["msgs_per_s"] for row in summary["timeline"] if row["t"] >= measure_from]
     return Step(
         users=users,
         status=verdict.status.value,
-        p99_ms=result.summary["delivery"].get("p99_ms"),
+        p99_ms=summary["delivery"].get("p99_ms"),
         msgs_per_s=round(sum(measured) / len(measured), 1) if measured else 0.0,
         failed_checks=tuple(c.name for c in verdict.checks if c.status is not Status.passed),
         out_dir=str(out_dir),
@@ -129,19 +131,22 @@ def search(
     *,
     workers: int = 1,
     out_dir: Path | None = None,
+    steps: StepRun | None = None,
 ) -> CapacityResult:
+    """Step, then search. ``steps`` runs each step (default: locally, after checking that the
+    target answers; on a cluster, opsctl/loadtest/oncluster.py's ``cluster_steps``)."""
     cap = _settings(profile)
     slo = apply_slo(profile, target.stack_slos(), profile_file)
-    check_reachable(target)
+    if steps is None:
+        check_reachable(target)
+        steps = local_steps(profile, profile_file, target, workers)
     base = out_dir or new_run_dir(profile=f"{profile.name}-capacity")
     base.mkdir(parents=True, exist_ok=True)
     result = CapacityResult(profile.name, target.gateways, cap.headroom_pct, slo.source)
 
     def step(users: int) -> bool:
         console.info(f"step: {users} users ...")
-        outcome = run_step(
-            profile, profile_file, target, users=users, base=base, workers=workers, slo=slo
-        )
+        outcome = run_step(profile, users=users, base=base, slo=slo, run=steps)
         result.steps.append(outcome)
         breached = ", ".join(outcome.failed_checks) or "-"
         console.info(

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 def _status_line(row: dict[str, Any]) -> str:
     p99 = row.get("p99_ms")
     cpu, lag = row.get("worker_cpu_max"), row.get("worker_lag_max_ms")
-    return (
+    workers = (
+        f"workers {row['workers_connected']}/{row['workers_expected']}  "
+        if "workers_expected" in row
+        else ""
+    )
+    return workers + (
         f"users {row.get('users', 0)}  msg/s {row.get('msgs_per_s', 0)}"
         f"  p99 {'-' if p99 is None else f'{p99:g} ms'}  failures {row.get('failures', 0)}"
         f"  lost {row.get('lost', 0)}  gen cpu {cpu if cpu is not None else '-'}%"

@@ -121,6 +121,17 @@ class Capacity(_Strict):
         return self
 
 
+class Storm(_Strict):
+    """A synchronised reconnect storm: at ``at_s`` from the start, ``share_pct`` of the users
+    lose their connection at the same instant (as when a gateway or a zone dies) and reconnect
+    with the protocol's jittered exponential backoff (loadtests/session.py ``backoff_s``). The
+    master triggers it in every worker at once; the verdict checks connect success and the time
+    until the last of them is back against the stack's reconnect budget."""
+
+    at_s: float = Field(gt=0, description="seconds after the start of the sending window")
+    share_pct: float = Field(gt=0, le=100, description="percent of the users that drop")
+
+
 class Profile(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     description: str = ""
@@ -136,6 +147,7 @@ class Profile(_Strict):
     generator: Generator = Generator()
     stages: tuple[Stage, ...] = ()
     capacity: Capacity | None = None
+    storms: tuple[Storm, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -153,10 +165,14 @@ class Profile(_Strict):
         return self
 
     @property
+    def sending_s(self) -> float:
+        """How long users send: the stages' end, or the duration."""
+        return self.stages[-1].until_s if self.stages else self.duration_s
+
+    @property
     def run_time_s(self) -> float:
         """Locust run time: the sending window plus the drain (settle and final sync)."""
-        sending = self.stages[-1].until_s if self.stages else self.duration_s
-        return sending + self.drain_s
+        return self.sending_s + self.drain_s
 
     @property
     def peak_users(self) -> int:
@@ -183,15 +199,34 @@ def profile_path(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Path:
     return path
 
 
+def storm_findings(profile: Profile) -> list[tuple[tuple[str | int, ...], str]]:
+    """Storms that could not happen as written, located at their fields."""
+    findings: list[tuple[tuple[str | int, ...], str]] = []
+    previous = 0.0
+    for index, storm in enumerate(profile.storms):
+        if storm.at_s >= profile.sending_s:
+            findings.append(
+                (
+                    ("storms", index, "at_s"),
+                    f"{storm.at_s:g} s is not inside the sending window (0..{profile.sending_s:g}"
+                    " s): the users would already have stopped",
+                )
+            )
+        elif storm.at_s <= previous:
+            findings.append((("storms", index, "at_s"), "storms must have increasing at_s"))
+        previous = max(previous, storm.at_s)
+    return findings
+
+
 def load_profile(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     """The profile, or ``InvalidInputFile`` (exit 2) listing every problem with the file, the
     field path and its line and column."""
     path = profile_path(name_or_path, profiles_dir)
-    return read_yaml_model(Profile, path, what=WHAT, shown=str(path))
+    return read_yaml_model(Profile, path, what=WHAT, shown=str(path), check=storm_findings)
 
 
 def parse_profile(text: str, shown: str) -> Profile:
-    return load_yaml_model(Profile, text, file=shown, what=WHAT)
+    return load_yaml_model(Profile, text, file=shown, what=WHAT, check=storm_findings)
 
 
 def pods_needed(peak_users: int, users_per_pod: float, headroom_pct: float) -> int:

@@ -79,6 +79,19 @@ def _locust_env(options: RunOptions, out_dir: Path, run_id: str) -> dict[str, st
     return env
 
 
+def run_shape(
+    profile: Profile, users: int | None = None, duration_s: float | None = None
+) -> tuple[int, float, float]:
+    """(users, spawn rate, Locust run time) of a whole profile, or of a capacity step that
+    overrides users and the sending window (ramping within five seconds)."""
+    count = users or profile.users
+    spawn_rate = max(profile.spawn_rate, count / 5) if users else profile.spawn_rate
+    run_time = (duration_s or profile.duration_s) + profile.drain_s
+    if profile.stages and duration_s is None:
+        run_time = profile.run_time_s
+    return count, spawn_rate, run_time + _WORKER_START_SLACK_S
+
+
 def run_locust(
     options: RunOptions,
     progress: Progress | None = None,
@@ -88,12 +101,7 @@ def run_locust(
     out_dir = options.out_dir or new_run_dir(profile=profile.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"lt{uuid.uuid4().hex[:8]}"
-    users = options.users or profile.users
-    spawn_rate = max(profile.spawn_rate, users / 5) if options.users else profile.spawn_rate
-    run_time = (options.duration_s or profile.duration_s) + profile.drain_s
-    if profile.stages and options.duration_s is None:
-        run_time = profile.run_time_s
-    run_time += _WORKER_START_SLACK_S
+    users, spawn_rate, run_time = run_shape(profile, options.users, options.duration_s)
     port = free_port()
     env = _locust_env(options, out_dir, run_id)
     env.update(extra_env or {})
@@ -316,5 +324,36 @@ def collect(
         "counters": counters,
         "workers_health": workers,
         "generator_saturated": any(w["saturated"] for w in workers),
+        "storms": storm_figures(options.profile, counters, entries),
         "timeline": read_timeline(out_dir),
     }
+
+
+def storm_figures(
+    profile: Profile, counters: Mapping[str, int], entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per scheduled storm: who dropped, connect success, and the time until the last is back
+    (Locust's merged max of the ``STORM storm<i>`` entry; None unless every one came back)."""
+    figures = []
+    by_name = {e["name"]: e for e in entries if e["type"] == "STORM"}
+    for index, storm in enumerate(profile.storms):
+        dropped = int(counters.get(f"storm{index}_dropped", 0))
+        back = int(counters.get(f"storm{index}_reconnected", 0))
+        attempts = int(counters.get(f"storm{index}_attempts", 0))
+        entry = by_name.get(f"storm{index}", {})
+        figures.append(
+            {
+                "index": index,
+                "at_s": storm.at_s,
+                "share_pct": storm.share_pct,
+                "dropped": dropped,
+                "reconnected": back,
+                "gave_up": int(counters.get(f"storm{index}_gave_up", 0)),
+                "connect_attempts": attempts,
+                "connect_success_pct": round(100.0 * back / attempts, 3) if attempts else None,
+                "reconnect_p50_ms": entry.get("p50_ms"),
+                "reconnect_p99_ms": entry.get("p99_ms"),
+                "all_back_ms": entry.get("max_ms") if dropped and back == dropped else None,
+            }
+        )
+    return figures

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opsctl import console
 from opsctl.loadtest.live import live_progress, verdict_table
 from opsctl.loadtest.profiles import Profile
 from opsctl.loadtest.report import write_reports
 from opsctl.loadtest.runner import RunOptions, RunResult, run_locust
-from opsctl.loadtest.slo import apply_slo
+from opsctl.loadtest.slo import AppliedSlo, apply_slo
 from opsctl.loadtest.targets import Target, check_reachable
 from opsctl.loadtest.verdict import Verdict, judge
+
+if TYPE_CHECKING:
+    from opsctl.loadtest.oncluster import ClusterRun
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,29 @@ def execute(
     label = f"{profile.name} -> {len(target.urls)} gateway(s)"
     with live_progress(err, show and console.verbosity >= 0, label) as progress:
         result = run_locust(options, progress)
+    return _judge_and_report(result, applied, show)
+
+
+def execute_on_cluster(cluster_run: ClusterRun, *, show: bool = True) -> Outcome:
+    """The same, as a distributed run in the region's cluster: the SLOs and sizing are
+    settled (and shown) before anything is created."""
+    profile = cluster_run.profile
+    applied = apply_slo(profile, cluster_run.target.target.stack_slos(), cluster_run.profile_file)
+    console.info(f"sizing: {cluster_run.sizing.describe()}")
+    console.info(f"image: {cluster_run.target.image}; target: {', '.join(cluster_run.target.urls)}")
+    label = f"{profile.name} -> {cluster_run.target.region} ({cluster_run.sizing.workers} workers)"
+    with live_progress(console.console, show and console.verbosity >= 0, label) as progress:
+        result = cluster_run.execute(progress)
+    return _judge_and_report(result, applied, show)
+
+
+def _judge_and_report(result: RunResult, applied: AppliedSlo, show: bool) -> Outcome:
+    err = console.console
+    profile = result.summary["profile"]
     verdict = judge(result.summary, applied)
     paths = write_reports(result.out_dir, result.summary, verdict)
     if show and console.verbosity >= 0:
-        verdict_table(err, verdict, f"{profile.name}: {verdict.status.value.upper()}")
+        verdict_table(err, verdict, f"{profile}: {verdict.status.value.upper()}")
     console.info(f"report: {paths['html']}")
     console.info(
         f"summary: {paths['summary']}  csv: {paths['verdict_csv']}, {paths['timeline']},"

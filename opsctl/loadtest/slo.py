@@ -37,10 +37,13 @@ class StackSlos:
 
     stack: str
     slos: Slos
+    # The stack's reconnect budget (cluster-wide reconnects/s): what a storm is judged against.
+    reconnects_per_second: int | None = None
 
     @classmethod
     def load(cls, infra_dir: Path, stack: str) -> StackSlos:
-        return cls(stack, load_stack(infra_dir, stack).slos)
+        spec = load_stack(infra_dir, stack)
+        return cls(stack, spec.slos, spec.reconnect_budget.reconnects_per_second)
 
     @classmethod
     def default(cls) -> StackSlos:
@@ -60,14 +63,16 @@ class Thresholds:
     max_lost: int = 0
     max_duplicated: int = 0
     max_out_of_order: int = 0
+    reconnects_per_second: int | None = None  # the stack's reconnect budget (storms)
 
     @classmethod
-    def of_stack(cls, slos: Slos) -> Thresholds:
+    def of_stack(cls, slos: Slos, reconnects_per_second: int | None = None) -> Thresholds:
         return cls(
             delivery_p99_ms=float(slos.delivery_latency_p99_ms),
             connect_success_pct=slos.connect_success,
             # 99.95 % available: at most 0.0005 of requests may fail (rounded off float noise).
             max_error_ratio=round((100.0 - slos.availability) / 100.0, 12),
+            reconnects_per_second=reconnects_per_second,
         )
 
 
@@ -135,7 +140,7 @@ def apply_slo(profile: Profile, stack: StackSlos, profile_file: Path | str) -> A
     An override that leaves the percentiles out of order against the stack's (p95 above the
     stack's p99, say) can never pass: that is bad input (exit 2), named by file and field.
     """
-    base = Thresholds.of_stack(stack.slos)
+    base = Thresholds.of_stack(stack.slos, stack.reconnects_per_second)
     override: SloOverride | None = profile.slo
     overridden: tuple[str, ...] = ()
     effective = base

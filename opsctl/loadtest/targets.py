@@ -112,7 +112,7 @@ def region_target(
         jwt_audience=audience,
         gateways=chosen.gateway.replicas,
         source=f"stack {stack}, region {region} (convention {GATEWAY_URL_CONVENTION})",
-        slos=StackSlos(stack, spec.slos),
+        slos=StackSlos(stack, spec.slos, spec.reconnect_budget.reconnects_per_second),
     )
 
 

@@ -66,6 +66,52 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:g}{unit}"
 
 
+def storm_allowance_ms(dropped: int, reconnects_per_second: int) -> float:
+    """How long ``dropped`` users may take to be back: the stack absorbing them at its
+    reconnect budget, plus the longest first backoff a client waits before it even tries
+    (loadtests/session.py ``backoff_s(0)``: 0.2 s with +50 % jitter)."""
+    return 1000.0 * dropped / reconnects_per_second + FIRST_BACKOFF_MAX_MS
+
+
+FIRST_BACKOFF_MAX_MS = 300.0
+
+
+def storm_checks(storms: list[dict[str, Any]], slo: Any) -> list[Check]:
+    checks = []
+    for storm in storms:
+        name = f"storm {storm['index']} at {storm['at_s']:g} s ({storm['share_pct']:g} %)"
+        success = storm.get("connect_success_pct")
+        checks.append(
+            Check(
+                f"{name}: connect success",
+                f">= {slo.connect_success_pct:g} %",
+                _fmt(success, " %"),
+                Status.passed
+                if success is not None and success >= slo.connect_success_pct
+                else Status.failed,
+            )
+        )
+        back = storm.get("all_back_ms")
+        dropped = int(storm.get("dropped", 0))
+        budget = slo.reconnects_per_second
+        allowed = storm_allowance_ms(dropped, budget) if budget else None
+        measured = (
+            f"{back:g} ms for {dropped}"
+            if back is not None
+            else f"{storm.get('reconnected', 0)} of {dropped} back"
+        )
+        ok = back is not None and dropped > 0 and (allowed is None or back <= allowed)
+        checks.append(
+            Check(
+                f"{name}: everyone back",
+                f"<= {allowed:.0f} ms ({budget}/s budget)" if allowed else "all reconnect",
+                measured,
+                Status.passed if ok else Status.failed,
+            )
+        )
+    return checks
+
+
 def judge(summary: dict[str, Any], applied: AppliedSlo) -> Verdict:
     slo = applied.thresholds
     saturated = bool(summary.get("generator_saturated"))
@@ -125,6 +171,7 @@ def judge(summary: dict[str, Any], applied: AppliedSlo) -> Verdict:
             Status.passed if ratio is not None and ratio <= slo.max_error_ratio else Status.failed,
         )
     )
+    checks += storm_checks(summary.get("storms", []), slo)
     checks.append(
         Check(
             "generator healthy",

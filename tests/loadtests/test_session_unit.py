@@ -18,9 +18,10 @@ from loadtests.clock import ClockSync
 from loadtests.config import ENV_VARS, RunConfig
 from loadtests.imclient import Closed
 from loadtests.session import ImSession, Reply, backoff_s
-from opsctl.loadtest.oncluster import build_manifests
+from opsctl.loadtest.oncluster import RunShape, build_manifests
 from opsctl.loadtest.profiles import load_profile, profile_path
 from opsctl.loadtest.runner import RunOptions, _locust_env
+from opsctl.loadtest.sizing import size_run
 from opsctl.loadtest.targets import Target
 
 pytestmark = pytest.mark.unit
@@ -130,11 +131,11 @@ def test_opsctl_sets_only_the_variables_the_locustfile_reads(tmp_path: Path) -> 
     local = {k for k in _locust_env(options, tmp_path, "lt1") if k.startswith("LOADTEST_")}
     manifests = build_manifests(
         run="lt-x",
-        profile=profile,
         profile_text="",
         target_urls=["ws://x/ws"],
         image="r/im/loadtest:1",
-        workers=2,
+        sizing=size_run(profile, workers=2),
+        shape=RunShape.of(profile),
     )
     jobs = {
         item["name"]

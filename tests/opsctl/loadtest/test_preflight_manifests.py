@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from opsctl.hostlimits import load_limits
-from opsctl.loadtest.oncluster import build_manifests, loadtest_image
+from opsctl.loadtest.oncluster import RunShape, build_manifests, loadtest_image
 from opsctl.loadtest.preflight import check_host
 from opsctl.loadtest.profiles import load_profile
+from opsctl.loadtest.sizing import size_run
 
 pytestmark = pytest.mark.unit
 
@@ -57,33 +58,72 @@ def test_a_tuned_host_passes(tmp_path: Path) -> None:
     assert report.ok, report.as_dict()
 
 
-def test_manifests_are_a_master_and_worker_jobs() -> None:
+def _manifests(workers: int = 3) -> list[dict]:
     profile = load_profile("smoke")
-    manifests = build_manifests(
+    return build_manifests(
         run="lt-abc",
-        profile=profile,
         profile_text="name: smoke\n",
         target_urls=["wss://gateway.eu.prod.im.internal/ws"],
         image=loadtest_image("registry.im.internal/im/gateway:0.1.0"),
-        workers=3,
+        sizing=size_run(profile, workers=workers),
+        shape=RunShape.of(profile),
     )
+
+
+def test_manifests_are_a_master_and_worker_jobs() -> None:
+    manifests = _manifests()
     kinds = [(m["kind"], m["metadata"]["name"]) for m in manifests]
     assert kinds == [
         ("ConfigMap", "lt-abc-profile"),
+        ("ConfigMap", "lt-abc-results"),
+        ("ServiceAccount", "lt-abc-master"),
+        ("Role", "lt-abc-master"),
+        ("RoleBinding", "lt-abc-master"),
         ("Service", "lt-abc-master"),
         ("Job", "lt-abc-master"),
         ("Job", "lt-abc-worker"),
     ]
-    worker = manifests[3]["spec"]
+    by_kind = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    worker = by_kind[("Job", "lt-abc-worker")]["spec"]
     assert worker["parallelism"] == worker["completions"] == 3
     container = worker["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.im.internal/im/loadtest:0.1.0"
-    assert "--master-host=lt-abc-master" in container["args"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "--master-host=lt-abc-master.im-loadtest.svc" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LOADTEST_JWT_SECRET_FILE"] == "/etc/loadtest/jwt/secret"
-    assert all("secret" not in v.lower() or v.startswith("/etc") for v in env.values())
-    master = manifests[2]["spec"]["template"]["spec"]["containers"][0]
+    assert "LOADTEST_RESULTS_CONFIGMAP" not in env  # workers never talk to the API
+    assert all("secret" not in (v or "").lower() or v.startswith("/etc") for v in env.values())
+    assert worker["template"]["spec"]["automountServiceAccountToken"] is False
+    master_job = by_kind[("Job", "lt-abc-master")]["spec"]["template"]
+    master = master_job["spec"]["containers"][0]
     assert "--expect-workers=3" in master["args"]
+    assert master_job["spec"]["serviceAccountName"] == "lt-abc-master"
     assert (
-        manifests[1]["spec"]["selector"] == manifests[2]["spec"]["template"]["metadata"]["labels"]
+        by_kind[("Service", "lt-abc-master")]["spec"]["selector"]
+        == master_job["metadata"]["labels"]
     )
+
+
+def test_the_master_may_patch_only_its_results() -> None:
+    role = next(m for m in _manifests() if m["kind"] == "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["lt-abc-results"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+
+
+def test_pods_run_non_root_on_a_read_only_root() -> None:
+    for job in (m for m in _manifests() if m["kind"] == "Job"):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert "cpu" not in container["resources"]["limits"]  # no throttling
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])

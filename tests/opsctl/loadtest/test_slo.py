@@ -42,12 +42,14 @@ def test_peak_against_prod_gates_on_the_prod_spec(tmp_path: Path) -> None:
         DEFAULT_INFRA_DIR, "prod", "eu-central", secret_file=secret, issuer=None, audience=None
     )
     applied = apply_slo(load_profile("peak"), target.stack_slos(), profile_path("peak"))
-    spec_slos = load_stack(DEFAULT_INFRA_DIR, "prod").slos
+    spec = load_stack(DEFAULT_INFRA_DIR, "prod")
+    spec_slos = spec.slos
     assert applied.source == "stack prod SLOs"
     assert applied.thresholds == Thresholds(
         delivery_p99_ms=spec_slos.delivery_latency_p99_ms,
         connect_success_pct=spec_slos.connect_success,
         max_error_ratio=round(1 - spec_slos.availability / 100, 12),
+        reconnects_per_second=spec.reconnect_budget.reconnects_per_second,
     )
     assert (applied.thresholds.delivery_p99_ms, applied.thresholds.connect_success_pct) == (
         200,
@@ -98,7 +100,10 @@ def test_a_target_names_its_stack_or_the_default_applies(tmp_path: Path) -> None
         infra_dir=DEFAULT_INFRA_DIR,
         stack="staging",
     )
-    assert named.stack_slos() == StackSlos("staging", load_stack(DEFAULT_INFRA_DIR, "staging").slos)
+    staging = load_stack(DEFAULT_INFRA_DIR, "staging")
+    assert named.stack_slos() == StackSlos(
+        "staging", staging.slos, staging.reconnect_budget.reconnects_per_second
+    )
     demo = Target(("ws://x/ws",), secret, None, None, 1, "demo local stack")
     assert demo.stack_slos().stack == "local"
 
