@@ -1,0 +1,464 @@
+"""Two regions on the one-region stack's Kafka, Cassandra and Redis (docs/multi-region.md
+sections 2, 3, 5.5 and 6), with real processes.
+
+Each test gets its own topics (``im.messages.<sfx>``, ``im.deliveries.<sfx>``) and its own
+control keyspace (a shard map over regions ``a`` and ``b``), so the stack's own dispatcher
+never sees these records. What MirrorMaker 2 would do is done by hand: records "accepted in
+region a and mirrored to b" are produced into ``a.<topic>`` on the same broker, and the relay
+test copies ``<deliveries>`` to ``b.<deliveries>``. Both regions' "own" topic is the one
+physical topic, so both dispatchers see its records: each must sequence only what it homes.
+
+Region ``b`` uses the stack's Redis; the relay test gives region ``a`` a Redis of its own
+(a second redis-server on loopback), so a message reaches region a's client only through the
+relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.homes import shard_of
+from gateway.protocol import dm_conversation, message_id
+from gateway.shardmap import ShardMap
+from opsctl.local import LocalStack
+from opsctl.local._procs import find_free_port_block
+from tests.gateway.conftest import Im
+from tests.gateway.protocol_client import ProtocolClient
+from tests.gateway.test_fencing import Cql, metrics, ready
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+REGIONS = ("a", "b")
+
+
+@dataclass
+class World:
+    """The per-test names, and every process started for it (stopped at the end)."""
+
+    stack: LocalStack
+    tmp: Path
+    sfx: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    procs: list[tuple[subprocess.Popen[bytes], Any]] = field(default_factory=list)
+
+    @property
+    def topic(self) -> str:
+        return f"im.messages.{self.sfx}"
+
+    @property
+    def deliveries(self) -> str:
+        return f"im.deliveries.{self.sfx}"
+
+    @property
+    def control(self) -> str:
+        return f"imctl_{self.sfx}"
+
+    def env(self, region: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGW_")}
+        env.update(self.stack.imgw_env())
+        env.update(
+            {
+                "IMGW_REGION": region,
+                "IMGW_REGIONS": ",".join(REGIONS),
+                "IMGW_KAFKA_TOPIC": self.topic,
+                "IMGW_KAFKA_DELIVERIES_TOPIC": self.deliveries,
+                "IMGW_CASSANDRA_CONTROL_KEYSPACE": self.control,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def run(self, module: str, region: str, *args: str, **extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            env=self.env(region, **extra),
+            cwd=REPO,
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        return done.stdout.decode()
+
+    def start(self, module: str, region: str, name: str, **extra: str) -> str:
+        port = find_free_port_block(1)
+        env = self.env(region, IMGW_NODE_ID=f"{name}-{self.sfx}", IMGW_LISTEN_PORT=str(port))
+        env.update(extra)
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{name} ready", lambda: ready(url), timeout=90, interval=0.2)
+        return url
+
+    def redis_server(self) -> str:
+        port = find_free_port_block(1)
+        argv = [str(self.stack.config.redis_server), "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no"]
+        log = (self.tmp / "redis-a.log").open("wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((proc, log))
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        def pong() -> bool:
+            with contextlib.suppress(Exception):
+                return bool(redis.Redis.from_url(url).ping())
+            return False
+
+        wait_for("redis a", pong, timeout=20, interval=0.1)
+        return url
+
+    def stop_all(self) -> None:
+        for proc, log in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+            log.close()
+
+
+@pytest.fixture
+def world(im: Im, tmp_path: Path) -> Iterator[World]:
+    w = World(im.stack, tmp_path)
+    # Topics and the control keyspace (with its shard map over a and b) as migrate makes them,
+    # plus the topics MirrorMaker 2 would create.
+    w.run("gateway.migrate", "a")
+    asyncio.run(_create_topics(w, [f"{r}.{w.topic}" for r in REGIONS] + [f"b.{w.deliveries}"]))
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+async def _create_topics(w: World, names: list[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    info = w.stack.info
+    admin = AIOKafkaAdminClient(bootstrap_servers=info.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, info.kafka_partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+def record(conv: str, sender: str, cmid: str, *, ep: int = 0, rg: str = "a") -> dict[str, Any]:
+    to = next(u for u in conv.split(":")[1:] if u != sender)
+    return {
+        "v": 2,
+        "mid": message_id(sender, cmid),
+        "conv": conv,
+        "kind": "dm",
+        "from": sender,
+        "dev": "d1",
+        "cmid": cmid,
+        "to": to,
+        "body": f"{sender}:{cmid}",
+        "ts": int(time.time() * 1000),
+        "gw": "test",
+        "ep": ep,
+        "rg": rg,
+    }
+
+
+async def produce(w: World, topic: str, records: list[dict[str, Any]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=w.stack.info.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send_and_wait(
+                topic, value=json.dumps(r).encode(), key=r["conv"].encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def convs_homed(w: World, home: str, n: int) -> list[str]:
+    """n DM conversations whose shard is homed in ``home`` by the fresh map, distinct shards."""
+    fresh = ShardMap(0, REGIONS)
+    out: list[str] = []
+    shards: set[int] = set()
+    i = 0
+    while len(out) < n:
+        conv = dm_conversation(f"u{i}-{w.sfx}", f"v{i}-{w.sfx}")
+        shard = shard_of(conv)
+        if fresh.entry(shard).home == home and shard not in shards:
+            out.append(conv)
+            shards.add(shard)
+        i += 1
+    return out
+
+
+def sender_of(conv: str) -> str:
+    return conv.split(":")[1]
+
+
+def sequenced(cql: Cql, conv: str, mids: set[str], timeout: float = 60) -> dict[str, int]:
+    """Wait until every id has a seq; check the conversation's invariants; id -> seq."""
+    wait_for(
+        f"{conv} sequenced",
+        lambda: set(cql.message_seqs(conv)) >= mids,
+        timeout=timeout,
+        interval=0.3,
+    )
+    cql.check(conv, mids)
+    return cql.message_seqs(conv)
+
+
+def fence(cql: Cql, conv: str) -> tuple[int, str, int]:
+    row = cql.session.execute(
+        "SELECT epoch, writer, ceiling FROM conversation_seq WHERE conversation_id = %s", (conv,)
+    ).one()
+    return (row.epoch, row.writer, row.ceiling)
+
+
+def shardmap_cli(w: World, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(w.run("gateway.shardmap", "b", *args))
+    return out
+
+
+# ---- the tests -----------------------------------------------------------------------------
+
+
+def test_each_record_is_sequenced_once_by_its_home_and_foreign_ones_are_skipped(
+    world: World,
+) -> None:
+    w = world
+    disp_a = w.start("gateway.dispatcher", "a", "disp-a")
+    disp_b = w.start("gateway.dispatcher", "b", "disp-b")
+    in_a, in_b = convs_homed(w, "a", 3), convs_homed(w, "b", 3)
+    records = [record(c, sender_of(c), f"m{i}", rg="a") for c in in_a + in_b for i in range(4)]
+    # Accepted in region a: in a's own topic (both dispatchers read the one physical topic) and
+    # mirrored into b's Kafka as a.<topic> (only b reads it): b gets its records twice.
+    asyncio.run(produce(w, w.topic, records))
+    asyncio.run(produce(w, f"a.{w.topic}", records))
+    cql = Cql(w.stack)
+    try:
+        for conv in in_a + in_b:
+            mids = {r["mid"] for r in records if r["conv"] == conv}
+            seqs = sequenced(cql, conv, mids)
+            assert sorted(seqs.values()) == [1, 2, 3, 4], f"{conv}: {seqs}"
+            home = "a" if conv in in_a else "b"
+            assert fence(cql, conv)[1].startswith(f"{home}:"), "sequenced by its home"
+        a_homed = sum(1 for r in records if r["conv"] in in_a)
+        b_homed = len(records) - a_homed
+
+        def counted() -> bool:
+            ma, mb = metrics(disp_a), metrics(disp_b)
+            return (
+                ma["im_dispatcher_foreign_records_total"] == b_homed
+                and mb["im_dispatcher_foreign_records_total"] == 2 * a_homed
+            )
+
+        wait_for("foreign records counted", counted, timeout=30, interval=0.5)
+        assert metrics(disp_b)["im_dispatcher_duplicates_total"] >= b_homed  # the mirrored copies
+    finally:
+        cql.close()
+
+
+def test_a_planned_move_continues_above_the_old_ceiling_without_a_second_seq(
+    world: World,
+) -> None:
+    w = world
+    w.start("gateway.dispatcher", "a", "disp-a")
+    disp_b = w.start("gateway.dispatcher", "b", "disp-b")
+    (conv,) = convs_homed(w, "a", 1)
+    shard = shard_of(conv)
+    sender = sender_of(conv)
+    before = [record(conv, sender, f"old{i}") for i in range(3)]
+    asyncio.run(produce(w, w.topic, before))
+    cql = Cql(w.stack)
+    try:
+        first = sequenced(cql, conv, {r["mid"] for r in before})
+        assert sorted(first.values()) == [1, 2, 3]
+        old_ceiling = fence(cql, conv)[2]
+        moved = shardmap_cli(w, "move", "--shard", str(shard), "--to", "b")
+        epoch = moved["epoch"]
+        assert epoch == 2  # drain (1), then the move (2)
+        shown = shardmap_cli(w, "show", "--shard", str(shard))
+        assert shown["shards"][str(shard)] == {
+            "home": "b",
+            "epoch": 2,
+            "state": "active",
+            "moved": "planned",
+        }
+        # New sends stamped with the new epoch; a late duplicate of an old one stamped with the
+        # old epoch (MirrorMaker replay); and an old-stamped send nobody sequenced yet.
+        after = [record(conv, sender, f"new{i}", ep=epoch, rg="b") for i in range(3)]
+        late_dup = before[0]
+        late_new = record(conv, sender, "late", ep=0)
+        asyncio.run(produce(w, w.topic, [*after, late_dup, late_new]))
+        mids = {r["mid"] for r in before + after + [late_new]}
+        seqs = sequenced(cql, conv, mids)
+        assert seqs[late_dup["mid"]] == first[late_dup["mid"]], "a message got a second seq"
+        for r in [*after, late_new]:
+            assert seqs[r["mid"]] > old_ceiling, "the new home reused a seq of the old block"
+        epoch_now, writer, _ = fence(cql, conv)
+        assert epoch_now == epoch
+        assert writer.startswith("b:")
+        wait_for(
+            "b applied the map",
+            lambda: metrics(disp_b)["im_dispatcher_map_epoch"] == epoch,
+            timeout=10,
+        )
+    finally:
+        cql.close()
+
+
+def test_after_an_unplanned_move_old_stamped_records_are_held_then_reconciled_once(
+    world: World,
+) -> None:
+    w = world
+    disp_a = w.start("gateway.dispatcher", "a", "disp-a")
+    disp_b = w.start("gateway.dispatcher", "b", "disp-b")
+    (conv,) = convs_homed(w, "a", 1)
+    shard, sender = shard_of(conv), sender_of(conv)
+    done = [record(conv, sender, f"s{i}") for i in range(2)]
+    asyncio.run(produce(w, w.topic, done))
+    cql = Cql(w.stack)
+    try:
+        first = sequenced(cql, conv, {r["mid"] for r in done})
+        # Region a "is gone": its dispatcher stops; the shard moves without a drain.
+        for proc, _log in w.procs[:1]:
+            proc.terminate()
+            proc.wait(30)
+        moved = shardmap_cli(w, "move", "--shard", str(shard), "--to", "b", "--unplanned")
+        assert moved["epoch"] == 1
+        # b applies the move first: a record b consumed before that was skipped as a's (see
+        # docs/multi-region.md 7.2 on rewinding the old home's mirrored topic, not built).
+        wait_for(
+            "b applied the move",
+            lambda: metrics(disp_b)["im_dispatcher_map_epoch"] == 1,
+            timeout=15,
+            interval=0.2,
+        )
+        # Records accepted in a before it learned of the move (stamped 0) reach b through the
+        # mirror: one b can find sequenced (reused), two it cannot know about (held).
+        stranded = [record(conv, sender, f"x{i}") for i in range(2)]
+        asyncio.run(produce(w, f"a.{w.topic}", [done[0], *stranded]))
+        wait_for(
+            "held",
+            lambda: metrics(disp_b)["im_dispatcher_held_records_total"] >= len(stranded),
+            timeout=30,
+            interval=0.3,
+        )
+        held = shardmap_cli(w, "held")["held"]
+        assert {h["message_id"] for h in held} == {r["mid"] for r in stranded}
+        assert all(h["held_by"] == "b" and h["stamped_epoch"] == 0 for h in held)
+        assert set(cql.message_seqs(conv)) == {r["mid"] for r in done}, "held means not sequenced"
+        # Reconcile (all DCs answer here): sequenced now, under the new epoch, once.
+        result = shardmap_cli(w, "reconcile")
+        assert result == {"held": 2, "already_sequenced": 0, "sequenced": 2}
+        seqs = sequenced(cql, conv, {r["mid"] for r in done + stranded})
+        assert {m: seqs[m] for m in first} == first
+        assert shardmap_cli(w, "held")["held"] == []
+        again = shardmap_cli(w, "reconcile")
+        assert again == {"held": 0, "already_sequenced": 0, "sequenced": 0}
+        time.sleep(2)
+        assert cql.message_seqs(conv) == seqs, "a second seq after reconciling twice"
+        assert metrics(disp_b)["im_dispatcher_fencing_refusals_total"] == 0
+        del disp_a
+    finally:
+        cql.close()
+
+
+def test_the_relay_delivers_a_message_homed_in_b_to_clients_connected_in_a(
+    im: Im, world: World
+) -> None:
+    """alice and bob are connected to region a's gateway (region a's own Redis); their
+    conversation is homed in b, whose dispatcher uses the stack's Redis. The message reaches
+    them only through b's deliveries topic, the mirror, and region a's relay."""
+    w = world
+    redis_a = w.redis_server()
+    a = {"IMGW_REDIS_URL": redis_a}
+    w.start("gateway.dispatcher", "a", "disp-a", **a)
+    w.start("gateway.dispatcher", "b", "disp-b")
+    relay_a = w.start("gateway.relay", "a", "relay-a", **a)
+    gw_a = w.start("gateway.server", "a", "gw-a", **a)
+    ws_a = gw_a.replace("http://", "ws://") + "/ws"
+    (conv,) = convs_homed(w, "b", 1)
+    alice, bob = conv.split(":")[1:]
+
+    async def scenario() -> None:
+        mirror = asyncio.create_task(_mirror(w, w.deliveries, f"b.{w.deliveries}"))
+        clients = [ProtocolClient([ws_a], u, "d1", _token(im, u)) for u in (alice, bob)]
+        try:
+            for client in clients:
+                await client.connect()
+            sent = time.monotonic()
+            await clients[0].send("hello from a, homed in b", to=bob)
+            for client in clients:
+
+                def arrived(c: ProtocolClient = client) -> bool:
+                    return c.bodies(conv) == ["hello from a, homed in b"]
+
+                await client.wait_until(arrived, 30, "the relayed message")
+            elapsed = time.monotonic() - sent
+            message = next(m for k, m in clients[1].messages.items() if k[0] == conv)
+            assert message["seq"] == 1
+            print(f"cross-region delivery on loopback: {elapsed * 1000:.0f} ms")
+        finally:
+            for client in clients:
+                await client.close()
+            mirror.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mirror
+
+    asyncio.run(scenario())
+    cql = Cql(w.stack)
+    try:
+        assert fence(cql, conv)[1].startswith("b:")
+    finally:
+        cql.close()
+    values = httpx.get(f"{relay_a}/metrics", timeout=5).text
+    assert 'im_relay_applied_total{source="b"} 1.0' in values
+
+
+def _token(im: Im, user: str) -> Callable[[], str]:
+    return lambda: im.token(user)
+
+
+async def _mirror(w: World, source: str, target: str) -> None:
+    """What MirrorMaker 2 does for one topic: copy every record, same key and partition."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    bootstrap = w.stack.info.kafka_bootstrap
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50)
+            for tp, part in batches.items():
+                for r in part:
+                    await producer.send(target, value=r.value, key=r.key, partition=tp.partition)
+    finally:
+        await consumer.stop()
+        await producer.stop()
