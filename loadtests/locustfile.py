@@ -157,8 +157,8 @@ class ImUser(User):
 
     def drop_in_storm(self, storm: int, at: float) -> bool:
         """Lose the connection now, as an outage would; False if it was not connected."""
-        if self.session.conn is None or self.storm is not None:
-            return False
+        if not self.session.established or self.storm is not None:
+            return False  # not connected, or still saying hello: an outage finds it offline
         self.storm = (storm, at)
         self.session.waiting.clear()  # our own doing: in-flight requests are not errors
         self.session.sever()

@@ -220,9 +220,10 @@ class Reporting:
             return str(self.worker_reports.get(client.id, {}).get("pod") or client.id)
 
         missing = [name(c) for c in clients if c.state == "missing"]
+        ever = {str(r.get("pod")) for r in self.worker_reports.values() if r.get("pod")}
         return {
             "connected": len(clients) - len(missing),
-            "seen": sorted(name(c) for c in clients),
+            "seen": sorted(ever | {name(c) for c in clients}),
             "missing": sorted(missing),
         }
 

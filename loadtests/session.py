@@ -99,6 +99,7 @@ class ImSession:
         self.sync_done_refs: set[str] = set()
         self.in_final_sync = False
         self.seq = 0  # numbers refs and client message ids
+        self.established = False  # hello answered on the current connection
 
     # ---- connection --------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class ImSession:
             self.record("CONNECT", "hello", (time.perf_counter() - started) * 1000, exc)
             return False
         self.counters["connects"] += 1
+        self.established = True
         self._sample_gateway_clock()
         return True
 
@@ -137,6 +139,7 @@ class ImSession:
             self.conn.sever()
 
     def drop(self) -> None:
+        self.established = False
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -243,7 +246,7 @@ class ImSession:
                 frames = self.conn.receive(left)
             except Closed as closed:
                 self.on_closed(closed)
-                continue
+                return  # back to the user at once: it reconnects (with backoff) now
             for frame in frames:
                 self.handle(frame)
 

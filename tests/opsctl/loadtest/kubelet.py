@@ -46,17 +46,50 @@ LABEL = "app.kubernetes.io/instance"
 
 
 @contextmanager
-def without_job_completion(api_client: Any) -> Iterator[None]:
-    from kubernetes.client import CustomObjectsApi
+def without_job_completion(api_client: Any, namespace: str) -> Iterator[None]:
+    """kwok without its pod-complete Stage; returns once a probe Job's pod stays Running."""
+    from kubernetes.client import BatchV1Api, CoreV1Api, CustomObjectsApi
 
     api = CustomObjectsApi(api_client)
     document = yaml.safe_load((STAGES_DIR / "pod-complete.yaml").read_text())
     api.delete_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "stages", "pod-complete")
-    time.sleep(1.0)  # kwok's informer drops the Stage
     try:
+        _wait_for_running_job_pods(BatchV1Api(api_client), CoreV1Api(api_client), namespace)
         yield
     finally:
         api.create_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "stages", document)
+
+
+def _wait_for_running_job_pods(batch: Any, core: Any, namespace: str) -> None:
+    for attempt in range(20):
+        name = f"kwok-probe-{attempt}"
+        container = {"name": "probe", "image": "probe"}
+        batch.create_namespaced_job(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+                },
+            },
+        )
+        phases: list[str] = []
+        for _ in range(30):
+            pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+            phases = [pod.status.phase for pod in pods]
+            if phases == ["Running"] or "Succeeded" in phases:
+                break
+            time.sleep(0.2)
+        if phases == ["Running"]:
+            time.sleep(1.5)
+            pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+            phases = [pod.status.phase for pod in pods]
+        batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        if phases == ["Running"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError("kwok kept completing Job pods after its pod-complete Stage was deleted")
 
 
 class ProcessKubelet:
