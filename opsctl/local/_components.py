@@ -243,7 +243,8 @@ def _multi_region_components(
 ) -> list[Component]:
     """Each region's Redis (and exporters) at once; then the JVMs one at a time: the Cassandra
     nodes (each region's DC, then the witness), each region's Kafka; after the migrations,
-    MirrorMaker 2 with the gateways, then the dispatchers (they read the mirrored topics)."""
+    MirrorMaker 2 with the gateways, then the dispatchers and relays (they read the mirrored
+    topics MirrorMaker 2 creates)."""
     sites = stack_sites(config, spec)
     regions = [site for site in sites if not site.witness]
     seeds = tuple(site.cassandra_host for site in sites)
@@ -651,7 +652,8 @@ def _prometheus(
 def im_components(
     config: LocalConfig, spec: SpecValues, layout: Layout, site: Site | None = None
 ) -> list[Component]:
-    """The dispatcher and the gateways (of one region's ``site`` in a multi-region stack)."""
+    """The dispatcher and the gateways; of one region's ``site`` in a multi-region stack, also
+    the relay (it applies the messages homed in the other regions, docs/multi-region.md 6)."""
     shared = imgw_env(config, spec, layout, site)
     ports = site.ports if site else config.ports
     prefix = site.prefix if site else ""
@@ -693,7 +695,18 @@ def im_components(
         )
         for i, node in enumerate(config.gateway_ids)
     ]
-    return [dispatcher, *gateways]
+    if not prefix:
+        return [dispatcher, *gateways]
+    relay = replace(
+        dispatcher,
+        name=f"{prefix}relay",
+        argv=[python, "-m", "gateway.relay"],
+        env={**shared, "IMGW_NODE_ID": "relay-1", "IMGW_LISTEN_PORT": str(ports.relay)},
+        port=ports.relay,
+        health=HttpCheck(HOST, ports.relay, "/readyz"),
+        endpoint=f"http://{HOST}:{ports.relay}",
+    )
+    return [dispatcher, relay, *gateways]
 
 
 def alert_webhook_url(config: LocalConfig) -> str:
@@ -725,7 +738,9 @@ def migrations(config: LocalConfig, spec: SpecValues, layout: Layout) -> list[Mi
     for site in stack_sites(config, spec):
         env = imgw_env(config, spec, layout, site)
         if site.witness:
-            env.pop("IMGW_REGIONS", None)
+            # The witness is a DC, not a region: the run names the first region (the gateway
+            # wants IMGW_REGION among IMGW_REGIONS) and adds only the witness DC's replica.
+            env["IMGW_REGION"] = spec.region
             runs.append(Migration(f"{WITNESS_DC}/migrate", [*argv, "--only", "cql"], env))
         else:
             runs.append(Migration(site.name("migrate"), argv, env))

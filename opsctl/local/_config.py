@@ -59,6 +59,8 @@ PORT_OFFSETS: dict[str, int] = {
     "alertmanager": 6,
     "alert_webhook": 7,
     "dispatcher": 8,
+    # The relay of a multi-region stack's region (docs/multi-region.md section 6).
+    "relay": 9,
 }
 GATEWAY_OFFSET = 10
 # The exporters and the Redis replica sit after the largest gateway block.
@@ -175,6 +177,7 @@ class Ports(BaseModel):
     # Where Alertmanager's webhook receiver posts; nothing of ours listens (tests may).
     alert_webhook: Port
     dispatcher: Port
+    relay: Port  # only bound by a multi-region stack
     gateway_first: Port
     # The JMX exporter agents inside the Kafka and Cassandra JVMs.
     kafka_metrics: Port
@@ -191,10 +194,11 @@ class Ports(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_exporter_ports(cls, data: object) -> object:
-        # Stacks recorded before the exporters existed: their ports follow from the base.
+        # Stacks recorded before the exporters (or the relay) existed: their ports follow
+        # from the base.
         if isinstance(data, dict) and isinstance(data.get("redis"), int):
             for name, offset in PORT_OFFSETS.items():
-                if offset >= EXPORTER_OFFSET:
+                if offset >= EXPORTER_OFFSET or name == "relay":
                     data.setdefault(name, data["redis"] + offset)
         return data
 

@@ -196,6 +196,9 @@ def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s
     lines: dict[str, str] = {"clusters": ", ".join(aliases)}
     for alias, bootstrap in clusters:
         lines[f"{alias}.bootstrap.servers"] = bootstrap
+        # Each herder's worker reads its target cluster's settings: plugins from their
+        # ServiceLoader manifests, no classpath scan (about 10 s less per herder).
+        lines[f"{alias}.plugin.discovery"] = "service_load"
     for source in aliases:
         for target in aliases:
             if source != target:
@@ -217,7 +220,6 @@ def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s
             "refresh.topics.interval.seconds": str(interval_s),
             "refresh.groups.interval.seconds": str(interval_s),
             "tasks.max": "1",
-            # Plugins from their ServiceLoader manifests: no classpath scan, ~20 s less to start.
             "plugin.discovery": "service_load",
             "replication.factor": "1",
             "checkpoints.topic.replication.factor": "1",
@@ -293,11 +295,16 @@ def render_prometheus_yml(
         }
         for site in regions
     ]
-    mirror = (
-        [mirrormaker_scrape_config(config, labels)]
-        if spec.multi_region and config.exporters
-        else []
-    )
+    relay_targets = [
+        {
+            "targets": [f"{HOST}:{site.ports.relay}"],
+            "labels": {**labels, "region": site.region, "node": "relay-1"},
+        }
+        for site in regions
+    ]
+    multi = spec.multi_region
+    relays = [{"job_name": "im-relay", "static_configs": relay_targets}] if multi else []
+    mirror = [mirrormaker_scrape_config(config, labels)] if multi and config.exporters else []
     document = {
         "global": {
             "scrape_interval": interval,
@@ -323,6 +330,7 @@ def render_prometheus_yml(
             # Job names are the ones the alert rules and dashboards select on.
             {"job_name": "im-gateway", "static_configs": gateway_targets},
             {"job_name": "im-dispatcher", "static_configs": dispatcher_targets},
+            *relays,
             *exporter_scrape_configs(config, labels, sites),
             *mirror,
         ],

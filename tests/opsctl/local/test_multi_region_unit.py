@@ -75,7 +75,15 @@ def test_each_region_has_its_own_port_block(tmp_path: Path) -> None:
 def test_every_region_runs_its_own_processes_and_one_mirrormaker(tmp_path: Path) -> None:
     components = _components_of(tmp_path)
     for region in REGIONS:
-        for part in ("redis", "kafka", "cassandra", "dispatcher", "gw-1", "redis-exporter"):
+        for part in (
+            "redis",
+            "kafka",
+            "cassandra",
+            "dispatcher",
+            "relay",
+            "gw-1",
+            "redis-exporter",
+        ):
             assert components[f"{region}/{part}"].region == region
     assert components["witness/cassandra"].region == "witness"
     assert {"mirrormaker", "prometheus", "alertmanager"} <= set(components)
@@ -111,6 +119,7 @@ def test_the_jvms_start_one_at_a_time_and_mirrormaker_before_the_dispatchers(
     assert mirror.phase is Phase.IM  # after the migrations created the topics
     for region in REGIONS:
         assert by_name[f"{region}/dispatcher"].wave > mirror.wave
+        assert by_name[f"{region}/relay"].wave > mirror.wave
         assert by_name[f"{region}/gw-1"].wave == mirror.wave
 
 
@@ -119,6 +128,7 @@ def test_down_stops_dependents_first(tmp_path: Path) -> None:
     order = [
         components["us-east/gw-1"].stop_group,
         components["us-east/dispatcher"].stop_group,
+        components["us-east/relay"].stop_group,
         components["mirrormaker"].stop_group,
         components["prometheus"].stop_group,
         components["eu-central/kafka"].stop_group,
@@ -176,7 +186,11 @@ def test_migrations_run_per_region_then_the_witness_dc(tmp_path: Path) -> None:
         "witness/migrate",
     ]
     assert [run.env["IMGW_CASSANDRA_DATACENTER"] for run in runs] == [*REGIONS, "witness"]
+    # Every run knows the stack's regions (the shard map's first homes are over them).
+    if _components.gateway_declares("regions"):
+        assert {run.env["IMGW_REGIONS"] for run in runs} == {"eu-central,us-east"}
     assert runs[2].argv[-2:] == ["--only", "cql"]  # the witness has no Kafka
+    assert runs[2].env["IMGW_REGION"] == "eu-central"  # a DC, not a region
     assert runs[1].env["IMGW_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{config.region_ports(1).kafka}"
 
 
@@ -246,7 +260,7 @@ def test_prometheus_labels_every_target_with_its_region(tmp_path: Path) -> None:
             assert group["labels"]["region"], (job["job_name"], group)
             assert group["labels"]["stack"] == "staging"
             regions.setdefault(job["job_name"], set()).add(group["labels"]["region"])
-    for job in ("im-gateway", "im-dispatcher", "kafka", "redis"):
+    for job in ("im-gateway", "im-dispatcher", "im-relay", "kafka", "redis"):
         assert regions[job] == set(REGIONS), job
     assert regions["cassandra"] == {*REGIONS, "witness"}
     assert "mirrormaker" in regions
