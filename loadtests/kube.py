@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -118,26 +119,36 @@ class ResultsPublisher:
         self.configmap = configmap
         self.errors = 0
         self.last_error = ""
+        self.finished = False
+        # One request at a time (gevent makes this a greenlet lock): a progress update still
+        # in flight must not land after the results and set the phase back to running.
+        self._lock = threading.Lock()
 
     def progress(self, progress: dict[str, Any]) -> None:
         """Best effort: a failed progress update is counted, the run goes on."""
-        try:
-            self.api.patch_configmap(
-                self.configmap, {"data": {"phase": "running", "progress": json.dumps(progress)}}
-            )
-        except PublishError as error:
-            self.errors += 1
-            self.last_error = str(error)
+        with self._lock:
+            if self.finished:
+                return
+            try:
+                self.api.patch_configmap(
+                    self.configmap,
+                    {"data": {"phase": "running", "progress": json.dumps(progress)}},
+                )
+            except PublishError as error:
+                self.errors += 1
+                self.last_error = str(error)
 
     def results(self, master: dict[str, Any], timeline_lines: list[str]) -> None:
         """The final summary and timeline; raises PublishError (the master exits non-zero)."""
         master = {**master, "publish_errors": self.errors}
         summary = pack(json.dumps(master).encode())
         timeline, step = fit_timeline(timeline_lines, MAX_RESULTS_BYTES - len(summary))
-        self.api.patch_configmap(
-            self.configmap,
-            {
-                "data": {"phase": "done", "timeline_step": str(step)},
-                "binaryData": {"master.json.gz": summary, "timeline.jsonl.gz": timeline},
-            },
-        )
+        with self._lock:
+            self.finished = True
+            self.api.patch_configmap(
+                self.configmap,
+                {
+                    "data": {"phase": "done", "timeline_step": str(step)},
+                    "binaryData": {"master.json.gz": summary, "timeline.jsonl.gz": timeline},
+                },
+            )

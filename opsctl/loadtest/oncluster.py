@@ -668,7 +668,7 @@ class ClusterRun:
         while True:
             results = self._results(client)
             data = results["data"]
-            if data.get("phase") == "done":
+            if data.get("phase") == "done" or "master.json.gz" in results["binaryData"]:
                 self.timings["done_seen"] = time.monotonic()
                 return results
             pods = self._pods(client)

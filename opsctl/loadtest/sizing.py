@@ -24,8 +24,9 @@ IDLE_SESSION_KIB = 12.2
 # i.e. three frames handled (send, ack, message) per delivery.
 MSGS_PER_CORE_S = 16_445
 FRAMES_PER_BENCH_MSG = 3
-# Same benchmark, idle mode: RSS of a Locust worker before any user (Python, gevent, Locust,
-# this repository's modules). Measured 2026-12: 62 MiB; rounded up.
+# RSS of a Locust worker before any user (Python, gevent, Locust, this repository's modules).
+# NOT measured yet: an estimate with margin, until benchmarks/loadtest_generator.py reports
+# the idle process's RSS before its first session (it measures only the growth today).
 WORKER_BASE_MIB = 80
 # A connect (TCP, upgrade, JWT signing, hello, welcome, sync) in frames' worth of CPU. Not
 # benchmarked separately yet: a conservative estimate of ten frames.
