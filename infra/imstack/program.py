@@ -57,6 +57,8 @@ class PartComponent(pulumi.ComponentResource):
         provider: k8s.Provider,
         shared: Shared,
         opts: pulumi.ResourceOptions,
+        *,
+        crds: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__(
             f"{TYPE_PREFIX}:{part.name}:{part.type_name}", f"{region}-{part.name}", None, opts
@@ -64,15 +66,10 @@ class PartComponent(pulumi.ComponentResource):
         self.releases = [
             self._release(region, release, provider) for release in part.installed_releases
         ]
-        self.crds = [
-            self._crd(region, document, provider)
-            for operator in part.crds
-            for document in operator_crds(operator)
-        ]
         self.copies = [
             self._secret_copy(region, copy, provider, shared) for copy in part.secret_copies
         ]
-        ready: list[pulumi.Resource] = [*self.releases, *self.crds, *self.copies]
+        ready: list[pulumi.Resource] = [*self.releases, *crds, *self.copies]
         self.objects: list[pulumi.Resource] = []
         for built in part.objects:
             waits = ready + (self.objects if built["kind"] == "Job" else [])
@@ -126,18 +123,6 @@ class PartComponent(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
 
-    def _crd(
-        self, region: str, document: dict[str, Any], provider: k8s.Provider
-    ) -> k8s.apiextensions.v1.CustomResourceDefinition:
-        # Kept on destroy: the operators that run elsewhere own them too, and deleting a CRD
-        # deletes every object of its kind in the cluster, whoever made it.
-        return k8s.apiextensions.v1.CustomResourceDefinition(
-            f"{region}/crd/{document['metadata']['name']}",
-            metadata=document["metadata"],
-            spec=document["spec"],
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
-        )
-
     def _secret_copy(
         self, region: str, copy: Any, provider: k8s.Provider, shared: Shared
     ) -> k8s.core.v1.Secret:
@@ -166,6 +151,19 @@ class PartComponent(pulumi.ComponentResource):
                 parent=self, provider=provider, additional_secret_outputs=["data"]
             ),
         )
+
+
+def _crd(
+    region: str, document: dict[str, Any], provider: k8s.Provider, parent: pulumi.Resource
+) -> k8s.apiextensions.v1.CustomResourceDefinition:
+    # Kept on destroy: the operators that run elsewhere own them too, and deleting a CRD
+    # deletes every object of its kind in the cluster, whoever made it.
+    return k8s.apiextensions.v1.CustomResourceDefinition(
+        f"{region}/crd/{document['metadata']['name']}",
+        metadata=document["metadata"],
+        spec=document["spec"],
+        opts=pulumi.ResourceOptions(parent=parent, provider=provider, retain_on_delete=True),
+    )
 
 
 @cache
@@ -208,6 +206,16 @@ class RegionComponent(pulumi.ComponentResource):
             f"{region.name}-k8s", **provider_args, opts=pulumi.ResourceOptions(parent=self)
         )
         shared.providers[region.name] = self.provider
+        # operators: external. Every CRD of the region goes in before anything else: the
+        # provider drops its cached OpenAPI schema after each CRD it creates and fetches the
+        # whole /openapi/v2 again for the next resource, which interleaved with ~40 CRDs of
+        # megabytes (Prometheus Operator's) costs minutes and can time out.
+        self.crds = [
+            _crd(region.name, document, self.provider, self)
+            for part in plan.components
+            for operator in part.crds
+            for document in operator_crds(operator)
+        ]
         self.parts: dict[str, PartComponent] = {}
         for part in plan.components:
             self.parts[part.name] = PartComponent(
@@ -218,6 +226,7 @@ class RegionComponent(pulumi.ComponentResource):
                 pulumi.ResourceOptions(
                     parent=self, depends_on=[self.parts[dep] for dep in part.depends_on]
                 ),
+                crds=self.crds,
             )
         self.endpoints = plan.endpoints
         self.register_outputs({"kubeContext": region.kube_context, "endpoints": plan.endpoints})
