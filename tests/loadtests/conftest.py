@@ -1,29 +1,13 @@
-"""Load-test fixtures: opsctl with the `loadtest` group registered (until the lead wires it
-into opsctl/cli/__init__.py), short profiles, and the local stack's token settings."""
+"""Load-test helpers: short profiles written from the shipped ones."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from opsctl.loadtest.profiles import PROFILES_DIR
-
-
-@pytest.fixture
-def with_loadtest_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opsctl import cli
-    from opsctl.cli import loadtest
-
-    if any(group.name == "loadtest" for group in cli.app.registered_groups):
-        return
-    app = copy.copy(cli.app)
-    app.registered_groups = list(cli.app.registered_groups)
-    app.add_typer(loadtest.app, name="loadtest")
-    monkeypatch.setattr(cli, "app", app)
 
 
 def write_profile(tmp_path: Path, name: str = "smoke", **changes: Any) -> Path:

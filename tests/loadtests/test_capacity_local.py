@@ -16,7 +16,7 @@ import pytest
 from tests.loadtests.conftest import target_args, write_profile
 from tests.loadtests.faultproxy import FaultProxy, Faults
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("with_loadtest_cli")]
+pytestmark = pytest.mark.integration
 
 
 def test_capacity_search_finds_the_knee_and_plans_pods(opsctl, local_stack, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.loadtests.conftest import target_args, write_profile
 from tests.loadtests.faultproxy import FaultProxy, Faults
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("with_loadtest_cli")]
+pytestmark = pytest.mark.integration
 
 QUIET = {"reconnect": {"rate_per_user_s": 0.0}, "offline_sync": {"rate_per_user_s": 0.0}}
 

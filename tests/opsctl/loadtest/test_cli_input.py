@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from opsctl.loadtest.profiles import PROFILES_DIR
-from tests.loadtests.conftest import with_loadtest_cli  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("with_loadtest_cli")]
+pytestmark = pytest.mark.unit
 
 
 def test_invalid_profile_exits_2_with_the_field_path(opsctl, tmp_path: Path) -> None:
