@@ -62,26 +62,30 @@ _BAD_WAITING = {
     "RunContainerError",
 }
 
+
+def _rule(api_group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
+    """One RBAC PolicyRule."""
+    return {"apiGroups": [api_group], "resources": resources, "verbs": verbs}
+
+
 # What opsctl itself needs in the run's namespace (and nothing cluster-wide, except preflight's
 # read of nodes and pods). Rendered by `opsctl loadtest manifests --operator-role`; the kwok
 # test runs a whole on-cluster run with exactly these rules.
 OPERATOR_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["configmaps", "services", "serviceaccounts"],
-     "verbs": ["create", "get", "delete"]},
+    _rule("", ["configmaps", "services", "serviceaccounts"], ["create", "get", "delete"]),
     # Granting the master `patch` on its ConfigMap needs opsctl to hold it (RBAC escalation
     # check): opsctl itself never patches.
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]},
-    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
-     "verbs": ["create", "delete"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["list"]},
-]  # fmt: skip
+    _rule("", ["configmaps"], ["patch"]),
+    _rule("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["create", "delete"]),
+    _rule("batch", ["jobs"], ["create", "get", "delete"]),
+    _rule("", ["pods"], ["list"]),
+    _rule("", ["pods/log"], ["get"]),
+    _rule("", ["resourcequotas"], ["list"]),
+]
 # preflight --on-cluster only: node allocatable and what is already requested on each node.
 PREFLIGHT_CLUSTER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    _rule("", ["nodes"], ["list"]),
+    _rule("", ["pods"], ["list"]),
 ]
 
 
