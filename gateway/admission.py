@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -26,28 +28,22 @@ from gateway.runtime import http_route, request_path
 from gateway.session import Outbox, Session, SessionTable
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Admission:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        verifier: TokenVerifier,
-        metrics: GatewayMetrics,
-        backends: Backends,
-        table: SessionTable,
-        outbox: Outbox,
-        drain: Drain,
-    ) -> None:
-        self.cfg = config
-        self.verifier = verifier
-        self.metrics = metrics
-        self.backends = backends
-        self.table = table
-        self.outbox = outbox
-        self.drain = drain
-        self._invalid = metrics.frames_in.labels("invalid")
-        self._hello = metrics.frames_in.labels("hello")
-        metrics.connections_limit.set(config.max_connections)
+    config: Config
+    verifier: TokenVerifier
+    metrics: GatewayMetrics
+    backends: Backends
+    table: SessionTable
+    outbox: Outbox
+    drain: Drain
+    _invalid: Counter = field(init=False)
+    _hello: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._invalid = self.metrics.frames_in.labels("invalid")
+        self._hello = self.metrics.frames_in.labels("hello")
+        self.metrics.connections_limit.set(self.config.max_connections)
 
     # HTTP -----------------------------------------------------------------------------------
 
@@ -73,7 +69,7 @@ class Admission:
             refusal = "draining"
         elif not self.readiness()[0]:
             refusal = "not_ready"
-        elif self.table.open_count >= self.cfg.max_connections:
+        elif self.table.open_count >= self.config.max_connections:
             refusal = "server_full"
         if refusal is None:
             return None
@@ -87,7 +83,7 @@ class Admission:
     async def authenticate(self, ws: ServerConnection) -> tuple[Session, Hello] | None:
         """Read hello and verify its token; None when the connection was refused (and closed)."""
         try:
-            raw = await asyncio.wait_for(ws.recv(), self.cfg.hello_timeout_s)
+            raw = await asyncio.wait_for(ws.recv(), self.config.hello_timeout_s)
         except TimeoutError:
             self.metrics.connects.labels("hello_timeout").inc()
             await ws.close(CloseCode.HELLO_TIMEOUT, "no hello frame in time")
@@ -96,7 +92,7 @@ class Admission:
             self.metrics.connects.labels("closed_before_hello").inc()
             return None
         try:
-            frame = parse_frame(raw, self.cfg.max_frame_bytes)
+            frame = parse_frame(raw, self.config.max_frame_bytes)
             if not isinstance(frame, Hello):
                 raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, "the first frame must be hello")
         except ProtocolError as exc:
@@ -129,14 +125,14 @@ class Admission:
             )
             return None
         now = time.monotonic()
-        bucket = TokenBucket(self.cfg.rate_limit_per_s, self.cfg.rate_limit_burst, now)
+        bucket = TokenBucket(self.config.rate_limit_per_s, self.config.rate_limit_burst, now)
         session = Session(
             ws,
             identity.user_id,
             frame.device_id,
             expires_at=identity.expires_at,
             bucket=bucket,
-            now=now,
+            last_rx=now,
         )
         if frame.cursors is not None:
             session.syncing = 1  # hold live deliveries until the connect-time sync is done

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -49,42 +51,31 @@ log = logging.getLogger(__name__)
 MAX_PROTOCOL_ERRORS = 20  # bad frames tolerated per session before closing with 4000
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Connections:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        metrics: GatewayMetrics,
-        admission: Admission,
-        table: SessionTable,
-        outbox: Outbox,
-        routes: Routes,
-        presence: PresenceWatch,
-        deliveries: Deliveries,
-        sender: Sender,
-        receipts: Receipts,
-        group_frames: GroupFrames,
-    ) -> None:
-        self.cfg = config
-        self.metrics = metrics
-        self._admission = admission
-        self._table = table
-        self._outbox = outbox
-        self._routes = routes
-        self._presence = presence
-        self._deliveries = deliveries
-        self._sender = sender
-        self._receipts = receipts
-        self._groups = group_frames
+    config: Config
+    metrics: GatewayMetrics
+    admission: Admission
+    table: SessionTable
+    outbox: Outbox
+    routes: Routes
+    presence: PresenceWatch
+    deliveries: Deliveries
+    sender: Sender
+    receipts: Receipts
+    group_frames: GroupFrames
+    _in: dict[str, Counter] = field(init=False)
+
+    def __post_init__(self) -> None:
         # Label children resolved once: .labels() on the hot path costs a lock and a lookup.
-        self._in = {op: metrics.frames_in.labels(op) for op in (*CLIENT_OPS, "invalid")}
+        self._in = {op: self.metrics.frames_in.labels(op) for op in (*CLIENT_OPS, "invalid")}
 
     async def handler(self, ws: ServerConnection) -> None:
-        self._table.open_count += 1
+        self.table.open_count += 1
         session: Session | None = None
         reason = "client_close"
         try:
-            opened = await self._admission.authenticate(ws)
+            opened = await self.admission.authenticate(ws)
             if opened is None:
                 return
             session, hello = opened
@@ -100,26 +91,26 @@ class Connections:
             with contextlib.suppress(Exception):
                 await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            self._table.open_count -= 1
+            self.table.open_count -= 1
             if session is not None:
                 await self._close(session, session.close_reason or reason)
 
     async def _open(self, session: Session, hello: Hello) -> bool:
         """Register the session locally and in the route registry, then welcome and sync."""
         user = session.user
-        for old in [s for s in self._table.by_user.get(user, ()) if s.device == session.device]:
+        for old in [s for s in self.table.by_user.get(user, ()) if s.device == session.device]:
             old.close_reason = "replaced"
-            self._outbox.close_soon(
+            self.outbox.close_soon(
                 old, CloseCode.REPLACED, "replaced by a newer session of this device"
             )
-        devices = self._table.add(session)
+        devices = self.table.add(session)
         self.metrics.connections_active.inc()
         try:
             try:
-                await self._routes.register(user, first_here=len(devices) == 1)
+                await self.routes.register(user, first_here=len(devices) == 1)
             except Exception:  # one retry: a pool connect can time out under a connect burst
                 await asyncio.sleep(0.05)
-                await self._routes.register(user, first_here=len(devices) == 1)
+                await self.routes.register(user, first_here=len(devices) == 1)
         except Exception as exc:
             log.warning("route registration failed for %s: %r", user, exc)
             self._forget(session)
@@ -134,26 +125,26 @@ class Connections:
             "protocol": PROTOCOL_VERSION,
             "user_id": user,
             "device_id": session.device,
-            "node_id": self.cfg.node_id,
-            "heartbeat_interval_s": self.cfg.heartbeat_interval_s,
-            "idle_timeout_s": self.cfg.idle_timeout_s,
-            "max_frame_bytes": self.cfg.max_frame_bytes,
-            "rate_limit_per_s": self.cfg.rate_limit_per_s,
-            "rate_limit_burst": self.cfg.rate_limit_burst,
-            "send_queue_max": self.cfg.send_queue_max,
+            "node_id": self.config.node_id,
+            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+            "idle_timeout_s": self.config.idle_timeout_s,
+            "max_frame_bytes": self.config.max_frame_bytes,
+            "rate_limit_per_s": self.config.rate_limit_per_s,
+            "rate_limit_burst": self.config.rate_limit_burst,
+            "send_queue_max": self.config.send_queue_max,
             "server_time": int(time.time() * 1000),
         }
         if hello.ref is not None:
             welcome["ref"] = hello.ref
-        self._outbox.push(session, encode(welcome), "welcome")
+        self.outbox.push(session, encode(welcome), "welcome")
         if hello.cursors is not None:
-            await self._deliveries.sync(
+            await self.deliveries.sync(
                 session, hello.cursors, hello.sync_limit, hello.ref, held=True
             )
         return True
 
     async def _serve(self, session: Session) -> str:
-        max_bytes = self.cfg.max_frame_bytes
+        max_bytes = self.config.max_frame_bytes
         async for raw in session.ws:
             now = time.monotonic()
             session.last_rx = now
@@ -163,7 +154,7 @@ class Connections:
                 if not session.bucket.take(now):
                     self.metrics.rate_limited.inc()
                     session.violations += 1
-                    if session.violations > self.cfg.rate_limit_burst:
+                    if session.violations > self.config.rate_limit_burst:
                         session.close_reason = "rate_limited"
                         await session.ws.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
                         return "rate_limited"
@@ -181,7 +172,7 @@ class Connections:
                 if exc.code in (ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP):
                     self._in["invalid"].inc()
                 self.metrics.protocol_errors.labels(exc.code).inc()
-                self._outbox.push(session, error_frame(exc.code, exc.message, exc.ref), "error")
+                self.outbox.push(session, error_frame(exc.code, exc.message, exc.ref), "error")
                 if exc.code != ErrorCode.RATE_LIMITED:
                     session.errors += 1
                 if session.errors > MAX_PROTOCOL_ERRORS:
@@ -192,44 +183,44 @@ class Connections:
                 log.exception("frame handling failed for %s", session.user)
                 self.metrics.protocol_errors.labels(ErrorCode.INTERNAL).inc()
                 failed = error_frame(ErrorCode.INTERNAL, "internal error")
-                self._outbox.push(session, failed, "error")
+                self.outbox.push(session, failed, "error")
         return closed_reason(session.ws)
 
     async def _dispatch(self, session: Session, frame: Any) -> None:
         if isinstance(frame, Send):
-            await self._sender.on_send(session, frame)
+            await self.sender.on_send(session, frame)
         elif isinstance(frame, Ping):
             pong: dict[str, Any] = {"op": "pong", "server_time": int(time.time() * 1000)}
             if frame.ref is not None:
                 pong["ref"] = frame.ref
-            self._outbox.push(session, encode(pong), "pong")
+            self.outbox.push(session, encode(pong), "pong")
         elif isinstance(frame, Receipt):
-            await self._receipts.on_frame(session, frame)
+            await self.receipts.on_frame(session, frame)
         elif isinstance(frame, Sync):
-            await self._deliveries.sync(session, frame.cursors, frame.limit, frame.ref, held=False)
+            await self.deliveries.sync(session, frame.cursors, frame.limit, frame.ref, held=False)
         elif isinstance(frame, Presence):
-            await self._presence.on_frame(session, frame)
+            await self.presence.on_frame(session, frame)
         elif isinstance(frame, Group):
-            await self._groups.on_frame(session, frame)
+            await self.group_frames.on_frame(session, frame)
         elif isinstance(frame, Hello):
             raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "already authenticated", frame.ref)
 
     async def _close(self, session: Session, reason: str) -> None:
         self._forget(session)
         self.metrics.disconnects.labels(reason).inc()
-        if self._table.by_user.get(session.user):
+        if self.table.by_user.get(session.user):
             return
         try:
-            await asyncio.wait_for(self._routes.unregister(session.user), 2)
+            await asyncio.wait_for(self.routes.unregister(session.user), 2)
         except Exception as exc:  # the route expires by itself after route_ttl_s
             log.debug("route removal failed for %s: %r", session.user, exc)
 
     def _forget(self, session: Session) -> None:
-        if not self._table.remove(session):
+        if not self.table.remove(session):
             return
         self.metrics.connections_active.dec()
-        self._presence.forget(session)
-        self._outbox.discard(session)
+        self.presence.forget(session)
+        self.outbox.discard(session)
 
     async def sweep_loop(self, stop: asyncio.Event) -> None:
         """Idle timeouts, expired tokens and route refresh, for all sessions in one task."""
@@ -237,20 +228,20 @@ class Connections:
         while not stop.is_set():
             await asyncio.sleep(1.0)
             now, wall = time.monotonic(), time.time()
-            idle_limit = self.cfg.idle_timeout_s
-            for session in list(self._table.sessions):
+            idle_limit = self.config.idle_timeout_s
+            for session in list(self.table.sessions):
                 if session.close_reason is not None:
                     continue
                 if now - session.last_rx > idle_limit:
                     session.close_reason = "idle_timeout"
-                    self._outbox.close_soon(session, CloseCode.IDLE_TIMEOUT, "idle timeout")
+                    self.outbox.close_soon(session, CloseCode.IDLE_TIMEOUT, "idle timeout")
                 elif wall > session.expires_at:
                     session.close_reason = "token_expired"
-                    self._outbox.close_soon(session, CloseCode.TOKEN_EXPIRED, "token expired")
-            if now - last_refresh >= self.cfg.route_ttl_s / 3:
+                    self.outbox.close_soon(session, CloseCode.TOKEN_EXPIRED, "token expired")
+            if now - last_refresh >= self.config.route_ttl_s / 3:
                 last_refresh = now
                 try:
-                    await self._routes.refresh()
+                    await self.routes.refresh()
                 except Exception as exc:
                     log.warning("route refresh failed: %r", exc)
 

@@ -12,7 +12,10 @@ import itertools
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Counter, Histogram
 
 from gateway import state
 from gateway.backends import Backends
@@ -31,23 +34,19 @@ from gateway.session import Outbox, Session, SessionTable
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Deliveries:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        metrics: GatewayMetrics,
-        backends: Backends,
-        table: SessionTable,
-        outbox: Outbox,
-    ) -> None:
-        self.cfg = config
-        self.metrics = metrics
-        self._backends = backends
-        self._table = table
-        self._outbox = outbox
-        self._delivered = metrics.messages_delivered
-        self._latency = metrics.delivery_latency
+    config: Config
+    metrics: GatewayMetrics
+    backends: Backends
+    table: SessionTable
+    outbox: Outbox
+    _delivered: Counter = field(init=False)
+    _latency: Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._delivered = self.metrics.messages_delivered
+        self._latency = self.metrics.delivery_latency
 
     # Sync ------------------------------------------------------------------------------------
 
@@ -69,18 +68,18 @@ class Deliveries:
         """
         if not held:
             session.syncing += 1
-        limit = min(limit or self.cfg.sync_limit, self.cfg.sync_limit)
+        limit = min(limit or self.config.sync_limit, self.config.sync_limit)
         try:
             await self._sync(session, cursors, limit, ref)
         except ProtocolError as exc:
             self.metrics.protocol_errors.labels(exc.code).inc()
             answer = error_frame(exc.code, exc.message, ref if exc.ref is None else exc.ref)
-            self._outbox.push(session, answer, "error")
+            self.outbox.push(session, answer, "error")
         except Exception as exc:
             log.warning("sync failed for %s: %r", session.user, exc)
             self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
             failed = error_frame(ErrorCode.UNAVAILABLE, "sync failed, retry", ref)
-            self._outbox.push(session, failed, "error")
+            self.outbox.push(session, failed, "error")
         finally:
             session.syncing -= 1
             if session.syncing == 0:
@@ -94,7 +93,7 @@ class Deliveries:
         targets = sorted(
             known | {c for c in cursors if (pair := dm_members(c)) is not None and user in pair}
         )
-        async with self._backends.redis.pipeline(transaction=False) as pipe:
+        async with self.backends.redis.pipeline(transaction=False) as pipe:
             for conv in targets:
                 pipe.hget(state.counter_key(conv), "seq")
             for conv in targets:
@@ -122,7 +121,7 @@ class Deliveries:
                     + announced
                     + "}"
                 )
-                self._outbox.push(session, batch, "sync_batch")
+                self.outbox.push(session, batch, "sync_batch")
                 self.metrics.synced_messages.labels(source).inc(len(views))
                 marks[conv] = max(marks.get(conv, 0), last)
             done[conv] = {"last_seq": last, "complete": len(views) < limit}
@@ -136,11 +135,11 @@ class Deliveries:
         frame: dict[str, Any] = {"op": "sync_done", "conversations": done, "receipts": others}
         if ref is not None:
             frame["ref"] = ref
-        self._outbox.push(session, encode(frame), "sync_done")
+        self.outbox.push(session, encode(frame), "sync_done")
 
     async def _user_conversations(self, user: str) -> set[str]:
         key = state.user_conversations_key(user)
-        redis, store = self._backends.redis, self._backends.store
+        redis, store = self.backends.redis, self.backends.store
         cached: set[str] = set(await redis.smembers(key))
         if state.COMPLETE in cached:
             cached.discard(state.COMPLETE)
@@ -157,12 +156,12 @@ class Deliveries:
         """(seq, client JSON) after ``cursor``, the source, and the in-doubt ranges that explain
         the holes among them: from the recent cache when it covers the range without a hole,
         else from Cassandra (where a hole costs one more read, of ``seq_gaps``)."""
-        if self.cfg.recent_cache_size:
-            entries = await self._backends.redis.lrange(state.recent_key(conv), 0, -1)
+        if self.config.recent_cache_size:
+            entries = await self.backends.redis.lrange(state.recent_key(conv), 0, -1)
             cached = from_recent_cache(entries, cursor, limit)
             if cached is not None:
                 return cached, "cache", []
-        store = self._backends.store
+        store = self.backends.store
         if not store.ready:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "history store not available yet")
         records = await store.read_after(conv, cursor, limit)
@@ -180,13 +179,13 @@ class Deliveries:
         if session.resync:
             session.resync = False
             again = encode({"op": "sync_required", "reason": "overflow"})
-            self._outbox.push(session, again, "sync_required")
+            self.outbox.push(session, again, "sync_required")
 
     # Live ------------------------------------------------------------------------------------
 
     def on_delivery(self, items: list[state.DeliveryItem]) -> None:
         now = time.time()
-        by_user = self._table.by_user
+        by_user = self.table.by_user
         by_session: dict[Session, list[state.DeliveryItem]] = {}
         for item in items:
             for user in item.users:
@@ -195,7 +194,7 @@ class Deliveries:
         for session, session_items in by_session.items():
             if session.syncing:
                 held = session.held if session.held is not None else []
-                if len(held) + len(session_items) > self.cfg.send_queue_max:
+                if len(held) + len(session_items) > self.config.send_queue_max:
                     session.resync = True  # too much while syncing: ask for another sync
                 else:
                     held.extend(session_items)
@@ -213,9 +212,9 @@ class Deliveries:
                 continue
             marks[conv] = seq
             if frame.startswith(GAP_FRAME_PREFIX):  # an in-doubt range, not a message
-                self._outbox.push(session, frame, "gap")
+                self.outbox.push(session, frame, "gap")
                 continue
-            if self._outbox.push(session, frame, "message"):
+            if self.outbox.push(session, frame, "message"):
                 self._delivered.inc()
                 self._latency.observe(max(0.0, now - accepted_at / 1000))
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 
 from gateway.config import Config
 from gateway.limits import drain_schedule
@@ -19,24 +20,15 @@ from gateway.session import Outbox, SessionTable
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Drain:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        metrics: GatewayMetrics,
-        table: SessionTable,
-        outbox: Outbox,
-        tasks: Tasks,
-        stop: asyncio.Event,
-    ) -> None:
-        self.cfg = config
-        self.metrics = metrics
-        self.table = table
-        self.outbox = outbox
-        self._tasks = tasks
-        self._stop = stop
-        self.active = False
+    config: Config
+    metrics: GatewayMetrics
+    table: SessionTable
+    outbox: Outbox
+    tasks: Tasks
+    stop: asyncio.Event
+    active: bool = field(default=False, init=False)
 
     def begin(self) -> None:
         if self.active:
@@ -44,14 +36,14 @@ class Drain:
         log.info(
             "SIGTERM: draining %d sessions over %.1fs",
             len(self.table.sessions),
-            self.cfg.drain_window_s,
+            self.config.drain_window_s,
         )
         self.active = True
         self.metrics.draining.set(1)
-        self._tasks.spawn(self._run())
+        self.tasks.spawn(self._run())
 
     async def _run(self) -> None:
-        window = self.cfg.drain_window_s
+        window = self.config.drain_window_s
         started = time.monotonic()
         sessions = list(self.table.sessions)
         random.shuffle(sessions)
@@ -72,4 +64,4 @@ class Drain:
         deadline = started + window
         while self.table.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self._stop.set()
+        self.stop.set()

@@ -7,6 +7,8 @@ nothing that the next sync (which reports the stored receipts) does not repair.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gateway import groups, state
 from gateway.backends import Backends
 from gateway.metrics import GatewayMetrics
@@ -15,28 +17,20 @@ from gateway.routes import Routes
 from gateway.session import Outbox, Session, SessionTable
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Receipts:
-    def __init__(
-        self,
-        *,
-        metrics: GatewayMetrics,
-        backends: Backends,
-        routes: Routes,
-        table: SessionTable,
-        outbox: Outbox,
-    ) -> None:
-        self.metrics = metrics
-        self._backends = backends
-        self._routes = routes
-        self._table = table
-        self._outbox = outbox
+    metrics: GatewayMetrics
+    backends: Backends
+    routes: Routes
+    table: SessionTable
+    outbox: Outbox
 
     async def on_frame(self, session: Session, frame: Receipt) -> None:
         conv = frame.conversation_id
         members = await self._conversation_members(session, conv, frame.ref)
         field = state.receipt_field(session.user, session.device, frame.kind)
         try:
-            moved = await self._backends.max_receipt(
+            moved = await self.backends.max_receipt(
                 keys=[state.receipts_key(conv)], args=[field, frame.seq]
             )
             if moved:
@@ -49,19 +43,19 @@ class Receipts:
                     "kind": frame.kind,
                 }
                 event = state.ReceiptEvent(members, (session.user, session.device), encode(receipt))
-                await self._routes.publish_to_users(members, state.encode_receipt_event(event))
+                await self.routes.publish_to_users(members, state.encode_receipt_event(event))
         except Exception as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
         self.metrics.receipts.inc()
-        self._outbox.ok(session, frame.ref)
+        self.outbox.ok(session, frame.ref)
 
     def on_event(self, event: state.ReceiptEvent) -> None:
         skip_user, skip_device = event.skip or (None, None)
         for user in event.users:
-            for session in self._table.by_user.get(user, ()):
+            for session in self.table.by_user.get(user, ()):
                 if user == skip_user and session.device == skip_device:
                     continue
-                self._outbox.push(session, event.frame, "receipt")
+                self.outbox.push(session, event.frame, "receipt")
 
     async def _conversation_members(
         self, session: Session, conv: str, ref: str | None
@@ -72,7 +66,7 @@ class Receipts:
         else:
             try:
                 members = await groups.group_members(
-                    self._backends.redis, self._backends.store, conv[2:]
+                    self.backends.redis, self.backends.store, conv[2:]
                 )
             except Exception as exc:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", ref) from exc

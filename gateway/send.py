@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gateway import groups, state
@@ -40,21 +41,13 @@ class _PendingSend(NamedTuple):
     started: float
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class Sender:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        metrics: GatewayMetrics,
-        backends: Backends,
-        outbox: Outbox,
-        dedup: DedupWriter,
-    ) -> None:
-        self.cfg = config
-        self.metrics = metrics
-        self._backends = backends
-        self._outbox = outbox
-        self._dedup = dedup
+    config: Config
+    metrics: GatewayMetrics
+    backends: Backends
+    outbox: Outbox
+    dedup: DedupWriter
 
     async def on_send(self, session: Session, frame: Send) -> None:
         user = session.user
@@ -70,7 +63,7 @@ class Sender:
         accepted_at = int(time.time() * 1000)
         claim = state.DedupClaim(state.CLAIMED, conv, accepted_at)
         try:
-            previous = await self._dedup.claim(key, state.encode_dedup(claim))
+            previous = await self.dedup.claim(key, state.encode_dedup(claim))
         except Exception as exc:
             self.metrics.messages_failed.labels("redis").inc()
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
@@ -103,9 +96,9 @@ class Sender:
             "cmid": frame.client_msg_id,
             "body": frame.body,
             "ts": accepted_at,
-            "gw": self.cfg.node_id,
-            "ep": self._backends.map_epoch,
-            "rg": self.cfg.region,
+            "gw": self.config.node_id,
+            "ep": self.backends.map_epoch,
+            "rg": self.config.region,
         }
         if frame.group_id:
             record["gid"] = frame.group_id
@@ -113,8 +106,8 @@ class Sender:
             record["to"] = frame.to
         started = time.perf_counter()
         try:
-            future = await self._backends.producer.send(
-                self.cfg.kafka_topic, value=encode(record).encode(), key=conv.encode()
+            future = await self.backends.producer.send(
+                self.config.kafka_topic, value=encode(record).encode(), key=conv.encode()
             )
         except Exception as exc:
             self.metrics.messages_failed.labels("kafka").inc()
@@ -129,12 +122,12 @@ class Sender:
             self.metrics.messages_failed.labels("kafka").inc()
             self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
             failed = error_frame(ErrorCode.UNAVAILABLE, "try again", frame.ref)
-            self._outbox.push(session, failed, "error")
+            self.outbox.push(session, failed, "error")
             return
         self.metrics.kafka_produce_latency.observe(time.perf_counter() - started)
         self.metrics.messages_accepted.inc()
         durable = state.DedupClaim(state.DURABLE, conv, accepted_at)
-        self._dedup.mark_durable(key, state.encode_dedup(durable))
+        self.dedup.mark_durable(key, state.encode_dedup(durable))
         self._ack(session, frame, conv, mid, accepted_at)
 
     def _ack(self, session: Session, frame: Send, conv: str, mid: str, accepted_at: int) -> None:
@@ -146,13 +139,11 @@ class Sender:
             "conversation_id": conv,
             "accepted_at": accepted_at,
         }
-        self._outbox.push(session, encode(ack), "ack")
+        self.outbox.push(session, encode(ack), "ack")
 
     async def _is_member(self, group_id: str, user: str, ref: str | None) -> bool:
         try:
-            members = await groups.group_members(
-                self._backends.redis, self._backends.store, group_id
-            )
+            members = await groups.group_members(self.backends.redis, self.backends.store, group_id)
         except Exception as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", ref) from exc
         return user in members

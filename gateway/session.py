@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
@@ -46,52 +47,26 @@ SERVER_OPS = (
 )
 
 
+@dataclass(slots=True, eq=False)
 class Session:
     """One authenticated WebSocket session (one device)."""
 
-    __slots__ = (
-        "bucket",
-        "close_reason",
-        "device",
-        "errors",
-        "expires_at",
-        "held",
-        "last_rx",
-        "marks",
-        "outbox",
-        "resync",
-        "subs",
-        "syncing",
-        "user",
-        "violations",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        ws: ServerConnection,
-        user: str,
-        device: str,
-        *,
-        expires_at: float,
-        bucket: TokenBucket,
-        now: float,
-    ) -> None:
-        self.ws = ws
-        self.user = user
-        self.device = device
-        self.expires_at = expires_at
-        self.bucket = bucket
-        self.last_rx = now
-        self.errors = 0
-        self.violations = 0
-        self.close_reason: str | None = None
-        self.marks: dict[str, int] | None = None  # conversation -> highest seq sent
-        self.outbox: deque[str] | None = None  # only while the socket is backed up
-        self.subs: set[str] | None = None  # presence subscriptions
-        self.syncing = 0  # > 0: live deliveries are held until the sync is done
-        self.held: list[DeliveryItem] | None = None
-        self.resync = False
+    ws: ServerConnection
+    user: str
+    device: str
+    _: KW_ONLY
+    expires_at: float
+    bucket: TokenBucket
+    last_rx: float  # monotonic time of the last frame received
+    errors: int = 0
+    violations: int = 0
+    close_reason: str | None = None
+    marks: dict[str, int] | None = None  # conversation -> highest seq sent
+    outbox: deque[str] | None = None  # only while the socket is backed up
+    subs: set[str] | None = None  # presence subscriptions
+    syncing: int = 0  # > 0: live deliveries are held until the sync is done
+    held: list[DeliveryItem] | None = None
+    resync: bool = False
 
 
 class SessionTable:

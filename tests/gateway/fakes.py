@@ -65,7 +65,7 @@ def session(user: str, device: str = "d1", *, ws: FakeWebSocket | None = None) -
         device,
         expires_at=2e9,
         bucket=TokenBucket(50, 100, 0.0),
-        now=0.0,
+        last_rx=0.0,
     )
 
 
