@@ -3,6 +3,8 @@ listed in docs/protocol.md; change them only together with the doc and the alert
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -70,80 +72,87 @@ BATCH_STAGES = (
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape size and nobody reads them
 
 
-class GatewayMetrics:
+class _Metrics:
+    """One process's metrics, each named ``<prefix><name>``, in one registry."""
+
+    def __init__(self, prefix: str, registry: CollectorRegistry | None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._prefix = prefix
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(self._prefix + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        return Gauge(self._prefix + name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, *labels: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(self._prefix + name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class GatewayMetrics(_Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        p = "im_gateway_"
-        self.connections_active = Gauge(p + "connections_active", "Open sessions.", registry=r)
-        self.connections_limit = Gauge(
-            p + "connections_limit", "Configured maximum of open sessions.", registry=r
+        super().__init__("im_gateway_", registry)
+        self.connections_active = self.gauge("connections_active", "Open sessions.")
+        self.connections_limit = self.gauge(
+            "connections_limit", "Configured maximum of open sessions."
         )
-        self.connects = Counter(
-            p + "connects", "Connection attempts by outcome.", ["reason"], registry=r
+        self.connects = self.counter("connects", "Connection attempts by outcome.", "reason")
+        self.disconnects = self.counter("disconnects", "Closed sessions by reason.", "reason")
+        self.frames_in = self.counter("frames_in", "Client frames by op.", "op")
+        self.frames_out = self.counter("frames_out", "Server frames by op.", "op")
+        self.protocol_errors = self.counter(
+            "protocol_errors", "Error frames sent, by code.", "code"
         )
-        self.disconnects = Counter(
-            p + "disconnects", "Closed sessions by reason.", ["reason"], registry=r
+        self.messages_accepted = self.counter(
+            "messages_accepted", "Messages durable in Kafka and acknowledged."
         )
-        self.frames_in = Counter(p + "frames_in", "Client frames by op.", ["op"], registry=r)
-        self.frames_out = Counter(p + "frames_out", "Server frames by op.", ["op"], registry=r)
-        self.protocol_errors = Counter(
-            p + "protocol_errors", "Error frames sent, by code.", ["code"], registry=r
+        self.messages_duplicate = self.counter(
+            "messages_duplicate", "Resends of an already accepted client_msg_id."
         )
-        self.messages_accepted = Counter(
-            p + "messages_accepted", "Messages durable in Kafka and acknowledged.", registry=r
+        self.messages_failed = self.counter(
+            "messages_failed", "Sends not accepted, by reason.", "reason"
         )
-        self.messages_duplicate = Counter(
-            p + "messages_duplicate", "Resends of an already accepted client_msg_id.", registry=r
+        self.messages_delivered = self.counter(
+            "messages_delivered", "Live message frames written to device sockets."
         )
-        self.messages_failed = Counter(
-            p + "messages_failed", "Sends not accepted, by reason.", ["reason"], registry=r
-        )
-        self.messages_delivered = Counter(
-            p + "messages_delivered", "Live message frames written to device sockets.", registry=r
-        )
-        self.messages_deduplicated = Counter(
-            p + "messages_deduplicated",
+        self.messages_deduplicated = self.counter(
+            "messages_deduplicated",
             "Live deliveries skipped because the device already had that seq.",
-            registry=r,
         )
-        self.synced_messages = Counter(
-            p + "synced_messages",
-            "Messages sent in sync batches, by source.",
-            ["source"],
-            registry=r,
+        self.synced_messages = self.counter(
+            "synced_messages", "Messages sent in sync batches, by source.", "source"
         )
-        self.receipts = Counter(p + "receipts", "Receipts accepted from devices.", registry=r)
-        self.delivery_latency = Histogram(
-            p + "delivery_latency_seconds",
+        self.receipts = self.counter("receipts", "Receipts accepted from devices.")
+        self.delivery_latency = self.histogram(
+            "delivery_latency_seconds",
             "Sender's accept time to the write on the recipient's socket.",
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.kafka_produce_latency = Histogram(
-            p + "kafka_produce_latency_seconds",
+        self.kafka_produce_latency = self.histogram(
+            "kafka_produce_latency_seconds",
             "Produce call to broker acknowledgement (acks=all).",
             buckets=FAST_BUCKETS,
-            registry=r,
         )
-        self.send_queue_depth = Gauge(
-            p + "send_queue_depth", "Frames waiting in per-connection send queues.", registry=r
+        self.send_queue_depth = self.gauge(
+            "send_queue_depth", "Frames waiting in per-connection send queues."
         )
-        self.send_queue_drops = Counter(
-            p + "send_queue_drops", "Frames dropped because a send queue was full.", registry=r
+        self.send_queue_drops = self.counter(
+            "send_queue_drops", "Frames dropped because a send queue was full."
         )
-        self.auth_failures = Counter(
-            p + "auth_failures", "Refused tokens by reason.", ["reason"], registry=r
+        self.auth_failures = self.counter("auth_failures", "Refused tokens by reason.", "reason")
+        self.rate_limited = self.counter(
+            "rate_limited", "Frames refused by the per-connection rate limit."
         )
-        self.rate_limited = Counter(
-            p + "rate_limited", "Frames refused by the per-connection rate limit.", registry=r
+        self.draining = self.gauge("draining", "1 while draining after SIGTERM.")
+        self.ready = self.gauge("ready", "1 when /readyz answers 200.")
+        self.backend_up = self.gauge(
+            "backend_up", "1 when the backend answered its last check.", "backend"
         )
-        self.draining = Gauge(p + "draining", "1 while draining after SIGTERM.", registry=r)
-        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
-        self.backend_up = Gauge(
-            p + "backend_up", "1 when the backend answered its last check.", ["backend"], registry=r
-        )
-        self.pubsub_reconnects = Counter(
-            p + "pubsub_reconnects", "Redis pub/sub resubscriptions after a failure.", registry=r
+        self.pubsub_reconnects = self.counter(
+            "pubsub_reconnects", "Redis pub/sub resubscriptions after a failure."
         )
         for counter, values in (
             (self.connects, CONNECT_OUTCOMES),
@@ -154,134 +163,97 @@ class GatewayMetrics:
             for value in values:
                 counter.labels(value)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
-
-class DispatcherMetrics:
+class DispatcherMetrics(_Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        p = "im_dispatcher_"
-        self.consumed = Counter(p + "consumed", "Kafka records consumed.", registry=r)
-        self.persisted = Counter(p + "persisted", "Messages written to Cassandra.", registry=r)
-        self.duplicates = Counter(
-            p + "duplicates", "Records already assigned a seq (redelivery/resend).", registry=r
+        super().__init__("im_dispatcher_", registry)
+        self.consumed = self.counter("consumed", "Kafka records consumed.")
+        self.persisted = self.counter("persisted", "Messages written to Cassandra.")
+        self.duplicates = self.counter(
+            "duplicates", "Records already assigned a seq (redelivery/resend)."
         )
-        self.routed = Counter(
-            p + "routed", "Deliveries published to gateways (one per user per node).", registry=r
+        self.routed = self.counter(
+            "routed", "Deliveries published to gateways (one per user per node)."
         )
-        self.offline = Counter(
-            p + "recipients_offline", "Recipients with no live gateway route.", registry=r
+        self.offline = self.counter("recipients_offline", "Recipients with no live gateway route.")
+        self.dead_lettered = self.counter(
+            "dead_lettered", "Unparseable records sent to the dead-letter topic."
         )
-        self.dead_lettered = Counter(
-            p + "dead_lettered", "Unparseable records sent to the dead-letter topic.", registry=r
+        self.failures = self.counter(
+            "batch_failures", "Batches retried after an error, by the step that failed.", "stage"
         )
-        self.failures = Counter(
-            p + "batch_failures",
-            "Batches retried after an error, by the step that failed.",
-            ["stage"],
-            registry=r,
+        self.consumer_lag = self.gauge(
+            "consumer_lag", "Records behind the high watermark, by partition.", "partition"
         )
-        self.consumer_lag = Gauge(
-            p + "consumer_lag",
-            "Records behind the high watermark, by partition.",
-            ["partition"],
-            registry=r,
+        self.persist_latency = self.histogram(
+            "persist_latency_seconds", "Cassandra write time for one batch.", buckets=FAST_BUCKETS
         )
-        self.persist_latency = Histogram(
-            p + "persist_latency_seconds",
-            "Cassandra write time for one batch.",
-            buckets=FAST_BUCKETS,
-            registry=r,
-        )
-        self.batch_latency = Histogram(
-            p + "batch_latency_seconds",
+        self.batch_latency = self.histogram(
+            "batch_latency_seconds",
             "Consume to offsets committed, per batch (persist + route).",
             buckets=FAST_BUCKETS,
-            registry=r,
         )
-        self.batch_size = Histogram(
-            p + "batch_size", "Records per processed batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        self.batch_size = self.histogram(
+            "batch_size", "Records per processed batch.", buckets=BATCH_SIZE_BUCKETS
         )
-        self.fencing_refusals = Counter(
-            p + "fencing_refusals",
+        self.fencing_refusals = self.counter(
+            "fencing_refusals",
             "Seq reservations refused because another writer holds the conversation's fence.",
-            registry=r,
         )
-        self.seq_gaps = Counter(
-            p + "seq_gaps",
+        self.seq_gaps = self.counter(
+            "seq_gaps",
             "In-doubt seq ranges recorded on taking a conversation over without a release marker.",
-            registry=r,
         )
-        self.foreign_records = Counter(
-            p + "foreign_records",
+        self.foreign_records = self.counter(
+            "foreign_records",
             "Records skipped because another region homes their shard (it sequences them).",
-            registry=r,
         )
-        self.held_records = Counter(
-            p + "held_records",
+        self.held_records = self.counter(
+            "held_records",
             "Records held (draining shard, or stamped before their shard moved) until "
             "reconciliation.",
-            registry=r,
         )
-        self.map_epoch = Gauge(p + "map_epoch", "The shard map epoch applied.", registry=r)
-        self.info = Gauge(
-            p + "info",
-            "Always 1; labels: region and consumer group.",
-            ["region", "group"],
-            registry=r,
+        self.map_epoch = self.gauge("map_epoch", "The shard map epoch applied.")
+        self.info = self.gauge(
+            "info", "Always 1; labels: region and consumer group.", "region", "group"
         )
-        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
-        self.draining = Gauge(p + "draining", "1 while stopping after SIGTERM.", registry=r)
+        self.ready = self.gauge("ready", "1 when /readyz answers 200.")
+        self.draining = self.gauge("draining", "1 while stopping after SIGTERM.")
         for stage in BATCH_STAGES:
             self.failures.labels(stage)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 RELAY_STAGES = ("persist", "cache", "route")
 
 
-class RelayMetrics:
+class RelayMetrics(_Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry or CollectorRegistry()
-        p = "im_relay_"
-        self.applied = Counter(
-            p + "applied",
+        super().__init__("im_relay_", registry)
+        self.applied = self.counter(
+            "applied",
             "Messages from a peer's home applied to the local DC and caches, by source region.",
-            ["source"],
-            registry=r,
+            "source",
         )
-        self.routed = Counter(p + "routed", "Deliveries published to local gateways.", registry=r)
-        self.replication_lag = Gauge(
-            p + "replication_lag_seconds",
+        self.routed = self.counter("routed", "Deliveries published to local gateways.")
+        self.replication_lag = self.gauge(
+            "replication_lag_seconds",
             "Age of the newest beacon from a source region when it arrived here.",
-            ["source", "target"],
-            registry=r,
+            "source",
+            "target",
         )
-        self.delivery_latency = Histogram(
-            p + "delivery_latency_seconds",
+        self.delivery_latency = self.histogram(
+            "delivery_latency_seconds",
             "Sender's accept time to the local publish, by source (home) region.",
-            ["source"],
+            "source",
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.failures = Counter(
-            p + "batch_failures", "Batches retried, by the step that failed.", ["stage"], registry=r
+        self.failures = self.counter(
+            "batch_failures", "Batches retried, by the step that failed.", "stage"
         )
-        self.skipped = Counter(
-            p + "skipped_records", "Undecodable deliveries records skipped.", registry=r
+        self.skipped = self.counter("skipped_records", "Undecodable deliveries records skipped.")
+        self.info = self.gauge(
+            "info", "Always 1; labels: region and consumer group.", "region", "group"
         )
-        self.info = Gauge(
-            p + "info",
-            "Always 1; labels: region and consumer group.",
-            ["region", "group"],
-            registry=r,
-        )
-        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
+        self.ready = self.gauge("ready", "1 when /readyz answers 200.")
         for stage in RELAY_STAGES:
             self.failures.labels(stage)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
