@@ -41,18 +41,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request, Response
-
-from gateway import fanout, redis_client, state
+from gateway import fanout, state
 from gateway.config import Config, load_or_exit
 from gateway.homes import shard_of
 from gateway.metrics import DispatcherMetrics
 from gateway.protocol import dm_members, encode, message_frame
-from gateway.runtime import backoff, http_route, in_daemon_thread, request_path, setup_logging
+from gateway.runtime import backoff, setup_logging
 from gateway.sequencer import Fenced, Gap, NotOwner, Sequencer
 from gateway.shardmap import MAP_LEASE_S, REFRESH_S, ControlStore, Decision, ShardMap, decide
-from gateway.store import MESSAGE_COLUMNS, CassandraStore, MessageRecord, close_store
+from gateway.store import MESSAGE_COLUMNS, MessageRecord, close_store
+from gateway.worker import KafkaWorker
 
 log = logging.getLogger("gateway.dispatcher")
 
@@ -157,25 +155,18 @@ class _SeenCache:
         self._items.clear()
 
 
-class Dispatcher:
+class Dispatcher(KafkaWorker):
+    name = "dispatcher"
+    metrics: DispatcherMetrics
+
     def __init__(self, config: Config) -> None:
-        self.cfg = config
-        self.metrics = DispatcherMetrics()
-        self.store = CassandraStore(
-            config.host_ports("cassandra_hosts"),
-            config.cassandra_keyspace,
-            config.cassandra_bucket_s,
-        )
-        self.redis: Any = None
-        self.consumer: Any = None
+        super().__init__(config, DispatcherMetrics())
         self.dlq: Any = None
-        self.stopping = asyncio.Event()
         self.kafka_ok = False
         self.redis_ok = False
         self._assign: Any = None
         self._buckets_written = _SeenCache(100_000)
         self._index_written = _SeenCache(200_000)
-        self.stage = "idle"  # the batch step in progress, for the failure metric
         self.sequencer = Sequencer(self.store, config.region, on_refusal=self._refused)
         self.metrics.info.labels(config.region, config.consumer_group).set(1)
         # message id -> (seq, bucket) assigned by this process; filled before the write, so a
@@ -219,28 +210,13 @@ class Dispatcher:
             return False, "no shard map yet"
         return True, "ready"
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response:
-        path = request_path(request)
-        response = http_route(connection, path, ready=self.readiness, render_metrics=self._render)
-        return response or connection.respond(404, "not found\n")
-
-    def _render(self) -> bytes:
-        self.metrics.ready.set(1 if self.readiness()[0] else 0)
-        return self.metrics.render()
-
     # Lifecycle -----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop)
-        async with serve(
-            _no_websocket,
-            self.cfg.listen_host,
-            self.cfg.listen_port,
-            process_request=self.process_request,
-            ping_interval=None,
-        ):
+        async with self.serve():
             log.info("listening on %s:%s", self.cfg.listen_host, self.cfg.listen_port)
             await self._connect()
             health = asyncio.create_task(self._health_loop())
@@ -260,75 +236,53 @@ class Dispatcher:
         self.stopping.set()
 
     async def _connect(self) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-        self.redis = redis_client.connect(
-            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
+        await self.connect_redis_and_store()
+        await self._retry(
+            self._refresh_map,
+            until=lambda: self.map is not None,
+            failure="shard map not readable yet",
         )
-        self._max_seq = self.redis.register_script(state.MAX_SEQ)
-        attempt = 0
-        while not self.stopping.is_set() and not self.store.ready:
-            try:
-                await in_daemon_thread(self.store.connect)
-            except Exception as exc:
-                log.warning("cassandra not reachable yet: %s", exc)
-                await self._sleep(backoff(attempt))
-                attempt += 1
-        attempt = 0
-        while not self.stopping.is_set() and self.map is None:
-            try:
-                await self._refresh_map()
-            except Exception as exc:
-                log.warning("shard map not readable yet: %r", exc)
-                await self._sleep(backoff(attempt))
-                attempt += 1
-        attempt = 0
-        while not self.stopping.is_set() and self.consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.cfg.kafka_bootstrap,
-                group_id=self.cfg.consumer_group,
-                client_id=self.cfg.node_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                # Short on purpose: 200 ms saved idle CPU but, under load, made the smoke load
-                # test miss live deliveries (docs/benchmarks.md, session 2).
-                fetch_max_wait_ms=10,
-                max_poll_records=1000,
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-                max_poll_interval_ms=300000,
-                # With mirrored topics: partition p of every topic goes to one member, so a
-                # conversation (same key, same partition count) reaches one member only.
-                partition_assignment_strategy=_assignors(bool(self.cfg.peers)),
-                metadata_max_age_ms=30000,  # a mirrored topic created later is seen soon
-            )
-            dlq = AIOKafkaProducer(
-                bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
-            )
-            # The listener may run during start() already, before self.consumer is set.
-            self._kafka = consumer
-            consumer.subscribe(self.topics, listener=_rebalance_listener(self))
-            try:
-                await consumer.start()
-                self._watch_heartbeats(consumer)
-                await dlq.start()
-                if self.cfg.peers:
-                    self.deliveries = dlq  # the same idempotent producer, acks=all
-            except Exception as exc:
-                log.warning("kafka not reachable yet: %s", exc)
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                with contextlib.suppress(Exception):
-                    await dlq.stop()
-                await self._sleep(backoff(attempt))
-                attempt += 1
-                continue
-            self.consumer, self.dlq, self.kafka_ok = consumer, dlq, True
+        started = await self.start_kafka(self._kafka_clients, self._start_kafka)
+        if started is not None:
+            self.consumer, self.dlq = started
+            self.kafka_ok = True
         log.info("connected to cassandra, kafka and redis")
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    def _kafka_clients(self) -> tuple[Any, Any]:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.kafka_bootstrap,
+            group_id=self.cfg.consumer_group,
+            client_id=self.cfg.node_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Short on purpose: 200 ms saved idle CPU but, under load, made the smoke load
+            # test miss live deliveries (docs/benchmarks.md, session 2).
+            fetch_max_wait_ms=10,
+            max_poll_records=1000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms=300000,
+            # With mirrored topics: partition p of every topic goes to one member, so a
+            # conversation (same key, same partition count) reaches one member only.
+            partition_assignment_strategy=_assignors(bool(self.cfg.peers)),
+            metadata_max_age_ms=30000,  # a mirrored topic created later is seen soon
+        )
+        dlq = AIOKafkaProducer(
+            bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        # The listener may run during start() already, before self.consumer is set.
+        self._kafka = consumer
+        consumer.subscribe(self.topics, listener=_rebalance_listener(self))
+        return consumer, dlq
+
+    async def _start_kafka(self, consumer: Any, dlq: Any) -> None:
+        await consumer.start()
+        self._watch_heartbeats(consumer)
+        await dlq.start()
+        if self.cfg.peers:
+            self.deliveries = dlq  # the same idempotent producer, acks=all
 
     async def _health_loop(self) -> None:
         while True:
@@ -846,10 +800,6 @@ def _rebalance_listener(dispatcher: Dispatcher) -> Any:
             await dispatcher.on_assigned(assigned)
 
     return Rebalance()
-
-
-async def _no_websocket(connection: ServerConnection) -> None:
-    await connection.close(1008, "the dispatcher serves only /healthz, /readyz and /metrics")
 
 
 def main() -> None:

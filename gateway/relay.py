@@ -31,39 +31,29 @@ import signal
 import time
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request, Response
-
-from gateway import fanout, redis_client, state
+from gateway import fanout, state
 from gateway.config import Config, load_or_exit
 from gateway.metrics import RelayMetrics
 from gateway.protocol import encode, message_frame
-from gateway.runtime import backoff, http_route, in_daemon_thread, request_path, setup_logging
+from gateway.runtime import backoff, setup_logging
 from gateway.sequencer import Gap
-from gateway.store import CassandraStore, MessageRecord, close_store
+from gateway.store import MessageRecord, close_store
+from gateway.worker import KafkaWorker
 
 log = logging.getLogger("gateway.relay")
 
 BEACON_S = 1.0
 
 
-class Relay:
+class Relay(KafkaWorker):
+    name = "relay"
+    metrics: RelayMetrics
+
     def __init__(self, config: Config) -> None:
-        self.cfg = config
-        self.metrics = RelayMetrics()
+        super().__init__(config, RelayMetrics())
         self.metrics.info.labels(config.region, config.relay_group).set(1)
-        self.store = CassandraStore(
-            config.host_ports("cassandra_hosts"),
-            config.cassandra_keyspace,
-            config.cassandra_bucket_s,
-        )
         self.topics = [f"{peer}.{config.kafka_deliveries_topic}" for peer in config.peers]
-        self.redis: Any = None
-        self.consumer: Any = None
         self.producer: Any = None
-        self.stopping = asyncio.Event()
-        self.stage = "idle"
-        self._max_seq: Any = None
         for peer in config.peers:
             self.metrics.replication_lag.labels(peer, config.region)
 
@@ -76,27 +66,11 @@ class Relay:
             return False, "cassandra unavailable"
         return True, "ready"
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response:
-        response = http_route(
-            connection, request_path(request), ready=self.readiness, render_metrics=self._render
-        )
-        return response or connection.respond(404, "not found\n")
-
-    def _render(self) -> bytes:
-        self.metrics.ready.set(1 if self.readiness()[0] else 0)
-        return self.metrics.render()
-
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        async with serve(
-            _no_websocket,
-            self.cfg.listen_host,
-            self.cfg.listen_port,
-            process_request=self.process_request,
-            ping_interval=None,
-        ):
+        async with self.serve():
             log.info(
                 "listening on %s:%s; relaying %s",
                 self.cfg.listen_host,
@@ -112,55 +86,35 @@ class Relay:
                 await self._shutdown()
         return 0
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-
     async def _connect(self) -> None:
+        await self.connect_redis_and_store()
+        started = await self.start_kafka(self._kafka_clients, self._start_kafka)
+        if started is not None:
+            self.consumer, self.producer = started
+
+    def _kafka_clients(self) -> tuple[Any, Any]:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        self.redis = redis_client.connect(
-            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.kafka_bootstrap,
+            group_id=self.cfg.relay_group,
+            client_id=self.cfg.node_id,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",  # live delivery; history is in Cassandra
+            fetch_max_wait_ms=10,
+            max_poll_records=1000,
+            metadata_max_age_ms=30000,
         )
-        self._max_seq = self.redis.register_script(state.MAX_SEQ)
-        attempt = 0
-        while not self.stopping.is_set() and not self.store.ready:
-            try:
-                await in_daemon_thread(self.store.connect)
-            except Exception as exc:
-                log.warning("cassandra not reachable yet: %s", exc)
-                await self._sleep(backoff(attempt))
-                attempt += 1
-        attempt = 0
-        while not self.stopping.is_set() and self.consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.cfg.kafka_bootstrap,
-                group_id=self.cfg.relay_group,
-                client_id=self.cfg.node_id,
-                enable_auto_commit=False,
-                auto_offset_reset="latest",  # live delivery; history is in Cassandra
-                fetch_max_wait_ms=10,
-                max_poll_records=1000,
-                metadata_max_age_ms=30000,
-            )
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
-            )
-            try:
-                if self.topics:
-                    consumer.subscribe(self.topics)
-                await consumer.start()
-                await producer.start()
-            except Exception as exc:
-                log.warning("kafka not reachable yet: %r", exc)
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await self._sleep(backoff(attempt))
-                attempt += 1
-                continue
-            self.consumer, self.producer = consumer, producer
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        return consumer, producer
+
+    async def _start_kafka(self, consumer: Any, producer: Any) -> None:
+        if self.topics:
+            consumer.subscribe(self.topics)
+        await consumer.start()
+        await producer.start()
 
     async def _beacon_loop(self) -> None:
         while not self.stopping.is_set():
@@ -268,10 +222,6 @@ class Relay:
             if self.redis is not None:
                 await self.redis.aclose()
         await close_store(self.store)
-
-
-async def _no_websocket(connection: ServerConnection) -> None:
-    await connection.close(1008, "the relay serves only /healthz, /readyz and /metrics")
 
 
 def main() -> None:
