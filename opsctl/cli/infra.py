@@ -87,6 +87,7 @@ class InfraTarget(OnRoot):
         *,
         policy_packs: list[Path] | None = None,
         expect_no_changes: bool = False,
+        refresh: bool = True,
     ) -> None:
         """Run the Pulumi operation with per-resource progress, then report per region."""
         from opsctl import console
@@ -102,6 +103,7 @@ class InfraTarget(OnRoot):
             secrets_provider=self.secrets_provider,
             kubeconfig=self.kubeconfig,
             policy_packs=[path.resolve() for path in policy_packs or []],
+            refresh=refresh,
         )
         quiet = console.verbosity < 0
         echo = (lambda line: console.debug(line.rstrip())) if console.verbosity >= 2 else None
@@ -207,11 +209,23 @@ def preview(
 
 
 @app.command()
-def up(ctx: typer.Context, *, policy_pack: PolicyPackOption = None) -> None:
-    """Create or update every region of the stack."""
+def up(
+    ctx: typer.Context,
+    *,
+    policy_pack: PolicyPackOption = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh/--no-refresh",
+            help="Refresh from the clusters first, so objects changed outside Pulumi are put "
+            "back (--no-refresh: compare with the saved state only; faster).",
+        ),
+    ] = True,
+) -> None:
+    """Create or update every region of the stack, repairing drift."""
     from opsctl.infra import Operation
 
-    InfraTarget.of(ctx).run(Operation.up, policy_packs=policy_pack)
+    InfraTarget.of(ctx).run(Operation.up, policy_packs=policy_pack, refresh=refresh)
 
 
 @app.command()

@@ -73,6 +73,9 @@ class InfraConfig:
     kubeconfig: Path | None
     policy_packs: tuple[Path, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    # up: refresh the state from the clusters first, so objects changed outside Pulumi are
+    # put back (without it the engine compares the program with its stale state only).
+    refresh: bool = True
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def resolve_config(
     kubeconfig: Path | None = None,
     policy_packs: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    refresh: bool = True,
 ) -> InfraConfig:
     env = dict(os.environ if env is None else env)
     backend = backend_url or env.get(ENV_BACKEND_URL) or DEFAULT_BACKEND_DIR.as_uri()
@@ -215,6 +219,7 @@ def resolve_config(
         kubeconfig=kubeconfig,
         policy_packs=tuple(policy_packs),
         env=env,
+        refresh=refresh,
     )
 
 
@@ -388,7 +393,12 @@ def run_operation(
             )
             summary = summary_counts(preview.change_summary)
         elif operation is Operation.up:
-            up = stack.up(policy_packs=packs, on_output=on_output, on_event=on_event)
+            up = stack.up(
+                policy_packs=packs,
+                on_output=on_output,
+                on_event=on_event,
+                refresh=config.refresh,
+            )
             summary = summary_counts(up.summary.resource_changes)
         elif operation is Operation.destroy:
             destroyed = stack.destroy(on_output=on_output, on_event=on_event)
