@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient, dm
+from tests.gateway.support import stop_process
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -133,14 +134,7 @@ def second_dispatcher(stack: LocalStack, tmp_path: Path) -> Iterator[str]:
         wait_for("dispatcher-2 ready", lambda: ready(url), timeout=60, interval=0.2)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_process(proc)
         log.close()
 
 
@@ -218,9 +212,8 @@ def test_redis_failover_losing_acknowledged_writes_reuses_no_seq(im: Im) -> None
     sending, then resend sends whose gateway dedup keys that lost: one seq per message."""
     stack = im.stack
     r = redis.Redis.from_url(stack.info.redis_url)
-    cql = Cql(stack)
 
-    async def scenario() -> None:
+    async def scenario(cql: Cql) -> None:
         load = Load(im, 3)
         await load.start()
         await asyncio.sleep(2)
@@ -252,19 +245,15 @@ def test_redis_failover_losing_acknowledged_writes_reuses_no_seq(im: Im) -> None
             assert last >= len(acked[conv])
         await load.devices_see_everything(acked)
 
-    try:
-        asyncio.run(_with_cleanup(im, scenario()))
-    finally:
-        cql.close()
+    _run_scenario(im, scenario)
 
 
 def test_sigkill_dispatcher_second_one_takes_over_with_announced_gaps(
     im: Im, tmp_path: Path
 ) -> None:
     stack = im.stack
-    cql = Cql(stack)
 
-    async def scenario() -> None:
+    async def scenario(cql: Cql) -> None:
         with second_dispatcher(stack, tmp_path) as second:
             load = Load(im, 6)
             await load.start()
@@ -286,19 +275,15 @@ def test_sigkill_dispatcher_second_one_takes_over_with_announced_gaps(
             announced = [g for c in load.clients for v in load.convs for g in c.announced_gaps(v)]
             assert announced, "no client was told about an in-doubt range"
 
-    try:
-        asyncio.run(_with_cleanup(im, scenario()))
-    finally:
-        cql.close()
+    _run_scenario(im, scenario)
 
 
 def test_a_frozen_dispatcher_woken_after_the_takeover_writes_no_conflicting_seq(
     im: Im, tmp_path: Path
 ) -> None:
     stack = im.stack
-    cql = Cql(stack)
 
-    async def scenario() -> None:
+    async def scenario(cql: Cql) -> None:
         with second_dispatcher(stack, tmp_path):
             load = Load(im, 6)
             await load.start()
@@ -319,19 +304,15 @@ def test_a_frozen_dispatcher_woken_after_the_takeover_writes_no_conflicting_seq(
             assert zombie["im_dispatcher_ready"] == 1  # alive, and sequencing again
             await load.devices_see_everything(acked)
 
-    try:
-        asyncio.run(_with_cleanup(im, scenario()))
-    finally:
-        cql.close()
+    _run_scenario(im, scenario)
 
 
 def test_redelivery_of_every_record_gives_no_new_seq(im: Im) -> None:
     """Stop the dispatcher, reset its group to the start of the topic, start it again: it
     consumes every record of the topic once more and assigns no new seq."""
     stack = im.stack
-    cql = Cql(stack)
 
-    async def scenario() -> None:
+    async def scenario(cql: Cql) -> None:
         load = Load(im, 3)
         await load.start()
         await asyncio.sleep(2)
@@ -360,10 +341,7 @@ def test_redelivery_of_every_record_gives_no_new_seq(im: Im) -> None:
             assert sorted(cql.messages(conv)) == before[conv], f"{conv}: seqs changed"
             await in_thread(cql.check, conv, acked[conv])
 
-    try:
-        asyncio.run(_with_cleanup(im, scenario()))
-    finally:
-        cql.close()
+    _run_scenario(im, scenario)
 
 
 async def _reset_offsets(stack: LocalStack, group: str) -> None:
@@ -389,6 +367,16 @@ async def _reset_offsets(stack: LocalStack, group: str) -> None:
                 await asyncio.sleep(1)
     finally:
         await consumer.stop()
+
+
+def _run_scenario(im: Im, scenario: Callable[[Cql], Coroutine[Any, Any, None]]) -> None:
+    """Run ``scenario`` with a CQL session, then close the clients, restart what it stopped and
+    close the session."""
+    cql = Cql(im.stack)
+    try:
+        asyncio.run(_with_cleanup(im, scenario(cql)))
+    finally:
+        cql.close()
 
 
 async def _with_cleanup(im: Im, scenario: Any) -> None:

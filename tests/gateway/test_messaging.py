@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import dm
+from tests.gateway.support import assert_increased
 
 pytestmark = pytest.mark.integration
 
@@ -203,14 +204,16 @@ def test_bad_frames_get_error_frames_and_are_counted(im: Im) -> None:
         await ws.close()
 
     asyncio.run(scenario())
-    after = im.metrics(http)
-    for name in (
-        'im_gateway_protocol_errors_total{code="bad_json"}',
-        'im_gateway_protocol_errors_total{code="unknown_op"}',
-        'im_gateway_protocol_errors_total{code="bad_frame"}',
-        'im_gateway_frames_in_total{op="invalid"}',
-    ):
-        assert after[name] > before.get(name, 0), name
+    assert_increased(
+        before,
+        im.metrics(http),
+        [
+            'im_gateway_protocol_errors_total{code="bad_json"}',
+            'im_gateway_protocol_errors_total{code="unknown_op"}',
+            'im_gateway_protocol_errors_total{code="bad_frame"}',
+            'im_gateway_frames_in_total{op="invalid"}',
+        ],
+    )
 
 
 def test_flood_oversize_bad_tokens_and_rude_clients_are_closed(im: Im) -> None:
@@ -247,17 +250,19 @@ def test_flood_oversize_bad_tokens_and_rude_clients_are_closed(im: Im) -> None:
         await ok.close()
 
     asyncio.run(scenario())
-    after = im.metrics(http)
-    for name in (
-        'im_gateway_protocol_errors_total{code="rate_limited"}',
-        'im_gateway_auth_failures_total{reason="malformed"}',
-        'im_gateway_auth_failures_total{reason="expired"}',
-        'im_gateway_disconnects_total{reason="rate_limited"}',
-        'im_gateway_disconnects_total{reason="frame_too_big"}',
-        'im_gateway_connects_total{reason="auth_failed"}',
-        'im_gateway_connects_total{reason="protocol_error"}',
-    ):
-        assert after[name] > before.get(name, 0), name
+    assert_increased(
+        before,
+        im.metrics(http),
+        [
+            'im_gateway_protocol_errors_total{code="rate_limited"}',
+            'im_gateway_auth_failures_total{reason="malformed"}',
+            'im_gateway_auth_failures_total{reason="expired"}',
+            'im_gateway_disconnects_total{reason="rate_limited"}',
+            'im_gateway_disconnects_total{reason="frame_too_big"}',
+            'im_gateway_connects_total{reason="auth_failed"}',
+            'im_gateway_connects_total{reason="protocol_error"}',
+        ],
+    )
 
 
 async def _hello(url: str, token: str, device: str):  # type: ignore[no-untyped-def]

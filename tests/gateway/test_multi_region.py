@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient
+from tests.gateway.support import stop_process
 from tests.gateway.test_fencing import Cql, metrics, ready
 from tests.support import wait_for
 
@@ -130,14 +130,7 @@ class World:
 
     def stop_all(self) -> None:
         for proc, log in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
             log.close()
 
 
