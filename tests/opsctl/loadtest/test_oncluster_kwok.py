@@ -151,6 +151,24 @@ def _run_with_kubelet(
     return done.get("outcome"), done.get("error"), kubelet
 
 
+def _two_worker_run(
+    kube_cluster, kube_namespace: str, local_stack, profile_file: Path, tmp_path: Path
+) -> ClusterRun:
+    """A run of ``profile_file`` with two workers against the local stack, results in
+    ``tmp_path / "out"``."""
+    profile = load_profile(str(profile_file))
+    with kube_cluster.api_client() as admin:
+        target = _target(kube_cluster, kube_namespace, local_stack, admin)
+    return ClusterRun(
+        target=target,
+        profile=profile,
+        profile_file=profile_file,
+        sizing=size_run(profile, workers=2),
+        shape=RunShape.of(profile),
+        out_dir=tmp_path / "out",
+    )
+
+
 def test_a_distributed_run_returns_its_verdict_through_the_api(
     kube_cluster, kube_namespace, local_stack, tmp_path: Path
 ) -> None:
@@ -159,17 +177,7 @@ def test_a_distributed_run_returns_its_verdict_through_the_api(
     profile_file = write_profile(
         tmp_path, users=12, duration_s=8, behaviours=QUIET, storms=[{"at_s": 4, "share_pct": 50}]
     )
-    profile = load_profile(str(profile_file))
-    with kube_cluster.api_client() as admin:
-        target = _target(kube_cluster, kube_namespace, local_stack, admin)
-    cluster_run = ClusterRun(
-        target=target,
-        profile=profile,
-        profile_file=profile_file,
-        sizing=size_run(profile, workers=2),
-        shape=RunShape.of(profile),
-        out_dir=tmp_path / "out",
-    )
+    cluster_run = _two_worker_run(kube_cluster, kube_namespace, local_stack, profile_file, tmp_path)
     started = time.monotonic()
     outcome, error, kubelet = _run_with_kubelet(kube_cluster, kube_namespace, cluster_run, tmp_path)
     assert error is None, f"{error}\nmaster log:\n{kubelet.log(kubelet.pods('master')[0])}"
@@ -207,17 +215,7 @@ def test_a_killed_worker_fails_the_run_naming_it(
     kube_cluster, kube_namespace, local_stack, tmp_path: Path
 ) -> None:
     profile_file = write_profile(tmp_path, users=8, duration_s=20, behaviours=QUIET)
-    profile = load_profile(str(profile_file))
-    with kube_cluster.api_client() as admin:
-        target = _target(kube_cluster, kube_namespace, local_stack, admin)
-    cluster_run = ClusterRun(
-        target=target,
-        profile=profile,
-        profile_file=profile_file,
-        sizing=size_run(profile, workers=2),
-        shape=RunShape.of(profile),
-        out_dir=tmp_path / "out",
-    )
+    cluster_run = _two_worker_run(kube_cluster, kube_namespace, local_stack, profile_file, tmp_path)
     killed: list[str] = []
 
     def kill_one(kubelet: ProcessKubelet) -> None:
