@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from gateway import redis_client, state
 from gateway.backends import Backends
@@ -23,32 +24,24 @@ from gateway.session import Outbox, SessionTable
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class PubSub:
-    def __init__(
-        self,
-        *,
-        config: Config,
-        metrics: GatewayMetrics,
-        backends: Backends,
-        routes: Routes,
-        table: SessionTable,
-        outbox: Outbox,
-        on_delivery: Callable[[list[state.DeliveryItem]], None],
-        on_receipt: Callable[[state.ReceiptEvent], None],
-        on_presence: Callable[[state.PresenceEvent], None],
-    ) -> None:
-        self.metrics = metrics
-        self.channel = state.node_channel(config.node_id)
-        self._backends = backends
-        self._routes = routes
-        self._table = table
-        self._outbox = outbox
-        self._on_delivery = on_delivery
-        self._on_receipt = on_receipt
-        self._on_presence = on_presence
+    config: Config
+    metrics: GatewayMetrics
+    backends: Backends
+    routes: Routes
+    table: SessionTable
+    outbox: Outbox
+    on_delivery: Callable[[list[state.DeliveryItem]], None]
+    on_receipt: Callable[[state.ReceiptEvent], None]
+    on_presence: Callable[[state.PresenceEvent], None]
+    channel: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = state.node_channel(self.config.node_id)
 
     async def loop(self, stop: asyncio.Event) -> None:
-        backends = self._backends
+        backends = self.backends
         attempt = 0
         first = True
         while not stop.is_set():
@@ -60,11 +53,11 @@ class PubSub:
                 if not first:
                     # Redis came back: re-register every route, then ask every device to sync,
                     # since deliveries published while we were unsubscribed are gone.
-                    await self._routes.refresh()
+                    await self.routes.refresh()
                     self.metrics.pubsub_reconnects.inc()
                     frame = encode({"op": "sync_required", "reason": "backend_recovered"})
-                    for session in list(self._table.sessions):
-                        self._outbox.push(session, frame, "sync_required")
+                    for session in list(self.table.sessions):
+                        self.outbox.push(session, frame, "sync_required")
                 first = False
                 backends.pubsub_ok = True
                 attempt = 0
@@ -87,10 +80,10 @@ class PubSub:
             if channel == self.channel:
                 message = state.decode_node_message(data)
                 if isinstance(message, state.Delivery):
-                    self._on_delivery(message.items)
+                    self.on_delivery(message.items)
                 elif isinstance(message, state.ReceiptEvent):
-                    self._on_receipt(message)
+                    self.on_receipt(message)
             else:
-                self._on_presence(state.decode_presence(data))
+                self.on_presence(state.decode_presence(data))
         except Exception:
             log.exception("bad pub/sub payload on %s", channel)

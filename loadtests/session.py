@@ -20,6 +20,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class TokenSigner:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
 
+@dataclass(kw_only=True, slots=True, eq=False)
 class ImSession:
     """One device of one user. ``conn`` is None while disconnected.
 
@@ -74,32 +76,26 @@ class ImSession:
     gateway (a single-process run); workers get theirs from the master instead.
     """
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        user_id: str,
-        sign: Callable[[str], str],
-        counters: Counter[str],
-        clock: ClockSync,
-        record: Record,
-        gateway_clock: bool = False,
-    ) -> None:
-        self.url = url
-        self.user_id = user_id
-        self.sign = sign
-        self.counters = counters
-        self.clock = clock
-        self.record = record
-        self.gateway_clock = gateway_clock
-        self.conn: ImConnection | None = None
-        self.tracker = SeqTracker(counters)
-        self.waiting: dict[str, tuple[str, str, float]] = {}  # ref -> (type, name, start)
-        self.replies: dict[str, dict[str, Any]] = {}
-        self.sync_done_refs: set[str] = set()
-        self.in_final_sync = False
-        self.seq = 0  # numbers refs and client message ids
-        self.established = False  # hello answered on the current connection
+    url: str
+    user_id: str
+    sign: Callable[[str], str]
+    counters: Counter[str]
+    clock: ClockSync
+    record: Record
+    gateway_clock: bool = False
+    conn: ImConnection | None = field(default=None, init=False)
+    tracker: SeqTracker = field(init=False)
+    # ref -> (type, name, start)
+    waiting: dict[str, tuple[str, str, float]] = field(default_factory=dict, init=False)
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
+    sync_done_refs: set[str] = field(default_factory=set, init=False)
+    in_final_sync: bool = field(default=False, init=False)
+    seq: int = field(default=0, init=False)  # numbers refs and client message ids
+    # hello answered on the current connection
+    established: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = SeqTracker(self.counters)
 
     # ---- connection --------------------------------------------------------------------
 
