@@ -110,6 +110,11 @@ class World:
         wait_for(f"{name} ready", lambda: ready(url), timeout=90, interval=0.2)
         return url
 
+    def start_dispatchers(self) -> tuple[str, str]:
+        """One dispatcher per region; their base URLs (a, b)."""
+        a = self.start("gateway.dispatcher", "a", "disp-a")
+        return a, self.start("gateway.dispatcher", "b", "disp-b")
+
     def redis_server(self) -> str:
         port = find_free_port_block(1)
         argv = [str(self.stack.config.redis_server), "--port", str(port), "--bind", "127.0.0.1"]
@@ -243,8 +248,7 @@ def test_each_record_is_sequenced_once_by_its_home_and_foreign_ones_are_skipped(
     world: World,
 ) -> None:
     w = world
-    disp_a = w.start("gateway.dispatcher", "a", "disp-a")
-    disp_b = w.start("gateway.dispatcher", "b", "disp-b")
+    disp_a, disp_b = w.start_dispatchers()
     in_a, in_b = convs_homed(w, "a", 3), convs_homed(w, "b", 3)
     records = [record(c, sender_of(c), f"m{i}", rg="a") for c in in_a + in_b for i in range(4)]
     # Accepted in region a: in a's own topic (both dispatchers read the one physical topic) and
@@ -328,8 +332,7 @@ def test_after_an_unplanned_move_old_stamped_records_are_held_then_reconciled_on
     world: World,
 ) -> None:
     w = world
-    disp_a = w.start("gateway.dispatcher", "a", "disp-a")
-    disp_b = w.start("gateway.dispatcher", "b", "disp-b")
+    disp_a, disp_b = w.start_dispatchers()
     (conv,) = convs_homed(w, "a", 1)
     shard, sender = shard_of(conv), sender_of(conv)
     done = [record(conv, sender, f"s{i}") for i in range(2)]
