@@ -25,6 +25,18 @@ class HealthCheck(Protocol):
     def describe(self) -> str: ...
 
 
+def _metadata_v4(host: str, port: int, correlation_id: int, body: bytes, timeout_s: float) -> bytes:
+    """One Kafka Metadata v4 request (header v1: api_key 3, version 4, id, client id); the
+    response payload after its size."""
+    client_id = b"opsctl-local"
+    header = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+        return _recv_exactly(sock, size)
+
+
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
@@ -107,16 +119,9 @@ class KafkaMetadataCheck(SocketCheck):
     probe = "kafka metadata"
 
     def __call__(self, timeout_s: float) -> Health:
-        client_id = b"opsctl-local"
-        # header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
-        header = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id
         body = struct.pack(">i?", -1, False)  # topics=null (all), allow_auto_topic_creation
-        request = header + body
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
-                sock.sendall(struct.pack(">i", len(request)) + request)
-                (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
-                payload = _recv_exactly(sock, size)
+            payload = _metadata_v4(self.host, self.port, 1, body, timeout_s)
         except (OSError, struct.error) as exc:
             return Health(False, f"metadata request to {self.host}:{self.port}: {exc}")
         try:
@@ -143,18 +148,13 @@ class KafkaTopicsCheck(SocketCheck):
         return f"kafka topics {', '.join(self.topics)} on {self.host}:{self.port}"
 
     def __call__(self, timeout_s: float) -> Health:
-        client_id = b"opsctl-local"
-        header = struct.pack(">hhih", 3, 4, 2, len(client_id)) + client_id
         body = struct.pack(">i", len(self.topics))
         for topic in self.topics:
             raw = topic.encode()
             body += struct.pack(">h", len(raw)) + raw
-        request = header + body + struct.pack(">?", False)  # no auto-creation
+        body += struct.pack(">?", False)  # no auto-creation
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
-                sock.sendall(struct.pack(">i", len(request)) + request)
-                (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
-                payload = _recv_exactly(sock, size)
+            payload = _metadata_v4(self.host, self.port, 2, body, timeout_s)
         except (OSError, struct.error) as exc:
             return Health(False, f"metadata request to {self.host}:{self.port}: {exc}")
         try:

@@ -31,7 +31,15 @@ from opsctl.local._components import (
     imgw_env,
     migrations,
 )
-from opsctl.local._config import ENV_MARKER, HOST, LocalConfig, Site, SpecValues, stack_sites
+from opsctl.local._config import (
+    ENV_MARKER,
+    HOST,
+    LocalConfig,
+    Ports,
+    Site,
+    SpecValues,
+    stack_sites,
+)
 from opsctl.local._errors import (
     ComponentFailed,
     PortInUse,
@@ -282,15 +290,7 @@ class LocalStack:
                 name=site.region,
                 datacenter=site.datacenter,
                 gateway_ids=tuple(config.gateway_ids),
-                gateway_ws_urls=tuple(
-                    f"ws://{HOST}:{site.ports.gateway(i)}/ws" for i in range(config.gateways)
-                ),
-                gateway_http_urls=tuple(
-                    f"http://{HOST}:{site.ports.gateway(i)}" for i in range(config.gateways)
-                ),
-                dispatcher_url=f"http://{HOST}:{site.ports.dispatcher}",
-                redis_url=f"redis://{HOST}:{site.ports.redis}/0",
-                kafka_bootstrap=f"{HOST}:{site.ports.kafka}",
+                **_im_endpoints(site.ports, config.gateways),
                 kafka_topic=config.kafka_topic,
                 kafka_partitions=site.kafka_partitions,
                 cassandra_host=site.cassandra_host,
@@ -307,15 +307,7 @@ class LocalStack:
         return StackInfo(
             state_dir=config.state_dir,
             gateway_ids=tuple(config.gateway_ids),
-            gateway_ws_urls=tuple(
-                f"ws://{HOST}:{ports.gateway(i)}/ws" for i in range(config.gateways)
-            ),
-            gateway_http_urls=tuple(
-                f"http://{HOST}:{ports.gateway(i)}" for i in range(config.gateways)
-            ),
-            dispatcher_url=f"http://{HOST}:{ports.dispatcher}",
-            redis_url=f"redis://{HOST}:{ports.redis}/0",
-            kafka_bootstrap=f"{HOST}:{ports.kafka}",
+            **_im_endpoints(ports, config.gateways),
             kafka_topic=config.kafka_topic,
             kafka_partitions=self.spec.kafka_partitions,
             cassandra_host=HOST,
@@ -707,6 +699,17 @@ class LocalStack:
                     yield raw.decode("utf-8", errors="replace")
             else:
                 time.sleep(poll_s)
+
+
+def _im_endpoints(ports: Ports, gateways: int) -> dict[str, Any]:
+    """Where clients and tools reach one region's IM processes, Redis and Kafka."""
+    return {
+        "gateway_ws_urls": tuple(f"ws://{HOST}:{ports.gateway(i)}/ws" for i in range(gateways)),
+        "gateway_http_urls": tuple(f"http://{HOST}:{ports.gateway(i)}" for i in range(gateways)),
+        "dispatcher_url": f"http://{HOST}:{ports.dispatcher}",
+        "redis_url": f"redis://{HOST}:{ports.redis}/0",
+        "kafka_bootstrap": f"{HOST}:{ports.kafka}",
+    }
 
 
 def _wait_port_free(port: int, timeout_s: float, host: str = HOST) -> bool:
