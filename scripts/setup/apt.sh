@@ -34,8 +34,17 @@ daemon_pids() {
   pgrep -x "$(IFS='|'; echo "${names[*]}")" || true
 }
 before=$(daemon_pids)
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages' maintainer scripts chatter on stderr (debconf, their own pgrep warnings): keep
+# it in a log and show it only when the install fails.
+log=$(mktemp)
+trap '$restore_policy && $sudo rm -f "$policy"; rm -f "$log"' EXIT
+if ! { $sudo apt-get update -qq &&
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup: installing debian packages failed (output above)" >&2
+  exit 1
+fi
 # Some postinst scripts start daemons even with policy-rc.d on non-systemd hosts: stop the
 # ones this install started (never ones that were already running).
 for pid in $(daemon_pids); do
