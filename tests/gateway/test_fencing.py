@@ -257,7 +257,9 @@ def test_sigkill_dispatcher_second_one_takes_over_with_announced_gaps(
         with second_dispatcher(stack, tmp_path) as second:
             load = Load(im, 6)
             await load.start()
-            await asyncio.sleep(4)
+            # Kill only once the group has settled and the first dispatcher sequences again
+            # after the rebalance: blocks reserved before it were released with markers.
+            await in_thread(lambda: _sequencing_after_rebalance(stack.info.dispatcher_url, second))
             before = metrics(second)
             await in_thread(stack.kill, "dispatcher")  # SIGKILL mid-stream: no marker
             await asyncio.sleep(SESSION_TIMEOUT_S + 6)  # the group gives dispatcher-2 all
@@ -276,6 +278,26 @@ def test_sigkill_dispatcher_second_one_takes_over_with_announced_gaps(
             assert announced, "no client was told about an in-doubt range"
 
     _run_scenario(im, scenario)
+
+
+def _sequencing_after_rebalance(first: str, second: str) -> None:
+    """Wait until the second dispatcher persists (it owns partitions: the rebalance is done),
+    then until the first one persists more (it holds a block it has not used up)."""
+    persisted = "im_dispatcher_persisted_total"
+    second_start = metrics(second)[persisted]
+    wait_for(
+        "dispatcher-2 sequencing",
+        lambda: metrics(second)[persisted] > second_start,
+        timeout=90,
+        interval=0.5,
+    )
+    first_start = metrics(first)[persisted]
+    wait_for(
+        "dispatcher-1 sequencing after the rebalance",
+        lambda: metrics(first)[persisted] > first_start + 5,
+        timeout=60,
+        interval=0.5,
+    )
 
 
 def test_a_frozen_dispatcher_woken_after_the_takeover_writes_no_conflicting_seq(
