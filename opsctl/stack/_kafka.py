@@ -1,5 +1,5 @@
-"""Strimzi: the operator, Kafka in KRaft mode with node pools, the message topics, and
-MirrorMaker 2 pulling every other region's message topic into this one."""
+"""Strimzi: the operator, Kafka in KRaft mode with node pools, the IM topics, and
+MirrorMaker 2 pulling every other region's messages, deliveries and events into this one."""
 
 from __future__ import annotations
 
@@ -194,6 +194,9 @@ def _topic(
 
 
 def topics(spec: StackSpec, region: Region) -> list[Manifest]:
+    # auto.create.topics.enable is off: every topic the IM processes use exists here.
+    # The mirrored "<peer>.<topic>" copies are created by MirrorMaker 2 itself.
+    live = {"cleanup.policy": "delete", "retention.ms": 86_400_000, "max.message.bytes": 1_048_576}
     return [
         _topic(
             spec,
@@ -214,11 +217,36 @@ def topics(spec: StackSpec, region: Region) -> list[Manifest]:
             DLQ_TOPIC,
             {"cleanup.policy": "delete", "retention.ms": 2_592_000_000},
         ),
+        # Live delivery across regions (relays start at the latest offset; history is in
+        # Cassandra), so a day is plenty, also for a region that is down a few hours.
+        _topic(spec, region, "im-deliveries", n.DELIVERIES_TOPIC, live),
+        _topic(spec, region, "im-events", n.EVENTS_TOPIC, live),
     ]
 
 
+def topics_pattern() -> str:
+    """The regex (whole names) of what every region mirrors from every other region."""
+    return "|".join(_literal(topic) for topic in n.MIRRORED_TOPICS)
+
+
+def _literal(name: str) -> str:
+    # Topic, group and region names hold [A-Za-z0-9._-]; only the dot is special in a regex.
+    return name.replace(".", r"\.")
+
+
+# Replication policy and checkpoints, the same in the source and checkpoint connectors: the
+# dispatcher reads "<peer>.im.messages" and the relay "<peer>.im.deliveries" (the source alias
+# and a dot, docs/multi-region.md section 3).
+_POLICY = {
+    "replication.policy.class": n.REPLICATION_POLICY,
+    "replication.policy.separator": n.REPLICATION_SEPARATOR,
+}
+CHECKPOINT_INTERVAL_S = 5
+
+
 def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
-    """Pull the message topic of every other region into this one (prefixed by its alias)."""
+    """Pull the mirrored topics of every other region into this one (prefixed by its alias),
+    with checkpoints of the peer's dispatcher group."""
     peers = [peer for peer in spec.regions if peer.name != region.name]
     if not peers:
         return None
@@ -234,6 +262,9 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
                 "config.storage.replication.factor": rf,
                 "offset.storage.replication.factor": rf,
                 "status.storage.replication.factor": rf,
+                # Source offsets flushed often, so a restart replays little (the duplicates
+                # are absorbed by message_seqs, docs/multi-region.md 5.2).
+                "offset.flush.interval.ms": 2000,
             },
         }
     ]
@@ -249,18 +280,36 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
         {
             "sourceCluster": peer.name,
             "targetCluster": region.name,
-            "topicsPattern": n.MESSAGE_TOPIC.replace(".", r"\."),
+            "topicsPattern": topics_pattern(),
+            # Checkpoints translate the peer dispatcher group's committed offsets on its own
+            # im.messages into offsets of this region's "<peer>.im.messages": how far the old
+            # home had sequenced, for an unplanned failover (docs/multi-region.md 7.2). Only
+            # that region-qualified group; other groups are the peer's own business.
+            "groupsPattern": _literal(n.dispatcher_group(peer)),
             "sourceConnector": {
                 "tasksMax": max(1, min(region.kafka.message_partitions, 8)),
                 "config": {
+                    **_POLICY,
                     "replication.factor": rf,
                     "offset-syncs.topic.replication.factor": rf,
+                    # Offset syncs at most this many records apart: checkpoints stay precise.
+                    "offset.lag.max": 100,
                     "sync.topic.acls.enabled": "false",
+                    "refresh.topics.interval.seconds": 30,
                 },
             },
             "checkpointConnector": {
                 "tasksMax": 1,
-                "config": {"checkpoints.topic.replication.factor": rf},
+                "config": {
+                    **_POLICY,
+                    "checkpoints.topic.replication.factor": rf,
+                    "emit.checkpoints.enabled": "true",
+                    "emit.checkpoints.interval.seconds": CHECKPOINT_INTERVAL_S,
+                    # Never write translated offsets into this region's groups: each region's
+                    # dispatcher group is its own and reads the mirror on its own terms.
+                    "sync.group.offsets.enabled": "false",
+                    "refresh.groups.interval.seconds": 30,
+                },
             },
         }
         for peer in peers

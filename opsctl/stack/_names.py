@@ -26,6 +26,16 @@ REDIS_OPERATOR_NAMESPACE = "redis-operator"
 GATEWAY_RELEASE = "im-gateway"
 KAFKA_CLUSTER = "im-kafka"
 MESSAGE_TOPIC = "im.messages"
+# Persisted messages for the other regions' relays, and receipts/presence changes
+# (docs/multi-region.md section 6); gateway.config's IMGW_KAFKA_DELIVERIES_TOPIC default.
+DELIVERIES_TOPIC = "im.deliveries"
+EVENTS_TOPIC = "im.events"
+# What MirrorMaker 2 mirrors into every other region (docs/multi-region.md sections 3 and 6);
+# the local stack's MirrorMaker mirrors the same three.
+MIRRORED_TOPICS = (MESSAGE_TOPIC, DELIVERIES_TOPIC, EVENTS_TOPIC)
+# MirrorMaker 2's DefaultReplicationPolicy: a mirrored topic is "<source alias>.<topic>".
+REPLICATION_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
+REPLICATION_SEPARATOR = "."
 CASSANDRA_CLUSTER = "im"
 CASSANDRA_KEYSPACE = "im"
 REDIS_NAME = "im-redis"
@@ -92,6 +102,22 @@ def prometheus_proxy_path() -> str:
 
 def region_domain(spec: StackSpec, region: Region) -> str:
     return f"{region.name}.{spec.environment}.{DNS_SUFFIX}"
+
+
+def dispatcher_group(region: Region) -> str:
+    """The dispatcher's consumer group in a region (gateway.config's default): region-qualified,
+    so no two regions share one and MirrorMaker 2's checkpoints of one region's group never
+    apply to another's."""
+    return f"im-dispatcher.{region.name}"
+
+
+def relay_group(region: Region) -> str:
+    return f"im-relay.{region.name}"
+
+
+def mirrored_topic(source: Region, topic: str) -> str:
+    """The name a topic of ``source`` has in every other region."""
+    return f"{source.name}{REPLICATION_SEPARATOR}{topic}"
 
 
 def kafka_bootstrap(region: Region) -> str:

@@ -118,7 +118,10 @@ def test_mirror_maker_pulls_every_other_region(stack: tuple[StackSpec, list[Regi
         assert mirror["spec"]["connectCluster"] == region.name
         assert {m["sourceCluster"] for m in mirror["spec"]["mirrors"]} == peers
         assert all(m["targetCluster"] == region.name for m in mirror["spec"]["mirrors"])
-        assert all(m["topicsPattern"] == r"im\.messages" for m in mirror["spec"]["mirrors"])
+        assert all(
+            m["topicsPattern"] == r"im\.messages|im\.deliveries|im\.events"
+            for m in mirror["spec"]["mirrors"]
+        )
 
 
 def test_cassandra_replicates_per_datacenter_as_the_spec_says(

@@ -1,0 +1,104 @@
+"""The builders' cross-region objects match docs/multi-region.md and what the IM processes
+read: MirrorMaker 2's topics, replication policy and checkpoints; the topics that must exist."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from gateway.config import Config
+from opsctl.local._render import MIRRORED_TOPICS as LOCAL_MIRRORED_TOPICS
+from opsctl.spec import Region, StackSpec, parse_spec
+from opsctl.stack import _names as n
+from opsctl.stack import build_stack
+from tests.support import shipped_spec
+
+pytestmark = pytest.mark.unit
+
+DESIGN = "docs/multi-region.md"
+
+
+def _objects(spec: StackSpec, region: Region, kind: str) -> list[dict[str, Any]]:
+    plan = build_stack(spec, regions=[region.name], dashboards=[]).regions[0]
+    return [obj for obj in plan.objects() if obj["kind"] == kind]
+
+
+def _gateway_config(spec: StackSpec, region: Region) -> Config:
+    """What the IM processes of ``region`` derive from IMGW_REGION / IMGW_REGIONS."""
+    return Config(region=region.name, regions=",".join(r.name for r in spec.regions))
+
+
+@pytest.fixture(scope="module", params=("staging", "prod"))
+def spec(request: pytest.FixtureRequest) -> StackSpec:
+    return parse_spec(shipped_spec(request.param))
+
+
+def test_the_design_names_the_topics_the_builders_mirror() -> None:
+    from opsctl.paths import REPO_ROOT
+
+    design = (REPO_ROOT / DESIGN).read_text()
+    for topic in n.MIRRORED_TOPICS:
+        assert f"`{topic}`" in design or f"{topic}`" in design, topic
+    # The local stack mirrors the same topics as the clusters.
+    assert LOCAL_MIRRORED_TOPICS.split("|") == [t.replace(".", r"\.") for t in n.MIRRORED_TOPICS]
+
+
+def test_mirror_maker_mirrors_what_the_dispatcher_and_relay_consume(spec: StackSpec) -> None:
+    for region in spec.regions:
+        (mirror,) = _objects(spec, region, "KafkaMirrorMaker2")
+        config = _gateway_config(spec, region)
+        by_source = {m["sourceCluster"]: m for m in mirror["spec"]["mirrors"]}
+        assert sorted(by_source) == sorted(config.peers)
+        for peer in config.peers:
+            spec_mirror = by_source[peer]
+            pattern = re.compile(spec_mirror["topicsPattern"])
+            # Every topic the design mirrors, and nothing else (the DLQ stays home).
+            for topic in (config.kafka_topic, config.kafka_deliveries_topic, "im.events"):
+                assert pattern.fullmatch(topic), (peer, topic)
+            for other in ("im.messages.dlq", "xim.messages", "im-messages", "__consumer_offsets"):
+                assert not pattern.fullmatch(other), other
+            # DefaultReplicationPolicy with "." : the names the processes subscribe to.
+            for connector in ("sourceConnector", "checkpointConnector"):
+                settings = spec_mirror[connector]["config"]
+                assert settings["replication.policy.class"] == (
+                    "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
+                )
+                assert settings["replication.policy.separator"] == "."
+            peer_region = spec.region(peer)
+            assert n.mirrored_topic(peer_region, config.kafka_topic) == f"{peer}.im.messages"
+            assert n.mirrored_topic(peer_region, config.kafka_deliveries_topic) == (
+                f"{peer}.im.deliveries"
+            )
+
+
+def test_checkpoints_cover_exactly_the_peer_dispatcher_group(spec: StackSpec) -> None:
+    for region in spec.regions:
+        (mirror,) = _objects(spec, region, "KafkaMirrorMaker2")
+        for spec_mirror in mirror["spec"]["mirrors"]:
+            peer = spec_mirror["sourceCluster"]
+            groups = re.compile(spec_mirror["groupsPattern"])
+            peer_group = _gateway_config(spec, spec.region(peer)).consumer_group
+            assert peer_group == f"im-dispatcher.{peer}"
+            assert groups.fullmatch(peer_group)
+            own = _gateway_config(spec, region)
+            for other in (own.consumer_group, own.relay_group, "im-dispatcher", "im-dispatcherX"):
+                assert not groups.fullmatch(other), other
+            checkpoint = spec_mirror["checkpointConnector"]["config"]
+            assert checkpoint["emit.checkpoints.enabled"] == "true"
+            assert 0 < checkpoint["emit.checkpoints.interval.seconds"] <= 60
+            # Translated offsets are never written into this region's groups.
+            assert checkpoint["sync.group.offsets.enabled"] == "false"
+            source = spec_mirror["sourceConnector"]["config"]
+            assert source["offset.lag.max"] <= 100
+            assert source["replication.factor"] == region.kafka.replication_factor
+
+
+def test_every_topic_the_processes_use_exists_since_auto_create_is_off(spec: StackSpec) -> None:
+    for region in spec.regions:
+        (kafka,) = _objects(spec, region, "Kafka")
+        assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
+        names = {t["spec"]["topicName"] for t in _objects(spec, region, "KafkaTopic")}
+        config = _gateway_config(spec, region)
+        assert {config.kafka_topic, config.kafka_deliveries_topic, "im.events"} <= names
