@@ -108,7 +108,7 @@ class Admission:
             ws.request.headers.get("Authorization") if ws.request else None
         )
         try:
-            identity = self.verifier.verify(token)
+            identity = await self.verifier.verify_async(token)
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.reason).inc()
             self.metrics.connects.labels("auth_failed").inc()

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -79,7 +80,14 @@ class Config(BaseModel):
     cassandra_control_keyspace: str = Field("im_control", pattern=r"^[a-z][a-z0-9_]{0,47}$")
 
     jwt_hs256_secret_file: Path | None = None
+    # The IdP's RSA keys (gateway/jwks.py): a file (a mounted Secret) or the IdP's jwks_uri
+    # (https; http only on loopback, for tests), at most one. Either one requires jwt_issuer
+    # and jwt_audience. Reloaded every jwt_jwks_refresh_s (jittered), and on a token with an
+    # unknown kid at most once per jwt_jwks_min_refresh_s.
     jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str = ""
+    jwt_jwks_refresh_s: float = Field(300.0, ge=1, le=86400)
+    jwt_jwks_min_refresh_s: float = Field(30.0, gt=0, le=3600)
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_leeway_s: float = Field(30.0, ge=0, le=600)
@@ -119,6 +127,22 @@ class Config(BaseModel):
     def _redis_url(cls, value: str) -> str:
         if value and not re.match(r"^rediss?://[^/\s]+(/\d+)?$", value):
             raise ValueError("expected redis://host:port/db")
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str) -> str:
+        if value == "":
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname or " " in value:
+            raise ValueError("expected https://host[:port]/path")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("must be https (plain http is accepted only on loopback)")
         return value
 
     @field_validator("jwt_hs256_secret_file", "jwt_jwks_file")
@@ -192,10 +216,8 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
         missing = field not in raw if field == "listen_port" else not getattr(config, field)
         if missing:
             problems.append((env_name(field), "required"))
-    if role == "gateway" and not (config.jwt_hs256_secret_file or config.jwt_jwks_file):
-        problems.append(
-            ("IMGW_JWT_HS256_SECRET_FILE", "set it or IMGW_JWT_JWKS_FILE: tokens cannot be checked")
-        )
+    if role == "gateway":
+        problems.extend(_jwt_problems(config))
     if config.region not in config.region_list:
         problems.append(("IMGW_REGIONS", f"must include IMGW_REGION ({config.region!r})"))
     if config.idle_timeout_s <= config.heartbeat_interval_s:
@@ -203,6 +225,33 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(sorted(problems))
     return config
+
+
+def _jwt_problems(config: Config) -> list[tuple[str, str]]:
+    jwks = config.jwt_jwks_file is not None or bool(config.jwt_jwks_url)
+    if not (config.jwt_hs256_secret_file or jwks):
+        return [
+            (
+                "IMGW_JWT_HS256_SECRET_FILE",
+                "set it, IMGW_JWT_JWKS_FILE or IMGW_JWT_JWKS_URL: tokens cannot be checked",
+            )
+        ]
+    problems = []
+    if config.jwt_jwks_file is not None and config.jwt_jwks_url:
+        problems.append(("IMGW_JWT_JWKS_URL", "set it or IMGW_JWT_JWKS_FILE, not both"))
+    if jwks:
+        # An IdP signs tokens for many services: without both checks, a token minted for any
+        # of them would open a session here.
+        for field in ("jwt_issuer", "jwt_audience"):
+            if not getattr(config, field):
+                problems.append(
+                    (env_name(field), "required when a JWKS is set (IMGW_JWT_JWKS_FILE or _URL)")
+                )
+    if config.jwt_jwks_min_refresh_s > config.jwt_jwks_refresh_s:
+        problems.append(
+            ("IMGW_JWT_JWKS_MIN_REFRESH_S", "must not be greater than IMGW_JWT_JWKS_REFRESH_S")
+        )
+    return problems
 
 
 def load_or_exit(role: Role) -> Config:

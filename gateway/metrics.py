@@ -60,6 +60,7 @@ AUTH_FAILURES = (
     "bad_signature",
     "bad_subject",
 )
+JWKS_REFRESH_OUTCOMES = ("updated", "unchanged", "failed")  # gateway/jwks.py
 BATCH_STAGES = (
     "dead_letter",
     "sequence",
@@ -143,6 +144,9 @@ class GatewayMetrics(_Metrics):
             "send_queue_drops", "Frames dropped because a send queue was full."
         )
         self.auth_failures = self.counter("auth_failures", "Refused tokens by reason.", "reason")
+        self.jwks_refreshes = self.counter(
+            "jwks_refreshes", "JWKS fetches after the first, by outcome.", "outcome"
+        )
         self.rate_limited = self.counter(
             "rate_limited", "Frames refused by the per-connection rate limit."
         )
@@ -159,6 +163,7 @@ class GatewayMetrics(_Metrics):
             (self.disconnects, DISCONNECT_REASONS),
             (self.messages_failed, SEND_FAILURES),
             (self.auth_failures, AUTH_FAILURES),
+            (self.jwks_refreshes, JWKS_REFRESH_OUTCOMES),
         ):
             for value in values:
                 counter.labels(value)

@@ -57,6 +57,9 @@ class Gateway:
     def __init__(self, config: Config, verifier: TokenVerifier) -> None:
         self.cfg = config
         self.metrics = metrics = GatewayMetrics()
+        self.verifier = verifier
+        if verifier.keys is not None:
+            verifier.keys.on_refresh = lambda outcome: metrics.jwks_refreshes.labels(outcome).inc()
         self.stop = asyncio.Event()
         self.tasks = tasks = Tasks()
         self.table = table = SessionTable()
@@ -149,6 +152,7 @@ class Gateway:
             backlog=4096,
         )
         log.info("listening on %s:%s", self.cfg.listen_host, self.cfg.listen_port)
+        self.tasks.spawn(self.verifier.refresh_loop(self.stop))  # JWKS reload (gateway/jwks.py)
         starter = asyncio.ensure_future(self.start_backends())
         await self.stop.wait()
         starter.cancel()
@@ -164,13 +168,7 @@ def main() -> None:
     config = load_or_exit("gateway")
     setup_logging(config.log_level, config.node_id)
     try:
-        verifier = TokenVerifier.from_files(
-            hs256_secret_file=config.jwt_hs256_secret_file,
-            jwks_file=config.jwt_jwks_file,
-            issuer=config.jwt_issuer,
-            audience=config.jwt_audience,
-            leeway_s=config.jwt_leeway_s,
-        )
+        verifier = TokenVerifier.from_config(config)
     except (ValueError, OSError) as exc:
         print(f"gateway: invalid configuration:\n  IMGW_JWT_*: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
