@@ -15,6 +15,7 @@ from opsctl.spec._loader import (
 )
 from opsctl.spec._model import (
     Alerting,
+    Auth,
     CassandraSpec,
     DispatcherSizing,
     GatewaySizing,
@@ -45,6 +46,7 @@ __all__ = [
     "CONFIG_NAMESPACE",
     "SPEC_KEY",
     "Alerting",
+    "Auth",
     "CassandraSpec",
     "DispatcherSizing",
     "FieldPath",

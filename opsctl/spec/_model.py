@@ -161,6 +161,29 @@ class Alerting(SpecModel):
     teams: list[Team] = Field(min_length=1)
 
 
+class Auth(SpecModel):
+    """How the gateways check client tokens: RS256 against the identity provider's JWKS.
+
+    The JWKS is the IdP's ``jwks_uri`` or a Kubernetes Secret holding ``jwks.json`` (never the
+    keys themselves). With a JWKS, the issuer and the audience are required (a check in
+    ``_semantics``): an IdP signs tokens for many services, and one minted for another must not
+    open a session here.
+    """
+
+    jwks_url: Annotated[str, Field(pattern=r"^https://[^\s/?#]+(/[^\s]*)?$")] | None = Field(
+        None, description="The IdP's jwks_uri (https); the gateways reload it without a restart."
+    )
+    jwks_secret_ref: DnsLabel | None = Field(
+        None, description="A Secret in the gateway namespace with the key jwks.json."
+    )
+    issuer: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Required value of the tokens' iss claim."
+    )
+    audience: Annotated[str, Field(min_length=1)] | None = Field(
+        None, description="Value the tokens' aud claim must contain."
+    )
+
+
 Operators = Literal["managed", "external"]
 
 
@@ -178,6 +201,8 @@ class StackSpec(SpecModel):
     slos: Slos
     reconnect_budget: ReconnectBudget
     alerting: Alerting
+    # Optional for now (the shipped stacks predate it); a stack that sets it gets checked.
+    auth: Auth | None = None
     regions: list[Region] = Field(min_length=1)
 
     @property

@@ -108,9 +108,26 @@ def _alerting(spec: StackSpec) -> Iterator[Finding]:
                 yield (*at, alias), f"unknown receiver '{target}'; known: {', '.join(names)}"
 
 
+def _auth(spec: StackSpec) -> Iterator[Finding]:
+    auth = spec.auth
+    if auth is None:
+        return
+    if auth.jwks_url is None and auth.jwks_secret_ref is None:
+        yield ("auth",), "set jwksUrl or jwksSecretRef: the gateways need the IdP's keys"
+        return
+    if auth.jwks_url is not None and auth.jwks_secret_ref is not None:
+        yield ("auth", "jwksSecretRef"), "set jwksUrl or jwksSecretRef, not both"
+    # A JWKS without both checks accepts a token the IdP minted for any service.
+    if auth.issuer is None:
+        yield ("auth", "issuer"), "required with a JWKS (the tokens' iss)"
+    if auth.audience is None:
+        yield ("auth", "audience"), "required with a JWKS (the tokens' aud)"
+
+
 def check(spec: StackSpec) -> list[Finding]:
     findings = list(_regions(spec))
     for index, region in enumerate(spec.regions):
         findings.extend(_sizing(index, region))
     findings.extend(_alerting(spec))
+    findings.extend(_auth(spec))
     return findings
