@@ -24,6 +24,7 @@ from opsctl.cli import (
     loadtest,
     local,
     playbooks,
+    region,
     render,
     rollout,
     spec,
@@ -54,6 +55,7 @@ app.add_typer(playbooks.app, name="playbooks")
 app.add_typer(infra.app, name="infra")
 app.command("render")(render.render)
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(region.app, name="region")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 

@@ -1,0 +1,391 @@
+"""The two operations, step by step (docs/multi-region.md 7.1-7.3), with progress, an outcome
+that says what is done and what is left, and interruption.
+
+Each step is planned from the shard map as read at that moment, so an interrupted or crashed
+run is resumed by running the same command again: shards already moved are not in the plan,
+shards left draining are moved by the next planned batch, gateways already drained are skipped,
+held records are reconciled by the next run's final pass.
+
+Interruption: Ctrl-C, and SIGTERM (turned into the same), stop the operation between or inside
+steps; every step is atomic on the map (one conditional batch), so the map is consistent
+whatever was hit. The outcome then has ``complete: false`` and ``left`` (the CLI exits 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from gateway.shardmap import DRAINING, MAP_LEASE_S, ShardMap
+from opsctl.errors import UserInputError
+from opsctl.region._local import Gateway, LocalRegions
+from opsctl.region._plan import (
+    batches,
+    drain_pause_s,
+    evacuation_plan,
+    gateway_rate,
+    home_share,
+    restore_plan,
+)
+from opsctl.region._shards import Shards
+
+EVACUATE = "evacuate"
+RESTORE = "restore"
+PLANNED = "planned"
+UNPLANNED = "unplanned"
+
+
+class Progress(Protocol):
+    """Where an operation reports: a step begins, shards moved so far, a remark."""
+
+    def step(self, text: str) -> None: ...
+
+    def shards(self, done: int, total: int) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    def step(self, text: str) -> None:
+        pass
+
+    def shards(self, done: int, total: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Request:
+    region: str
+    unreachable: bool = False
+    batch: int = 512
+    timeout_s: float = 30.0  # per wait for dispatchers to apply a map change
+    budget_per_s: float = 500.0  # the spec's reconnect_budget.reconnects_per_second
+
+
+@dataclass
+class GatewayDrain:
+    name: str
+    sessions: int | None  # open sessions when it was asked to drain (None: not answering)
+    seconds: float  # from SIGTERM until it exited
+    per_second: float | None  # sessions / seconds
+    action: str = "drained"  # drained | already stopped | started | already running
+
+
+@dataclass
+class Outcome:
+    """What one run did and what is left; ``as_dict`` is the ``--output json`` document."""
+
+    operation: str
+    region: str
+    mode: str
+    epoch_before: int
+    shards_planned: int
+    complete: bool = False
+    interrupted: bool = False
+    epoch_after: int | None = None
+    shards_moved: int = 0
+    batches: int = 0
+    reconciled: dict[str, int] = field(
+        default_factory=lambda: {"held": 0, "already_sequenced": 0, "sequenced": 0}
+    )
+    gateways: list[GatewayDrain] = field(default_factory=list)
+    budget_per_s: float = 0.0
+    unhealthy: list[str] = field(default_factory=list)
+    home_share: dict[str, float] = field(default_factory=dict)
+    left: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    failover_s: float | None = None  # unplanned: start until the survivors applied the move
+
+    def add_reconciled(self, done: dict[str, int]) -> None:
+        for key, value in done.items():
+            self.reconciled[key] = self.reconciled.get(key, 0) + value
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM behaves as Ctrl-C while the operation runs (a stopped pod, ``kill``)."""
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Operation:
+    def __init__(self, regions: LocalRegions, request: Request, progress: Progress) -> None:
+        self.regions = regions
+        self.request = request
+        self.progress = progress
+        self.region = request.region
+        self.shards = Shards(regions.backends(prefer_not=request.region))
+        self.runner = asyncio.Runner()
+        self.started = time.monotonic()
+
+    def run(self, coro: Any) -> Any:
+        return self.runner.run(coro)
+
+    def read(self) -> ShardMap:
+        current: ShardMap = self.run(self.shards.read())
+        return current
+
+    # -- the operations ----------------------------------------------------------------------
+
+    def evacuate(self) -> Outcome:
+        current = self.read()
+        plan = evacuation_plan(current, self.region)  # exit 2 here: nothing changed yet
+        mode = UNPLANNED if self.request.unreachable else PLANNED
+        if mode == PLANNED and plan:
+            self._require_live_dispatchers()
+        outcome = self._outcome(EVACUATE, mode, current, len(plan))
+        with self._interruptible(outcome):
+            if mode == UNPLANNED:
+                self._unplanned(plan, outcome)
+            else:
+                self._planned(plan, outcome)
+                self._final_reconcile(outcome)
+                self._drain_gateways(outcome)
+            outcome.complete = True
+        return self._finish(outcome)
+
+    def restore(self) -> Outcome:
+        current = self.read()
+        plan = restore_plan(current, self.region)  # exit 2 here: nothing changed yet
+        outcome = self._outcome(RESTORE, PLANNED, current, len(plan))
+        with self._interruptible(outcome):
+            self._start_gateways(outcome)
+            self.progress.step("reconciling held records (7.3) before any shard moves back")
+            outcome.add_reconciled(self.run(self.shards.reconcile()))
+            if plan:
+                self._require_live_dispatchers()
+            self._planned(plan, outcome)
+            self._final_reconcile(outcome)
+            outcome.complete = True
+        return self._finish(outcome)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _outcome(self, operation: str, mode: str, current: ShardMap, planned: int) -> Outcome:
+        self.progress.step(
+            f"{operation} {self.region} ({mode}): {planned} shards to move, map epoch "
+            f"{current.epoch}"
+        )
+        return Outcome(
+            operation=operation,
+            region=self.region,
+            mode=mode,
+            epoch_before=current.epoch,
+            shards_planned=planned,
+            budget_per_s=self.request.budget_per_s,
+        )
+
+    def _require_live_dispatchers(self) -> None:
+        """A planned move needs the old home to confirm its drain; when the region's
+        dispatchers stopped reporting, it cannot: say so before changing anything."""
+        reports = self.run(self.shards.control.reported(self.region))
+        now_ms = time.time() * 1000
+        live = [n for n, (_, seen) in reports.items() if now_ms - seen < MAP_LEASE_S * 1000]
+        if not live:
+            raise UserInputError(
+                f"no dispatcher of '{self.region}' reported within {MAP_LEASE_S:.0f} s: the "
+                "region looks unreachable, so a planned move cannot be confirmed",
+                hint=f"for an unplanned failover: opsctl region evacuate {self.region} "
+                "--unreachable (docs/multi-region.md 7.2)",
+            )
+
+    def _planned(self, plan: dict[int, str], outcome: Outcome) -> None:
+        todo = batches(plan, self.request.batch)
+        total = len(plan)
+        everyone = self.regions.names
+        self.progress.shards(0, total)
+        for number, batch in enumerate(todo, 1):
+            self.progress.step(
+                f"batch {number}/{len(todo)}: drain {len(batch)} shards, wait for their "
+                "dispatchers, move"
+            )
+            moved = self.run(self.shards.planned(batch, self.request.timeout_s))
+            outcome.shards_moved += len(batch)
+            outcome.batches += 1
+            outcome.epoch_after = moved.epoch
+            self.progress.shards(outcome.shards_moved, total)
+            # Every region held the batch's records while it drained: once all applied the
+            # move, settle those holds (the new home sequences what nobody did).
+            behind = self.run(
+                self.shards.wait_applied(everyone, moved.epoch, self.request.timeout_s)
+            )
+            if behind:
+                outcome.warnings.append(
+                    f"dispatchers of {', '.join(behind)} did not apply epoch {moved.epoch} "
+                    f"within {self.request.timeout_s:.0f} s; the final reconciliation covers it"
+                )
+            outcome.add_reconciled(self.run(self.shards.reconcile(set(batch))))
+            self.progress.note(
+                f"batch {number}/{len(todo)} moved: {outcome.shards_moved}/{total} shards, "
+                f"epoch {moved.epoch}"
+            )
+
+    def _final_reconcile(self, outcome: Outcome) -> None:
+        self.progress.step("final reconciliation of held records")
+        outcome.add_reconciled(self.run(self.shards.reconcile()))
+
+    def _unplanned(self, plan: dict[int, str], outcome: Outcome) -> None:
+        self.progress.step(f"checking {self.region}'s health (7.2 step 1)")
+        outcome.unhealthy = self.regions.unhealthy(self.region)
+        if not outcome.unhealthy:
+            outcome.warnings.append(
+                f"every component of {self.region} answers its health check; moving its "
+                "shards unplanned anyway, as asked (--unreachable)"
+            )
+        todo = batches(plan, self.request.batch)
+        total = len(plan)
+        self.progress.shards(0, total)
+        epoch = outcome.epoch_before
+        for number, batch in enumerate(todo, 1):
+            moved = self.run(self.shards.unplanned(batch))
+            epoch = moved.epoch
+            outcome.shards_moved += len(batch)
+            outcome.batches += 1
+            outcome.epoch_after = epoch
+            self.progress.shards(outcome.shards_moved, total)
+            self.progress.note(f"batch {number}/{len(todo)} moved (unplanned), epoch {epoch}")
+        survivors = [r for r in self.regions.names if r != self.region]
+        self.progress.step(f"waiting for {', '.join(survivors)} to apply epoch {epoch}")
+        behind = self.run(self.shards.wait_applied(survivors, epoch, self.request.timeout_s))
+        if behind:
+            outcome.warnings.append(f"{', '.join(behind)} did not apply epoch {epoch} in time")
+        else:
+            outcome.failover_s = round(time.monotonic() - self.started, 2)
+
+    def _drain_gateways(self, outcome: Outcome) -> None:
+        """7.1 step 3, locally: one gateway at a time, paced by the reconnect budget."""
+        gateways = self.regions.gateways(self.region)
+        window = self.regions.drain_window_s()
+        budget = self.request.budget_per_s
+        for index, gateway in enumerate(gateways):
+            if not self.regions.running(gateway):
+                outcome.gateways.append(GatewayDrain(gateway.name, 0, 0.0, None, "already stopped"))
+                continue
+            sessions = self.regions.sessions(gateway)
+            count = sessions or 0
+            if gateway_rate(count, window) > budget:
+                outcome.warnings.append(
+                    f"{gateway.name}: {count} sessions over its {window:.0f} s drain window is "
+                    f"{gateway_rate(count, window):.0f} reconnects/s, above the budget of "
+                    f"{budget:.0f}/s (the gateway paces by its window, IMGW_DRAIN_WINDOW_S)"
+                )
+            self.progress.step(
+                f"draining {gateway.name}: {count} sessions over its {window:.0f} s window"
+            )
+            began = time.monotonic()
+            self.regions.drain(gateway)
+            took = time.monotonic() - began
+            rate = round(count / took, 1) if took > 0 else None
+            outcome.gateways.append(GatewayDrain(gateway.name, sessions, round(took, 2), rate))
+            if index + 1 < len(gateways):
+                pause = drain_pause_s(count, budget, took)
+                if pause > 0:
+                    self.progress.note(f"pausing {pause:.1f} s for the reconnect budget")
+                    time.sleep(pause)
+
+    def _start_gateways(self, outcome: Outcome) -> None:
+        for gateway in self.regions.gateways(self.region):
+            if self.regions.running(gateway):
+                outcome.gateways.append(_kept(gateway))
+                continue
+            self.progress.step(f"starting {gateway.name}")
+            began = time.monotonic()
+            self.regions.start(gateway)
+            took = round(time.monotonic() - began, 2)
+            outcome.gateways.append(GatewayDrain(gateway.name, None, took, None, "started"))
+
+    # -- the end -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _interruptible(self, outcome: Outcome) -> Iterator[None]:
+        try:
+            with _sigterm_interrupts():
+                yield
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            self.progress.note("interrupted: the map is consistent; re-run to continue")
+
+    def _finish(self, outcome: Outcome) -> Outcome:
+        final = self.read()
+        outcome.epoch_after = final.epoch
+        outcome.home_share = {r: round(v, 4) for r, v in home_share(final).items()}
+        homed_here = len(final.homed_in(self.region))
+        draining = len([s for s, e in final.rows.items() if e.state == DRAINING])
+        if outcome.operation == EVACUATE:
+            outcome.left["shards_homed_in_region"] = homed_here
+            serving = [g.name for g in self.regions.gateways(self.region) if self._serving(g)]
+            if outcome.mode == PLANNED:
+                outcome.left["gateways_serving"] = serving
+        else:
+            outcome.left["shards_away"] = len(restore_plan(final, self.region))
+        outcome.left["shards_draining"] = draining
+        outcome.left["held_records"] = self.run(self.shards.held())
+        outcome.duration_s = round(time.monotonic() - self.started, 2)
+        return outcome
+
+    def _serving(self, gateway: Gateway) -> bool:
+        return self.regions.running(gateway)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.runner.run(self.shards.aclose())
+        self.runner.close()
+        self.shards.close()
+
+
+def _kept(gateway: Gateway) -> GatewayDrain:
+    return GatewayDrain(gateway.name, None, 0.0, None, "already running")
+
+
+def evacuate(regions: LocalRegions, request: Request, progress: Progress | None = None) -> Outcome:
+    """Move every shard homed in ``request.region`` to another region and drain its gateways
+    (planned, 7.1), or move them at once without a drain (``unreachable``, 7.2)."""
+    return _with(regions, request, progress, EVACUATE)
+
+
+def restore(regions: LocalRegions, request: Request, progress: Progress | None = None) -> Outcome:
+    """Start the region's gateways, reconcile held records (7.3), then move the region's
+    rendezvous shards back with planned moves."""
+    return _with(regions, request, progress, RESTORE)
+
+
+def _with(
+    regions: LocalRegions, request: Request, progress: Progress | None, operation: str
+) -> Outcome:
+    shown = progress or NullProgress()
+    op = _Operation(regions, request, shown)
+    try:
+        op.shards.connect()
+        return op.evacuate() if operation == EVACUATE else op.restore()
+    finally:
+        op.close()
+        shown.close()
