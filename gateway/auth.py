@@ -143,7 +143,7 @@ class TokenVerifier:
     def _header(token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not only DecodeError: a non-string kid, a bad crit
             raise AuthError("malformed") from None
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
