@@ -1,14 +1,17 @@
 """Cassandra with cass-operator: one CassandraDatacenter per region, all in one cluster.
 
 Each region's datacenter seeds from the other regions' published seed names, and a Job in the
-primary region sets NetworkTopologyStrategy replication for the app keyspace (and the system
-keyspaces that must span DCs) with each region's replication factor.
+primary region sets NetworkTopologyStrategy replication for the app keyspace, the control
+keyspace (the shard map: its LWTs need a majority over every DC) and the system keyspaces that
+must span DCs, with each region's replication factor; then it creates the control keyspace's
+tables from the gateway's own migrations (gateway/migrations/control/).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from opsctl.paths import REPO_ROOT
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
 from opsctl.stack._certs import CASSANDRA_INTERNODE_TLS_SECRET
@@ -23,6 +26,10 @@ SUPERUSER_SECRET = f"{n.CASSANDRA_CLUSTER}-superuser"
 TLS_DIR = "/etc/cassandra-tls"
 # Keyspaces whose data must exist in every DC (auth would fail over badly otherwise).
 SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
+# The gateway's control keyspace migrations (the shard map); gateway.migrate records them in
+# the keyspace's schema_migrations when it runs (every statement is IF NOT EXISTS).
+CONTROL_MIGRATIONS = REPO_ROOT / "gateway" / "migrations" / "control"
+CQL_DIR = "/cql"
 
 
 def _release(region: Region) -> HelmRelease:
@@ -132,12 +139,36 @@ def _cql_map(mapping: dict[str, Any]) -> str:
 
 def keyspace_cql(spec: StackSpec) -> str:
     strategy = _cql_map(replication(spec))
-    lines = [
-        f"CREATE KEYSPACE IF NOT EXISTS {n.CASSANDRA_KEYSPACE} WITH replication = {strategy};",
-        f"ALTER KEYSPACE {n.CASSANDRA_KEYSPACE} WITH replication = {strategy};",
-    ]
+    lines = []
+    for keyspace in (n.CASSANDRA_KEYSPACE, n.CASSANDRA_CONTROL_KEYSPACE):
+        lines += [
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {strategy};",
+            f"ALTER KEYSPACE {keyspace} WITH replication = {strategy};",
+        ]
     lines += [f"ALTER KEYSPACE {name} WITH replication = {strategy};" for name in SYSTEM_KEYSPACES]
     return "\n".join(lines) + "\n"
+
+
+def control_migrations() -> dict[str, str]:
+    """ConfigMap keys (``control-NNNN_name.cql``) -> CQL of the control keyspace's tables."""
+    return {
+        f"control-{path.name}": path.read_text()
+        for path in sorted(CONTROL_MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.cql"))
+    }
+
+
+def keyspace_script(region: Region) -> str:
+    """The Job's shell: the keyspaces first, then each control migration inside its keyspace,
+    in order; any failure fails the pod (the Job retries it)."""
+    host = n.cassandra_service(region).split(":")[0]
+    cqlsh = f'cqlsh "{host}" {n.CASSANDRA_CQL_PORT} -u "$CQL_USER" -p "$CQL_PASSWORD"'
+    return (
+        "set -e\n"
+        f"{cqlsh} -f {CQL_DIR}/keyspace.cql\n"
+        f"for file in {CQL_DIR}/control-*.cql; do\n"
+        f'  {cqlsh} -k {n.CASSANDRA_CONTROL_KEYSPACE} -f "$file"\n'
+        "done\n"
+    )
 
 
 def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
@@ -147,9 +178,8 @@ def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": n.metadata(spec, region, "cassandra", name, n.DATA_NAMESPACE),
-        "data": {"keyspace.cql": keyspace_cql(spec)},
+        "data": {"keyspace.cql": keyspace_cql(spec), **control_migrations()},
     }
-    host = n.cassandra_service(region).split(":")[0]
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -171,12 +201,7 @@ def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
                         {
                             "name": "cqlsh",
                             "image": CASSANDRA_TOOLS_IMAGE,
-                            "command": [
-                                "sh",
-                                "-c",
-                                f'cqlsh "{host}" {n.CASSANDRA_CQL_PORT} -u "$CQL_USER" '
-                                '-p "$CQL_PASSWORD" -f /cql/keyspace.cql',
-                            ],
+                            "command": ["sh", "-c", keyspace_script(region)],
                             "env": [
                                 {
                                     "name": "CQL_USER",
@@ -201,7 +226,7 @@ def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
                             "resources": profile("job", region),
                             "securityContext": RESTRICTED_CONTAINER,
                             "volumeMounts": [
-                                {"name": "cql", "mountPath": "/cql", "readOnly": True},
+                                {"name": "cql", "mountPath": CQL_DIR, "readOnly": True},
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
                         }

@@ -12,7 +12,7 @@ from opsctl.paths import REPO_ROOT
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
 from opsctl.stack._model import Component, LocalChart
-from opsctl.stack._sizing import profile
+from opsctl.stack._sizing import profile, relay_replicas
 
 CHART_PATH = REPO_ROOT / "charts" / "im-gateway"
 
@@ -33,10 +33,18 @@ def image_values(reference: str) -> dict[str, str]:
 def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
     gateway, dispatcher = region.gateway, region.dispatcher
     data_ns = {"matchLabels": {"kubernetes.io/metadata.name": n.DATA_NAMESPACE}}
+    multi = len(spec.regions) > 1
     return {
         "region": region.name,
+        # IMGW_REGIONS: the shard map's rendezvous set, and the peers whose mirrored topics the
+        # dispatcher and relay consume (docs/multi-region.md sections 2, 3 and 6).
+        "regions": [r.name for r in spec.regions] if multi else [],
         "commonLabels": {n.ENVIRONMENT_LABEL: spec.environment},
-        "kafka": {"bootstrap": n.kafka_bootstrap(region), "topic": n.MESSAGE_TOPIC},
+        "kafka": {
+            "bootstrap": n.kafka_bootstrap(region),
+            "topic": n.MESSAGE_TOPIC,
+            "deliveriesTopic": n.DELIVERIES_TOPIC,
+        },
         "redis": {
             "url": n.redis_url(region),
             # Sharded regions run a Redis Cluster; the gateway must speak the cluster protocol.
@@ -70,6 +78,11 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
                 "minReplicas": dispatcher.replicas,
                 "maxReplicas": dispatcher.max_replicas,
             },
+        },
+        "relay": {
+            "enabled": multi,
+            "replicas": relay_replicas(region),
+            "resources": profile("relay", region),
         },
         "networkPolicy": {
             "enabled": True,

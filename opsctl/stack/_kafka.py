@@ -196,7 +196,12 @@ def _topic(
 def topics(spec: StackSpec, region: Region) -> list[Manifest]:
     # auto.create.topics.enable is off: every topic the IM processes use exists here.
     # The mirrored "<peer>.<topic>" copies are created by MirrorMaker 2 itself.
-    live = {"cleanup.policy": "delete", "retention.ms": 86_400_000, "max.message.bytes": 1_048_576}
+    live = {
+        "cleanup.policy": "delete",
+        "retention.ms": 86_400_000,
+        "max.message.bytes": 1_048_576,
+        "unclean.leader.election.enable": False,
+    }
     return [
         _topic(
             spec,

@@ -38,6 +38,9 @@ REPLICATION_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
 REPLICATION_SEPARATOR = "."
 CASSANDRA_CLUSTER = "im"
 CASSANDRA_KEYSPACE = "im"
+# The shard map, held records and dispatcher epochs (gateway.config's
+# IMGW_CASSANDRA_CONTROL_KEYSPACE default; docs/multi-region.md section 2).
+CASSANDRA_CONTROL_KEYSPACE = "im_control"
 REDIS_NAME = "im-redis"
 MONITORING_RELEASE = "kube-prometheus-stack"
 # kube-prometheus-stack's default rule and ServiceMonitor selectors match its release label

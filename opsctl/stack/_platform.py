@@ -183,7 +183,7 @@ def resource_quotas(spec: StackSpec, region: Region) -> list[Manifest]:
     """Quotas sized from the spec: the HPA ceilings plus a rollout's surge, with headroom."""
     from opsctl.stack import _sizing
 
-    app = _sizing.app_totals(region)
+    app = _sizing.app_totals(region, relay=len(spec.regions) > 1)
     data = _sizing.data_totals(region)
     storage = (
         region.kafka.brokers * parse_storage(region.kafka.storage)

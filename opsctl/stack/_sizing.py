@@ -14,6 +14,7 @@ from opsctl.stack._names import small
 _PROFILES: dict[str, tuple[tuple[str, str, str, str], tuple[str, str, str, str]]] = {
     "gateway": (("100m", "256Mi", "1", "512Mi"), ("2", "4Gi", "4", "6Gi")),
     "dispatcher": (("100m", "256Mi", "1", "512Mi"), ("500m", "1Gi", "2", "2Gi")),
+    "relay": (("100m", "256Mi", "1", "512Mi"), ("500m", "1Gi", "2", "2Gi")),
     "kafka-broker": (("250m", "1Gi", "1", "1Gi"), ("4", "16Gi", "8", "16Gi")),
     "kafka-controller": (("100m", "512Mi", "500m", "512Mi"), ("1", "4Gi", "2", "4Gi")),
     "kafka-entity-operator": (("50m", "256Mi", "500m", "256Mi"), ("200m", "512Mi", "1", "512Mi")),
@@ -79,11 +80,20 @@ def mirror_maker_replicas(region: Region) -> int:
     return 1 if small(region) else 2
 
 
-def app_totals(region: Region) -> Totals:
+def relay_replicas(region: Region) -> int:
+    """Relays per region of a multi-region stack: two in a large region, so losing a pod
+    does not stop live delivery from the peers; one in a small region."""
+    return 1 if small(region) else 2
+
+
+def app_totals(region: Region, *, relay: bool = True) -> Totals:
     totals = Totals()
     # maxSurge 25% on top of the ceiling during a rollout, plus the helm test pod.
     totals.add("gateway", region, math.ceil(region.gateway.max_replicas * 1.25))
     totals.add("dispatcher", region, math.ceil(region.dispatcher.max_replicas * 1.25))
+    if relay:
+        # One surge pod during a rollout (maxSurge 1).
+        totals.add("relay", region, relay_replicas(region) + 1)
     totals.add("job", region, 1)
     return totals.with_headroom()
 

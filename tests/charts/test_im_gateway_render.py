@@ -41,9 +41,9 @@ def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
 def test_every_pod_runs_with_the_security_defaults(helm: Helm, scenario: str) -> None:
     objects = helm.render(values=scenario_values(scenario))
     specs = pod_specs(objects)
-    # Both Deployments, plus the helm test Job.
+    # Both Deployments (and the relay's with peer regions), plus the helm test Job.
     assert {name.split("/")[0] for name, _ in specs} == {"Deployment", "Job"}
-    assert len(specs) == 3
+    assert len(specs) == (4 if scenario == "multi-region" else 3)
     for name, spec in specs:
         assert spec["automountServiceAccountToken"] is False, name
         pod_context = spec["securityContext"]
@@ -168,7 +168,10 @@ def test_rendered_env_satisfies_the_gateway_config_loader(
 ) -> None:
     """The chart and gateway/config.py agree: every IMGW_* variable is known and valid."""
     objects = helm.render(values=[scenario_file(scenario)])
-    for role in ("gateway", "dispatcher"):
+    roles: tuple[gateway_config.Role, ...] = ("gateway", "dispatcher")
+    if scenario == "multi-region":
+        roles += ("relay",)
+    for role in roles:
         workload = find(objects, "Deployment", component_name(role))
         pod = workload["spec"]["template"]["spec"]
         container = find_container(pod, role)

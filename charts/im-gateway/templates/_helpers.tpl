@@ -107,10 +107,42 @@ app.kubernetes.io/component: {{ .component }}
 - name: IMGW_CASSANDRA_DATACENTER
   value: {{ . | quote }}
 {{- end }}
+- name: IMGW_KAFKA_DELIVERIES_TOPIC
+  value: {{ .Values.kafka.deliveriesTopic | quote }}
 {{- with .Values.region }}
 - name: IMGW_REGION
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.regions }}
+- name: IMGW_REGIONS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Checks of region and regions (the processes refuse to start otherwise). */}}
+{{- define "im-gateway.checkRegions" -}}
+{{- if .Values.regions }}
+{{- if not .Values.region }}
+{{- fail "regions is set: set region too (this release's entry of regions)" }}
+{{- end }}
+{{- if not (has .Values.region .Values.regions) }}
+{{- fail (printf "regions (%s) must include region (%s)" (join "," .Values.regions) .Values.region) }}
+{{- end }}
+{{- end }}
+{{- if and (eq (toString .Values.relay.enabled) "true") (lt (len .Values.regions) 2) }}
+{{- fail "relay.enabled is true but regions lists no peer region: the relay would relay nothing (set regions, or relay.enabled=auto)" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the relay runs: relay.enabled true, or auto and regions lists a peer. */}}
+{{- define "im-gateway.relayEnabled" -}}
+{{- $enabled := toString .Values.relay.enabled }}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (len .Values.regions) 1)) }}true{{ end }}
+{{- end }}
+
+{{/* The components that run: gateway, dispatcher, and relay when enabled. */}}
+{{- define "im-gateway.backendComponents" -}}
+{{- if include "im-gateway.relayEnabled" . }}dispatcher relay{{ else }}dispatcher{{ end }}
 {{- end }}
 
 {{/* Spread across zones (hard) and nodes (soft). Call with (dict "root" $ "component" "gateway" "skew" 1). */}}

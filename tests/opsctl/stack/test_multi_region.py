@@ -102,3 +102,86 @@ def test_every_topic_the_processes_use_exists_since_auto_create_is_off(spec: Sta
         names = {t["spec"]["topicName"] for t in _objects(spec, region, "KafkaTopic")}
         config = _gateway_config(spec, region)
         assert {config.kafka_topic, config.kafka_deliveries_topic, "im.events"} <= names
+
+
+def test_chart_values_carry_the_specs_regions_and_the_relay() -> None:
+    from opsctl.stack._gateway import chart_values
+
+    for stack in ("local", "staging", "prod"):
+        spec = parse_spec(shipped_spec(stack))
+        multi = len(spec.regions) > 1
+        for region in spec.regions:
+            values = chart_values(spec, region)
+            assert values["region"] == region.name
+            assert values["regions"] == ([r.name for r in spec.regions] if multi else [])
+            assert values["relay"]["enabled"] is multi
+            assert values["kafka"]["deliveriesTopic"] == Config().kafka_deliveries_topic
+
+
+def test_the_app_quota_leaves_room_for_the_relay() -> None:
+    from opsctl.stack import _sizing
+
+    spec = parse_spec(shipped_spec("staging"))
+    for region in spec.regions:
+        (quota,) = [
+            q for q in _objects(spec, region, "ResourceQuota") if q["metadata"]["namespace"] == "im"
+        ]
+        without = _sizing.app_totals(region, relay=False)
+        assert int(quota["spec"]["hard"]["pods"]) > without.pods
+        assert int(quota["spec"]["hard"]["pods"]) == _sizing.app_totals(region).pods
+
+
+def _keyspace_job(spec: StackSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    primary = next(r for r in spec.regions if r.role == "primary")
+    (config,) = [
+        c
+        for c in _objects(spec, primary, "ConfigMap")
+        if c["metadata"]["name"] == "im-cassandra-keyspace"
+    ]
+    (job,) = _objects(spec, primary, "Job")
+    return config, job
+
+
+def test_keyspace_job_creates_the_control_keyspace_in_every_dc(spec: StackSpec) -> None:
+    from opsctl.stack import cassandra_replication
+
+    assert n.CASSANDRA_CONTROL_KEYSPACE == Config().cassandra_control_keyspace == "im_control"
+    config, _ = _keyspace_job(spec)
+    cql = config["data"]["keyspace.cql"]
+    strategy = cassandra_replication(spec)
+    assert set(strategy) - {"class"} == {r.name for r in spec.regions}
+    literal = "{" + ", ".join(f"'{k}': '{v}'" for k, v in strategy.items()) + "}"
+    for keyspace in ("im", "im_control"):
+        assert f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {literal};" in cql
+        # ALTER too: a keyspace gateway.migrate created first (its own DC only) gets every DC.
+        assert f"ALTER KEYSPACE {keyspace} WITH replication = {literal};" in cql
+
+
+def test_keyspace_job_applies_the_gateways_control_migrations(spec: StackSpec) -> None:
+    from opsctl.paths import REPO_ROOT
+
+    config, job = _keyspace_job(spec)
+    migrations = sorted((REPO_ROOT / "gateway" / "migrations" / "control").glob("*.cql"))
+    assert migrations, "gateway/migrations/control has no migration"
+    for path in migrations:
+        text = config["data"][f"control-{path.name}"]
+        assert text == path.read_text()
+        # Idempotent, so gateway.migrate may apply (and record) them again.
+        statements = [s for s in re.split(r";\s*", re.sub(r"--.*", "", text)) if s.strip()]
+        assert statements
+        assert all("IF NOT EXISTS" in s.upper() for s in statements), path.name
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    script = container["command"][2]
+    assert container["command"][:2] == ["sh", "-c"]
+    assert script.startswith("set -e\n")
+    lines = script.splitlines()
+    keyspace_line = next(i for i, line in enumerate(lines) if "-f /cql/keyspace.cql" in line)
+    control_line = next(i for i, line in enumerate(lines) if "-k im_control" in line)
+    assert keyspace_line < control_line
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/cql"]]["configMap"]["name"] == config["metadata"]["name"]
+    # Credentials from the superuser Secret, never inline.
+    assert '-p "$CQL_PASSWORD"' in script
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["CQL_PASSWORD"]["valueFrom"]
