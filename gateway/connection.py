@@ -49,6 +49,8 @@ from gateway.session import Outbox, Session, SessionTable
 log = logging.getLogger(__name__)
 
 MAX_PROTOCOL_ERRORS = 20  # bad frames tolerated per session before closing with 4000
+# Frames counted as im_gateway_frames_in_total{op="invalid"}: they could not be parsed.
+_INVALID = (ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_TEXT)
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -169,7 +171,7 @@ class Connections:
             except ConnectionClosed:
                 raise
             except ProtocolError as exc:
-                if exc.code in (ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP):
+                if exc.code in _INVALID:
                     self._in["invalid"].inc()
                 self.metrics.protocol_errors.labels(exc.code).inc()
                 self.outbox.push(session, error_frame(exc.code, exc.message, exc.ref), "error")

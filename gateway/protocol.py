@@ -38,6 +38,7 @@ class CloseCode(IntEnum):
 class ErrorCode:
     BAD_JSON = "bad_json"
     BAD_FRAME = "bad_frame"
+    INVALID_TEXT = "invalid_text"  # a string (key or value) holds a lone UTF-16 surrogate
     UNKNOWN_OP = "unknown_op"
     NOT_AUTHENTICATED = "not_authenticated"
     UNAUTHORIZED = "unauthorized"
@@ -161,6 +162,12 @@ def parse_frame(raw: str | bytes, max_bytes: int) -> Frame:
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    if ("\\u" in raw or not raw.isascii()) and not _valid_text(data):
+        raise ProtocolError(
+            ErrorCode.INVALID_TEXT,
+            "a string holds a lone surrogate (not Unicode text); send UTF-8 text",
+            _ref_of_invalid(data),
+        )
     ref = _ref(data)
     op = data.get("op")
     if not isinstance(op, str):
@@ -169,6 +176,40 @@ def parse_frame(raw: str | bytes, max_bytes: int) -> Frame:
     if parser is None:
         raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}", ref)
     return parser(data, ref)
+
+
+def _valid_text(value: Any) -> bool:
+    """True when every string in ``value`` (object keys too) is encodable as UTF-8, i.e. holds
+    no lone surrogate such as the JSON escape "\\ud83d" without its pair (what a JavaScript
+    client sends after cutting a string between the two halves of an emoji)."""
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_text(k) and _valid_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_text(v) for v in value)
+    return True
+
+
+def _ref_of_invalid(data: dict[str, Any]) -> str | None:
+    """The ref for the invalid_text error: the frame's ref when that one is valid, else (send)
+    the client_msg_id, so the client can tell which send was refused."""
+    try:
+        ref = _ref(data)
+    except ProtocolError:
+        return None
+    if ref is not None:
+        return ref if _valid_text(ref) else None
+    cmid = data.get("client_msg_id")
+    if data.get("op") == "send" and isinstance(cmid, str) and CLIENT_MSG_ID_RE.match(cmid):
+        return cmid
+    return None
 
 
 def _ref(data: dict[str, Any]) -> str | None:

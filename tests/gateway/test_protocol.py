@@ -113,6 +113,10 @@ def test_other_ops() -> None:
         ('{"op": "group_create", "group_id": "g"}', ErrorCode.BAD_FRAME),
         ('{"op": "sync", "cursors": {"g:x": true}}', ErrorCode.BAD_FRAME),
         ('{"op": "sync", "limit": 0}', ErrorCode.BAD_FRAME),
+        ('{"op": "send", "client_msg_id": "c", "to": "a", "body": "x\\ud83d"}', "invalid_text"),
+        ('{"op": "ping", "ref": "\\udc00"}', ErrorCode.INVALID_TEXT),
+        ('{"op": "ping", "extra": {"\\ud800": 1}}', ErrorCode.INVALID_TEXT),
+        ('{"op": "ping", "extra": ["ok", "\ud800"]}', ErrorCode.INVALID_TEXT),  # unescaped
     ],
 )
 def test_bad_frames_get_documented_codes(raw: str | bytes, code: str) -> None:
