@@ -262,6 +262,29 @@ def test_the_verifier_refreshes_on_an_unknown_kid_once(private_keys: dict[str, A
     asyncio.run(scenario())
 
 
+def test_a_mounted_jwks_file_is_read_again(private_keys: dict[str, Any], tmp_path: Path) -> None:
+    """The chart's path: a Secret mounted as a directory, whose files the kubelet swaps."""
+    idp = Idp(private_keys, "k1")
+    path = tmp_path / "jwks.json"
+    path.write_bytes(idp())
+    verifier = TokenVerifier.from_files(
+        hs256_secret_file=None, jwks_file=path, issuer=ISS, audience=AUD, leeway_s=0
+    )
+    assert verifier.verify(idp.token("k1")).user_id == "alice"
+    idp.kids = ["k2"]
+    staged = tmp_path / "staged.json"
+    staged.write_bytes(idp())
+    staged.replace(path)  # atomic, as the kubelet's symlink swap
+    assert verifier.keys is not None
+    assert asyncio.run(verifier.keys.refresh())
+    assert verifier.verify(idp.token("k2")).user_id == "alice"
+    with pytest.raises(AuthError, match="unknown_key"):
+        verifier.verify(idp.token("k1"))
+    path.write_text('{"keys": [')  # a half-written hand edit: the last good keys stay
+    assert not asyncio.run(verifier.keys.refresh())
+    assert verifier.verify(idp.token("k2")).user_id == "alice"
+
+
 def test_a_jwks_requires_issuer_and_audience(private_keys: dict[str, Any]) -> None:
     keys, _ = cache(Idp(private_keys, "k1"))
     for issuer, audience in ((ISS, ""), ("", AUD), ("", "")):
