@@ -61,7 +61,6 @@ log = logging.getLogger("gateway.jwks")
 REFRESH_JITTER = 0.1  # +-10 % of the periodic interval
 FETCH_TIMEOUT_S = 5.0  # one HTTP fetch, connect and read
 MAX_DOCUMENT_BYTES = 1 << 20  # a JWKS is a few KiB; refuse anything absurd
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 Keys = Mapping[str | None, Any]
 
@@ -186,7 +185,10 @@ class KeyCache:
         try:
             body = await asyncio.to_thread(self._read)
             keys = self._parse(body)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
+            # OSError, ValueError, but also http.client's own errors: whatever went wrong, the
+            # cache keeps serving. An exception escaping here would end the periodic loop, or
+            # fail a hello that the last good keys can still check.
             log.warning(
                 "JWKS refresh from %s failed, keeping the %d last good keys: %s",
                 self.source,

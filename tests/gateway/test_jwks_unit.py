@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import threading
 import time
@@ -133,8 +134,14 @@ def test_rotation_keeps_listed_kids_and_drops_removed_ones(private_keys: dict[st
 
 @pytest.mark.parametrize(
     "breakage",
-    [OSError("connection refused"), b"{not json", b'{"keys": []}', b"x" * (2 << 20)],
-    ids=["network", "invalid JSON", "no key", "too large"],
+    [
+        OSError("connection refused"),
+        http.client.BadStatusLine("garbage"),
+        b"{not json",
+        b'{"keys": []}',
+        b"x" * (2 << 20),
+    ],
+    ids=["network", "HTTP protocol", "invalid JSON", "no key", "too large"],
 )
 def test_a_failed_fetch_keeps_the_last_good_keys(
     private_keys: dict[str, Any], breakage: Exception | bytes
