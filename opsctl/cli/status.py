@@ -15,6 +15,9 @@ from opsctl.cli._options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from rich.table import Table
 
     from opsctl.status import RegionStatus
@@ -48,17 +51,39 @@ _COLUMNS = (
 )
 
 
-def _table(stack: str, rows: list[RegionStatus]) -> Table:
+# A multi-region stack's rows add these (docs/multi-region.md 8).
+_MULTI_REGION_COLUMNS = ("homes", "repl lag", "conflicts")
+
+
+def _multi_region_cells(row: RegionStatus) -> list[str]:
+    homes = (
+        f"{row.home_share:.1%}"
+        if row.home_share is not None
+        else f"[red]{_short(row.shard_map_error)}[/red]"
+    )
+    lag = row.values.get("replication_lag_s")
+    conflicts = row.values.get("conflicts")
+    shown = "-" if conflicts is None else f"{conflicts:,.0f}"
+    if conflicts:
+        shown = f"[red]{shown}[/red]"
+    return [homes, _number(None if lag is None else lag * 1000, " ms"), shown]
+
+
+def _table(stack: str, rows: list[RegionStatus], *, multi_region: bool = False) -> Table:
     from rich.table import Table
 
     table = Table(title=f"status of '{stack}'", title_justify="left")
-    for column in _COLUMNS:
+    columns = _COLUMNS + (_MULTI_REGION_COLUMNS if multi_region else ())
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
+        extra = _multi_region_cells(row) if multi_region else []
         if not row.reachable:
             kube, prometheus = _short(row.kube_error), _short(row.prometheus_error)
             blanks = [""] * (len(_COLUMNS) - 3)
-            table.add_row(row.region, f"[red]{kube}[/red]", *blanks, f"[red]{prometheus}[/red]")
+            table.add_row(
+                row.region, f"[red]{kube}[/red]", *blanks, f"[red]{prometheus}[/red]", *extra
+            )
             continue
         values = row.values
         workloads = (
@@ -84,6 +109,7 @@ def _table(stack: str, rows: list[RegionStatus]) -> Table:
             health.get(values.get("cassandra_up"), "?"),
             health.get(values.get("redis_up"), "?"),
             firing,
+            *extra,
         )
     return table
 
@@ -124,21 +150,52 @@ def status(
         except UserInputError:
             pass
     config = kubeconfig or default_kubeconfig()
+    multi_region = len(spec.regions) > 1
+    shared, shard_map = _local_multi_region(root.stack, state_dir) if multi_region else (None, None)
 
     def rows() -> list[RegionStatus]:
-        return status_domain.collect(spec, kubeconfig=config, prometheus_urls=urls)
+        return status_domain.collect(
+            spec,
+            kubeconfig=config,
+            prometheus_urls=urls,
+            shared_prometheus_url=shared,
+            shard_map=shard_map,
+        )
+
+    def table() -> Table:
+        return _table(root.stack, rows(), multi_region=multi_region)
 
     if root.json:
         console.emit_json([row.as_dict() for row in rows()])
         return
     if not watch:
-        console.data_console().print(_table(root.stack, rows()))
+        console.data_console().print(table())
         return
     from rich.live import Live
 
-    with Live(
-        _table(root.stack, rows()), console=console.data_console(), auto_refresh=False
-    ) as live:
+    with Live(table(), console=console.data_console(), auto_refresh=False) as live:
         while True:
             time.sleep(interval)
-            live.update(_table(root.stack, rows()), refresh=True)
+            live.update(table(), refresh=True)
+
+
+def _local_multi_region(
+    stack: str, state_dir: Path | None
+) -> tuple[str | None, Callable[[], dict[str, float]] | None]:
+    """The Prometheus and the shard map of a running local stack of this (multi-region)
+    stack, if ``state_dir`` (or the default) holds one; else (None, None)."""
+    from opsctl.local import LocalStack, StackNotRunning, resolve_state_dir
+
+    try:
+        local = LocalStack.recorded(resolve_state_dir(state_dir))
+    except StackNotRunning:
+        return None, None
+    if local.config.spec_stack != stack:
+        return None, None
+
+    def homes() -> dict[str, float]:
+        from opsctl.region import LocalRegions, read_map
+
+        return read_map(LocalRegions.of(local, stack)).home_share
+
+    return local.info.prometheus_url, homes

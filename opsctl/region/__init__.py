@@ -30,6 +30,7 @@ from opsctl.region._run import (
     evacuate,
     restore,
 )
+from opsctl.region._status import MapView, read_map
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -40,6 +41,7 @@ __all__ = [
     "Gateway",
     "GatewayDrain",
     "LocalRegions",
+    "MapView",
     "NullProgress",
     "Outcome",
     "Progress",
@@ -47,6 +49,7 @@ __all__ = [
     "evacuate",
     "evacuation_plan",
     "home_share",
+    "read_map",
     "restore",
     "restore_plan",
 ]

@@ -176,13 +176,16 @@ class _Operation:
     def restore(self) -> Outcome:
         current = self.read()
         plan = restore_plan(current, self.region)  # exit 2 here: nothing changed yet
+        if plan:
+            self._require_live_dispatchers(
+                hint=f"{self.region} must be back first: its dispatchers running and reporting "
+                "(`opsctl local status`); its shards stay with the other regions meanwhile"
+            )
         outcome = self._outcome(RESTORE, PLANNED, current, len(plan))
         with self._interruptible(outcome):
             self._start_gateways(outcome)
             self.progress.step("reconciling held records (7.3) before any shard moves back")
             outcome.add_reconciled(self.run(self.shards.reconcile()))
-            if plan:
-                self._require_live_dispatchers()
             self._planned(plan, outcome)
             self._final_reconcile(outcome)
             outcome.complete = True
@@ -204,17 +207,19 @@ class _Operation:
             budget_per_s=self.request.budget_per_s,
         )
 
-    def _require_live_dispatchers(self) -> None:
-        """A planned move needs the old home to confirm its drain; when the region's
-        dispatchers stopped reporting, it cannot: say so before changing anything."""
+    def _require_live_dispatchers(self, hint: str | None = None) -> None:
+        """A planned move needs the old home to confirm its drain (and a restore the region
+        to take its shards back); when the region's dispatchers stopped reporting, say so
+        before changing anything."""
         reports = self.run(self.shards.control.reported(self.region))
         now_ms = time.time() * 1000
         live = [n for n, (_, seen) in reports.items() if now_ms - seen < MAP_LEASE_S * 1000]
         if not live:
             raise UserInputError(
                 f"no dispatcher of '{self.region}' reported within {MAP_LEASE_S:.0f} s: the "
-                "region looks unreachable, so a planned move cannot be confirmed",
-                hint=f"for an unplanned failover: opsctl region evacuate {self.region} "
+                "region looks unreachable, so a planned move cannot be done",
+                hint=hint
+                or f"for an unplanned failover: opsctl region evacuate {self.region} "
                 "--unreachable (docs/multi-region.md 7.2)",
             )
 

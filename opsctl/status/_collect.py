@@ -20,15 +20,44 @@ from opsctl.stack import _names as n
 TIMEOUT_S = 3.0
 PLATFORM_NAMESPACE_PREFIX = "im"
 
-QUERIES = {
-    "connections": "sum(im_gateway_connections_active)",
-    "messages_per_s": "sum(rate(im_gateway_messages_accepted_total[5m]))",
-    "delivery_p99_s": "histogram_quantile(0.99, sum by (le) "
-    "(rate(im_gateway_delivery_latency_seconds_bucket[5m])))",
-    "kafka_lag": "sum(im_dispatcher_consumer_lag)",
-    "cassandra_up": 'min(up{job="cassandra"})',
-    "redis_up": "min(redis_up)",
-}
+CASSANDRA_JOB = 'job="cassandra"'
+
+
+def _matchers(region: str | None, *given: str) -> str:
+    parts = [*given, *([f'region="{region}"'] if region else [])]
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def queries(region: str | None = None) -> dict[str, str]:
+    """The per-region queries; ``region``: one Prometheus scrapes every region (the local
+    multi-region stack labels every target with ``region``), so select that region's series."""
+
+    def m(*given: str) -> str:
+        return _matchers(region, *given)
+
+    return {
+        "connections": f"sum(im_gateway_connections_active{m()})",
+        "messages_per_s": f"sum(rate(im_gateway_messages_accepted_total{m()}[5m]))",
+        "delivery_p99_s": "histogram_quantile(0.99, sum by (le) "
+        f"(rate(im_gateway_delivery_latency_seconds_bucket{m()}[5m])))",
+        "kafka_lag": f"sum(im_dispatcher_consumer_lag{m()})",
+        "cassandra_up": f"min(up{m(CASSANDRA_JOB)})",
+        "redis_up": f"min(redis_up{m()})",
+    }
+
+
+QUERIES = queries()
+
+
+def multi_region_queries(region: str) -> dict[str, str]:
+    """What a region of a multi-region stack adds (docs/multi-region.md 8). Replication lag:
+    the age of the newest beacon from a peer when it reached this region's relay (the relay's
+    gauge; it keeps its last value if beacons stop arriving). Conflicts: the prober's counter,
+    ``im_prober_conflicts_total``, which no process exports yet: null until one does."""
+    return {
+        "replication_lag_s": f'max(im_relay_replication_lag_seconds{{target="{region}"}})',
+        "conflicts": "sum(im_prober_conflicts_total)",
+    }
 
 
 @dataclass
@@ -42,6 +71,9 @@ class RegionStatus:
     slo_burn: dict[str, float | None] = field(default_factory=dict)
     firing: list[str] = field(default_factory=list)
     prometheus_error: str | None = None
+    # Multi-region stacks only: the share of the 4096 shards homed here (from the shard map).
+    home_share: float | None = None
+    shard_map_error: str | None = None
 
     @property
     def reachable(self) -> bool:
@@ -57,6 +89,8 @@ class RegionStatus:
             **self.values,
             "sloBurn": self.slo_burn,
             "firingAlerts": self.firing,
+            "homeShare": self.home_share,
+            "shardMapError": self.shard_map_error,
         }
 
 
@@ -101,11 +135,17 @@ def proxy_prometheus(api_client: Any) -> Prometheus:
     return Prometheus(url, timeout=TIMEOUT_S, transport=KubeProxyTransport(api_client))
 
 
-def collect_prometheus(status: RegionStatus, spec: StackSpec, prometheus: Prometheus) -> None:
+def collect_prometheus(
+    status: RegionStatus, spec: StackSpec, prometheus: Prometheus, *, shared: bool = False
+) -> None:
+    """``shared``: this Prometheus scrapes every region (select this region's series)."""
     try:
         with prometheus:
-            for key, expr in QUERIES.items():
+            for key, expr in queries(status.region if shared else None).items():
                 status.values[key] = prometheus.scalar(expr)
+            if len(spec.regions) > 1:
+                for key, expr in multi_region_queries(status.region).items():
+                    status.values[key] = prometheus.scalar(expr)
             for sli in slis(spec.slos):
                 budget = 1 - sli.objective
                 ratio = prometheus.scalar(f'max(im:slo_errors:ratio_rate1h{{slo="{sli.name}"}})')
@@ -158,7 +198,10 @@ def region_status(
     *,
     kubeconfig: Path | None,
     prometheus_url: str | None,
+    shared_prometheus_url: str | None = None,
 ) -> RegionStatus:
+    """``shared_prometheus_url``: one Prometheus of every region (the local multi-region
+    stack's), used when the region has none of its own."""
     status = RegionStatus(region.name, region.role)
     api_client = None
     try:
@@ -169,6 +212,8 @@ def region_status(
         collect_kube(status, api_client)
     if prometheus_url:
         collect_prometheus(status, spec, http_prometheus(prometheus_url))
+    elif shared_prometheus_url:
+        collect_prometheus(status, spec, http_prometheus(shared_prometheus_url), shared=True)
     elif api_client is not None:
         collect_prometheus(status, spec, proxy_prometheus(api_client))
     else:
