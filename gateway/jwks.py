@@ -101,12 +101,24 @@ def file_reader(path: Path) -> Callable[[], bytes]:
     return read
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow an IdP's redirects, but never from https to plain http (keys in clear text)."""
+
+    def redirect_request(  # noqa: PLR0917 (the stdlib signature)
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise OSError(f"refusing the redirect from https to {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def url_reader(url: str, timeout_s: float = FETCH_TIMEOUT_S) -> Callable[[], bytes]:
     """A blocking GET of ``url`` (run it in a thread). https is verified with the system CAs."""
+    opener = urllib.request.build_opener(_NoDowngrade)
 
     def read() -> bytes:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             if response.status != 200:
                 raise OSError(f"HTTP {response.status}")
             body: bytes = response.read(MAX_DOCUMENT_BYTES + 1)

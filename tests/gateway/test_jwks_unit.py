@@ -13,6 +13,7 @@ import http.client
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from gateway.auth import AuthError, TokenVerifier
 from gateway.config import ConfigError, load
-from gateway.jwks import REFRESH_JITTER, KeyCache, parse_jwks
+from gateway.jwks import REFRESH_JITTER, KeyCache, _NoDowngrade, parse_jwks
 
 pytestmark = pytest.mark.unit
 
@@ -365,3 +366,13 @@ def test_config_accepts_loopback_http_and_checks_intervals() -> None:
     env["IMGW_JWT_JWKS_URL"] = "https://idp/jwks"
     slow = {**env, "IMGW_JWT_JWKS_REFRESH_S": "10", "IMGW_JWT_JWKS_MIN_REFRESH_S": "20"}
     assert [var for var, _ in problems(slow)] == ["IMGW_JWT_JWKS_MIN_REFRESH_S"]
+
+
+def test_redirects_never_leave_https() -> None:
+    handler = _NoDowngrade()
+    request = urllib.request.Request("https://idp.test/jwks")
+    with pytest.raises(OSError, match="redirect from https to http:"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://evil.test/jwks")
+    moved = handler.redirect_request(request, None, 302, "Found", {}, "https://idp.test/v2/jwks")
+    assert moved is not None
+    assert moved.full_url == "https://idp.test/v2/jwks"
