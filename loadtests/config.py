@@ -7,7 +7,9 @@ loadtests/locustfile.py`` reads the same ones.
 LOADTEST_PROFILE           profile name or file (loadtests/profiles/*.yaml); default smoke
 LOADTEST_TARGETS           comma-separated ws:// URLs; users spread over them
 LOADTEST_JWT_SECRET_FILE   HS256 secret that signs the simulated users' tokens
-LOADTEST_JWT_ISSUER, LOADTEST_JWT_AUDIENCE   claims the gateway checks (empty: none)
+LOADTEST_JWT_ISSUER, LOADTEST_JWT_AUDIENCE   the tokens' iss and aud (empty: left out). Set
+                           both: the local stack's gateways, and every gateway with a JWKS,
+                           refuse a token without them (docs/protocol.md section 1.1)
 LOADTEST_RUN_ID            prefix of user and group ids, so every run starts at seq 1
 LOADTEST_OUT               where the master writes timeline.jsonl and workers worker-<i>.json
 LOADTEST_WORKERS           worker processes in the run (user numbering interleaves them)

@@ -48,7 +48,11 @@ class Reply(Exception):
 
 
 class TokenSigner:
-    """HS256 tokens for the simulated users; the secret file is read on first use."""
+    """HS256 tokens for the simulated users; the secret file is read on first use.
+
+    ``iss`` and ``aud`` go in whenever they are given: a gateway that checks them refuses a
+    token without them (``bad_issuer``/``bad_audience``), one that does not ignores them.
+    """
 
     def __init__(self, secret_file: Path, issuer: str | None, audience: str | None) -> None:
         self.secret_file = secret_file

@@ -29,6 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.auth import AuthError, TokenVerifier
+from loadtests.session import TokenSigner
 from opsctl.local._procs import find_free_port_block
 from opsctl.paths import REPO_ROOT
 from tests.gateway.conftest import Im
@@ -172,6 +173,17 @@ def test_from_files(tmp_path: Path, rsa_keys: tuple[Any, dict[str, Any]]) -> Non
         TokenVerifier.from_files(
             hs256_secret_file=None, jwks_file=bad, issuer="", audience="", leeway_s=0
         )
+
+
+@unit
+def test_the_load_tests_tokens_pass_the_gateways_checks(
+    verifier: TokenVerifier, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    assert verifier.verify(TokenSigner(secret, ISS, AUD)("lt-1")).user_id == "lt-1"
+    assert reason(verifier, TokenSigner(secret, ISS, None)("lt-1")) == "bad_audience"
+    assert reason(verifier, TokenSigner(secret, None, AUD)("lt-1")) == "bad_issuer"
 
 
 # --- against the real local stack -------------------------------------------------------------
