@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opsctl.paths import REPO_ROOT
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
 from opsctl.stack._certs import KAFKA_EXTERNAL_TLS_SECRET
@@ -17,6 +18,11 @@ from opsctl.stack._versions import STRIMZI
 API = "kafka.strimzi.io/v1beta2"
 DLQ_TOPIC = f"{n.MESSAGE_TOPIC}.dlq"
 _CLUSTER_LABEL = {"strimzi.io/cluster": n.KAFKA_CLUSTER}
+MIRROR_NAME = "im-mirror"
+# The JMX exporter mapping of MirrorMaker 2's MBeans, the same file the local stack uses.
+MIRROR_JMX_FILE = REPO_ROOT / "alerts" / "exporters" / "mirrormaker-jmx.yaml"
+MIRROR_METRICS_CONFIGMAP = f"{MIRROR_NAME}-metrics"
+MIRROR_METRICS_KEY = MIRROR_JMX_FILE.name
 
 
 def _release(region: Region) -> HelmRelease:
@@ -319,7 +325,7 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
         }
         for peer in peers
     ]
-    meta = n.metadata(spec, region, "kafka", "im-mirror", n.DATA_NAMESPACE)
+    meta = n.metadata(spec, region, "kafka", MIRROR_NAME, n.DATA_NAMESPACE)
     replicas = mirror_maker_replicas(region)
     return {
         "apiVersion": API,
@@ -331,6 +337,12 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
             "clusters": clusters,
             "mirrors": mirrors,
             "resources": profile("mirror-maker", region),
+            "metricsConfig": {
+                "type": "jmxPrometheusExporter",
+                "valueFrom": {
+                    "configMapKeyRef": {"name": MIRROR_METRICS_CONFIGMAP, "key": MIRROR_METRICS_KEY}
+                },
+            },
             "rack": {"topologyKey": n.ZONE_KEY},
             "template": {
                 "pod": {
@@ -344,11 +356,48 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
     }
 
 
+def mirror_maker_monitoring(spec: StackSpec, region: Region) -> list[Manifest]:
+    """The exporter mapping MirrorMaker 2's pods load, and the PodMonitor that scrapes them
+    (Strimzi serves the agent on the ``tcp-prometheus`` port)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": n.metadata(spec, region, "kafka", MIRROR_METRICS_CONFIGMAP, n.DATA_NAMESPACE),
+        "data": {MIRROR_METRICS_KEY: MIRROR_JMX_FILE.read_text()},
+    }
+    meta = n.metadata(spec, region, "kafka", MIRROR_NAME, n.DATA_NAMESPACE)
+    meta["labels"] |= n.MONITORING_SELECTOR
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": meta,
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    "strimzi.io/cluster": MIRROR_NAME,
+                    "strimzi.io/kind": "KafkaMirrorMaker2",
+                }
+            },
+            "podMetricsEndpoints": [
+                {
+                    "port": "tcp-prometheus",
+                    "path": "/metrics",
+                    "relabelings": [
+                        {"action": "replace", "targetLabel": "job", "replacement": "mirrormaker"},
+                        {"action": "replace", "targetLabel": "region", "replacement": region.name},
+                    ],
+                }
+            ],
+        },
+    }
+    return [config, monitor]
+
+
 def build(spec: StackSpec, region: Region) -> Component:
     objects = [kafka_cluster(spec, region), *node_pools(spec, region), *topics(spec, region)]
     mirror = mirror_maker(spec, region)
     if mirror is not None:
-        objects.append(mirror)
+        objects += [*mirror_maker_monitoring(spec, region), mirror]
     return Component(
         name="kafka",
         type_name="Kafka",
