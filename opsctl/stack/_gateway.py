@@ -58,6 +58,11 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
         "gateway": {
             "image": image_values(spec.images.gateway),
             "drainWindowSeconds": n.drain_window_seconds(spec, region),
+            # The chart derives maxSurge and minReadySeconds from it (its README): a rolling
+            # update outside `opsctl rollout` stays within the region's share of the budget.
+            "strategy": {
+                "reconnectsPerSecond": max(1, math.floor(n.region_reconnect_budget(spec, region)))
+            },
             # Headroom above the HPA target so a pod can absorb a neighbour's reconnects.
             "limits": {"maxConnections": math.ceil(gateway.connections_per_pod * 1.2)},
             "resources": profile("gateway", region),

@@ -70,6 +70,14 @@ def _release(spec: StackSpec, region: Region) -> HelmRelease:
             "podDisruptionBudget": {"enabled": replicas > 1, "maxUnavailable": 1},
         },
         "grafana": {
+            # The admin login from a Secret; kube-prometheus-stack's default password is
+            # cleared too, so the chart could only ever generate a random one.
+            "adminPassword": "",
+            "admin": {
+                "existingSecret": n.GRAFANA_ADMIN_SECRET,
+                "userKey": n.GRAFANA_ADMIN_USER_KEY,
+                "passwordKey": n.GRAFANA_ADMIN_PASSWORD_KEY,
+            },
             "resources": resources("100m", "256Mi", "1", "512Mi"),
             "sidecar": {
                 "dashboards": {

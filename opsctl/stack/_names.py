@@ -51,6 +51,11 @@ PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 # Its Grafana sidecar imports every ConfigMap carrying this label with this value.
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 GRAFANA_DASHBOARD_LABEL_VALUE = "1"
+# Grafana's admin login: a Secret in the monitoring namespace (keys below), created outside the
+# stack like the alert receivers' Secrets; the chart's default password is never used.
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ADMIN_USER_KEY = "admin-user"
+GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
 # The Service the Prometheus operator creates for every Prometheus, and its "web" port.
 PROMETHEUS_SERVICE = "prometheus-operated"
 PROMETHEUS_PORT = 9090
@@ -163,14 +168,20 @@ def small(region: Region) -> bool:
     return region.peak_concurrent_users < 100_000
 
 
+def region_reconnect_budget(spec: StackSpec, region: Region) -> float:
+    """The region's share (by peak users, at least an equal share) of the stack's reconnect
+    budget, in reconnects per second."""
+    total = sum(r.peak_concurrent_users for r in spec.regions) or 1
+    share = max(region.peak_concurrent_users / total, 1 / len(spec.regions))
+    return spec.reconnect_budget.reconnects_per_second * share
+
+
 def drain_window_seconds(spec: StackSpec, region: Region) -> int:
     """Seconds over which one draining gateway pod asks its clients to reconnect.
 
     The region gets its share (by peak users) of the stack's reconnect budget; one pod's
     connections spread over the window must fit in it. Clamped to 30 s .. 10 min.
     """
-    total = sum(r.peak_concurrent_users for r in spec.regions) or 1
-    share = max(region.peak_concurrent_users / total, 1 / len(spec.regions))
-    budget = spec.reconnect_budget.reconnects_per_second * share
+    budget = region_reconnect_budget(spec, region)
     window = math.ceil(region.gateway.connections_per_pod / budget)
     return min(max(window, 30), 600)

@@ -88,7 +88,8 @@ def relay_replicas(region: Region) -> int:
 
 def app_totals(region: Region, *, relay: bool = True) -> Totals:
     totals = Totals()
-    # maxSurge 25% on top of the ceiling during a rollout, plus the helm test pod.
+    # A rollout's surge on top of the ceiling (25%: more than the chart derives from the
+    # reconnect budget for the shipped stacks, one pod), plus the helm test pod.
     totals.add("gateway", region, math.ceil(region.gateway.max_replicas * 1.25))
     totals.add("dispatcher", region, math.ceil(region.dispatcher.max_replicas * 1.25))
     if relay:

@@ -62,6 +62,8 @@ def test_image_upgrade_rolls_within_the_configured_surge(
         "gateway.replicas": str(REPLICAS),
         "gateway.strategy.maxSurge": max_surge,
         "gateway.strategy.maxUnavailable": max_unavailable,
+        # The surge bounds are under test here, not the pacing (test_im_gateway_strategy.py).
+        "gateway.strategy.minReadySeconds": "0",
     }
     helm_apply(cluster_helm, "install", namespace, sets)
     wait_rolled_out(kube_api, namespace, gateway, replicas=REPLICAS)

@@ -165,3 +165,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "im-gateway.gatewayGracePeriod" -}}
 {{- add .Values.gateway.preStopSleepSeconds .Values.gateway.drainWindowSeconds .Values.gateway.terminationGraceMarginSeconds }}
 {{- end }}
+
+{{/* The gateway's rolling update, within the reconnect budget (README: "Rolling updates within
+the reconnect budget"). A replaced pod's clients reconnect over its drain window, at
+connectionsPerPod / drainWindowSeconds per second; maxSurge pods are replaced at once, so
+maxSurge = max(1, floor(reconnectsPerSecond x drainWindowSeconds / connectionsPerPod)). A new
+pod must stay ready minReadySeconds = preStopSleepSeconds + drainWindowSeconds before the next
+old pod goes, so one batch has drained before the next starts. Explicit values win. */}}
+{{- define "im-gateway.gatewayStrategy" -}}
+{{- $gateway := .Values.gateway }}
+{{- $strategy := $gateway.strategy }}
+{{- $surge := $strategy.maxSurge }}
+{{- if eq (toString $surge) "" }}
+{{- if ne (toString $strategy.maxUnavailable) "0" }}
+{{- fail (printf "gateway.strategy.maxUnavailable is %v: the derived maxSurge assumes 0 (the pods it takes would drain too); set gateway.strategy.maxSurge explicitly" $strategy.maxUnavailable) }}
+{{- end }}
+{{- $surge = max 1 (div (mul (int64 $strategy.reconnectsPerSecond) (int64 $gateway.drainWindowSeconds)) (int64 $gateway.autoscaling.connectionsPerPod)) }}
+{{- end }}
+{{- $minReady := $strategy.minReadySeconds }}
+{{- if eq (toString $minReady) "" }}
+{{- $minReady = add $gateway.preStopSleepSeconds $gateway.drainWindowSeconds }}
+{{- end }}
+maxSurge: {{ $surge }}
+maxUnavailable: {{ $strategy.maxUnavailable }}
+minReadySeconds: {{ $minReady }}
+{{- end }}

@@ -185,3 +185,21 @@ def test_keyspace_job_applies_the_gateways_control_migrations(spec: StackSpec) -
     assert '-p "$CQL_PASSWORD"' in script
     env = {e["name"]: e for e in container["env"]}
     assert "secretKeyRef" in env["CQL_PASSWORD"]["valueFrom"]
+
+
+def test_grafana_admin_comes_from_a_secret_never_a_default_password() -> None:
+    import json
+
+    for stack in ("local", "staging", "prod"):
+        spec = parse_spec(shipped_spec(stack))
+        for plan in build_stack(spec, dashboards=[]).regions:
+            (release,) = [r for r in plan.releases() if r.chart == "kube-prometheus-stack"]
+            grafana = release.values["grafana"]
+            assert grafana["admin"] == {
+                "existingSecret": "grafana-admin",
+                "userKey": "admin-user",
+                "passwordKey": "admin-password",
+            }
+            # Cleared, so even without the Secret the chart could not fall back to its default.
+            assert grafana["adminPassword"] == ""
+            assert "prom-operator" not in json.dumps(release.values)
