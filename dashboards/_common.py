@@ -10,6 +10,7 @@ RATE = "$__rate_interval"
 REGION = 'region=~"$region"'
 GATEWAY = f'job="im-gateway", {REGION}, instance=~"$instance"'
 DISPATCHER = f'job="im-dispatcher", {REGION}'
+RELAY = f'job="im-relay", {REGION}'
 TAGS = ["im-platform", "generated"]
 
 
@@ -70,6 +71,11 @@ def gateway_rate(metric: str, *, by: str = "") -> str:
 def dispatcher_rate(metric: str, *, by: str = "") -> str:
     """The dispatchers' summed per-second rate of ``metric`` (optionally by some labels)."""
     return summed(rate(metric, DISPATCHER), by=by)
+
+
+def relay_rate(metric: str, *, by: str = "") -> str:
+    """The relays' summed per-second rate of ``metric`` (optionally by some labels)."""
+    return summed(rate(metric, RELAY), by=by)
 
 
 def quantiles(buckets: str, *levels: float) -> tuple[tuple[str, str], ...]:

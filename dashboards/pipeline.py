@@ -1,4 +1,5 @@
-"""Message pipeline: produce rate and latency, consumer lag, persist and route."""
+"""Message pipeline: produce rate and latency, consumer lag, persist and route; with several
+regions, what crosses them (docs/multi-region.md section 8)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from grafana_foundation_sdk.builders import dashboard
 
 from dashboards._common import (
     DISPATCHER,
+    RELAY,
     base,
     dispatcher_rate,
     gateway_rate,
     quantiles,
+    relay_rate,
     series,
     summed,
 )
@@ -25,7 +28,7 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
     consumed = dispatcher_rate("im_dispatcher_consumed_total")
     lag = f"im_dispatcher_consumer_lag{{{DISPATCHER}}}"
     description = "Gateway -> Kafka -> dispatcher -> Cassandra and Redis."
-    return (
+    board = (
         base(UID, "IM / Message pipeline", description, instance_job="im-dispatcher")
         .with_row(dashboard.Row("Kafka"))
         .with_panel(
@@ -80,6 +83,87 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
                 "Batch failures by stage",
                 "ops",
                 (dispatcher_rate("im_dispatcher_batch_failures_total", by="stage"), "{{stage}}"),
+            )
+        )
+    )
+    if len(spec.regions) > 1:
+        board = cross_region_row(board)
+    return board
+
+
+def cross_region_row(board: dashboard.Dashboard) -> dashboard.Dashboard:
+    """Homes, fencing and the relays (docs/multi-region.md sections 3 to 6 and 8)."""
+    relay_latency = relay_rate("im_relay_delivery_latency_seconds_bucket", by="le, source")
+    return (
+        board.with_row(dashboard.Row("Cross-region"))
+        .with_panel(
+            series(
+                "Records skipped as foreign, and held",
+                "ops",
+                (
+                    dispatcher_rate("im_dispatcher_foreign_records_total", by="region"),
+                    "foreign {{region}}",
+                ),
+                (
+                    dispatcher_rate("im_dispatcher_held_records_total", by="region"),
+                    "held {{region}}",
+                ),
+                description=(
+                    "Foreign: records another region homes (it sequences them). Held: records of"
+                    " a draining shard, or stamped before their shard moved, until reconciliation."
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Fencing refusals and seq gaps",
+                "ops",
+                (
+                    dispatcher_rate("im_dispatcher_fencing_refusals_total", by="region"),
+                    "refusals {{region}}",
+                ),
+                (dispatcher_rate("im_dispatcher_seq_gaps_total", by="region"), "gaps {{region}}"),
+                description=(
+                    "Reservations refused because another writer holds the fence, and in-doubt"
+                    " ranges announced on a takeover without a release marker."
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Relay deliveries by source region",
+                "ops",
+                (
+                    relay_rate("im_relay_applied_total", by="source, region"),
+                    "{{source}} -> {{region}}",
+                ),
+                (relay_rate("im_relay_routed_total", by="region"), "routed in {{region}}"),
+            )
+        )
+        .with_panel(
+            series(
+                "Replication lag (relay beacons)",
+                "s",
+                (
+                    f"max by (source, target) (im_relay_replication_lag_seconds{{{RELAY}}})",
+                    "{{source}} -> {{target}}",
+                ),
+                description="Age of the newest beacon from each source region on arrival.",
+            )
+        )
+        .with_panel(
+            series(
+                "Cross-region delivery latency p99 by home region",
+                "s",
+                (f"histogram_quantile(0.99, {relay_latency})", "from {{source}}"),
+            )
+        )
+        .with_panel(
+            series(
+                "Shard map epoch",
+                "short",
+                (f"max by (region) (im_dispatcher_map_epoch{{{DISPATCHER}}})", "{{region}}"),
+                description="The epoch each region's dispatchers applied; they converge within seconds.",
             )
         )
     )
