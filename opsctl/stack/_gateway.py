@@ -34,7 +34,7 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
     gateway, dispatcher = region.gateway, region.dispatcher
     data_ns = {"matchLabels": {"kubernetes.io/metadata.name": n.DATA_NAMESPACE}}
     multi = len(spec.regions) > 1
-    return {
+    values: dict[str, Any] = {
         "region": region.name,
         # IMGW_REGIONS: the shard map's rendezvous set, and the peers whose mirrored topics the
         # dispatcher and relay consume (docs/multi-region.md sections 2, 3 and 6).
@@ -111,6 +111,15 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
             },
         },
     }
+    auth = spec.auth
+    if auth is not None and auth.jwks_secret_ref:
+        # The JWKS Secret and the claims every token must carry (a JWKS requires both).
+        values["auth"] = {
+            "existingSecret": auth.jwks_secret_ref,
+            "issuer": auth.issuer or "",
+            "audience": auth.audience or "",
+        }
+    return values
 
 
 def build(spec: StackSpec, region: Region) -> Component:

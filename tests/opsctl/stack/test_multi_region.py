@@ -203,3 +203,24 @@ def test_grafana_admin_comes_from_a_secret_never_a_default_password() -> None:
             # Cleared, so even without the Secret the chart could not fall back to its default.
             assert grafana["adminPassword"] == ""
             assert "prom-operator" not in json.dumps(release.values)
+
+
+def test_the_specs_jwks_secret_and_claims_reach_the_chart() -> None:
+    from opsctl.stack._gateway import chart_values
+
+    raw = shipped_spec("staging")
+    raw["auth"] = {
+        "jwksSecretRef": "idp-jwks",
+        "issuer": "https://auth.example/",
+        "audience": "im-gateway",
+    }
+    spec = parse_spec(raw)
+    for region in spec.regions:
+        assert chart_values(spec, region)["auth"] == {
+            "existingSecret": "idp-jwks",
+            "issuer": "https://auth.example/",
+            "audience": "im-gateway",
+        }
+    # Without auth in the spec the chart's own defaults apply.
+    plain = parse_spec(shipped_spec("staging"))
+    assert "auth" not in chart_values(plain, plain.regions[0])
