@@ -23,6 +23,24 @@ Seqs come from blocks reserved under a fence (gateway.sequencer, docs/multi-regi
 * **Redelivery, MirrorMaker duplicates, late resends**: the ``message_seqs`` lookup (and an
   in-process cache of what this process assigned) returns the first seq; a retried batch
   reuses the seqs of its first attempt even if that attempt's write timed out but landed.
+
+Poison records (a record that fails every time, e.g. a group record whose conversation is not
+``g:<gid>``, a ``ts`` beyond bigint, a lone surrogate) must not stall the batch, nor an outage
+dead-letter everything (``_settle``):
+
+* A failure is an **outage** when it is a timeout or a connection error (``is_transient``) or a
+  probe of Redis and Cassandra fails right after it: the same records are retried with backoff,
+  forever, and never counted against them.
+* Any other failure is **deterministic**. A batch that fails so ``SPLIT_AFTER`` times is split in
+  halves, processed in order (Kafka order within every conversation holds), down to single
+  records; a single record that fails so ``MAX_RECORD_ATTEMPTS`` times is **poison**: it goes to
+  ``<topic>.dlq`` with the reason, the stage and the error in its headers
+  (``im_dispatcher_dead_lettered_total{reason="poison"}``), and the batch's offsets are committed
+  past it. A seq it was given but that never became durable is recorded and announced as an
+  in-doubt range (a ``gap``), so clients do not wait for it.
+* More than ``MAX_POISON_STREAK`` poison records in a row without one success in between look
+  like a bug of this dispatcher, not bad data: it stops dead-lettering and retries (the
+  ImDispatcherNotCommitting alert pages).
 """
 
 # Heavy client libraries are imported where first used, so the process listens fast.
@@ -46,7 +64,7 @@ from gateway.config import Config, load_or_exit
 from gateway.homes import shard_of
 from gateway.metrics import DispatcherMetrics
 from gateway.protocol import dm_members, encode, message_frame
-from gateway.runtime import backoff, setup_logging
+from gateway.runtime import backoff, in_daemon_thread, setup_logging
 from gateway.sequencer import Fenced, Gap, NotOwner, Sequencer
 from gateway.shardmap import MAP_LEASE_S, REFRESH_S, ControlStore, Decision, ShardMap, decide
 from gateway.store import MESSAGE_COLUMNS, MessageRecord, close_store
@@ -61,6 +79,43 @@ HEARTBEAT_INTERVAL_MS = 2000
 # answer we saw), so while this holds nobody else owns our partitions.
 LEASE_S = (SESSION_TIMEOUT_MS - 3000) / 1000
 ASSIGNED_CACHE = 200_000  # message id -> (seq, bucket) this process assigned (redelivery)
+# Poison records (see the module docstring): deterministic failures of a multi-record chunk
+# before it is split in halves; of one record alone before it is dead-lettered; and poison
+# records in a row (no success between them) after which nothing more is dead-lettered.
+SPLIT_AFTER = 2
+MAX_RECORD_ATTEMPTS = 5
+MAX_POISON_STREAK = 20
+PROBE_TIMEOUT_S = 2.0  # the Redis and Cassandra probe that tells an outage from poison
+DLQ_SUFFIX = ".dlq"
+# Exception class names (anywhere in the class's MRO) of cassandra-driver and redis-py that mean
+# "the backend is unreachable or overloaded", not "this record is bad". aiokafka's errors say so
+# themselves (``retriable``).
+TRANSIENT_ERRORS = frozenset(
+    {
+        *("NoHostAvailable", "OperationTimedOut", "Unavailable", "ReadTimeout", "WriteTimeout"),
+        *("OverloadedErrorMessage", "IsBootstrappingErrorMessage", "ConnectionException"),
+        *("ConnectionError", "TimeoutError", "BusyLoadingError", "ClusterDownError"),
+        *("TryAgainError", "MasterDownError", "ReadOnlyError", "MaxConnectionsError"),
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure says a backend is down or slow (retry the same records, forever)
+    rather than that something in the records is wrong."""
+    if isinstance(exc, TimeoutError | ConnectionError | OSError):
+        return True
+    if getattr(exc, "retriable", False):
+        return True
+    return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(exc).__mro__)
+
+
+class _Dropped(Exception):
+    """The batch must end uncommitted (``dropped``: what _run_batch returns)."""
+
+    def __init__(self, dropped: bool) -> None:
+        super().__init__("batch dropped")
+        self.dropped = dropped
 
 
 class LeaseLost(Exception):
@@ -182,6 +237,10 @@ class Dispatcher(KafkaWorker):
         # (the write may still land after the next owner continued at "last durable + 1").
         self._unconfirmed: set[int | str] = set()
         self._batch_owners: set[int | str] = set()
+        # The batch in progress: records already dead-lettered (topic, partition, offset), so a
+        # retried or split chunk does not dead-letter them twice; poison records in a row.
+        self._dead_lettered: set[tuple[str, int, int]] = set()
+        self._poison_streak = 0
         # The shard map (gateway.shardmap): read at SERIAL every REFRESH_S; no write is issued
         # with a map older than MAP_LEASE_S.
         self.control: ControlStore | None = None
@@ -458,33 +517,142 @@ class Dispatcher(KafkaWorker):
                     self.metrics.batch_latency.observe(time.perf_counter() - started)
 
     async def _run_batch(self, batches: dict[Any, list[Any]], records: list[Any]) -> bool:
-        """Process one batch, retrying backend failures; False when it must be dropped
-        uncommitted (partitions revoked, lease lost, fenced: their next owner redoes it)."""
-        attempt = 0
+        """Process one batch: outages are retried, poison records dead-lettered (``_settle``);
+        False when it must be dropped uncommitted (partitions revoked, lease lost, fenced,
+        stopping: their next owner redoes it)."""
+        self._dead_lettered.clear()
+        self._poison_streak = 0
+        try:
+            await self._settle(batches, records)
+        except _Dropped as dropped:
+            return dropped.dropped
+        return True
+
+    async def _settle(self, batches: dict[Any, list[Any]], chunk: list[Any]) -> None:
+        """Process ``chunk`` (records in Kafka order) until every record is persisted and routed,
+        held, skipped or dead-lettered; raises _Dropped when the batch must end uncommitted.
+        Outages are retried forever; deterministic failures split the chunk, and a single
+        record that keeps failing is dead-lettered (the module docstring)."""
+        failures = 0  # deterministic ones, with healthy backends
+        retries = 0
         while True:
             if self._revoking or not set(batches) <= self._owned:
-                return await self._drop(batches, "partitions revoked")
+                raise _Dropped(await self._drop(batches, "partitions revoked"))
             try:
-                await self.process(records)
-                return True
+                await self.process(chunk)
             except (NotOwner, LeaseLost, Fenced) as exc:
                 self.metrics.failures.labels("sequence").inc()
-                dropped = await self._drop(batches, repr(exc))
-                if isinstance(exc, Fenced) and exc.newer_epoch:
-                    with contextlib.suppress(Exception):
-                        await self._refresh_map(locked=True)
-                    return dropped
-                # A fenced or lease-less process waits for the group to tell it what it owns.
-                await self._sleep(backoff(attempt + 3))
-                return dropped
-            except Exception as exc:  # a backend failed: retry the same batch (idempotent)
-                size = len(records)
-                log.warning("batch of %d failed at %s, retrying: %r", size, self.stage, exc)
-                self.metrics.failures.labels(self.stage).inc()
+                raise _Dropped(await self._ownership_lost(batches, exc)) from None
+            except Exception as exc:
+                stage = self.stage
+                size = len(chunk)
+                log.warning("batch of %d failed at %s, retrying: %r", size, stage, exc)
+                self.metrics.failures.labels(stage).inc()
                 if self.stopping.is_set():
-                    return False  # not committed: another dispatcher redoes it
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+                    raise _Dropped(False) from None  # not committed: another dispatcher redoes it
+                if not is_transient(exc) and await self._backends_ok():
+                    failures += 1
+                    if size > 1 and failures >= SPLIT_AFTER:
+                        half = size // 2
+                        await self._settle(batches, chunk[:half])
+                        await self._settle(batches, chunk[half:])
+                        return
+                    poison = size == 1 and failures >= MAX_RECORD_ATTEMPTS
+                    if poison and await self._poisoned(chunk[0], stage, exc, failures):
+                        return
+                await self._stalled_lag(batches)
+                await asyncio.sleep(backoff(retries))
+                retries += 1
+            else:
+                self._poison_streak = 0
+                return
+
+    async def _ownership_lost(self, batches: dict[Any, list[Any]], exc: Exception) -> bool:
+        dropped = await self._drop(batches, repr(exc))
+        if isinstance(exc, Fenced) and exc.newer_epoch:
+            with contextlib.suppress(Exception):
+                await self._refresh_map(locked=True)
+            return dropped
+        # A fenced or lease-less process waits for the group to tell it what it owns.
+        await self._sleep(backoff(3))
+        return dropped
+
+    async def _backends_ok(self) -> bool:
+        """Redis and Cassandra answer a trivial request now (a failure that comes with a failed
+        probe is an outage, never poison)."""
+        session = self.store.session
+        if session is None or not self.kafka_ok:
+            return False
+        query = "SELECT release_version FROM system.local"
+        try:
+            await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(
+                in_daemon_thread(lambda: session.execute(query, timeout=PROBE_TIMEOUT_S)),
+                PROBE_TIMEOUT_S + 1,
+            )
+        except Exception as exc:
+            log.warning("backend probe failed (an outage, not a poison record): %r", exc)
+            return False
+        return True
+
+    async def _poisoned(self, raw: Any, stage: str, exc: Exception, attempts: int) -> bool:
+        """Dead-letter one record that failed ``attempts`` times alone with healthy backends;
+        False when it was not (too many in a row, or the DLQ or the gap write failed)."""
+        if self._poison_streak >= MAX_POISON_STREAK:
+            log.error(
+                "%d poison records in a row: not dead-lettering more, retrying (%r)",
+                self._poison_streak,
+                exc,
+            )
+            return False
+        why = f"{exc!r}"[:400]
+        try:
+            await self._announce_unused_seq(raw)
+            await self._dead_letter(raw, why, reason="poison", stage=stage, attempts=attempts)
+        except Exception as failed:
+            log.warning("could not dead-letter a poison record yet: %r", failed)
+            return False
+        self._poison_streak += 1
+        return True
+
+    async def _announce_unused_seq(self, raw: Any) -> None:
+        """A poison record that got a seq which never became durable leaves a hole: record the
+        seq as an in-doubt range (sync reports it) and announce it live, best effort."""
+        try:
+            item = parse_record(raw.value)
+        except BadRecord:
+            return
+        hit = self._assigned.get(item.message_id)
+        if hit is None:
+            return
+        conv = item.conversation_id
+        if await self.store.message_seqs(conv, [item.message_id]):
+            return  # durable at its seq: a sync delivers it; nothing is missing
+        seq = hit[0]
+        gap = Gap(conv, seq, seq)
+        await self.store.record_gap(gap, self.sequencer.writer(self._owner_of(raw.partition)).token)
+        del self._assigned[item.message_id]  # a replay gets a new seq
+        log.warning("seq %d of %s is in doubt (its record is poison)", seq, conv)
+        try:
+            members = await self._recipients([fanout.gap_record(gap)])
+            await fanout.route(self.redis, [], [], members, [gap])
+            if self.deliveries is not None:
+                await self._publish_deliveries([], [gap])
+        except Exception as failed:  # recorded: clients learn it from sync (sync_batch.gaps)
+            log.info("gap of poison record not announced live: %r", failed)
+
+    async def _stalled_lag(self, batches: dict[Any, list[Any]]) -> None:
+        """While a batch is retried, the lag gauge follows the partitions' end offsets (fetches
+        stop, so the high watermark the consumer knows would freeze)."""
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(list(batches)), 3)
+        except Exception:
+            return
+        for tp, part in batches.items():
+            end = ends.get(tp)
+            if end is not None:
+                lag = max(0, end - part[0].offset)
+                self.metrics.consumer_lag.labels(self._lag_label(tp)).set(lag)
 
     async def _drop(self, batches: dict[Any, list[Any]], why: str) -> bool:
         log.warning("dropping a batch uncommitted (%s); it will be consumed again", why)
@@ -508,6 +676,8 @@ class Dispatcher(KafkaWorker):
             await self.consumer.commit(offsets)
         except Exception as exc:  # rebalance: the new owner redoes these records, idempotently
             log.warning("commit failed (records will be redelivered): %r", exc)
+        else:
+            self.metrics.commits.inc()
         for tp, next_offset in offsets.items():
             high = self.consumer.highwater(tp)
             if high is not None:
@@ -528,7 +698,7 @@ class Dispatcher(KafkaWorker):
             try:
                 item = parse_record(raw.value)
             except BadRecord as exc:
-                await self._dead_letter(raw, str(exc))
+                await self._dead_letter(raw, str(exc), reason="undecodable", stage="decode")
                 continue
             item.partition = raw.partition
             item.owner = self._owner_of(raw.partition)
@@ -642,14 +812,31 @@ class Dispatcher(KafkaWorker):
             futures.append(await self.deliveries.send(topic, value=value, key=key))
         await asyncio.gather(*futures)
 
-    async def _dead_letter(self, raw: Any, why: str) -> None:
+    async def _dead_letter(
+        self, raw: Any, why: str, *, reason: str, stage: str, attempts: int = 1
+    ) -> None:
+        """The record as it was, to ``<topic>.dlq``, with why in its headers (``opsctl dlq``
+        reads them): ``error``, ``reason`` (DLQ_REASONS), ``stage``, ``attempts``, ``source``
+        (``<topic>/<partition>@<offset>``), ``dispatcher``, and a ``replay-of`` it carried."""
+        where = (raw.topic, raw.partition, raw.offset)
+        if where in self._dead_lettered:
+            return
         source = f"{raw.topic}/{raw.partition}@{raw.offset}"
-        log.error("dead-lettering %s: %s", source, why)
-        headers = [("error", why.encode()[:500]), ("source", source.encode())]
+        log.error("dead-lettering %s (%s at %s): %s", source, reason, stage, why)
+        headers = [
+            ("error", why.encode("utf-8", "backslashreplace")[:500]),
+            ("reason", reason.encode()),
+            ("stage", stage.encode()),
+            ("attempts", str(attempts).encode()),
+            ("source", source.encode()),
+            ("dispatcher", self.cfg.node_id.encode()),
+        ]
+        headers += [(k, v) for k, v in (raw.headers or ()) if k == "replay-of"]
         await self.dlq.send_and_wait(
-            self.cfg.kafka_topic + ".dlq", value=raw.value, key=raw.key, headers=headers
+            self.cfg.kafka_topic + DLQ_SUFFIX, value=raw.value, key=raw.key, headers=headers
         )
-        self.metrics.dead_lettered.inc()
+        self._dead_lettered.add(where)
+        self.metrics.dead_lettered.labels(reason).inc()
 
     async def _known_seqs(self, items: list[Accepted]) -> dict[str, tuple[int, int]]:
         """message id -> (seq, bucket) of the records that already have a seq: this process's

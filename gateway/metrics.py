@@ -70,6 +70,7 @@ BATCH_STAGES = (
     "route",
     "deliveries",
 )
+DLQ_REASONS = ("undecodable", "poison")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the scrape size and nobody reads them
 
 
@@ -182,7 +183,13 @@ class DispatcherMetrics(_Metrics):
         )
         self.offline = self.counter("recipients_offline", "Recipients with no live gateway route.")
         self.dead_lettered = self.counter(
-            "dead_lettered", "Unparseable records sent to the dead-letter topic."
+            "dead_lettered",
+            "Records sent to the dead-letter topic, by reason: undecodable, or poison (failed "
+            "every attempt alone while the backends were healthy).",
+            "reason",
+        )
+        self.commits = self.counter(
+            "commits", "Batches whose offsets were committed (progress past every record)."
         )
         self.failures = self.counter(
             "batch_failures", "Batches retried after an error, by the step that failed.", "stage"
@@ -226,6 +233,8 @@ class DispatcherMetrics(_Metrics):
         self.draining = self.gauge("draining", "1 while stopping after SIGTERM.")
         for stage in BATCH_STAGES:
             self.failures.labels(stage)
+        for reason in DLQ_REASONS:
+            self.dead_lettered.labels(reason)
 
 
 RELAY_STAGES = ("persist", "cache", "route")

@@ -20,6 +20,7 @@ from opsctl.cli import (
     cluster,
     dashboards,
     demo,
+    dlq,
     infra,
     loadtest,
     local,
@@ -58,6 +59,7 @@ app.add_typer(rollout.app, name="rollout")
 app.add_typer(region.app, name="region")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
+app.add_typer(dlq.app, name="dlq")
 
 
 def _version(value: bool) -> None:
