@@ -113,15 +113,10 @@ class Admission:
             self.metrics.auth_failures.labels(exc.reason).inc()
             self.metrics.connects.labels("auth_failed").inc()
             code = CloseCode.TOKEN_EXPIRED if exc.expired else CloseCode.UNAUTHORIZED
+            error = ErrorCode.TOKEN_EXPIRED if exc.expired else ErrorCode.UNAUTHORIZED
+            self.metrics.protocol_errors.labels(error).inc()  # every error frame, by code
             await self._send_then_close(
-                ws,
-                error_frame(
-                    ErrorCode.TOKEN_EXPIRED if exc.expired else ErrorCode.UNAUTHORIZED,
-                    exc.reason,
-                    frame.ref,
-                ),
-                code,
-                exc.reason,
+                ws, error_frame(error, exc.reason, frame.ref), code, exc.reason
             )
             return None
         now = time.monotonic()

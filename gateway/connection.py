@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 MAX_PROTOCOL_ERRORS = 20  # bad frames tolerated per session before closing with 4000
 # Frames counted as im_gateway_frames_in_total{op="invalid"}: they could not be parsed.
 _INVALID = (ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_TEXT)
+# Refusals that count toward MAX_PROTOCOL_ERRORS (docs/protocol.md 7.2): frames a correct client
+# never sends. Answers about state or backends (not_member, too_many, unavailable, ...) and
+# rate_limited (its own budget) do not count.
+_COUNTED = (*_INVALID, ErrorCode.ALREADY_AUTHENTICATED)
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -175,7 +179,7 @@ class Connections:
                     self._in["invalid"].inc()
                 self.metrics.protocol_errors.labels(exc.code).inc()
                 self.outbox.push(session, error_frame(exc.code, exc.message, exc.ref), "error")
-                if exc.code != ErrorCode.RATE_LIMITED:
+                if exc.code in _COUNTED:
                     session.errors += 1
                 if session.errors > MAX_PROTOCOL_ERRORS:
                     session.close_reason = "protocol_error"

@@ -109,22 +109,19 @@ class Deliveries:
             if counter is not None and int(counter) == cursor:
                 done[conv] = {"last_seq": cursor, "complete": True}
                 continue
-            views, source, gaps = await self._read_after(conv, cursor, limit)
+            # One more than the limit: "complete" then says whether anything is left.
+            views, source, gaps = await self._read_after(conv, cursor, limit + 1)
+            more = len(views) > limit
+            views = views[:limit]
             last = cursor
             if views:
                 last = views[-1][0]
-                announced = "" if not gaps else ',"gaps":' + encode(gaps)  # type: ignore[arg-type]
-                batch = (
-                    '{"op":"sync_batch","conversation_id":'
-                    + json.dumps(conv)
-                    + (',"messages":[' + ",".join(v for _, v in views) + "]")
-                    + announced
-                    + "}"
-                )
-                self.outbox.push(session, batch, "sync_batch")
+                gaps = [g for g in gaps if g[0] < last]
+                for batch in sync_batches(conv, views, gaps, self.config.max_frame_bytes):
+                    self.outbox.push(session, batch, "sync_batch")
                 self.metrics.synced_messages.labels(source).inc(len(views))
                 marks[conv] = max(marks.get(conv, 0), last)
-            done[conv] = {"last_seq": last, "complete": len(views) < limit}
+            done[conv] = {"last_seq": last, "complete": not more}
         session.marks = marks
         receipt_view = {
             conv: {f: int(s) for f, s in r.items() if state.receipt_field_user(f) != user}
@@ -217,6 +214,29 @@ class Deliveries:
             if self.outbox.push(session, frame, "message"):
                 self._delivered.inc()
                 self._latency.observe(max(0.0, now - accepted_at / 1000))
+
+
+def sync_batches(
+    conv: str, views: list[tuple[int, str]], gaps: list[list[int]], max_bytes: int
+) -> list[str]:
+    """The ``sync_batch`` frames of one conversation's sync: its messages in seq order, split
+    so that no frame is larger than ``max_bytes`` (UTF-8) unless it holds a single message; the
+    in-doubt ranges go on the first frame (docs/protocol.md 4)."""
+    head = '{"op":"sync_batch","conversation_id":' + json.dumps(conv) + ',"messages":['
+    announced = "" if not gaps else ',"gaps":' + encode(gaps)  # type: ignore[arg-type]
+    frames: list[str] = []
+    chunk: list[str] = []
+    size = len(head.encode()) + len(announced.encode()) + 2
+    for _, view in views:
+        grows = len(view.encode()) + 1
+        if chunk and size + grows > max_bytes:
+            frames.append(head + ",".join(chunk) + "]" + announced + "}")
+            chunk, announced = [], ""
+            size = len(head.encode()) + 2
+        chunk.append(view)
+        size += grows
+    frames.append(head + ",".join(chunk) + "]" + announced + "}")
+    return frames
 
 
 def from_recent_cache(entries: list[str], cursor: int, limit: int) -> list[tuple[int, str]] | None:

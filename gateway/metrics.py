@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.protocol import ALL_ERROR_CODES
+
 # End-to-end delivery SLO is 50-300 ms: resolve finely around it.
 LATENCY_BUCKETS = (
     *(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03),
@@ -48,6 +50,7 @@ DISCONNECT_REASONS = (
     "shutdown",
 )
 SEND_FAILURES = ("not_member", "redis", "duplicate_id", "kafka")
+SYNC_SOURCES = ("cache", "cassandra")
 AUTH_FAILURES = (
     "malformed",
     "unknown_key",
@@ -165,6 +168,8 @@ class GatewayMetrics(_Metrics):
             (self.messages_failed, SEND_FAILURES),
             (self.auth_failures, AUTH_FAILURES),
             (self.jwks_refreshes, JWKS_REFRESH_OUTCOMES),
+            (self.synced_messages, SYNC_SOURCES),
+            (self.protocol_errors, tuple(sorted(ALL_ERROR_CODES))),
         ):
             for value in values:
                 counter.labels(value)
