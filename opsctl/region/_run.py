@@ -109,7 +109,9 @@ class Outcome:
     left: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
-    failover_s: float | None = None  # unplanned: start until the survivors applied the move
+    # Unplanned: from the first move until every survivor's dispatchers applied the last one
+    # (the shards' records are sequenced again from then on: the RTO after the decision).
+    failover_s: float | None = None
 
     def add_reconciled(self, done: dict[str, int]) -> None:
         for key, value in done.items():
@@ -270,6 +272,7 @@ class _Operation:
         total = len(plan)
         self.progress.shards(0, total)
         epoch = outcome.epoch_before
+        moving = time.monotonic()
         for number, batch in enumerate(todo, 1):
             moved = self.run(self.shards.unplanned(batch))
             epoch = moved.epoch
@@ -284,7 +287,7 @@ class _Operation:
         if behind:
             outcome.warnings.append(f"{', '.join(behind)} did not apply epoch {epoch} in time")
         else:
-            outcome.failover_s = round(time.monotonic() - self.started, 2)
+            outcome.failover_s = round(time.monotonic() - moving, 2)
 
     def _drain_gateways(self, outcome: Outcome) -> None:
         """7.1 step 3, locally: one gateway at a time, paced by the reconnect budget."""
