@@ -184,13 +184,14 @@ def _local_multi_region(
 ) -> tuple[str | None, Callable[[], dict[str, float]] | None]:
     """The Prometheus and the shard map of a running local stack of this (multi-region)
     stack, if ``state_dir`` (or the default) holds one; else (None, None)."""
-    from opsctl.local import LocalStack, StackNotRunning, resolve_state_dir
+    from opsctl.errors import OpsctlError
+    from opsctl.local import LocalStack, resolve_state_dir
 
     try:
         local = LocalStack.recorded(resolve_state_dir(state_dir))
-    except StackNotRunning:
+    except OpsctlError:  # none recorded there, or not readable: not a source
         return None, None
-    if local.config.spec_stack != stack:
+    if local.config.spec_stack != stack or not any(local.running().values()):
         return None, None
 
     def homes() -> dict[str, float]:
