@@ -96,8 +96,12 @@ TRANSIENT_ERRORS = frozenset(
         *("OverloadedErrorMessage", "IsBootstrappingErrorMessage", "ConnectionException"),
         *("ConnectionError", "TimeoutError", "BusyLoadingError", "ClusterDownError"),
         *("TryAgainError", "MasterDownError", "ReadOnlyError", "MaxConnectionsError"),
+        "OutOfMemoryError",
     }
 )
+# Redis error replies that say the server cannot take writes now (older redis-py raises a plain
+# ResponseError for them).
+TRANSIENT_REPLIES = ("OOM ", "LOADING ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "TRYAGAIN ")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -106,6 +110,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
         return True
     if getattr(exc, "retriable", False):
+        return True
+    if type(exc).__name__ == "ResponseError" and str(exc).startswith(TRANSIENT_REPLIES):
         return True
     return any(cls.__name__ in TRANSIENT_ERRORS for cls in type(exc).__mro__)
 

@@ -3,9 +3,9 @@
 It deliberately imports nothing from ``gateway/``: if it works, the document is enough to write
 a client. It follows the client rules of the doc: the token in the Authorization header, sync
 cursors in ``hello``, dedup and ordering by (conversation_id, seq), resend of unacknowledged
-sends with the same client_msg_id, sync on holes and on ``sync_required``, moving the cursor
-past announced in-doubt ranges (``gap`` frames and ``sync_batch.gaps``, protocol 2), reconnect
-after ``reconnect`` frames and lost connections.
+sends with the same client_msg_id (never of a send refused as ``invalid_text``), sync on holes
+and on ``sync_required``, moving the cursor past announced in-doubt ranges (``gap`` frames and
+``sync_batch.gaps``, protocol 2), reconnect after ``reconnect`` frames and lost connections.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class ProtocolClient:
         self.frames: list[dict[str, Any]] = []
         self.arrivals: list[tuple[float, str]] = []
         self.errors: list[dict[str, Any]] = []
+        self.refused: dict[str, dict[str, Any]] = {}  # sends refused for good (invalid_text)
         self.receipts: list[dict[str, Any]] = []
         self.presence: dict[str, str] = {}
         self.replies: dict[str, dict[str, Any]] = {}
@@ -244,7 +245,10 @@ class ProtocolClient:
         self.errors.append(frame)
         # Section 7.3: rate_limited / unavailable had no effect; resend the same send later.
         ref = frame.get("ref")
-        if frame["code"] in ("rate_limited", "unavailable") and ref in self.unacked:
+        if frame["code"] == "invalid_text" and ref in self.unacked:
+            # Section 7.3: the text itself is refused; resending it unchanged cannot succeed.
+            self.refused[ref] = self.unacked.pop(ref)
+        elif frame["code"] in ("rate_limited", "unavailable") and ref in self.unacked:
             delay = 0.2 + random.random() * 0.3
             asyncio.get_running_loop().call_later(delay, self._resend, ref)
         elif frame["code"] == "unavailable" and ref in self._syncs:

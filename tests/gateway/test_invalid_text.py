@@ -37,11 +37,15 @@ def test_lone_surrogate_is_refused_at_parse_time_and_the_session_stays_usable(im
         await a.wait_until(lambda: bool(a.errors), 10, "the refusal")
         error = a.errors[-1]
         assert (error["code"], error["ref"]) == ("invalid_text", "bad-1")
+        # Through the client's own send: refused for good, not resent (section 7.3).
+        refused = await a.send("cut \ud83d", to=bob)
+        await a.wait_until(lambda: refused in a.refused, 10, "the refused send")
+        assert refused not in a.unacked
         # The same in a nested unknown field and in a sync cursor key, each with its own ref.
         await a.ws.send('{"op":"ping","ref":"p1","x":[{"k":"\\udc00"}]}')
         await a.ws.send('{"op":"sync","ref":"s1","cursors":{"dm:\\ud800:b":1}}')
-        await a.wait_until(lambda: len(a.errors) == 3, 10, "two more refusals")
-        assert [(e["code"], e.get("ref")) for e in a.errors[1:]] == [
+        await a.wait_until(lambda: len(a.errors) == 4, 10, "two more refusals")
+        assert [(e["code"], e.get("ref")) for e in a.errors[2:]] == [
             ("invalid_text", "p1"),
             ("invalid_text", "s1"),
         ]
@@ -65,7 +69,7 @@ def test_lone_surrogate_is_refused_at_parse_time_and_the_session_stays_usable(im
     after = im.metrics(http)
     assert after['im_gateway_protocol_errors_total{code="invalid_text"}'] - before.get(
         'im_gateway_protocol_errors_total{code="invalid_text"}', 0
-    ) == pytest.approx(3)
+    ) == pytest.approx(4)
     assert_increased(before, after, ['im_gateway_frames_in_total{op="invalid"}'])
     # Not a Kafka failure: the SLO's availability is not charged for a client's bad text.
     kafka = 'im_gateway_messages_failed_total{reason="kafka"}'

@@ -155,6 +155,10 @@ def test_transient_classification() -> None:
     assert is_transient(ConnectionRefusedError())
     assert is_transient(NoHostAvailable())
     assert is_transient(type("KafkaTimeoutError", (Exception,), {"retriable": True})())
+    from redis.exceptions import ResponseError
+
+    assert is_transient(ResponseError("OOM command not allowed when used memory > 'maxmemory'."))
+    assert not is_transient(ResponseError("ERR Error running script"))
     assert not is_transient(KeyError("x"))
     assert not is_transient(UnicodeEncodeError("utf-8", "\ud83d", 0, 1, "surrogates"))
     assert not is_transient(OverflowError())
