@@ -240,3 +240,47 @@ def test_poison_records_go_to_the_dlq_while_traffic_flows_and_can_be_replayed(
     poisoned = 'im_dispatcher_dead_lettered_total{reason="poison"}'
     assert after[poisoned] - before[poisoned] == 4  # three, and the one replayed unfixed
     assert after["im_dispatcher_commits_total"] > before["im_dispatcher_commits_total"]
+
+
+def test_an_outage_is_retried_and_dead_letters_nothing(im: Im, opsctl: OpsctlRunner) -> None:
+    """Redis down for longer than a poison record's whole retry budget: every record fails at
+    the cache step, but the probe fails too, so the dispatcher keeps retrying and dead-letters
+    nothing; once Redis is back every record is delivered."""
+    stack, info = im.stack, im.stack.info
+    alice, bob = im.uid("alice"), im.uid("bob")
+    conv = dm(alice, bob)
+    records = [_record(conv, alice, to=bob, body=f"through the outage #{i}") for i in range(5)]
+    known = {r["position"] for r in _dlq(opsctl, info.state_dir)}
+    before = im.metrics(info.dispatcher_url)
+    stack.stop("redis")
+    try:
+        values = [(conv, json.dumps(r).encode()) for r in records]
+        asyncio.run(_produce(info.kafka_bootstrap, info.kafka_topic, values))
+        time.sleep(15)  # several times what MAX_RECORD_ATTEMPTS of a poison record take
+        during = im.metrics(info.dispatcher_url)
+    finally:
+        stack.up()
+    failed = 'im_dispatcher_batch_failures_total{stage="cache"}'
+    assert during[failed] > before[failed]  # the outage was hit, and retried
+
+    async def scenario() -> None:
+        b = im.client(bob, gateway=1)
+        await b.connect()
+
+        def arrived() -> bool:
+            return {m["message_id"] for m in b.messages.values()} >= {r["mid"] for r in records}
+
+        await b.wait_until(arrived, 60, "every record after the outage")
+
+    async def main() -> None:
+        try:
+            await scenario()
+        finally:
+            await im.close_all()
+
+    asyncio.run(main())
+    after = im.metrics(info.dispatcher_url)
+    poisoned = 'im_dispatcher_dead_lettered_total{reason="poison"}'
+    assert after[poisoned] == before[poisoned]
+    new = [r for r in _dlq(opsctl, info.state_dir) if r["position"] not in known]
+    assert new == []
