@@ -164,7 +164,7 @@ def _progress() -> Progress:
 def _finish(target_: RegionTarget, outcome: Outcome) -> None:
     """Print the outcome (JSON or a summary), then exit 3 when it did not complete."""
     from opsctl import console
-    from opsctl.errors import Inconclusive
+    from opsctl.errors import CheckFailed, Inconclusive
 
     if target_.json:
         console.emit_json(outcome.as_dict())
@@ -172,6 +172,12 @@ def _finish(target_: RegionTarget, outcome: Outcome) -> None:
         _summary(outcome)
     for warning in outcome.warnings:
         console.warn(warning)
+    if outcome.error is not None:
+        left = ", ".join(f"{k} {v}" for k, v in outcome.left.items())
+        raise CheckFailed(
+            f"{outcome.operation} {outcome.region} stopped: {outcome.error}; left: {left}",
+            hint=f"re-run `opsctl region {outcome.operation} {outcome.region}` to continue",
+        )
     if not outcome.complete:
         left = ", ".join(f"{k} {v}" for k, v in outcome.left.items())
         raise Inconclusive(

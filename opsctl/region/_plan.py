@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 
 from gateway.homes import SHARDS, ranked
-from gateway.shardmap import ShardMap
+from gateway.shardmap import DRAINING, ShardMap
 from gateway.shardmap import restore_plan as _restore_plan
 from opsctl.errors import UserInputError
 
@@ -56,9 +56,16 @@ def evacuation_plan(shard_map: ShardMap, region: str) -> dict[int, str]:
 
 def restore_plan(shard_map: ShardMap, region: str) -> dict[int, str]:
     """shard -> ``region`` for every shard whose rendezvous home is ``region`` but which is homed
-    elsewhere now (exit 2 for an unknown region)."""
+    elsewhere now, and every shard homed in ``region`` left draining by an interrupted
+    evacuation (moved "to itself": active again at a new epoch). Exit 2 for an unknown
+    region."""
     check_region(shard_map, region)
-    return _restore_plan(shard_map, region)
+    stuck = {
+        s: region
+        for s, entry in shard_map.rows.items()
+        if entry.home == region and entry.state == DRAINING
+    }
+    return {**_restore_plan(shard_map, region), **stuck}
 
 
 def batches(plan: Mapping[int, str], size: int) -> list[dict[int, str]]:

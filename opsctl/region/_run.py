@@ -18,12 +18,13 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from gateway.shardmap import DRAINING, MAP_LEASE_S, ShardMap
-from opsctl.errors import UserInputError
+from opsctl.errors import CheckFailed, OpsctlError, UserInputError
 from opsctl.region._local import Gateway, LocalRegions
 from opsctl.region._plan import (
     batches,
@@ -33,8 +34,11 @@ from opsctl.region._plan import (
     home_share,
     restore_plan,
 )
-from opsctl.region._shards import Shards
+from opsctl.region._shards import Shards, transient
 
+T = TypeVar("T")
+
+RETRIES = 4  # attempts of one step on Cassandra timeouts
 EVACUATE = "evacuate"
 RESTORE = "restore"
 PLANNED = "planned"
@@ -96,6 +100,7 @@ class Outcome:
     shards_planned: int
     complete: bool = False
     interrupted: bool = False
+    error: str | None = None  # why it stopped, when a step failed
     epoch_after: int | None = None
     shards_moved: int = 0
     batches: int = 0
@@ -152,8 +157,24 @@ class _Operation:
     def run(self, coro: Any) -> Any:
         return self.runner.run(coro)
 
+    def step(self, make: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run one step; a Cassandra timeout (an LWT's outcome unknown) re-plans it from the
+        map and tries again, a few times, since every step is idempotent."""
+        for attempt in range(1, RETRIES + 1):
+            try:
+                result: T = self.run(make())
+                return result
+            except Exception as exc:
+                if not transient(exc) or attempt == RETRIES:
+                    raise
+                self.progress.note(
+                    f"{what}: {type(exc).__name__}, retrying from the map ({attempt}/{RETRIES - 1})"
+                )
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
     def read(self) -> ShardMap:
-        current: ShardMap = self.run(self.shards.read())
+        current: ShardMap = self.step(self.shards.read, "reading the shard map")
         return current
 
     # -- the operations ----------------------------------------------------------------------
@@ -187,7 +208,7 @@ class _Operation:
         with self._interruptible(outcome):
             self._start_gateways(outcome)
             self.progress.step("reconciling held records (7.3) before any shard moves back")
-            outcome.add_reconciled(self.run(self.shards.reconcile()))
+            outcome.add_reconciled(self.step(self.shards.reconcile, "reconciling"))
             self._planned(plan, outcome)
             self._final_reconcile(outcome)
             outcome.complete = True
@@ -213,7 +234,9 @@ class _Operation:
         """A planned move needs the old home to confirm its drain (and a restore the region
         to take its shards back); when the region's dispatchers stopped reporting, say so
         before changing anything."""
-        reports = self.run(self.shards.control.reported(self.region))
+        reports = self.step(
+            partial(self.shards.control.reported, self.region), "reading the reports"
+        )
         now_ms = time.time() * 1000
         live = [n for n, (_, seen) in reports.items() if now_ms - seen < MAP_LEASE_S * 1000]
         if not live:
@@ -235,22 +258,27 @@ class _Operation:
                 f"batch {number}/{len(todo)}: drain {len(batch)} shards, wait for their "
                 "dispatchers, move"
             )
-            moved = self.run(self.shards.planned(batch, self.request.timeout_s))
+            moved = self.step(
+                partial(self.shards.planned, batch, self.request.timeout_s), f"batch {number}"
+            )
             outcome.shards_moved += len(batch)
             outcome.batches += 1
             outcome.epoch_after = moved.epoch
             self.progress.shards(outcome.shards_moved, total)
             # Every region held the batch's records while it drained: once all applied the
             # move, settle those holds (the new home sequences what nobody did).
-            behind = self.run(
-                self.shards.wait_applied(everyone, moved.epoch, self.request.timeout_s)
+            behind = self.step(
+                partial(self.shards.wait_applied, everyone, moved.epoch, self.request.timeout_s),
+                "waiting for the dispatchers",
             )
             if behind:
                 outcome.warnings.append(
                     f"dispatchers of {', '.join(behind)} did not apply epoch {moved.epoch} "
                     f"within {self.request.timeout_s:.0f} s; the final reconciliation covers it"
                 )
-            outcome.add_reconciled(self.run(self.shards.reconcile(set(batch))))
+            outcome.add_reconciled(
+                self.step(partial(self.shards.reconcile, set(batch)), "reconciling")
+            )
             self.progress.note(
                 f"batch {number}/{len(todo)} moved: {outcome.shards_moved}/{total} shards, "
                 f"epoch {moved.epoch}"
@@ -258,7 +286,7 @@ class _Operation:
 
     def _final_reconcile(self, outcome: Outcome) -> None:
         self.progress.step("final reconciliation of held records")
-        outcome.add_reconciled(self.run(self.shards.reconcile()))
+        outcome.add_reconciled(self.step(self.shards.reconcile, "reconciling"))
 
     def _unplanned(self, plan: dict[int, str], outcome: Outcome) -> None:
         self.progress.step(f"checking {self.region}'s health (7.2 step 1)")
@@ -274,7 +302,7 @@ class _Operation:
         epoch = outcome.epoch_before
         moving = time.monotonic()
         for number, batch in enumerate(todo, 1):
-            moved = self.run(self.shards.unplanned(batch))
+            moved = self.step(partial(self.shards.unplanned, batch), f"batch {number}")
             epoch = moved.epoch
             outcome.shards_moved += len(batch)
             outcome.batches += 1
@@ -283,7 +311,10 @@ class _Operation:
             self.progress.note(f"batch {number}/{len(todo)} moved (unplanned), epoch {epoch}")
         survivors = [r for r in self.regions.names if r != self.region]
         self.progress.step(f"waiting for {', '.join(survivors)} to apply epoch {epoch}")
-        behind = self.run(self.shards.wait_applied(survivors, epoch, self.request.timeout_s))
+        behind = self.step(
+            partial(self.shards.wait_applied, survivors, epoch, self.request.timeout_s),
+            "waiting for the survivors",
+        )
         if behind:
             outcome.warnings.append(f"{', '.join(behind)} did not apply epoch {epoch} in time")
         else:
@@ -335,12 +366,20 @@ class _Operation:
 
     @contextlib.contextmanager
     def _interruptible(self, outcome: Outcome) -> Iterator[None]:
+        """Interruption and a failed step both end the run with an outcome that says what is
+        left (the map is consistent either way: every change is one conditional batch)."""
         try:
             with _sigterm_interrupts():
                 yield
         except KeyboardInterrupt:
             outcome.interrupted = True
             self.progress.note("interrupted: the map is consistent; re-run to continue")
+        except OpsctlError as error:
+            outcome.error = error.message
+            self.progress.note(f"failed: {error.message}")
+        except Exception as exc:  # the driver's and Kafka's errors, after the retries
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            self.progress.note(f"failed: {outcome.error}")
 
     def _finish(self, outcome: Outcome) -> Outcome:
         final = self.read()
@@ -356,7 +395,7 @@ class _Operation:
         else:
             outcome.left["shards_away"] = len(restore_plan(final, self.region))
         outcome.left["shards_draining"] = draining
-        outcome.left["held_records"] = self.run(self.shards.held())
+        outcome.left["held_records"] = self.step(self.shards.held, "counting held records")
         outcome.duration_s = round(time.monotonic() - self.started, 2)
         return outcome
 
@@ -394,6 +433,13 @@ def _with(
     try:
         op.shards.connect()
         return op.evacuate() if operation == EVACUATE else op.restore()
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        raise CheckFailed(
+            f"the shard map did not answer: {type(exc).__name__}: {exc}",
+            hint=f"re-run `opsctl region {operation} {request.region}` to continue",
+        ) from exc
     finally:
         op.close()
         shown.close()

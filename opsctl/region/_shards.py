@@ -15,8 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.homes import shard_of
-from gateway.shardmap import ControlStore, ShardMap, move, planned_move, reconcile, wait_released
+from gateway.shardmap import (
+    ACTIVE,
+    ControlStore,
+    ShardMap,
+    move,
+    planned_move,
+    reconcile,
+    wait_released,
+)
 from opsctl.errors import CheckFailed
+
+
+def transient(exc: BaseException) -> bool:
+    """A Cassandra timeout or unavailability: the outcome of the request is unknown (an LWT
+    may have applied), so the step is re-planned from the map and tried again."""
+    from cassandra import OperationTimedOut, RequestExecutionException
+    from cassandra.cluster import NoHostAvailable
+
+    return isinstance(exc, RequestExecutionException | OperationTimedOut | NoHostAvailable)
 
 
 @dataclass(frozen=True)
@@ -73,10 +90,20 @@ class Shards:
 
     async def planned(self, plan: Mapping[int, str], timeout_s: float) -> ShardMap:
         """Drain the shards, wait until their old homes' dispatchers applied that, move them
-        (docs/multi-region.md 7.1 steps 1-2). Exit 1 when a dispatcher does not confirm in
-        time; the shards then stay draining and a re-run continues."""
+        (docs/multi-region.md 7.1 steps 1-2). Only the shards not yet active at their target
+        (per the map as read now), so calling it again after a timeout redoes nothing. Exit 1
+        when a dispatcher does not confirm in time; the shards then stay draining and a re-run
+        continues."""
+        current = await self.read()
+        todo = {
+            s: home
+            for s, home in plan.items()
+            if current.entry(s).home != home or current.entry(s).state != ACTIVE
+        }
+        if not todo:
+            return current
         try:
-            await planned_move(self.control, plan, timeout_s=timeout_s)
+            await planned_move(self.control, todo, timeout_s=timeout_s)
         except TimeoutError as exc:
             raise CheckFailed(str(exc), hint="re-run the same command to continue") from exc
         return await self.read()

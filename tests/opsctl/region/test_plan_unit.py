@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.homes import SHARDS
-from gateway.shardmap import ShardMap, moved
+from gateway.shardmap import ShardMap, draining, moved
 from opsctl.errors import UserInputError
 from opsctl.region import evacuation_plan, home_share, restore_plan
 from opsctl.region._plan import batches, drain_pause_s, gateway_rate
@@ -69,6 +69,15 @@ def test_restore_brings_back_exactly_the_rendezvous_shards() -> None:
     assert back.share() == fresh.share()
     assert restore_plan(back, "eu-central") == {}
     assert restore_plan(fresh, "us-east") == {}
+
+
+def test_restore_also_reactivates_shards_an_interrupted_evacuation_left_draining() -> None:
+    fresh = ShardMap(0, TWO)
+    stuck = sorted(fresh.homed_in("eu-central"))[:5]
+    drained = ShardMap(1, TWO, draining(fresh, stuck))
+    plan = restore_plan(drained, "eu-central")
+    assert plan == dict.fromkeys(stuck, "eu-central")  # moved "to itself": active again
+    assert restore_plan(drained, "us-east") == {}
 
 
 def test_home_share_is_a_fraction_per_region() -> None:
