@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.delivery import sync_batches
@@ -52,3 +54,25 @@ def test_one_message_larger_than_the_limit_is_alone_in_its_frame() -> None:
     assert [[m["seq"] for m in json.loads(f)["messages"]] for f in frames] == [[1], [2], [3]]
     small = sync_batches("dm:a:b", [_view(1, "x"), _view(2, "y")], [], 65536)
     assert len(small) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.text(max_size=3000), max_size=40),
+    st.integers(min_value=200, max_value=20000),
+    st.booleans(),
+)
+def test_sync_batches_fuzz(bodies: list[str], max_bytes: int, with_gaps: bool) -> None:
+    """Whatever the message sizes: every message once, in seq order; a frame over the limit
+    holds one message; the gaps only on the first frame."""
+    views = [_view(seq, body) for seq, body in enumerate(bodies, start=1)]
+    if not views:
+        return
+    gaps = [[len(views) + 2, len(views) + 3]] if with_gaps else []
+    frames = sync_batches("dm:a:b", views, gaps, max_bytes)
+    decoded = [json.loads(f) for f in frames]
+    assert [m["seq"] for d in decoded for m in d["messages"]] == list(range(1, len(views) + 1))
+    for raw, frame in zip(frames, decoded, strict=True):
+        assert len(raw.encode()) <= max_bytes or len(frame["messages"]) == 1
+        assert frame["messages"]
+    assert [d.get("gaps") for d in decoded] == [gaps or None] + [None] * (len(decoded) - 1)
