@@ -75,3 +75,57 @@ def test_an_unreachable_kafka_is_a_failed_check(opsctl: OpsctlRunner) -> None:
     assert result.exit_code == 1
     assert "127.0.0.1:1" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.fixture
+def fake_dlq(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The Kafka calls replaced: two DLQ records; replay outcomes chosen per test."""
+    import opsctl.dlq
+    from opsctl.dlq import Replayed, ReplayOutcome
+
+    calls: list[tuple[str, ...]] = []
+    records = [
+        record(0, 3, reason="poison", stage="recipients", attempts="5", error="KeyError('x')"),
+        record(0, 4, reason="undecodable", stage="decode", error="bad json"),
+    ]
+    status = {"0@3": "poison", "0@4": "pending"}
+
+    def fake_replay(target: object, chosen: list[DlqRecord], **kwargs: object) -> ReplayOutcome:
+        calls.append(tuple(r.position for r in chosen))
+        done = [
+            Replayed(f"im.messages.dlq/{r.position}", "im.messages", 1, 40 + n, status[r.position])
+            for n, r in enumerate(chosen)
+        ]
+        return ReplayOutcome(done, waited=True)
+
+    monkeypatch.setattr(opsctl.dlq, "list_records", lambda target: records)
+    monkeypatch.setattr(opsctl.dlq, "replay", fake_replay)
+    return calls
+
+
+@pytest.mark.unit
+def test_list_prints_a_table_on_stdout(opsctl: OpsctlRunner, fake_dlq: object) -> None:
+    result = opsctl("dlq", "list", "--bootstrap", "k:9092")
+    assert result.exit_code == 0
+    assert "0@3" in result.stdout
+    assert "0@4" in result.stdout
+    assert "poison" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.unit
+def test_replay_exit_codes_follow_the_outcome(
+    opsctl: OpsctlRunner, fake_dlq: list[tuple[str, ...]]
+) -> None:
+    import json
+
+    poisoned = opsctl(
+        "dlq", "replay", "--offset", "3", "--wait", "5", "-o", "json", "--bootstrap", "k:1"
+    )
+    assert poisoned.exit_code == 1
+    assert json.loads(poisoned.stdout)["replayed"][0]["status"] == "poison"
+    assert "still poison" in poisoned.stderr
+    pending = opsctl("dlq", "replay", "--offset", "0@4", "--wait", "5", "--bootstrap", "k:1")
+    assert pending.exit_code == 3
+    assert "not yet committed" in pending.stderr
+    assert fake_dlq == [("0@3",), ("0@4",)]
