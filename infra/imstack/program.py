@@ -71,8 +71,14 @@ class PartComponent(pulumi.ComponentResource):
         ]
         ready: list[pulumi.Resource] = [*self.releases, *crds, *self.copies]
         self.objects: list[pulumi.Resource] = []
-        for built in part.objects:
+        # The engine creates siblings in parallel: an object in a namespace this part creates
+        # must wait for that Namespace, or the API server answers "namespaces ... not found".
+        namespaces: dict[str, pulumi.Resource] = {}
+        for built in sorted(part.objects, key=lambda m: m["kind"] != "Namespace"):
             waits = ready + (self.objects if built["kind"] == "Job" else [])
+            own_namespace = namespaces.get(built["metadata"].get("namespace", ""))
+            if own_namespace is not None:
+                waits = [*waits, own_namespace]
             manifest = _with_pulumi_hints(built)
             created = create(
                 region,
@@ -80,6 +86,8 @@ class PartComponent(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self, provider=provider, depends_on=waits),
             )
             self.objects.append(created)
+            if manifest["kind"] == "Namespace":
+                namespaces[manifest["metadata"]["name"]] = created
             if (
                 manifest["kind"] == "Certificate"
                 and manifest["metadata"]["name"] == names.ROOT_CA_SECRET

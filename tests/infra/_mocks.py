@@ -68,6 +68,8 @@ def write_kubeconfig(path: Path, contexts: list[str]) -> Path:
 class ProgramRun:
     recorder: Recorder
     secrets: dict[str, bool]  # copied Secret resource name -> data marked secret
+    depends_on: dict[str, set[str]]  # resource name -> names of its explicit dependencies
+    parents: dict[str, str]  # resource name -> its parent component's name
 
 
 def run_program(spec: StackSpec, kubeconfig: Path) -> ProgramRun:
@@ -79,9 +81,24 @@ def run_program(spec: StackSpec, kubeconfig: Path) -> ProgramRun:
     asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(recorder, project="imstack", stack="test", preview=False)
     secrets: dict[str, bool] = {}
+    depends_on: dict[str, set[str]] = {}
+    parents: dict[str, str] = {}
+
+    def record_dependencies(
+        args: pulumi.ResourceTransformationArgs,
+    ) -> pulumi.ResourceTransformationResult | None:
+        # The mocks never see ResourceOptions; a stack transformation does.
+        dependencies = args.opts.depends_on if args.opts else None
+        if isinstance(dependencies, pulumi.Resource):
+            dependencies = [dependencies]
+        depends_on[args.name] = {dep._name for dep in dependencies or ()}
+        if args.opts and args.opts.parent is not None:
+            parents[args.name] = args.opts.parent._name
+        return None
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(record_dependencies)
         components = build_program(spec, kubeconfig=str(kubeconfig))
         checks = []
         for region in components.regions.values():
@@ -93,4 +110,4 @@ def run_program(spec: StackSpec, kubeconfig: Path) -> ProgramRun:
         return pulumi.Output.all(*checks).apply(lambda pairs: secrets.update(dict(pairs)))
 
     program()
-    return ProgramRun(recorder, secrets)
+    return ProgramRun(recorder, secrets, depends_on, parents)

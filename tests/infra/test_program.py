@@ -109,6 +109,29 @@ def test_every_resource_uses_its_own_regions_provider(
         assert f"::{owner}-k8s::" in declared.provider, (declared.name, declared.provider)
 
 
+def test_objects_wait_for_the_namespace_their_part_creates(
+    program: tuple[StackSpec, ProgramRun],
+) -> None:
+    """The engine creates a part's objects in parallel; without the edge the API server answers
+    "namespaces ... not found" (seen in CI). Namespaces of earlier parts are covered by the
+    parts' own ordering."""
+    _, run = program
+    namespaces = {
+        (run.parents[d.name], d.inputs["metadata"]["name"]): d.name
+        for d in run.recorder.of_type("kubernetes:core/v1:Namespace")
+    }
+    assert namespaces
+    checked = 0
+    for declared in run.recorder.declared:
+        namespace = (declared.inputs.get("metadata") or {}).get("namespace")
+        own = namespaces.get((run.parents.get(declared.name, ""), namespace))
+        if own is None:
+            continue
+        assert own in run.depends_on[declared.name], declared.name
+        checked += 1
+    assert checked > 10, checked
+
+
 def test_replication_settings_match_the_spec(program: tuple[StackSpec, ProgramRun]) -> None:
     spec, run = program
     by_name = {d.name: d.inputs for d in run.recorder.declared}
