@@ -371,7 +371,9 @@ class _Operation:
         try:
             with _sigterm_interrupts():
                 yield
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # CancelledError: Ctrl-C landed while asyncio.Runner was starting a step (its
+            # handler cancelled the step, then reset its count): the same interruption.
             outcome.interrupted = True
             self.progress.note("interrupted: the map is consistent; re-run to continue")
         except OpsctlError as error:

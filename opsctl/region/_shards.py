@@ -26,13 +26,21 @@ from gateway.shardmap import (
 )
 from opsctl.errors import CheckFailed
 
+# Server errors the driver has no class for, whose request may be retried: Overloaded, and
+# CAS_WRITE_UNKNOWN (protocol v5: "CAS operation result is unknown", a Paxos proposal
+# accepted by fewer than a quorum, seen on a loaded machine).
+_RETRIABLE_CODES = {0x1001, 0x1700}
+
 
 def transient(exc: BaseException) -> bool:
     """A Cassandra timeout or unavailability: the outcome of the request is unknown (an LWT
     may have applied), so the step is re-planned from the map and tried again."""
     from cassandra import OperationTimedOut, RequestExecutionException
     from cassandra.cluster import NoHostAvailable
+    from cassandra.protocol import ErrorMessage
 
+    if isinstance(exc, ErrorMessage):
+        return getattr(exc, "code", None) in _RETRIABLE_CODES
     return isinstance(exc, RequestExecutionException | OperationTimedOut | NoHostAvailable)
 
 

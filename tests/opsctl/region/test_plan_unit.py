@@ -105,3 +105,16 @@ def test_the_drain_pace_keeps_reconnects_within_the_budget() -> None:
     assert gateway_rate(800, 2) == pytest.approx(500)  # paced over 80 % of the window
     with pytest.raises(ValueError, match="budget"):
         drain_pause_s(1, 0, 0)
+
+
+def test_cassandra_timeouts_and_unknown_cas_outcomes_are_retried_other_errors_are_not() -> None:
+    from cassandra import WriteTimeout, WriteType
+    from cassandra.protocol import ErrorMessage
+
+    from opsctl.region._shards import transient
+
+    unknown = ErrorMessage(0x1700, "CAS operation result is unknown", {})
+    assert transient(unknown)
+    assert transient(WriteTimeout("CAS timed out", consistency=9, write_type=WriteType.CAS))
+    assert not transient(ErrorMessage(0x2200, "Invalid query", {}))
+    assert not transient(ValueError("a bug"))
