@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from gateway import state
+from gateway import groups, state
 from gateway.backends import Backends
 from gateway.config import Config
 from gateway.metrics import GatewayMetrics
@@ -93,6 +93,9 @@ class Deliveries:
         targets = sorted(
             known | {c for c in cursors if (pair := dm_members(c)) is not None and user in pair}
         )
+        # The index only says where to look: a group is read only while the user is a member
+        # now (a leaver's entry, or one a record in flight at the leave put back, is skipped).
+        targets = [conv for conv in targets if await self._may_read(user, conv)]
         async with self.backends.redis.pipeline(transaction=False) as pipe:
             for conv in targets:
                 pipe.hget(state.counter_key(conv), "seq")
@@ -133,6 +136,19 @@ class Deliveries:
         if ref is not None:
             frame["ref"] = ref
         self.outbox.push(session, encode(frame), "sync_done")
+
+    async def _may_read(self, user: str, conv: str) -> bool:
+        """Whether ``user`` may read ``conv``'s history now: a party of a 1:1 conversation, a
+        current member of a group (gateway/groups.py)."""
+        pair = dm_members(conv)
+        if pair is not None:
+            return user in pair
+        if not conv.startswith("g:"):
+            return False
+        store = self.backends.store
+        if not store.ready:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "group store not available yet")
+        return user in await groups.group_members(self.backends.redis, store, conv[2:])
 
     async def _user_conversations(self, user: str) -> set[str]:
         key = state.user_conversations_key(user)

@@ -2,7 +2,7 @@
 
 Membership is written to Cassandra (the source of truth), then the Redis members cache is
 invalidated (gateway/groups.py) and new members' conversation indexes get the group, so their
-next sync finds it.
+next sync finds it; a leaver's index loses it (and sync checks membership regardless).
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ class GroupFrames:
             await self._index([user], conv)
         elif frame.op == "group_leave":
             await store.remove_member(gid, user)
+            await groups.invalidate(self._backends.redis, gid)
+            # Out of the leaver's index too. A record the dispatcher was routing while the
+            # member left may put it back (it indexes the members it read): sync checks
+            # membership anyway (gateway/delivery.py), so an entry left here is only a cost.
+            await store.remove_user_conversation(user, conv)
+            await self._backends.redis.srem(state.user_conversations_key(user), conv)
+            return
         else:
             return
         await groups.invalidate(self._backends.redis, gid)

@@ -185,6 +185,8 @@ class CassandraStore:
             "(user_id, conversation_id) VALUES (?, ?)",
             "user_conversations": f"SELECT conversation_id FROM {ks}.user_conversations "
             "WHERE user_id = ?",
+            "remove_user_conversation": f"DELETE FROM {ks}.user_conversations "
+            "WHERE user_id = ? AND conversation_id = ?",
             "create_group": f"INSERT INTO {ks}.groups (group_id, created_by, created_at) "
             "VALUES (?, ?, ?) IF NOT EXISTS",
             "group_exists": f"SELECT group_id FROM {ks}.groups WHERE group_id = ?",
@@ -380,6 +382,9 @@ class CassandraStore:
             out.extend((row.seq, bucket, row.message_id) for row in rows)
         out.sort(reverse=True)
         return out[:limit]
+
+    async def remove_user_conversation(self, user_id: str, conversation_id: str) -> None:
+        await self._run("remove_user_conversation", (user_id, conversation_id))
 
     async def user_conversations(self, user_id: str) -> list[str]:
         return [row.conversation_id for row in await self._run("user_conversations", (user_id,))]
