@@ -1,4 +1,14 @@
-"""Group membership: Cassandra is the source of truth, Redis a short-lived cache of it."""
+"""Group membership: Cassandra is the source of truth, Redis a short-lived cache of it.
+
+The race the cache must survive: a reader misses the cache and reads the members from Cassandra;
+meanwhile a membership change is written to Cassandra and the cache invalidated; then the
+reader writes what it read, which is now stale, and every sender, receipt and sync would use
+that set until it expires (MEMBERS_CACHE_TTL_S). So every change bumps the group's generation
+(state.members_generation_key) in the same transaction that drops the set, and a reader takes
+the generation *before* reading Cassandra and refills only if it is unchanged
+(state.REFILL_MEMBERS, checked and written atomically in Redis). A reader that lost the race
+still answers with what it read (as it would have a moment earlier); the next reader refills.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +17,36 @@ from typing import Any
 from gateway import state
 from gateway.store import CassandraStore
 
-MEMBERS_CACHE_TTL_S = 60  # bounds staleness if a reload races a membership change
+MEMBERS_CACHE_TTL_S = 60  # bounds staleness if Redis loses an invalidation (a failover)
 
 
 async def group_members(redis: Any, store: CassandraStore, group_id: str) -> list[str]:
     """Members from the Redis cache, loaded from Cassandra when the cache is not complete."""
-    key = state.members_key(group_id)
-    cached = await redis.smembers(key)
+    key, gen_key = state.members_key(group_id), state.members_generation_key(group_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.smembers(key)
+        pipe.get(gen_key)
+        cached, generation = await pipe.execute()
     if state.COMPLETE in cached:
         return sorted(m for m in cached if m != state.COMPLETE)
-    members = await store.members(group_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(key)
-        pipe.sadd(key, state.COMPLETE, *members)
-        pipe.expire(key, MEMBERS_CACHE_TTL_S)
-        await pipe.execute()
+    members = await store.members(group_id)  # read after the generation: see the docstring
+    await refill(redis, group_id, generation or "0", members)
     return sorted(members)
 
 
+async def refill(redis: Any, group_id: str, generation: str, members: list[str]) -> bool:
+    """Cache ``members`` if the group's generation is still ``generation``; True if cached."""
+    keys = (state.members_key(group_id), state.members_generation_key(group_id))
+    args = (generation, MEMBERS_CACHE_TTL_S, state.COMPLETE, *members)
+    return bool(await redis.eval(state.REFILL_MEMBERS, len(keys), *keys, *args))
+
+
 async def invalidate(redis: Any, group_id: str) -> None:
-    await redis.delete(state.members_key(group_id))
+    """After a membership change is written to Cassandra: a new generation, no cached set."""
+    gen_key = state.members_generation_key(group_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(gen_key)
+        pipe.expire(gen_key, state.MEMBERS_GENERATION_TTL_S)
+        pipe.delete(state.members_key(group_id))
+        await pipe.execute()
+    await redis.delete(state.legacy_members_key(group_id))

@@ -184,7 +184,27 @@ def route_key(user_id: str) -> str:
 
 
 def members_key(group_id: str) -> str:
+    """Set of a group's members plus COMPLETE: a cache of Cassandra's group_members, refilled
+    only through REFILL_MEMBERS. Hash-tagged with members_generation_key (one slot: the script
+    touches both)."""
+    return f"{PREFIX}gm:{{{group_id}}}"
+
+
+def legacy_members_key(group_id: str) -> str:
+    """The members cache before the generation check (untagged): still deleted on every
+    membership change, so gateways of the previous version do not serve a stale set during a
+    rollout. Drop once no version reading it runs."""
     return f"{PREFIX}gm:{group_id}"
+
+
+def members_generation_key(group_id: str) -> str:
+    """String, a decimal counter: the group's membership generation, INCRed on every membership
+    change (gateway/groups.py). Absent reads as "0". Expires MEMBERS_GENERATION_TTL_S after the
+    last change; a refill takes milliseconds, so an expiry never meets a refill in flight."""
+    return f"{PREFIX}gg:{{{group_id}}}"
+
+
+MEMBERS_GENERATION_TTL_S = 86400
 
 
 def receipts_key(conversation_id: str) -> str:
@@ -219,4 +239,19 @@ if seq > cur then
   return 1
 end
 return 0
+"""
+
+# KEYS: members set, generation key.  ARGV: the generation read before Cassandra was read, the
+# set's TTL in s, then the members (COMPLETE among them). Writes the set only while the
+# generation is still the one read; returns 1 if written, 0 if a membership change came between
+# (the caller's result is then possibly stale and not cached).
+REFILL_MEMBERS = """
+local gen = redis.call('GET', KEYS[2]) or '0'
+if gen ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """
