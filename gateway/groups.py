@@ -23,7 +23,9 @@ MEMBERS_CACHE_TTL_S = 60  # bounds staleness if Redis loses an invalidation (a f
 async def group_members(redis: Any, store: CassandraStore, group_id: str) -> list[str]:
     """Members from the Redis cache, loaded from Cassandra when the cache is not complete."""
     key, gen_key = state.members_key(group_id), state.members_generation_key(group_id)
-    async with redis.pipeline(transaction=True) as pipe:
+    # Not a MULTI (redis-py's cluster transactions mishandle these replies) and not needed:
+    # only the order matters, the generation read before Cassandra is.
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.smembers(key)
         pipe.get(gen_key)
         cached, generation = await pipe.execute()
