@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from gateway.shardmap import DRAINING, MAP_LEASE_S, ShardMap
+from gateway.shardmap import DRAINING, MAP_LEASE_S, REFRESH_S, ShardMap
 from opsctl.errors import CheckFailed, OpsctlError, UserInputError
 from opsctl.region._local import Gateway, LocalRegions
 from opsctl.region._plan import (
@@ -39,6 +39,7 @@ from opsctl.region._shards import Shards, transient
 T = TypeVar("T")
 
 RETRIES = 4  # attempts of one step on Cassandra timeouts
+GATEWAY_MARGIN_S = 1.0  # past the gateways' map refresh period
 EVACUATE = "evacuate"
 RESTORE = "restore"
 PLANNED = "planned"
@@ -115,7 +116,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     # Unplanned: from the first move until every survivor's dispatchers applied the last one
-    # (the shards' records are sequenced again from then on: the RTO after the decision).
+    # and the gateways' refresh period passed (what clients send from then on is sequenced at
+    # once: the RTO after the decision).
     failover_s: float | None = None
 
     def add_reconciled(self, done: dict[str, int]) -> None:
@@ -301,8 +303,10 @@ class _Operation:
         self.progress.shards(0, total)
         epoch = outcome.epoch_before
         moving = time.monotonic()
+        last_move = moving
         for number, batch in enumerate(todo, 1):
             moved = self.step(partial(self.shards.unplanned, batch), f"batch {number}")
+            last_move = time.monotonic()
             epoch = moved.epoch
             outcome.shards_moved += len(batch)
             outcome.batches += 1
@@ -315,6 +319,13 @@ class _Operation:
             partial(self.shards.wait_applied, survivors, epoch, self.request.timeout_s),
             "waiting for the survivors",
         )
+        # Gateways stamp records with the map epoch they last read (every REFRESH_S) and report
+        # it nowhere: a record they accept with the old stamp is held (5.5) until `restore`
+        # reconciles it. Wait one refresh, so what clients send from now on is sequenced.
+        wait = REFRESH_S + GATEWAY_MARGIN_S - (time.monotonic() - last_move)
+        if wait > 0:
+            self.progress.note(f"waiting {wait:.1f} s for the gateways' next map refresh")
+            time.sleep(wait)
         if behind:
             outcome.warnings.append(f"{', '.join(behind)} did not apply epoch {epoch} in time")
         else:

@@ -104,6 +104,11 @@ class RegionCql(Cql):
     """Tests/gateway's CQL checks, through one region's own Cassandra node and DC (so they
     work while another region's node is frozen)."""
 
+    def held(self) -> set[str]:
+        """Message ids held until reconciliation (im_control.held_records)."""
+        rows = self.session.execute("SELECT message_id FROM im_control.held_records")
+        return {row.message_id for row in rows}
+
     def __init__(self, stack: LocalStack, region: RegionInfo) -> None:
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import WhiteListRoundRobinPolicy

@@ -439,6 +439,7 @@ def test_an_unreachable_region_fails_over_then_reconciles_and_comes_back(
             mids = during.acked(conv)
             _wait_sequenced(cql_us, conv, mids, f"sequenced by {US}")
             assert _fence_writer(cql_us, conv).startswith(f"{US}:")
+        assert not cql_us.held() & {m for c in convs for m in during.acked(c)}
 
         refused = run_region(stack, "restore", EU)
         assert refused.exit_code == 2, refused.stderr
