@@ -52,6 +52,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import time
 from collections import OrderedDict, defaultdict
@@ -87,6 +88,8 @@ MAX_RECORD_ATTEMPTS = 5
 MAX_POISON_STREAK = 20
 PROBE_TIMEOUT_S = 2.0  # the Redis and Cassandra probe that tells an outage from poison
 DLQ_SUFFIX = ".dlq"
+LAG_REFRESH_S = 2.0  # how often the lag gauge is recomputed from the partitions' end offsets
+LAG_READ_TIMEOUT_S = 3.0  # an end-offset read slower than this leaves the lag unknown
 # Exception class names (anywhere in the class's MRO) of cassandra-driver and redis-py that mean
 # "the backend is unreachable or overloaded", not "this record is bad". aiokafka's errors say so
 # themselves (``retriable``).
@@ -236,6 +239,8 @@ class Dispatcher(KafkaWorker):
         self._batch_lock = asyncio.Lock()  # one batch, or one revoke, at a time
         self._revoking = False
         self._owned: set[Any] = set()  # TopicPartitions of the current assignment
+        self._committed: dict[Any, int] = {}  # TopicPartition -> next offset to process
+        self._lag_labels: set[str] = set()  # the consumer_lag series this process exports
         self._generation: int | None = None
         self._kafka: Any = None  # the consumer, from before its start() on
         self._heartbeat_ok_at = 0.0  # monotonic time of the last successful heartbeat
@@ -286,11 +291,13 @@ class Dispatcher(KafkaWorker):
             await self._connect()
             health = asyncio.create_task(self._health_loop())
             refresh = asyncio.create_task(self._map_loop())
+            lag = asyncio.create_task(self._lag_loop())
             try:
                 await self._consume_loop()
             finally:
                 health.cancel()
                 refresh.cancel()
+                lag.cancel()
                 await self._shutdown()
         log.info("stopped")
         return 0
@@ -442,6 +449,7 @@ class Dispatcher(KafkaWorker):
         member = str(self._kafka._coordinator.member_id)
         self._member = "m" + hashlib.blake2b(member.encode(), digest_size=6).hexdigest()
         self._owned = set(assigned)
+        self._committed.clear()  # another member may have committed meanwhile: read again
         self._heartbeat_ok_at = time.monotonic()  # the join/sync just succeeded
         self.sequencer.assigned(generation)
         self._assigned.clear()
@@ -510,8 +518,7 @@ class Dispatcher(KafkaWorker):
             return
         while not self.stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
-            if not batches:
-                self._idle_lag()
+            if not batches:  # caught up, or Kafka unreachable: the lag loop tells which
                 continue
             started = time.perf_counter()
             records: list[Any] = [r for part in batches.values() for r in part]
@@ -566,7 +573,6 @@ class Dispatcher(KafkaWorker):
                     poison = size == 1 and failures >= MAX_RECORD_ATTEMPTS
                     if poison and await self._poisoned(chunk[0], stage, exc, failures):
                         return
-                await self._stalled_lag(batches)
                 await asyncio.sleep(backoff(retries))
                 retries += 1
             else:
@@ -647,19 +653,6 @@ class Dispatcher(KafkaWorker):
         except Exception as failed:  # recorded: clients learn it from sync (sync_batch.gaps)
             log.info("gap of poison record not announced live: %r", failed)
 
-    async def _stalled_lag(self, batches: dict[Any, list[Any]]) -> None:
-        """While a batch is retried, the lag gauge follows the partitions' end offsets (fetches
-        stop, so the high watermark the consumer knows would freeze)."""
-        try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(list(batches)), 3)
-        except Exception:
-            return
-        for tp, part in batches.items():
-            end = ends.get(tp)
-            if end is not None:
-                lag = max(0, end - part[0].offset)
-                self.metrics.consumer_lag.labels(self._lag_label(tp)).set(lag)
-
     async def _drop(self, batches: dict[Any, list[Any]], why: str) -> bool:
         log.warning("dropping a batch uncommitted (%s); it will be consumed again", why)
         for tp in batches:
@@ -669,12 +662,60 @@ class Dispatcher(KafkaWorker):
                 await self.consumer.seek_to_committed(tp)
         return False
 
-    def _idle_lag(self) -> None:
-        """A poll that fetched nothing means every assigned partition is caught up."""
-        if self.consumer is None:
+    # Lag ---------------------------------------------------------------------------------------
+
+    async def _lag_loop(self) -> None:
+        while not self.stopping.is_set():
+            await self._refresh_lag()
+            await asyncio.sleep(LAG_REFRESH_S)
+
+    async def _refresh_lag(self) -> None:
+        """consumer_lag per assigned partition: its end offset (read from the leader now) minus
+        the next offset to process (the committed one: what is fetched but not yet committed
+        is still behind). An empty fetch proves nothing (a broker outage fetches nothing too),
+        so when the end offsets cannot be read the lag is unknown: every series this process
+        exports reads NaN and consumer_lag_known 0, never a reassuring 0."""
+        consumer = self.consumer
+        if consumer is None:
             return
-        for tp in self.consumer.assignment():
-            self.metrics.consumer_lag.labels(self._lag_label(tp)).set(0)
+        partitions = list(consumer.assignment())
+        try:
+            ends: dict[Any, int] = {}
+            if partitions:
+                ends = await asyncio.wait_for(consumer.end_offsets(partitions), LAG_READ_TIMEOUT_S)
+            for tp in partitions:
+                if tp not in self._committed:
+                    await self._read_committed(tp)
+        except Exception as exc:
+            log.info("lag unknown (end offsets not readable): %r", exc)
+            self.metrics.consumer_lag_known.set(0)
+            labels = self._lag_labels | {self._lag_label(tp) for tp in partitions}
+            for label in labels:
+                self.metrics.consumer_lag.labels(label).set(math.nan)
+            self._lag_labels = labels
+            return
+        labels = set()
+        for tp in partitions:
+            end, done = ends.get(tp), self._committed.get(tp)
+            if end is None or done is None:
+                continue
+            label = self._lag_label(tp)
+            self.metrics.consumer_lag.labels(label).set(max(0, end - done))
+            labels.add(label)
+        for gone in self._lag_labels - labels:  # moved to another dispatcher, which exports it
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(gone)
+        self._lag_labels = labels
+        self.metrics.consumer_lag_known.set(1)
+
+    async def _read_committed(self, tp: Any) -> None:
+        """The group's committed offset of ``tp`` (or, before the first commit, the consumer's
+        position: where it starts) into _committed; raises when Kafka cannot tell."""
+        committed = await asyncio.wait_for(self.consumer.committed(tp), LAG_READ_TIMEOUT_S)
+        if committed is None:
+            committed = await asyncio.wait_for(self.consumer.position(tp), LAG_READ_TIMEOUT_S)
+        if tp in self.consumer.assignment():
+            self._committed[tp] = max(self._committed.get(tp, 0), committed)
 
     async def _commit(self, batches: dict[Any, list[Any]]) -> None:
         offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
@@ -684,11 +725,8 @@ class Dispatcher(KafkaWorker):
             log.warning("commit failed (records will be redelivered): %r", exc)
         else:
             self.metrics.commits.inc()
-        for tp, next_offset in offsets.items():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                lag = max(0, high - next_offset)
-                self.metrics.consumer_lag.labels(self._lag_label(tp)).set(lag)
+            for tp, next_offset in offsets.items():
+                self._committed[tp] = max(self._committed.get(tp, 0), next_offset)
 
     def _lag_label(self, tp: Any) -> str:
         """The partition number for the own topic (as before), '<peer topic>/<p>' otherwise."""

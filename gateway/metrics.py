@@ -200,7 +200,15 @@ class DispatcherMetrics(_Metrics):
             "batch_failures", "Batches retried after an error, by the step that failed.", "stage"
         )
         self.consumer_lag = self.gauge(
-            "consumer_lag", "Records behind the high watermark, by partition.", "partition"
+            "consumer_lag",
+            "Records between a partition's end offset and the committed offset, by partition; "
+            "NaN while the end offsets cannot be read (unknown, see consumer_lag_known).",
+            "partition",
+        )
+        self.consumer_lag_known = self.gauge(
+            "consumer_lag_known",
+            "1 while consumer_lag is current (end offsets read within the last few seconds), "
+            "0 while Kafka cannot tell them.",
         )
         self.persist_latency = self.histogram(
             "persist_latency_seconds", "Cassandra write time for one batch.", buckets=FAST_BUCKETS
