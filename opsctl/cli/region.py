@@ -88,7 +88,10 @@ def target(
     ctx.obj = RegionTarget(RootOptions.of(ctx), state_dir)
 
 
-RegionArgument = Annotated[str, typer.Argument(help="The region, as the stack spec names it.")]
+# A positional REGION; the parameter is not called "region", which names --region/-r options.
+RegionArgument = Annotated[
+    str, typer.Argument(metavar="REGION", help="The region, as the stack spec names it.")
+]
 BatchOption = Annotated[
     int | None,
     typer.Option(
@@ -112,7 +115,7 @@ TimeoutOption = Annotated[
 @app.command()
 def evacuate(
     ctx: typer.Context,
-    region: RegionArgument,
+    name: RegionArgument,
     *,
     unreachable: Annotated[
         bool,
@@ -130,14 +133,14 @@ def evacuate(
     from opsctl import region as domain
 
     target_ = RegionTarget.of(ctx)
-    request = target_.request(region, unreachable=unreachable, batch=batch, timeout_s=timeout)
+    request = target_.request(name, unreachable=unreachable, batch=batch, timeout_s=timeout)
     _finish(target_, domain.evacuate(target_.regions, request, _progress()))
 
 
 @app.command()
 def restore(
     ctx: typer.Context,
-    region: RegionArgument,
+    name: RegionArgument,
     *,
     batch: BatchOption = None,
     timeout: TimeoutOption = None,
@@ -147,7 +150,7 @@ def restore(
     from opsctl import region as domain
 
     target_ = RegionTarget.of(ctx)
-    request = target_.request(region, batch=batch, timeout_s=timeout)
+    request = target_.request(name, batch=batch, timeout_s=timeout)
     _finish(target_, domain.restore(target_.regions, request, _progress()))
 
 
