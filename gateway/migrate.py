@@ -1,9 +1,18 @@
 """Apply the schema: Kafka topics (migrations/kafka/topics.yaml) and the versioned CQL migrations
 (migrations/cql/NNNN_name.cql), idempotently.
 
-Run: ``python -m gateway.migrate [--only kafka|cql] [--wait SECONDS]``.
+Run: ``python -m gateway.migrate [--only kafka|cql] [--wait SECONDS] [--increase-partitions]``.
 Exit 0 when everything is applied (or already was), 2 for bad configuration or migration files,
-1 when a backend refused or stayed unreachable.
+1 when a backend refused or stayed unreachable, 3 when a topic has fewer partitions than
+configured and adding them was not asked for (``--increase-partitions``) or is not safe now
+(nothing was changed; the procedure: docs/protocol.md section 9.4).
+
+Partitions are never added implicitly: a record's partition is its key's hash modulo the count,
+so adding partitions moves conversations to other partitions while their older records may
+still wait in the old ones, and a dispatcher could then process a newer message of a
+conversation before an older one. ``--increase-partitions`` adds them only once every affected
+topic is quiet (no end offset moves for QUIET_S) and every consumer group that reads it has
+committed up to its end (lag 0).
 """
 
 # Heavy client libraries are imported where first used, so --help and bad input stay fast.
@@ -31,6 +40,8 @@ log = logging.getLogger("gateway.migrate")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CQL_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.cql$")
 TOPIC_ALREADY_EXISTS = 36
+QUIET_S = 5.0  # --increase-partitions: no end offset of an affected topic may move for this long
+EXIT_REFUSED = 3
 
 
 class MigrationInputError(Exception):
@@ -39,6 +50,19 @@ class MigrationInputError(Exception):
 
 class MigrationFailed(Exception):
     """A backend refused a change or stayed unreachable (exit 1)."""
+
+
+class PartitionIncreaseRefused(Exception):
+    """A topic needs more partitions and that was not asked for, or is not safe now (exit 3,
+    nothing changed)."""
+
+
+SAFE_INCREASE = (
+    "To add partitions without breaking the order of any conversation: stop the producers "
+    "(scale the gateways to 0, or drain them), wait until every consumer group of the topic "
+    "has lag 0 (im_dispatcher_consumer_lag), then run `python -m gateway.migrate --only kafka "
+    "--increase-partitions` and start the producers again (docs/protocol.md section 9.4)."
+)
 
 
 # Kafka plan ------------------------------------------------------------------------------------
@@ -124,7 +148,14 @@ def _topic_entry(
     return TopicPlan(name, partitions, replication_factor, resolved)
 
 
-async def apply_kafka(config: Config, plans: list[TopicPlan], wait_s: float) -> list[str]:
+async def apply_kafka(
+    config: Config,
+    plans: list[TopicPlan],
+    wait_s: float,
+    *,
+    increase_partitions: bool = False,
+    quiet_s: float = QUIET_S,
+) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     deadline = time.monotonic() + wait_s
@@ -147,6 +178,20 @@ async def apply_kafka(config: Config, plans: list[TopicPlan], wait_s: float) -> 
     done: list[str] = []
     try:
         existing = {t["topic"]: t for t in await admin.describe_topics()}
+        grow = {
+            p.name: (have, p.partitions)
+            for p in plans
+            if p.name in existing and (have := len(existing[p.name]["partitions"])) < p.partitions
+        }
+        if grow and not increase_partitions:
+            counts = ", ".join(f"{t} has {h}, {w} configured" for t, (h, w) in sorted(grow.items()))
+            raise PartitionIncreaseRefused(
+                f"{counts}: adding partitions moves conversations to other partitions while "
+                f"their older records may still wait in the old ones, breaking their order. "
+                f"Nothing was changed. {SAFE_INCREASE}"
+            )
+        if grow:
+            await _check_drained(config, admin, grow, quiet_s)
         missing = [p for p in plans if p.name not in existing]
         if missing:
             response = await admin.create_topics(
@@ -168,6 +213,48 @@ async def apply_kafka(config: Config, plans: list[TopicPlan], wait_s: float) -> 
     return done
 
 
+async def _check_drained(
+    config: Config, admin: Any, grow: dict[str, tuple[int, int]], quiet_s: float
+) -> None:
+    """Refuse (PartitionIncreaseRefused) unless the topics in ``grow`` are quiet and drained:
+    no end offset moves for ``quiet_s``, and every consumer group with offsets on them (and the
+    dispatchers' group on the messages topic, committed or not) has committed up to the end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(t, i) for t, (have, _) in grow.items() for i in range(have)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap)
+    await consumer.start()
+    try:
+        first = await consumer.end_offsets(tps)
+        await asyncio.sleep(quiet_s)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    moving = sorted({tp.topic for tp in tps if ends[tp] != first[tp]})
+    if moving:
+        raise PartitionIncreaseRefused(
+            f"{', '.join(moving)} still written to (end offsets moved within {quiet_s:.0f}s). "
+            f"Nothing was changed. {SAFE_INCREASE}"
+        )
+    groups = {str(g[0]) for g in await admin.list_consumer_groups()}
+    behind: list[str] = []
+    for group in sorted(groups | {config.consumer_group}):
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        required = group == config.consumer_group
+        for tp in tps:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None else -1
+            if offset < 0 and not (required and tp.topic == config.kafka_topic):
+                continue  # the group does not read this topic
+            if max(offset, 0) < ends[tp]:
+                behind.append(f"{group} {tp.topic}[{tp.partition}] {ends[tp] - max(offset, 0)}")
+    if behind:
+        raise PartitionIncreaseRefused(
+            f"consumer groups still behind (group topic[partition] records): "
+            f"{', '.join(behind)}. Nothing was changed. {SAFE_INCREASE}"
+        )
+
+
 async def _reconcile_topic(admin: object, plan: TopicPlan, current: dict[str, object]) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -176,7 +263,7 @@ async def _reconcile_topic(admin: object, plan: TopicPlan, current: dict[str, ob
     done: list[str] = []
     partitions = current["partitions"]
     assert isinstance(partitions, list)
-    if len(partitions) < plan.partitions:
+    if len(partitions) < plan.partitions:  # only with --increase-partitions, drained (above)
         await admin.create_partitions({plan.name: NewPartitions(plan.partitions)})
         done.append(f"kafka: {plan.name} partitions {len(partitions)} -> {plan.partitions}")
     elif len(partitions) > plan.partitions:
@@ -388,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wait", type=float, default=60.0, help="seconds to wait for unreachable backends"
     )
+    parser.add_argument(
+        "--increase-partitions",
+        action="store_true",
+        help="add the partitions IMGW_KAFKA_PARTITIONS asks for, once the topics are quiet and "
+        "every consumer group has lag 0 (else exit 3; docs/protocol.md section 9.4)",
+    )
     args = parser.parse_args(argv)
     config = load_or_exit("migrate")
     setup_logging(config.log_level, config.node_id or "migrate")
@@ -409,9 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done: list[str] = []
         if args.only in (None, "kafka"):
-            done += asyncio.run(apply_kafka(config, plans, args.wait))
+            done += asyncio.run(
+                apply_kafka(config, plans, args.wait, increase_partitions=args.increase_partitions)
+            )
         if args.only in (None, "cql"):
             done += apply_cql(config, migrations, args.wait, control)
+    except PartitionIncreaseRefused as exc:
+        print(f"migrate: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except MigrationFailed as exc:
         print(f"migrate: error: {exc}", file=sys.stderr)
         return 1
