@@ -8,6 +8,7 @@ sync already sent (session.marks).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -95,7 +96,8 @@ class Deliveries:
         )
         # The index only says where to look: a group is read only while the user is a member
         # now (a leaver's entry, or one a record in flight at the leave put back, is skipped).
-        targets = [conv for conv in targets if await self._may_read(user, conv)]
+        allowed = await asyncio.gather(*(self._may_read(user, conv) for conv in targets))
+        targets = [conv for conv, ok in zip(targets, allowed, strict=True) if ok]
         async with self.backends.redis.pipeline(transaction=False) as pipe:
             for conv in targets:
                 pipe.hget(state.counter_key(conv), "seq")
