@@ -111,6 +111,8 @@ def _alerting(spec: StackSpec) -> Iterator[Finding]:
 def _auth(spec: StackSpec) -> Iterator[Finding]:
     auth = spec.auth
     if auth is None:
+        # Without it the chart would mount a JWKS the gateways cannot check claims against.
+        yield ("auth",), "required: jwksUrl or jwksSecretRef, with issuer and audience"
         return
     if auth.jwks_url is None and auth.jwks_secret_ref is None:
         yield ("auth",), "set jwksUrl or jwksSecretRef: the gateways need the IdP's keys"

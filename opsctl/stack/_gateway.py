@@ -112,10 +112,11 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
         },
     }
     auth = spec.auth
-    if auth is not None and auth.jwks_secret_ref:
-        # The JWKS Secret and the claims every token must carry (a JWKS requires both).
+    if auth is not None:
+        # The JWKS (a Secret or the IdP's URL) and the claims every token must carry.
         values["auth"] = {
-            "existingSecret": auth.jwks_secret_ref,
+            "existingSecret": auth.jwks_secret_ref or "",
+            "jwksUrl": auth.jwks_url or "",
             "issuer": auth.issuer or "",
             "audience": auth.audience or "",
         }

@@ -141,8 +141,11 @@ class Helm:
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+REQUIRED_VALUES = Path(__file__).with_name("required-values.yaml")
+
+
 def value_args(values: Iterable[Path] = (), sets: Mapping[str, str] | None = None) -> list[str]:
-    args: list[str] = []
+    args: list[str] = ["--values", str(REQUIRED_VALUES)]  # first: later files and --set win
     for path in values:
         args += ["--values", str(path)]
     for key, value in (sets or {}).items():

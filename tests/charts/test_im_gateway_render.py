@@ -12,11 +12,13 @@ import pytest
 
 from gateway import config as gateway_config
 from tests.charts.helmkit import (
+    CHART,
     SCENARIOS,
     Helm,
     HelmFailed,
     component_name,
     find,
+    kube_version,
     scenario_file,
 )
 
@@ -200,6 +202,46 @@ def test_both_auth_sources_at_once_are_refused(helm: Helm) -> None:
     with pytest.raises(HelmFailed) as failed:
         helm.render(sets={"auth.hs256Secret": "local-key"})
     assert "auth.hs256Secret is set but so is auth.existingSecret" in str(failed.value)
+
+
+def test_a_jwks_without_the_token_claims_is_refused(helm: Helm) -> None:
+    """The chart's default key source is a JWKS; without iss and aud the gateway would refuse
+    to start, so the render does (the defaults alone are not an install)."""
+    args = ["template", "im", str(CHART), "--kube-version", kube_version()]
+    result = helm.run(*args, check=False)
+    assert result.returncode != 0
+    assert "auth.issuer and auth.audience are required with a JWKS" in result.output
+    with pytest.raises(HelmFailed) as failed:
+        helm.render(sets={"auth.audience": ""})
+    assert "auth.issuer and auth.audience are required" in str(failed.value)
+
+
+def test_a_jwks_url_reaches_the_gateway_without_a_mounted_secret(
+    helm: Helm, tmp_path: Path
+) -> None:
+    url = "https://idp.im.internal/.well-known/jwks.json"
+    sets = {"auth.existingSecret": "", "auth.jwksUrl": url}
+    objects = helm.render(sets=sets)
+    workload = find(objects, "Deployment", component_name("gateway"))
+    pod = workload["spec"]["template"]["spec"]
+    container = find_container(pod, "gateway")
+    env = container_env(objects, workload, container)
+    assert env["IMGW_JWT_JWKS_URL"] == url
+    assert "IMGW_JWT_JWKS_FILE" not in env
+    assert all(volume["name"] != "auth" for volume in pod["volumes"])
+    loaded = gateway_config.load("gateway", env)
+    assert loaded.jwt_jwks_url == url
+    # Only the gateway may leave the cluster, and only to 443 (the IdP).
+    policy = find(objects, "NetworkPolicy", component_name("gateway"))
+    outside = [rule for rule in policy["spec"]["egress"] if "ipBlock" in rule["to"][0]]
+    assert outside == [
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    ]
+    dispatcher = find(objects, "NetworkPolicy", component_name("dispatcher"))
+    assert all("ipBlock" not in rule["to"][0] for rule in dispatcher["spec"]["egress"])
+    with pytest.raises(HelmFailed) as failed:
+        helm.render(sets={"auth.jwksUrl": url})  # the default existingSecret too
+    assert "auth.jwksUrl is set but so is auth.existingSecret" in str(failed.value)
 
 
 def test_region_names_the_dispatchers_consumer_group(helm: Helm) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config
+from opsctl.errors import InvalidInputFile
 from opsctl.local._render import MIRRORED_TOPICS as LOCAL_MIRRORED_TOPICS
 from opsctl.spec import Region, StackSpec, parse_spec
 from opsctl.stack import _names as n
@@ -205,7 +206,7 @@ def test_grafana_admin_comes_from_a_secret_never_a_default_password() -> None:
             assert "prom-operator" not in json.dumps(release.values)
 
 
-def test_the_specs_jwks_secret_and_claims_reach_the_chart() -> None:
+def test_the_specs_jwks_and_claims_reach_the_chart() -> None:
     from opsctl.stack._gateway import chart_values
 
     raw = shipped_spec("staging")
@@ -218,9 +219,40 @@ def test_the_specs_jwks_secret_and_claims_reach_the_chart() -> None:
     for region in spec.regions:
         assert chart_values(spec, region)["auth"] == {
             "existingSecret": "idp-jwks",
+            "jwksUrl": "",
             "issuer": "https://auth.example/",
             "audience": "im-gateway",
         }
-    # Without auth in the spec the chart's own defaults apply.
-    plain = parse_spec(shipped_spec("staging"))
-    assert "auth" not in chart_values(plain, plain.regions[0])
+    # The IdP's URL instead: the chart mounts no Secret (its default one is cleared).
+    raw["auth"] = {
+        "jwksUrl": "https://auth.example/jwks.json",
+        "issuer": "https://auth.example/",
+        "audience": "im-gateway",
+    }
+    by_url = parse_spec(raw)
+    assert chart_values(by_url, by_url.regions[0])["auth"] == {
+        "existingSecret": "",
+        "jwksUrl": "https://auth.example/jwks.json",
+        "issuer": "https://auth.example/",
+        "audience": "im-gateway",
+    }
+
+
+def test_every_shipped_spec_gives_the_gateways_a_jwks_and_its_claims() -> None:
+    """Without them the chart refuses to render (a JWKS without iss/aud never starts)."""
+    from opsctl.stack._gateway import chart_values
+
+    for stack in ("local", "staging", "prod"):
+        spec = parse_spec(shipped_spec(stack))
+        auth = chart_values(spec, spec.regions[0])["auth"]
+        assert auth["existingSecret"] or auth["jwksUrl"], stack
+        assert auth["issuer"], stack
+        assert auth["audience"], stack
+    raw = shipped_spec("staging")
+    del raw["auth"]
+    with pytest.raises(InvalidInputFile) as refused:
+        parse_spec(raw)
+    problems = [(p.path, p.message) for p in refused.value.problems]
+    assert len(problems) == 1
+    assert problems[0][0] == "auth"
+    assert "required" in problems[0][1]
