@@ -18,6 +18,7 @@ import yaml
 from opsctl.local._config import HOST, LocalConfig, Ports, Site, SpecValues
 from opsctl.local._exporters import exporter_scrape_configs, mirrormaker_scrape_config
 from opsctl.spec import load_stack
+from opsctl.stack._names import dispatcher_group
 
 
 def render_redis_conf(
@@ -199,14 +200,19 @@ def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s
         # Each herder's worker reads its target cluster's settings: plugins from their
         # ServiceLoader manifests, no classpath scan (about 10 s less per herder).
         lines[f"{alias}.plugin.discovery"] = "service_load"
+        # Connect's default (5 min) leaves the worker of a region that was frozen without tasks
+        # until the delay expires: MirrorMaker stalled after a region-down drill.
+        lines[f"{alias}.scheduled.rebalance.max.delay.ms"] = "0"
     for source in aliases:
         for target in aliases:
             if source != target:
                 lines[f"{source}->{target}.enabled"] = "true"
+                # Checkpoints of the source's own dispatcher group only, as the builders do.
+                group = dispatcher_group(source).replace(".", r"\.")
+                lines[f"{source}->{target}.groups"] = group
     lines.update(
         {
             "topics": MIRRORED_TOPICS,
-            "groups": ".*",
             "replication.policy.class": (
                 "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
             ),
@@ -233,7 +239,11 @@ def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s
             "offset.flush.interval.ms": "2000",
         }
     )
-    return "".join(f"{key} = {value}\n" for key, value in lines.items())
+    # java.util.Properties drops a backslash before an ordinary character: "im\.events" would
+    # reach the regex as "im.events" (any character), so write regex escapes doubled.
+    return "".join(
+        f"{key} = {value.replace(chr(92), chr(92) * 2)}\n" for key, value in lines.items()
+    )
 
 
 MIRRORMAKER_LOG4J2 = (

@@ -112,11 +112,11 @@ def region_domain(spec: StackSpec, region: Region) -> str:
     return f"{region.name}.{spec.environment}.{DNS_SUFFIX}"
 
 
-def dispatcher_group(region: Region) -> str:
+def dispatcher_group(region: Region | str) -> str:
     """The dispatcher's consumer group in a region (gateway.config's default): region-qualified,
     so no two regions share one and MirrorMaker 2's checkpoints of one region's group never
     apply to another's."""
-    return f"im-dispatcher.{region.name}"
+    return f"im-dispatcher.{region if isinstance(region, str) else region.name}"
 
 
 def relay_group(region: Region) -> str:

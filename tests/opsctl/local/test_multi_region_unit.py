@@ -215,12 +215,21 @@ def test_cassandra_nodes_gossip_their_dc(tmp_path: Path) -> None:
 
 
 def test_mirrormaker_mirrors_every_direction_with_the_default_policy() -> None:
-    props = dict(
-        line.split(" = ", 1)
-        for line in render_mirrormaker_properties(
-            [("eu-central", "127.0.0.1:1"), ("us-east", "127.0.0.1:2")]
-        ).splitlines()
+    rendered = render_mirrormaker_properties(
+        [("eu-central", "127.0.0.1:1"), ("us-east", "127.0.0.1:2")]
     )
+    # As java.util.Properties reads them: a doubled backslash is one backslash.
+    props = {
+        key: value.replace("\\\\", "\\")
+        for key, value in (line.split(" = ", 1) for line in rendered.splitlines())
+    }
+    assert "\\." not in rendered.replace("\\\\.", "")  # no single backslash before a dot
+    # Checkpoints of the source region's dispatcher group only, as the builders configure.
+    assert props["eu-central->us-east.groups"] == r"im-dispatcher\.eu-central"
+    assert props["us-east->eu-central.groups"] == r"im-dispatcher\.us-east"
+    assert "groups" not in props
+    for alias in ("eu-central", "us-east"):
+        assert props[f"{alias}.scheduled.rebalance.max.delay.ms"] == "0"
     assert props["clusters"] == "eu-central, us-east"
     assert props["eu-central->us-east.enabled"] == props["us-east->eu-central.enabled"] == "true"
     assert props["replication.policy.class"].endswith(".DefaultReplicationPolicy")
