@@ -674,7 +674,7 @@ class Dispatcher(KafkaWorker):
         the next offset to process (the committed one: what is fetched but not yet committed
         is still behind). An empty fetch proves nothing (a broker outage fetches nothing too),
         so when the end offsets cannot be read the lag is unknown: every series this process
-        exports reads NaN and consumer_lag_known 0, never a reassuring 0."""
+        exports reads NaN and lag_known 0, never a reassuring 0."""
         consumer = self.consumer
         if consumer is None:
             return
@@ -688,7 +688,7 @@ class Dispatcher(KafkaWorker):
                     await self._read_committed(tp)
         except Exception as exc:
             log.info("lag unknown (end offsets not readable): %r", exc)
-            self.metrics.consumer_lag_known.set(0)
+            self.metrics.lag_known.set(0)
             labels = self._lag_labels | {self._lag_label(tp) for tp in partitions}
             for label in labels:
                 self.metrics.consumer_lag.labels(label).set(math.nan)
@@ -706,7 +706,7 @@ class Dispatcher(KafkaWorker):
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(gone)
         self._lag_labels = labels
-        self.metrics.consumer_lag_known.set(1)
+        self.metrics.lag_known.set(1)
 
     async def _read_committed(self, tp: Any) -> None:
         """The group's committed offset of ``tp`` (or, before the first commit, the consumer's

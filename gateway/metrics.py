@@ -202,11 +202,12 @@ class DispatcherMetrics(_Metrics):
         self.consumer_lag = self.gauge(
             "consumer_lag",
             "Records between a partition's end offset and the committed offset, by partition; "
-            "NaN while the end offsets cannot be read (unknown, see consumer_lag_known).",
+            "NaN while the end offsets cannot be read (unknown, see lag_known).",
             "partition",
         )
-        self.consumer_lag_known = self.gauge(
-            "consumer_lag_known",
+        # Not "consumer_lag_known": tools select the lag series by that name prefix.
+        self.lag_known = self.gauge(
+            "lag_known",
             "1 while consumer_lag is current (end offsets read within the last few seconds), "
             "0 while Kafka cannot tell them.",
         )

@@ -1,6 +1,6 @@
 """Issue 15, lag during a broker outage, on the real stack: the dispatcher's lag gauge follows
 the partitions' end offsets against the committed offsets, so a backlog shows while a batch is
-retried; when Kafka itself is down the lag is unknown (NaN, im_dispatcher_consumer_lag_known 0),
+retried; when Kafka itself is down the lag is unknown (NaN, im_dispatcher_lag_known 0),
 never 0; once Kafka is back it is known again and drains to 0."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
-KNOWN = "im_dispatcher_consumer_lag_known"
+KNOWN = "im_dispatcher_lag_known"
 
 
 def _record(conv: str, sender: str, to: str, body: str) -> bytes:
