@@ -42,7 +42,7 @@ MERGED_KUBECONFIG = "kubeconfig"
 KWOKCTL_CONFIG = "kwokctl.yaml"
 STAGES_DIR = Path(__file__).parent / "stages"
 # Bumped when the Stages change, so a cluster made with older ones is replaced on `up`.
-STAGES_REVISION = "1"
+STAGES_REVISION = "2"  # 2: waits for the Certificate CRD in OpenAPI v3 first
 # A loopback port nothing listens on: any download kwokctl attempts fails at once.
 _NO_DOWNLOADS_PROXY = "http://127.0.0.1:9"
 
@@ -223,6 +223,16 @@ class KwokClusters:
                 documents = [
                     d for d in documents if d["spec"]["resourceRef"]["kind"] != "Certificate"
                 ]
+            else:
+                # kwok reads a kind's schema from /openapi/v3 once, when its first Stage
+                # appears, and gives up if the group is not published yet: an Established CRD
+                # can still be missing there for a moment (seen: Certificates never issued).
+                wait_until(
+                    "cert-manager.io/v1 in the API server's OpenAPI v3",
+                    lambda: _openapi_v3_has(api_client, "apis/cert-manager.io/v1"),
+                    timeout=_left(deadline),
+                    interval=0.2,
+                )
             api = CustomObjectsApi(api_client)
             for document in documents:
                 try:
@@ -582,3 +592,13 @@ def _terminate(pids: list[int], grace: float = 10.0) -> list[int]:
             process.kill()
     _, still = psutil.wait_procs(alive, timeout=5.0)
     return [process.pid for process in still]
+
+
+def _openapi_v3_has(api_client: ApiClient, group_version_path: str) -> bool:
+    method, url, headers, _, _ = api_client.param_serialize(
+        "GET", "/openapi/v3", auth_settings=["BearerToken"]
+    )
+    answer: Any = api_client.call_api(method, url, header_params=headers, _request_timeout=10)
+    answer.read()
+    paths = json.loads(answer.data).get("paths", {})
+    return group_version_path in paths
