@@ -75,7 +75,7 @@ def target(
         like(
             LocalStateDirOption,
             help="State dir of the local stack whose Kafka to use (--stack local). "
-            "[env: OPSCTL_LOCAL_STATE_DIR] [default: .state/local]",
+            "[env: {local.env_state_dir}] [default: {local.state_dir}]",
         ),
     ] = None,
     bootstrap: Annotated[

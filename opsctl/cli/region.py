@@ -80,7 +80,7 @@ def target(
         like(
             LocalStateDirOption,
             help="State dir of the running local stack. "
-            "[env: OPSCTL_LOCAL_STATE_DIR] [default: .state/local]",
+            "[env: {local.env_state_dir}] [default: {local.state_dir}]",
         ),
     ] = None,
 ) -> None:

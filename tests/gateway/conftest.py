@@ -6,7 +6,9 @@ plain functions running ``asyncio.run`` (no async test plugin is installed).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -60,6 +62,17 @@ class Im:
     async def close_all(self) -> None:
         for client in self.made:
             await client.close()
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        """Run an async scenario, then close every client it opened, whatever happened."""
+
+        async def main() -> None:
+            try:
+                await scenario()
+            finally:
+                await self.close_all()
+
+        asyncio.run(main())
 
     def metrics(self, url: str) -> dict[str, float]:
         """Parsed /metrics of a gateway or dispatcher base URL: 'name{labels}' -> value."""

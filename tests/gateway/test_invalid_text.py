@@ -59,13 +59,7 @@ def test_lone_surrogate_is_refused_at_parse_time_and_the_session_stays_usable(im
         reply = await a.request({"op": "ping"})
         assert reply["op"] == "pong"
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
     after = im.metrics(http)
     assert after['im_gateway_protocol_errors_total{code="invalid_text"}'] - before.get(
         'im_gateway_protocol_errors_total{code="invalid_text"}', 0

@@ -70,10 +70,4 @@ def test_a_leaver_syncs_nothing_of_the_group_and_a_member_still_does(im: Im) -> 
         done = await _synced(b2, {conv: 0})
         assert done["conversations"][conv]["last_seq"] == 2  # type: ignore[index]
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)

@@ -229,13 +229,7 @@ def test_poison_records_go_to_the_dlq_while_traffic_flows_and_can_be_replayed(
             positions=positions,
         )
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
     after = im.metrics(info.dispatcher_url)
     poisoned = 'im_dispatcher_dead_lettered_total{reason="poison"}'
     assert after[poisoned] - before[poisoned] == 4  # three, and the one replayed unfixed
@@ -272,13 +266,7 @@ def test_an_outage_is_retried_and_dead_letters_nothing(im: Im, opsctl: OpsctlRun
 
         await b.wait_until(arrived, 60, "every record after the outage")
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
     after = im.metrics(info.dispatcher_url)
     poisoned = 'im_dispatcher_dead_lettered_total{reason="poison"}'
     assert after[poisoned] == before[poisoned]

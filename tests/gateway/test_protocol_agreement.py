@@ -115,13 +115,7 @@ def test_complete_is_true_for_exactly_limit_messages_and_false_when_more_remain(
             assert reply["op"] == "sync_done"
             assert reply["conversations"][conv] == {"last_seq": last, "complete": complete}
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
 
 
 def test_sync_batches_fit_max_frame_bytes_and_arrive_in_order(im: Im) -> None:
@@ -150,13 +144,7 @@ def test_sync_batches_fit_max_frame_bytes_and_arrive_in_order(im: Im) -> None:
         await b.connect()  # the reference client, syncing at hello
         assert len(b.bodies(conv)) == 6
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
 
 
 def test_group_create_lists_at_most_200_members(im: Im) -> None:
@@ -179,13 +167,7 @@ def test_group_create_lists_at_most_200_members(im: Im) -> None:
         assert made["op"] == "group"
         assert len(made["members"]) == 201
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
 
 
 def test_only_malformed_frames_count_toward_the_close_and_the_last_gets_its_error(im: Im) -> None:

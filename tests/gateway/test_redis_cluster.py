@@ -6,7 +6,6 @@ sync must work as on a single server."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
@@ -255,10 +254,4 @@ def test_messages_groups_receipts_and_sync_work_on_a_sharded_redis(
         assert again.duplicates_on_one_connection() == []
         assert sorted(s for c, s in again.messages if c == convs[-1]) == list(range(1, 9))
 
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await im.close_all()
-
-    asyncio.run(main())
+    im.run(scenario)
