@@ -32,10 +32,10 @@ import httpx
 import pytest
 
 from gateway.homes import shard_of
-from gateway.protocol import dm_conversation, message_id
-from gateway.shardmap import ShardMap
+from gateway.protocol import message_id
 from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
+from tests.gateway import support
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient
 from tests.gateway.support import stop_process
@@ -198,19 +198,7 @@ async def produce(w: World, topic: str, records: list[dict[str, Any]]) -> None:
 
 
 def convs_homed(w: World, home: str, n: int) -> list[str]:
-    """n DM conversations whose shard is homed in ``home`` by the fresh map, distinct shards."""
-    fresh = ShardMap(0, REGIONS)
-    out: list[str] = []
-    shards: set[int] = set()
-    i = 0
-    while len(out) < n:
-        conv = dm_conversation(f"u{i}-{w.sfx}", f"v{i}-{w.sfx}")
-        shard = shard_of(conv)
-        if fresh.entry(shard).home == home and shard not in shards:
-            out.append(conv)
-            shards.add(shard)
-        i += 1
-    return out
+    return support.convs_homed(REGIONS, home, n, w.sfx)
 
 
 def sender_of(conv: str) -> str:

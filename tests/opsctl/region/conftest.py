@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from gateway.homes import shard_of
-from gateway.protocol import dm_conversation
 from gateway.shardmap import ShardMap
 from opsctl.local import LocalStack, RegionInfo
 from opsctl.region import LocalRegions, MapView, read_map
+from tests.gateway import support
 from tests.gateway.test_fencing import Cql
 from tests.support import wait_for
 
@@ -78,19 +77,7 @@ def original_share(digits: int | None = None) -> dict[str, float]:
 
 
 def convs_homed(home: str, count: int, tag: str) -> list[str]:
-    """``count`` DM conversations, on distinct shards, whose first home is ``home``."""
-    fresh = ShardMap(0, REGIONS)
-    out: list[str] = []
-    shards: set[int] = set()
-    i = 0
-    while len(out) < count:
-        conv = dm_conversation(f"a{i}-{tag}", f"b{i}-{tag}")
-        shard = shard_of(conv)
-        if fresh.entry(shard).home == home and shard not in shards:
-            out.append(conv)
-            shards.add(shard)
-        i += 1
-    return out
+    return support.convs_homed(REGIONS, home, count, tag)
 
 
 def signal_region(stack: LocalStack, names: list[str], sig: signal.Signals) -> None:
