@@ -212,7 +212,11 @@ def kafka_cluster_id(state_file: Path) -> str:
     """The cluster id, generated once per state dir (Kafka's format: 16 bytes, base64url)."""
     if state_file.is_file():
         return state_file.read_text(encoding="utf-8").strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = "-"
+    # Like Kafka's own Uuid.randomUuid: an id starting with "-" reads as an option to the
+    # storage tool ("--cluster-id: expected one argument"), 1 start in 64.
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     _write(state_file, cluster_id + "\n")
     return cluster_id
 

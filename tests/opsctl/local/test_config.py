@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import uuid
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,20 @@ def test_kafka_metadata_response_parsing() -> None:
     payload += struct.pack(">h", 3) + b"abc"  # cluster id
     payload += struct.pack(">i", 1)  # controller id
     assert _parse_metadata_v4(payload) == ([("127.0.0.1", 19101)], 1)
+
+
+@pytest.mark.unit
+def test_kafka_cluster_ids_never_start_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage tool would read such an id as an option; 1 random id in 64 starts so."""
+    from opsctl.local import _components
+
+    dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64url: "-A..."
+    drawn = iter([dashed, dashed, uuid.UUID(int=7)])
+    monkeypatch.setattr(_components.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = _components.kafka_cluster_id(tmp_path / "kafka" / "cluster-id")
+    assert not cluster_id.startswith("-")
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAABw"
+    # Kept for the state dir: the same id on the next start.
+    assert _components.kafka_cluster_id(tmp_path / "kafka" / "cluster-id") == cluster_id
