@@ -261,7 +261,6 @@ def test_kafka_metadata_response_parsing() -> None:
     assert _parse_metadata_v4(payload) == ([("127.0.0.1", 19101)], 1)
 
 
-@pytest.mark.unit
 def test_kafka_cluster_ids_never_start_with_a_dash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
