@@ -260,19 +260,28 @@ def test_sigkill_dispatcher_second_one_takes_over_with_announced_gaps(
             # Kill only once the group has settled and the first dispatcher sequences again
             # after the rebalance: blocks reserved before it were released with markers.
             await in_thread(lambda: _sequencing_after_rebalance(stack.info.dispatcher_url, second))
+            gaps_metric = "im_dispatcher_seq_gaps_total"
             before = metrics(second)
             await in_thread(stack.kill, "dispatcher")  # SIGKILL mid-stream: no marker
-            await asyncio.sleep(SESSION_TIMEOUT_S + 6)  # the group gives dispatcher-2 all
+            # After the session timeout the group gives dispatcher-2 the killed one's
+            # partitions; the load keeps running until it has sequenced there, turning the
+            # killed one's reserved blocks into in-doubt ranges (a fixed sleep was too short
+            # on a loaded CI machine).
+            await in_thread(
+                lambda: wait_for(
+                    "dispatcher-2 records the killed dispatcher's blocks as gaps",
+                    lambda: metrics(second)[gaps_metric] > before[gaps_metric],
+                    timeout=SESSION_TIMEOUT_S + 90,
+                    interval=0.5,
+                )
+            )
             acked = await load.finish()
-            after = metrics(second)
             await in_thread(stack.start, "dispatcher")
             recorded = 0
             for conv in load.convs:
                 _, gaps = await in_thread(cql.check, conv, acked[conv])
                 recorded += len(gaps)
             assert recorded > 0, "the killed dispatcher's reserved blocks became gaps"
-            gaps_metric = "im_dispatcher_seq_gaps_total"
-            assert after[gaps_metric] > before[gaps_metric]
             await load.devices_see_everything(acked)
             announced = [g for c in load.clients for v in load.convs for g in c.announced_gaps(v)]
             assert announced, "no client was told about an in-doubt range"
