@@ -30,7 +30,7 @@ demo: setup-demo ## Run the main job on the local stack.
 	@$(BIN)/opsctl demo
 
 test: setup lint ## Run lint, type checks and every test tier (unit, integration, e2e).
-	@$(BIN)/pytest $(PYTEST_ARGS)
+	@$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
 
 lint: setup-demo ## ruff (lint + format check) and mypy --strict on opsctl/.
 	@$(BIN)/ruff check .

@@ -50,21 +50,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import signal
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from gateway import fanout, state
 from gateway.config import Config, load_or_exit
 from gateway.homes import shard_of
 from gateway.metrics import DispatcherMetrics
-from gateway.protocol import dm_members, encode, message_frame
+from gateway.protocol import encode, message_frame
+from gateway.records import Accepted, BadRecord, parse_record
 from gateway.runtime import backoff, in_daemon_thread, setup_logging
 from gateway.sequencer import Fenced, Gap, NotOwner, Sequencer
 from gateway.shardmap import MAP_LEASE_S, REFRESH_S, ControlStore, Decision, ShardMap, decide
@@ -130,74 +129,6 @@ class _Dropped(Exception):
 class LeaseLost(Exception):
     """No successful heartbeat for LEASE_S (our partitions may belong to someone else), or no
     shard map read for MAP_LEASE_S (our shards may have moved)."""
-
-
-class BadRecord(ValueError):
-    pass
-
-
-@dataclass(slots=True)
-class Accepted:
-    """One record of the messages topic (schema v1 or v2, written by the gateway)."""
-
-    message_id: str
-    conversation_id: str
-    kind: str
-    sender: str
-    device: str
-    client_msg_id: str
-    to: str | None
-    group_id: str | None
-    body: str
-    accepted_at: int
-    epoch: int = 0  # v2 "ep": the shard map epoch the accepting gateway had (v1: 0)
-    region: str | None = None  # v2 "rg": the accepting region (v1: unknown)
-    partition: int = -1  # the Kafka partition it came from
-    owner: int | str = -1  # the writer token's owner (partition, or this group member)
-    raw: bytes = b""  # the record as produced (kept when it is held)
-
-
-SCHEMAS = (1, 2)
-
-
-def parse_record(value: bytes) -> Accepted:
-    """Decode a messages-topic record, schema v1 or v2 (v2 adds "ep" and "rg"); BadRecord for
-    anything else."""
-    try:
-        data = json.loads(value)
-        version = data.get("v")
-        if version not in SCHEMAS:
-            raise BadRecord(f"unsupported schema version {version!r}")
-        epoch = int(data["ep"]) if version == 2 else 0
-        region = str(data["rg"]) if version == 2 else None
-        if epoch < 0:
-            raise BadRecord(f"negative map epoch {epoch}")
-        kind = data["kind"]
-        if kind not in ("dm", "group"):
-            raise BadRecord(f"unknown kind {kind!r}")
-        record = Accepted(
-            message_id=str(data["mid"]),
-            conversation_id=str(data["conv"]),
-            kind=kind,
-            sender=str(data["from"]),
-            device=str(data["dev"]),
-            client_msg_id=str(data["cmid"]),
-            to=data.get("to"),
-            group_id=data.get("gid"),
-            body=str(data["body"]),
-            accepted_at=int(data["ts"]),
-            epoch=epoch,
-            region=region,
-        )
-    except BadRecord:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadRecord(f"undecodable record: {exc!r}") from None
-    if kind == "dm" and dm_members(record.conversation_id) is None:
-        raise BadRecord(f"dm record with conversation {record.conversation_id!r}")
-    if kind == "group" and not record.group_id:
-        raise BadRecord("group record without gid")
-    return record
 
 
 class _SeenCache:

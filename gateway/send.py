@@ -28,6 +28,7 @@ from gateway.protocol import (
     group_conversation,
     message_id,
 )
+from gateway.records import encode_record
 from gateway.session import Outbox, Session
 
 
@@ -84,30 +85,25 @@ class Sender:
                 return
             # CLAIMED: accepted earlier but not known durable (in flight, or the gateway died):
             # produce again; the dispatcher keys seqs by message id, so it stays one message.
-        # Schema v2 (docs/protocol.md section 8): "ep" is the shard map epoch this gateway last
-        # read (a stale one only makes the record held, never sequenced twice), "rg" its region.
-        record = {
-            "v": 2,
-            "mid": mid,
-            "conv": conv,
-            "kind": "group" if frame.group_id else "dm",
-            "from": user,
-            "dev": session.device,
-            "cmid": frame.client_msg_id,
-            "body": frame.body,
-            "ts": accepted_at,
-            "gw": self.config.node_id,
-            "ep": self.backends.map_epoch,
-            "rg": self.config.region,
-        }
-        if frame.group_id:
-            record["gid"] = frame.group_id
-        else:
-            record["to"] = frame.to
+        # The stamp "ep" is the shard map epoch this gateway last read (gateway.records).
+        record = encode_record(
+            message_id=mid,
+            conversation_id=conv,
+            sender=user,
+            device=session.device,
+            client_msg_id=frame.client_msg_id,
+            body=frame.body,
+            accepted_at=accepted_at,
+            node=self.config.node_id,
+            epoch=self.backends.map_epoch,
+            region=self.config.region,
+            to=None if frame.group_id else frame.to,
+            group_id=frame.group_id or None,
+        )
         started = time.perf_counter()
         try:
             future = await self.backends.producer.send(
-                self.config.kafka_topic, value=encode(record).encode(), key=conv.encode()
+                self.config.kafka_topic, value=record, key=conv.encode()
             )
         except Exception as exc:
             self.metrics.messages_failed.labels("kafka").inc()

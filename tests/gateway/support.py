@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -47,3 +51,52 @@ def convs_homed(regions: Sequence[str], home: str, count: int, tag: str) -> list
             shards.add(shard)
         i += 1
     return out
+
+
+def injected_record(
+    region: str,
+    conv: str,
+    sender: str,
+    *,
+    to: str | None = None,
+    gid: str | None = None,
+    body: str = "injected",
+    ts: int | None = None,
+    device: str = "injector",
+) -> dict[str, Any]:
+    """A messages-topic record exactly as a gateway in ``region`` writes it (the gateway's own
+    encoder and message id), as a dict so a test can read or corrupt its fields."""
+    from gateway.protocol import message_id
+    from gateway.records import encode_record
+
+    cmid = uuid.uuid4().hex
+    value = encode_record(
+        message_id=message_id(sender, cmid),
+        conversation_id=conv,
+        sender=sender,
+        device=device,
+        client_msg_id=cmid,
+        body=body,
+        accepted_at=int(time.time() * 1000) if ts is None else ts,
+        node="test",
+        epoch=0,
+        region=region,
+        to=to,
+        group_id=gid,
+    )
+    record: dict[str, Any] = json.loads(value)
+    return record
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
+    """Write (key, value) records to a real topic, idempotently, each acknowledged by all
+    in-sync replicas."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value=value, key=key.encode())
+    finally:
+        await producer.stop()

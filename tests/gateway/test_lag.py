@@ -6,54 +6,21 @@ never 0; once Kafka is back it is known again and drains to 0."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import time
-import uuid
 from collections.abc import Callable
 
 import pytest
 
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import dm
+from tests.gateway.support import injected_record, produce
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 KNOWN = "im_dispatcher_lag_known"
-
-
-def _record(conv: str, sender: str, to: str, body: str) -> bytes:
-    """A messages-topic record (schema v1, docs/protocol.md section 8) as a gateway writes it."""
-    cmid = uuid.uuid4().hex
-    mid = hashlib.blake2b(f"{sender}\0{cmid}".encode(), digest_size=16).hexdigest()
-    record = {
-        "v": 1,
-        "mid": mid,
-        "conv": conv,
-        "kind": "dm",
-        "from": sender,
-        "to": to,
-        "dev": "lag-test",
-        "cmid": cmid,
-        "body": body,
-        "ts": int(time.time() * 1000),
-        "gw": "test",
-    }
-    return json.dumps(record).encode()
-
-
-async def _produce(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value=value, key=key.encode())
-    finally:
-        await producer.stop()
 
 
 def _lags(im: Im) -> tuple[list[float], float | None]:
@@ -75,8 +42,13 @@ def test_lag_shows_the_backlog_and_is_unknown_not_zero_while_kafka_is_down(im: I
     wait_for("a lag series", lambda: lags_are(lambda lags: True), timeout=30, interval=0.5)
     stack.stop("redis")  # the dispatcher retries its batch: nothing is committed
     try:
-        values = [_record(conv, alice, bob, f"backlog #{i}") for i in range(backlog)]
-        asyncio.run(_produce(info.kafka_bootstrap, info.kafka_topic, conv, values))
+        region = info.regions[0].name
+        records = [
+            injected_record(region, conv, alice, to=bob, body=f"backlog #{i}", device="lag-test")
+            for i in range(backlog)
+        ]
+        values = [(conv, json.dumps(r).encode()) for r in records]
+        asyncio.run(produce(info.kafka_bootstrap, info.kafka_topic, values))
         wait_for(
             "the backlog in the lag",
             lambda: lags_are(lambda lags: sum(lags) >= backlog),

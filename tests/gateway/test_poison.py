@@ -6,10 +6,8 @@ a fixed record replays into the conversation, and a record still poison is repor
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,41 +15,10 @@ import pytest
 
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient, dm
+from tests.gateway.support import injected_record, produce
 from tests.support import OpsctlRunner
 
 pytestmark = pytest.mark.integration
-
-
-def _record(conv: str, sender: str, **fields: Any) -> dict[str, Any]:
-    """A messages-topic record (schema v1, docs/protocol.md section 8) as a gateway writes it."""
-    cmid = uuid.uuid4().hex
-    mid = hashlib.blake2b(f"{sender}\0{cmid}".encode(), digest_size=16).hexdigest()
-    record = {
-        "v": 1,
-        "mid": mid,
-        "conv": conv,
-        "kind": "dm",
-        "from": sender,
-        "dev": "injector",
-        "cmid": cmid,
-        "body": "poison",
-        "ts": int(time.time() * 1000),
-        "gw": "test",
-    }
-    record.update(fields)
-    return record
-
-
-async def _produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value=value, key=key.encode())
-    finally:
-        await producer.stop()
 
 
 async def _load(pairs: list[tuple[ProtocolClient, str]], stop: asyncio.Event) -> None:
@@ -181,9 +148,10 @@ def test_poison_records_go_to_the_dlq_while_traffic_flows_and_can_be_replayed(
     # Three kinds of poison (issue 15): a group record whose conversation is not g:<gid> (the
     # recipients lookup fails), a ts beyond bigint (Cassandra refuses it) in a live
     # conversation, a lone surrogate that reached Kafka (not encodable as UTF-8).
-    bogus = _record(f"bogus-{im.suffix}", alice, kind="group", gid=f"grp-{im.suffix}")
-    huge_ts = _record(ab, alice, to=bob, ts=2**70, body="late but real")
-    lone = _record(cd, carol, to=dave)
+    region = info.regions[0].name
+    bogus = injected_record(region, f"bogus-{im.suffix}", alice, gid=f"grp-{im.suffix}")
+    huge_ts = injected_record(region, ab, alice, to=bob, ts=2**70, body="late but real")
+    lone = injected_record(region, cd, carol, to=dave, body="poison")
     lone_value = json.dumps(lone).replace('"body": "poison"', '"body": "x\\ud83d"').encode()
     assert b"\\ud83d" in lone_value
     poison = [
@@ -200,7 +168,7 @@ def test_poison_records_go_to_the_dlq_while_traffic_flows_and_can_be_replayed(
         stop = asyncio.Event()
         load = asyncio.create_task(_load([(a, bob), (c, dave)], stop))
         await asyncio.sleep(1.0)
-        await _produce(info.kafka_bootstrap, info.kafka_topic, poison)
+        await produce(info.kafka_bootstrap, info.kafka_topic, poison)
         await asyncio.sleep(2.0)
         stop.set()
         await load
@@ -243,13 +211,17 @@ def test_an_outage_is_retried_and_dead_letters_nothing(im: Im, opsctl: OpsctlRun
     stack, info = im.stack, im.stack.info
     alice, bob = im.uid("alice"), im.uid("bob")
     conv = dm(alice, bob)
-    records = [_record(conv, alice, to=bob, body=f"through the outage #{i}") for i in range(5)]
+    region = info.regions[0].name
+    records = [
+        injected_record(region, conv, alice, to=bob, body=f"through the outage #{i}")
+        for i in range(5)
+    ]
     known = {r["position"] for r in _dlq(opsctl, info.state_dir)}
     before = im.metrics(info.dispatcher_url)
     stack.stop("redis")
     try:
         values = [(conv, json.dumps(r).encode()) for r in records]
-        asyncio.run(_produce(info.kafka_bootstrap, info.kafka_topic, values))
+        asyncio.run(produce(info.kafka_bootstrap, info.kafka_topic, values))
         time.sleep(15)  # several times what MAX_RECORD_ATTEMPTS of a poison record take
         during = im.metrics(info.dispatcher_url)
     finally:
