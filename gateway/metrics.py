@@ -265,7 +265,15 @@ class RelayMetrics(_Metrics):
         self.routed = self.counter("routed", "Deliveries published to local gateways.")
         self.replication_lag = self.gauge(
             "replication_lag_seconds",
-            "Age of the newest beacon from a source region when it arrived here.",
+            "Age of the newest beacon from a source region, now (grows while none arrives; "
+            "time since the relay started before the first).",
+            "source",
+            "target",
+        )
+        # No series before the first beacon: a made-up timestamp would read as a real one.
+        self.last_beacon = self.gauge(
+            "last_beacon_timestamp_seconds",
+            "Send time of the newest beacon received from a source region.",
             "source",
             "target",
         )
@@ -285,3 +293,26 @@ class RelayMetrics(_Metrics):
         self.ready = self.gauge("ready", "1 when /readyz answers 200.")
         for stage in RELAY_STAGES:
             self.failures.labels(stage)
+
+
+class ProberMetrics(_Metrics):
+    """The conflict prober (gateway/prober.py), exported by the relay that runs it; pass the
+    relay's registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__("im_prober_", registry)
+        self.conflicts = self.counter(
+            "conflicts",
+            "(conversation, seq) pairs found naming two message ids in some DC (each counted "
+            "once per process).",
+        )
+        self.checked = self.counter(
+            "checked", "(conversation, seq) pairs compared across every DC."
+        )
+        self.conversations = self.counter("conversations", "Conversations probed.")
+        self.read_failures = self.counter(
+            "read_failures", "Probe reads of a DC that failed (that DC was skipped).", "datacenter"
+        )
+        self.last_run = self.gauge(
+            "last_run_timestamp_seconds", "End of the last probe run (alive check)."
+        )

@@ -17,9 +17,13 @@ Offsets are committed after all three (at-least-once; each step is idempotent). 
 region produced itself are skipped (a mirror can carry them back).
 
 It also produces a **beacon** (its send time) to its own region's deliveries topic every second;
-the peers' relays export the beacon's age on arrival as
+the peers' relays export the age of the newest beacon from each peer, computed when scraped, as
 ``im_relay_replication_lag_seconds{source,target}`` (MirrorMaker 2's own latency metric moves
-only while records flow).
+only while records flow): a dead link shows a lag that grows with time, never a frozen last
+value. Until the first beacon from a peer arrives it is the time since the relay started.
+``im_relay_last_beacon_timestamp_seconds`` is the newest beacon's send time.
+
+The relay also runs the conflict prober (gateway/prober.py) over the conversations it relays.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from typing import Any
 
 from gateway import fanout, state
 from gateway.config import Config, load_or_exit
-from gateway.metrics import RelayMetrics
+from gateway.metrics import ProberMetrics, RelayMetrics
+from gateway.prober import Prober
 from gateway.protocol import encode, message_frame
 from gateway.runtime import backoff, setup_logging
 from gateway.sequencer import Gap
@@ -54,8 +59,10 @@ class Relay(KafkaWorker):
         self.metrics.info.labels(config.region, config.relay_group).set(1)
         self.topics = [f"{peer}.{config.kafka_deliveries_topic}" for peer in config.peers]
         self.producer: Any = None
-        for peer in config.peers:
-            self.metrics.replication_lag.labels(peer, config.region)
+        self._started = time.time()
+        self._beacons: dict[str, float] = {}  # source region -> newest beacon's send time (s)
+        self.prober = Prober(self.store, ProberMetrics(self.metrics.registry))
+        self.refresh_lag()
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping.is_set():
@@ -65,6 +72,18 @@ class Relay(KafkaWorker):
         if not self.store.ready:
             return False, "cassandra unavailable"
         return True, "ready"
+
+    def refresh_lag(self, now: float | None = None) -> None:
+        """Set each peer's lag to the age of its newest beacon at ``now`` (or the time since
+        start before the first): called on every scrape, so the gauge never goes stale."""
+        now = time.time() if now is None else now
+        for peer in self.cfg.peers:
+            newest = self._beacons.get(peer, self._started)
+            self.metrics.replication_lag.labels(peer, self.cfg.region).set(max(0.0, now - newest))
+
+    def _render(self) -> bytes:
+        self.refresh_lag()
+        return super()._render()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -79,10 +98,12 @@ class Relay(KafkaWorker):
             )
             await self._connect()
             beacons = asyncio.create_task(self._beacon_loop())
+            prober = asyncio.create_task(self.prober.loop(self.stopping))
             try:
                 await self._consume_loop()
             finally:
                 beacons.cancel()
+                prober.cancel()
                 await self._shutdown()
         return 0
 
@@ -176,8 +197,10 @@ class Relay(KafkaWorker):
             kind = data["t"]
             try:
                 if kind == "b":
-                    lag = max(0.0, now - int(data["ts"]) / 1000)
-                    self.metrics.replication_lag.labels(source, self.cfg.region).set(lag)
+                    sent = int(data["ts"]) / 1000
+                    if sent > self._beacons.get(source, 0.0):
+                        self._beacons[source] = sent
+                        self.metrics.last_beacon.labels(source, self.cfg.region).set(sent)
                 elif kind == "m":
                     records.append(MessageRecord(*data["m"]))
                     sources.append(source)
@@ -186,6 +209,8 @@ class Relay(KafkaWorker):
                     gaps.append(Gap(str(data["c"]), int(data["lo"]), int(data["hi"])))
             except (KeyError, TypeError, ValueError):
                 self.metrics.skipped.inc()
+        self.refresh_lag(now)
+        self.prober.note(r.conversation_id for r in records)
         if not records and not gaps:
             return
         self.stage = "persist"

@@ -51,9 +51,9 @@ QUERIES = queries()
 
 def multi_region_queries(region: str) -> dict[str, str]:
     """What a region of a multi-region stack adds (docs/multi-region.md 8). Replication lag:
-    the age of the newest beacon from a peer when it reached this region's relay (the relay's
-    gauge; it keeps its last value if beacons stop arriving). Conflicts: the prober's counter,
-    ``im_prober_conflicts_total``, which no process exports yet: null until one does."""
+    the age, when scraped, of the newest beacon from a peer at this region's relay (it grows
+    while no beacon arrives). Conflicts: the conflict prober's counter (it runs in every
+    relay), summed over every region: any conflict anywhere is everybody's."""
     return {
         "replication_lag_s": f'max(im_relay_replication_lag_seconds{{target="{region}"}})',
         "conflicts": "sum(im_prober_conflicts_total)",

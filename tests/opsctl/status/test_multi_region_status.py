@@ -44,12 +44,16 @@ def test_status_shows_home_share_replication_lag_and_conflicts_per_region(
     empty = tmp_path / "kubeconfig"  # no clusters: the local stack is the only source
     empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
 
-    def lag_known() -> dict[str, dict[str, object]] | None:
+    def flowing() -> dict[str, dict[str, object]] | None:
         rows = _rows(opsctl, multi_region_stack, empty)
-        return rows if all(r["replication_lag_s"] is not None for r in rows.values()) else None
+        lags = [r["replication_lag_s"] for r in rows.values()]
+        conflicts = [r["conflicts"] for r in rows.values()]
+        # Before the first beacon the lag is the time since the relay started: it grows.
+        beacons = all(isinstance(lag, float) and lag < 30 for lag in lags)
+        return rows if beacons and None not in conflicts else None
 
     # The relays' beacons arrive once a second after MirrorMaker 2 mirrored the first ones.
-    rows = wait_for("a replication lag in every row", lag_known, timeout=90, interval=2)
+    rows = wait_for("beacons and the prober in every row", flowing, timeout=120, interval=2)
     assert list(rows) == list(REGIONS)
     for region, row in rows.items():
         assert row["shardMapError"] is None
@@ -57,8 +61,8 @@ def test_status_shows_home_share_replication_lag_and_conflicts_per_region(
         lag = row["replication_lag_s"]
         assert isinstance(lag, float)
         assert 0 <= lag < 30
-        # No process exports im_prober_conflicts_total yet: unknown, never a made-up 0.
-        assert row["conflicts"] is None
+        # The relays' conflict probers export it: 0, and it must stay so.
+        assert row["conflicts"] == 0
         assert row["prometheusError"] is None
         assert row["connections"] is not None  # this region's series of the shared Prometheus
     assert sum(r["homeShare"] for r in rows.values()) == pytest.approx(1.0)  # type: ignore[misc]
