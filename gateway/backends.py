@@ -58,9 +58,7 @@ class Backends:
     async def connect(self, stop: asyncio.Event) -> bool:
         """Redis at once, Kafka before returning, Cassandra in the background; False when
         ``stop`` was set first."""
-        self.redis = redis_client.connect(
-            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=64, timeout_s=5
-        )
+        self.redis = redis_client.connect_config(self.cfg, max_connections=64, timeout_s=5)
         self.max_receipt = self.redis.register_script(state.MAX_RECEIPT)
         self._tasks.spawn(self._connect_cassandra(stop))
         await self._connect_kafka(stop)

@@ -70,6 +70,11 @@ class Config(BaseModel):
     redis_url: str = ""
     # The URL names one seed node of a Redis Cluster (the sharded production regions).
     redis_cluster: bool = False
+    # The ACL user and its password's file (a mounted Secret: never the value in the
+    # environment); the CA that signed the server's certificate (rediss:// only).
+    redis_username: str = Field("", pattern=r"^$|^[A-Za-z0-9_.-]{1,64}$")
+    redis_password_file: Path | None = None
+    redis_ca_file: Path | None = None
 
     cassandra_hosts: str = ""
     cassandra_keyspace: str = Field("im", pattern=r"^[a-z][a-z0-9_]{0,47}$")
@@ -145,7 +150,9 @@ class Config(BaseModel):
             raise ValueError("must be https (plain http is accepted only on loopback)")
         return value
 
-    @field_validator("jwt_hs256_secret_file", "jwt_jwks_file")
+    @field_validator(
+        "jwt_hs256_secret_file", "jwt_jwks_file", "redis_password_file", "redis_ca_file"
+    )
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is None or str(value) == "":
@@ -220,11 +227,21 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
         problems.extend(_jwt_problems(config))
     if config.region not in config.region_list:
         problems.append(("IMGW_REGIONS", f"must include IMGW_REGION ({config.region!r})"))
+    problems.extend(_redis_problems(config))
     if config.idle_timeout_s <= config.heartbeat_interval_s:
         problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
     if problems:
         raise ConfigError(sorted(problems))
     return config
+
+
+def _redis_problems(config: Config) -> list[tuple[str, str]]:
+    problems = []
+    if config.redis_ca_file is not None and config.redis_url.startswith("redis://"):
+        problems.append(("IMGW_REDIS_CA_FILE", "set, but IMGW_REDIS_URL is not rediss:// (TLS)"))
+    if config.redis_username and config.redis_password_file is None:
+        problems.append(("IMGW_REDIS_PASSWORD_FILE", "required with IMGW_REDIS_USERNAME"))
+    return problems
 
 
 def _jwt_problems(config: Config) -> list[tuple[str, str]]:

@@ -12,14 +12,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 # After a Redis restart every pooled connection is stale once: reconnect and retry instead of
 # failing that request (commands here are idempotent or deduplicated).
 RETRIES = 2
 
 
-def connect(url: str, *, cluster: bool, max_connections: int, timeout_s: float) -> Any:
+@dataclass(frozen=True)
+class RedisAuth:
+    """Who the client is (an ACL user and its password) and which CA it trusts (rediss://).
+    The password is read from its file once, at start, and never shown (repr)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> RedisAuth:
+        password = None
+        if config.redis_password_file is not None:
+            password = config.redis_password_file.read_text(encoding="utf-8").strip()
+        return cls(
+            username=config.redis_username or None,
+            password=password,
+            ca_file=str(config.redis_ca_file) if config.redis_ca_file else None,
+        )
+
+    def kwargs(self, url: str) -> dict[str, Any]:
+        """Connection arguments: credentials, and for rediss:// a verified TLS connection."""
+        out: dict[str, Any] = {}
+        if self.username:
+            out["username"] = self.username
+        if self.password is not None:
+            out["password"] = self.password
+        if url.startswith("rediss://"):
+            out["ssl_cert_reqs"] = "required"
+            out["ssl_check_hostname"] = True
+            if self.ca_file:
+                out["ssl_ca_certs"] = self.ca_file
+        return out
+
+
+def connect_config(config: Config, *, max_connections: int, timeout_s: float) -> Any:
+    """The client a process's config asks for (URL, cluster or not, credentials, CA)."""
+    return connect(
+        config.redis_url,
+        cluster=config.redis_cluster,
+        max_connections=max_connections,
+        timeout_s=timeout_s,
+        auth=RedisAuth.of(config),
+    )
+
+
+def connect(
+    url: str,
+    *,
+    cluster: bool,
+    max_connections: int,
+    timeout_s: float,
+    auth: RedisAuth | None = None,
+) -> Any:
     """A client for ``url``; with ``cluster`` it discovers the cluster from that seed node."""
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
@@ -30,6 +87,7 @@ def connect(url: str, *, cluster: bool, max_connections: int, timeout_s: float) 
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": retry,
+        **(auth or RedisAuth()).kwargs(url),
     }
     if cluster:
         from redis.asyncio.cluster import RedisCluster

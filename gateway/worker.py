@@ -93,9 +93,7 @@ class KafkaWorker:
 
     async def connect_redis_and_store(self) -> None:
         """Redis (and the MAX_SEQ script) at once, then Cassandra, retried until it answers."""
-        self.redis = redis_client.connect(
-            self.cfg.redis_url, cluster=self.cfg.redis_cluster, max_connections=16, timeout_s=5
-        )
+        self.redis = redis_client.connect_config(self.cfg, max_connections=16, timeout_s=5)
         self._max_seq = self.redis.register_script(state.MAX_SEQ)
         await self._retry(
             lambda: in_daemon_thread(self.store.connect),

@@ -69,3 +69,14 @@ def wait_for(
         return wait_until(what, probe, timeout=timeout, interval=interval)
     except WaitTimeout as exc:
         raise AssertionError(str(exc)) from None
+
+
+def plain_redis_env(url: str) -> dict[str, str]:
+    """IMGW_* pointing a process at a test's own Redis (plaintext, no ACL) instead of the
+    stack's: the URL, and the stack's Redis login cleared (an empty variable is unset)."""
+    return {
+        "IMGW_REDIS_URL": url,
+        "IMGW_REDIS_USERNAME": "",
+        "IMGW_REDIS_PASSWORD_FILE": "",
+        "IMGW_REDIS_CA_FILE": "",
+    }

@@ -16,6 +16,7 @@ Alertmanager. Its JVMs start one at a time (one wave each).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import uuid
@@ -39,6 +40,7 @@ from opsctl.local._exporters import (
     kube_state_metrics_argv,
     mirrormaker_jmx_mapping,
     redis_exporter_argv,
+    redis_exporter_url,
     render_ksm_kubeconfig,
 )
 from opsctl.local._health import (
@@ -48,6 +50,7 @@ from opsctl.local._health import (
     HttpCheck,
     KafkaMetadataCheck,
     KafkaTopicsCheck,
+    RedisLogin,
     RedisPing,
 )
 from opsctl.local._jvm import (
@@ -61,6 +64,7 @@ from opsctl.local._render import (
     CASSANDRA_LOGBACK,
     KAFKA_LOG4J2,
     MIRRORMAKER_LOG4J2,
+    RedisSecurity,
     cassandra_token,
     render_alertmanager_yml,
     render_cassandra_rackdc,
@@ -71,6 +75,9 @@ from opsctl.local._render import (
     render_redis_conf,
     write_generated_rules,
 )
+from opsctl.local._secrets import LocalSecrets
+from opsctl.stack import _names as stack_names
+from opsctl.stack._redis import REDIS_ACL, acl_rule
 
 SECRET_FILE = "secrets/jwt-hs256.key"
 
@@ -146,6 +153,35 @@ class Layout:
     def secret(self) -> Path:
         return self.root / SECRET_FILE
 
+    @property
+    def secrets(self) -> LocalSecrets:
+        return LocalSecrets.of(self.root)
+
+    def redis_login(self, user: str) -> RedisLogin:
+        """How ``user`` reaches the stack's Redis (TLS, ACL): the health checks log in as
+        the exporter, tools and tests as ``admin``."""
+        secrets = self.secrets
+        return RedisLogin(user, secrets.redis_password_file(user), secrets.ca_cert)
+
+
+# Which Redis identity each IM process runs as (the relay as the dispatcher: same trust).
+IM_REDIS_USERS = {
+    "gateway": stack_names.REDIS_GATEWAY_USER,
+    "dispatcher": stack_names.REDIS_DISPATCHER_USER,
+    "relay": stack_names.REDIS_DISPATCHER_USER,
+}
+HEALTH_REDIS_USER = stack_names.REDIS_EXPORTER_USER
+
+
+def redis_env(layout: Layout, user: str) -> dict[str, str]:
+    """The IMGW_REDIS_* login of one identity (paths only: the password stays in its file)."""
+    secrets = layout.secrets
+    return {
+        "IMGW_REDIS_USERNAME": user,
+        "IMGW_REDIS_PASSWORD_FILE": str(secrets.redis_password_file(user)),
+        "IMGW_REDIS_CA_FILE": str(secrets.ca_cert),
+    }
+
 
 def base_env() -> dict[str, str]:
     """The parent's environment without IMGW_* (the stack sets those itself)."""
@@ -174,7 +210,8 @@ def imgw_env(
         "IMGW_KAFKA_TOPIC": config.kafka_topic,
         "IMGW_KAFKA_PARTITIONS": str(site.kafka_partitions if site else spec.kafka_partitions),
         "IMGW_KAFKA_REPLICATION_FACTOR": str(spec.kafka_replication_factor),
-        "IMGW_REDIS_URL": f"redis://{HOST}:{ports.redis}/0",
+        "IMGW_REDIS_URL": redis_url(ports.redis),
+        **redis_env(layout, IM_REDIS_USERS["gateway"]),
         "IMGW_CASSANDRA_HOSTS": cassandra,
         "IMGW_CASSANDRA_KEYSPACE": config.cassandra_keyspace,
         "IMGW_CASSANDRA_REPLICATION_FACTOR": str(spec.cassandra_replication_factor),
@@ -192,6 +229,11 @@ def imgw_env(
     return env
 
 
+def redis_url(port: int) -> str:
+    """A local Redis: TLS only (rediss), database 0."""
+    return f"rediss://{HOST}:{port}/0"
+
+
 def gateway_declares(setting: str) -> bool:
     """Whether the gateway's config (gateway/config.py) has ``setting``: it refuses unknown
     IMGW_* variables, so the stack sets IMGW_REGIONS only once the gateway reads it."""
@@ -206,6 +248,15 @@ def gateway_declares(setting: str) -> bool:
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file that holds a secret: 0600 before anything is written to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file may have been created wider
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def kafka_cluster_id(state_file: Path) -> str:
@@ -277,27 +328,36 @@ def _multi_region_components(
 
 def _redis(config: LocalConfig, layout: Layout, site: Site) -> Component:
     port = site.ports.redis
-    return _redis_server(config, layout, site, "redis", port, health=RedisPing(HOST, port))
+    health = RedisPing(HOST, port, layout.redis_login(HEALTH_REDIS_USER))
+    return _redis_server(config, layout, site, "redis", port, health=health)
 
 
 def _redis_exporters(config: LocalConfig, layout: Layout, site: Site) -> list[Component]:
     ports = site.ports
     return [
         _redis_replica(config, layout, site),
-        _redis_exporter(config, site, "redis-exporter", ports.redis, ports.redis_exporter),
         _redis_exporter(
             config,
+            layout,
+            site,
+            "redis-exporter",
+            redis_port=ports.redis,
+            port=ports.redis_exporter,
+        ),
+        _redis_exporter(
+            config,
+            layout,
             site,
             "redis-replica-exporter",
-            ports.redis_replica,
-            ports.redis_replica_exporter,
+            redis_port=ports.redis_replica,
+            port=ports.redis_replica_exporter,
         ),
     ]
 
 
 def _redis_replica(config: LocalConfig, layout: Layout, site: Site) -> Component:
     port = site.ports.redis_replica
-    health = RedisReplicaCheck(HOST, port)
+    health = RedisReplicaCheck(HOST, port, layout.redis_login(HEALTH_REDIS_USER))
     return _redis_server(
         config, layout, site, "redis-replica", port, health=health, replica_of=site.ports.redis
     )
@@ -325,8 +385,9 @@ def _redis_server(
             maxmemory=config.redis_maxmemory,
             maxmemory_policy=config.redis_maxmemory_policy,
             replica_of=replica_of,
+            security=redis_security(layout.secrets, replica=replica_of is not None),
         )
-        _write(conf, rendered)
+        _write_private(conf, rendered)
 
     return Component(
         name=name,
@@ -334,12 +395,26 @@ def _redis_server(
         argv=[str(config.redis_server), str(conf)],
         port=port,
         health=health,
-        endpoint=f"redis://{HOST}:{port}/0",
+        endpoint=redis_url(port),
         start_timeout_s=20,
         stop_timeout_s=15,
         stop_group=StopGroup.REDIS,
         prepare=prepare,
         region=_region_of(site),
+    )
+
+
+def redis_security(secrets: LocalSecrets, *, replica: bool) -> RedisSecurity:
+    """TLS with the local CA's server certificate, and the ACL users with their hashes."""
+    secrets.ensure()
+    users = {user: acl_rule(user, secrets.redis_password(user)) for user in REDIS_ACL}
+    login = ("replica", secrets.redis_password("replica")) if replica else None
+    return RedisSecurity(
+        cert=secrets.server_cert,
+        key=secrets.server_key,
+        ca=secrets.ca_cert,
+        users=users,
+        primary_login=login,
     )
 
 
@@ -543,12 +618,23 @@ def _mirrormaker(config: LocalConfig, layout: Layout, regions: list[Site]) -> Co
 
 
 def _redis_exporter(
-    config: LocalConfig, site: Site, component: str, redis_port: int, port: int
+    config: LocalConfig, layout: Layout, site: Site, component: str, *, redis_port: int, port: int
 ) -> Component:
+    name = site.name(component)
+    login = layout.redis_login(stack_names.REDIS_EXPORTER_USER)
+    password_map = layout.conf(name) / "redis-passwords.json"
+
+    def prepare() -> None:
+        password = layout.secrets.redis_password(login.user)
+        # redis_exporter looks the password up by the URL with the user in it.
+        key = redis_exporter_url(redis_port).replace("://", f"://{login.user}@", 1)
+        _write_private(password_map, json.dumps({key: password}))
+
     return Component(
-        name=site.name(component),
+        name=name,
         phase=Phase.INFRA,
-        argv=redis_exporter_argv(config, redis_port, port),
+        argv=redis_exporter_argv(config, redis_port, port, login=login, password_map=password_map),
+        prepare=prepare,
         port=port,
         health=exporter_http_check(port),
         endpoint=f"http://{HOST}:{port}/metrics",
@@ -670,6 +756,7 @@ def im_components(
         argv=[python, "-m", "gateway.dispatcher"],
         env={
             **shared,
+            **redis_env(layout, IM_REDIS_USERS["dispatcher"]),
             "IMGW_NODE_ID": "dispatcher-1",
             "IMGW_LISTEN_PORT": str(ports.dispatcher),
         },
@@ -705,7 +792,12 @@ def im_components(
         dispatcher,
         name=f"{prefix}relay",
         argv=[python, "-m", "gateway.relay"],
-        env={**shared, "IMGW_NODE_ID": "relay-1", "IMGW_LISTEN_PORT": str(ports.relay)},
+        env={
+            **shared,
+            **redis_env(layout, IM_REDIS_USERS["relay"]),
+            "IMGW_NODE_ID": "relay-1",
+            "IMGW_LISTEN_PORT": str(ports.relay),
+        },
         port=ports.relay,
         health=HttpCheck(HOST, ports.relay, "/readyz"),
         endpoint=f"http://{HOST}:{ports.relay}",

@@ -15,7 +15,14 @@ import yaml
 from opsctl.errors import ToolMissing
 from opsctl.local._config import HOST, VERSIONS_FILE, LocalConfig, Site, jvm_versions
 from opsctl.local._errors import ArtifactMissing
-from opsctl.local._health import Health, HttpCheck, RedisPing, SocketCheck
+from opsctl.local._health import (
+    Health,
+    HttpCheck,
+    RedisLogin,
+    RedisPing,
+    SocketCheck,
+    redis_socket,
+)
 
 EXPORTER_CONFIG_DIR = Path("alerts") / "exporters"
 # What kube-state-metrics lists and watches: only what the rules and dashboards read.
@@ -107,13 +114,38 @@ def _require_binary(path: Path, name: str) -> None:
         )
 
 
-def redis_exporter_argv(config: LocalConfig, redis_port: int, listen_port: int) -> list[str]:
+def redis_exporter_argv(
+    config: LocalConfig,
+    redis_port: int,
+    listen_port: int,
+    *,
+    login: RedisLogin | None = None,
+    password_map: Path | None = None,
+) -> list[str]:
+    """``login``: a TLS-only Redis with ACL users; redis_exporter reads the password from
+    ``password_map`` (its format: a JSON object, Redis URL -> password), never a flag."""
+    if login is None:
+        return [
+            str(config.redis_exporter),
+            f"--redis.addr=redis://{HOST}:{redis_port}",
+            f"--web.listen-address={HOST}:{listen_port}",
+            "--log-format=txt",
+        ]
     return [
         str(config.redis_exporter),
-        f"--redis.addr=redis://{HOST}:{redis_port}",
+        f"--redis.addr={redis_exporter_url(redis_port)}",
+        f"--redis.user={login.user}",
+        *([f"--redis.password-file={password_map}"] if password_map else []),
+        f"--tls-ca-cert-file={login.ca_file}",
+        # No CONFIG GET: the exporter's ACL user may not read the config (masterauth).
+        "--config-command=-",
         f"--web.listen-address={HOST}:{listen_port}",
         "--log-format=txt",
     ]
+
+
+def redis_exporter_url(redis_port: int) -> str:
+    return f"rediss://{HOST}:{redis_port}"
 
 
 def kube_state_metrics_argv(config: LocalConfig, kubeconfig: Path) -> list[str]:
@@ -236,15 +268,14 @@ class RedisReplicaCheck(SocketCheck):
     """Healthy when the replica answers and its link to the primary is up."""
 
     probe = "redis INFO replication"
+    login: RedisLogin | None = None
 
     def __call__(self, timeout_s: float) -> Health:
-        import socket
-
-        ping = RedisPing(self.host, self.port)(timeout_s)
+        ping = RedisPing(self.host, self.port, self.login)(timeout_s)
         if not ping.ok:
             return ping
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+            with redis_socket(self.host, self.port, self.login, timeout_s) as sock:
                 sock.sendall(b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n")
                 reply = b""
                 while b"\r\n" not in reply or len(reply) < _bulk_length(reply):

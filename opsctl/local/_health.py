@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 
@@ -72,12 +74,56 @@ class TcpCheck(SocketCheck):
 
 
 @dataclass(frozen=True)
+class RedisLogin:
+    """How a check reaches a TLS-only Redis with ACL users: the CA it trusts, the user and
+    its password's file (read at each check, never shown)."""
+
+    user: str
+    password_file: Path
+    ca_file: Path
+
+    def connect(self, host: str, port: int, timeout_s: float) -> socket.socket:
+        """A verified TLS connection, authenticated; raises OSError (ssl.SSLError is one)."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+        try:
+            sock = context.wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+        password = self.password_file.read_text(encoding="utf-8").strip()
+        sock.sendall(_resp("AUTH", self.user, password))
+        reply = sock.recv(256)
+        if not reply.startswith(b"+OK"):
+            sock.close()
+            # The reply names the problem (WRONGPASS, NOPERM), never the password.
+            raise ConnectionError(f"AUTH as {self.user}: {reply[:80]!r}")
+        return sock
+
+
+def _resp(*parts: str) -> bytes:
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def redis_socket(host: str, port: int, login: RedisLogin | None, timeout_s: float) -> socket.socket:
+    """A connection ready for commands: plain, or TLS and AUTH with ``login``."""
+    if login is None:
+        return socket.create_connection((host, port), timeout=timeout_s)
+    return login.connect(host, port, timeout_s)
+
+
+@dataclass(frozen=True)
 class RedisPing(SocketCheck):
     probe = "redis PING"
+    login: RedisLogin | None = None
 
     def __call__(self, timeout_s: float) -> Health:
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+            with redis_socket(self.host, self.port, self.login, timeout_s) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
                 reply = sock.recv(64)
         except OSError as exc:

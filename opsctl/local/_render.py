@@ -11,6 +11,7 @@ itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,19 @@ from opsctl.spec import load_stack
 from opsctl.stack._names import dispatcher_group
 
 
+@dataclass(frozen=True)
+class RedisSecurity:
+    """TLS and ACL settings of one redis-server: its certificate, key and CA; the ACL users
+    (name -> ``reset on #<sha256> <rules>``: the hash, never the password); a replica's login to its
+    primary (that password is in the 0600 config, as Redis needs it in clear)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    users: dict[str, str]
+    primary_login: tuple[str, str] | None = field(default=None, repr=False)
+
+
 def render_redis_conf(
     port: int,
     data_dir: Path,
@@ -28,18 +42,38 @@ def render_redis_conf(
     maxmemory: str | None = None,
     maxmemory_policy: str | None = None,
     replica_of: int | None = None,
+    security: RedisSecurity | None = None,
 ) -> str:
     limits = [f"maxmemory {maxmemory}"] if maxmemory else []
     if maxmemory_policy:
         limits.append(f"maxmemory-policy {maxmemory_policy}")
     # A replica follows the primary read-only; its maxmemory mirrors the primary's, as in prod.
     replication = [f"replicaof {HOST} {replica_of}", "replica-read-only yes"] if replica_of else []
+    listen = [f"port {port}"]
+    if security is not None:
+        # TLS only: no plaintext port. Clients prove who they are with an ACL password, not a
+        # client certificate; the default user is disabled.
+        listen = [
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {security.cert}",
+            f"tls-key-file {security.key}",
+            f"tls-ca-cert-file {security.ca}",
+            "tls-auth-clients no",
+            "user default reset",
+            *(f"user {name} {rule}" for name, rule in security.users.items()),
+        ]
+        if replica_of:
+            listen.append("tls-replication yes")
+            if security.primary_login:
+                user, password = security.primary_login
+                listen += [f"masteruser {user}", f"masterauth {password}"]
     return "\n".join(
         [
             *limits,
             *replication,
             f"bind {HOST}",
-            f"port {port}",
+            *listen,
             "protected-mode yes",
             "daemonize no",
             # redis rewrites its process title over its environment: keep the (state dir)

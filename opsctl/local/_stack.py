@@ -30,6 +30,7 @@ from opsctl.local._components import (
     build_components,
     imgw_env,
     migrations,
+    redis_url,
 )
 from opsctl.local._config import (
     ENV_MARKER,
@@ -319,9 +320,7 @@ class LocalStack:
             jwt_secret_file=self.layout.secret,
             jwt_issuer=config.jwt_issuer,
             jwt_audience=config.jwt_audience,
-            redis_replica_url=f"redis://{HOST}:{ports.redis_replica}/0"
-            if config.exporters
-            else None,
+            redis_replica_url=redis_url(ports.redis_replica) if config.exporters else None,
             metrics_urls=exporter_metrics_urls(config, sites, mirrormaker=self.multi_region),
             stack=config.spec_stack,
             regions=self.region_infos(),
@@ -340,6 +339,18 @@ class LocalStack:
             f"no region '{wanted}' in the stack",
             hint=f"regions: {', '.join(self.spec.region_names)}",
         )
+
+    def redis_kwargs(self, user: str = "admin") -> dict[str, Any]:
+        """Arguments for redis-py (``Redis.from_url(info.redis_url, **kwargs)``) that log in
+        as ``user`` (default: ``admin``, the operator's login) over verified TLS: the one
+        place tools and tests get Redis credentials from."""
+        login = self.layout.redis_login(user)
+        return {
+            "username": login.user,
+            "password": login.password_file.read_text(encoding="utf-8").strip(),
+            "ssl_ca_certs": str(login.ca_file),
+            "ssl_cert_reqs": "required",
+        }
 
     # ---- up ----------------------------------------------------------------------------------
 
@@ -423,6 +434,7 @@ class LocalStack:
         for sub in ("logs", "run"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._ensure_secret()
+        self.layout.secrets.ensure()
         recorded = self.config.recorded_file()
         tmp = recorded.with_suffix(".tmp")
         document = {"config": self.config.model_dump(mode="json"), "spec": asdict(self.spec)}
@@ -707,7 +719,7 @@ def _im_endpoints(ports: Ports, gateways: int) -> dict[str, Any]:
         "gateway_ws_urls": tuple(f"ws://{HOST}:{ports.gateway(i)}/ws" for i in range(gateways)),
         "gateway_http_urls": tuple(f"http://{HOST}:{ports.gateway(i)}" for i in range(gateways)),
         "dispatcher_url": f"http://{HOST}:{ports.dispatcher}",
-        "redis_url": f"redis://{HOST}:{ports.redis}/0",
+        "redis_url": redis_url(ports.redis),
         "kafka_bootstrap": f"{HOST}:{ports.kafka}",
     }
 

@@ -42,6 +42,23 @@ CASSANDRA_KEYSPACE = "im"
 # IMGW_CASSANDRA_CONTROL_KEYSPACE default; docs/multi-region.md section 2).
 CASSANDRA_CONTROL_KEYSPACE = "im_control"
 REDIS_NAME = "im-redis"
+# Redis speaks TLS only and knows ACL users (docs/security.md). Its certificate (cert-manager,
+# data namespace); the ACL file (key user.acl, the rules of opsctl.stack._redis.REDIS_ACL with
+# each user's password) and the operator's admin password (key password) are Secrets created
+# outside the stack, like Grafana's. Each identity's login is a Secret of its own (keys
+# username and password) in the namespace of the pods that use it: im for the gateway and the
+# dispatcher (the relay runs as the dispatcher), im-data for the exporter.
+REDIS_TLS_SECRET = "im-redis-tls"
+REDIS_ACL_SECRET = "im-redis-acl"
+REDIS_ACL_KEY = "user.acl"
+REDIS_ADMIN_SECRET = "im-redis-admin"
+REDIS_GATEWAY_USER = "gateway"
+REDIS_DISPATCHER_USER = "dispatcher"
+REDIS_EXPORTER_USER = "exporter"
+USERNAME_KEY = "username"
+PASSWORD_KEY = "password"
+# cert-manager writes the issuing CA into every Certificate's Secret under this key.
+CA_CERT_KEY = "ca.crt"
 MONITORING_RELEASE = "kube-prometheus-stack"
 # kube-prometheus-stack's default rule and ServiceMonitor selectors match its release label
 # (the chart's serviceMonitor.labels default to it too).
@@ -160,7 +177,22 @@ def redis_url(region: Region) -> str:
         "RedisReplication": f"{REDIS_NAME}-master",
         "Redis": REDIS_NAME,
     }[redis_kind(region)]
-    return f"redis://{service}.{DATA_NAMESPACE}.svc:{REDIS_PORT}/0"
+    return f"rediss://{service}.{DATA_NAMESPACE}.svc:{REDIS_PORT}/0"
+
+
+def redis_dns_names() -> list[str]:
+    """Every name a Redis client may dial, whatever the kind: the operator's client Services
+    and its pods behind the headless ones (a cluster client follows MOVED to pod names)."""
+    base = f"{DATA_NAMESPACE}.svc"
+    services = [REDIS_NAME, f"{REDIS_NAME}-master", f"{REDIS_NAME}-leader"]
+    headless = [f"{REDIS_NAME}-headless", f"{REDIS_NAME}-leader-headless"]
+    headless.append(f"{REDIS_NAME}-follower-headless")
+    return [f"{name}.{base}" for name in services] + [f"*.{name}.{base}" for name in headless]
+
+
+def redis_user_secret(user: str) -> str:
+    """The Secret holding one Redis identity's login (keys USERNAME_KEY and PASSWORD_KEY)."""
+    return f"{REDIS_NAME}-{user}"
 
 
 def small(region: Region) -> bool:

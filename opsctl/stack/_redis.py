@@ -7,8 +7,10 @@ Cluster needs at least three).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from gateway.state import PREFIX as STATE_PREFIX
 from opsctl.errors import InputProblem, InvalidInputFile
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
@@ -20,6 +22,54 @@ from opsctl.stack._versions import REDIS_EXPORTER_IMAGE, REDIS_IMAGE, REDIS_OPER
 
 API = "redis.redis.opstreelabs.in/v1beta2"
 MIN_CLUSTER_SHARDS = 3
+
+# The Redis ACL users, least privilege (the same rules locally and in prod). The gateway and
+# the dispatcher (the relay runs as the dispatcher) reach only the IM keys and channels
+# (gateway/state.py PREFIX), with no admin, dangerous or function commands; the cluster
+# client may read the slot map. The exporter reads INFO and a few diagnostics, no key and no
+# CONFIG (it would show a replica's masterauth). ``replica`` may only replicate; ``admin`` is
+# the operator's own login (opsctl, tests; the redis-operator's default user in prod).
+_APP_ACL = (
+    f"~{STATE_PREFIX}* &{STATE_PREFIX}* -@all +@read +@write +@pubsub +@scripting "
+    "+@transaction +@connection -@dangerous -@admin -function -script|flush -script|kill "
+    "+cluster|slots +cluster|shards +readonly +readwrite +asking"
+)
+REDIS_ACL: dict[str, str] = {
+    n.REDIS_GATEWAY_USER: _APP_ACL,
+    n.REDIS_DISPATCHER_USER: _APP_ACL,
+    n.REDIS_EXPORTER_USER: (
+        "-@all +@connection +info +client|list +slowlog|get +slowlog|len +latency|latest "
+        "+latency|histogram +memory|stats +cluster|info"
+    ),
+    "replica": "-@all +psync +replconf +ping",
+    "admin": "~* &* +@all",
+}
+
+
+# The identities prod's ACL file holds; its default user is the operator's admin (the operator
+# logs in as default with the redisSecret password), so ``admin`` maps to ``default`` there.
+PROD_ACL_USERS = (n.REDIS_GATEWAY_USER, n.REDIS_DISPATCHER_USER, n.REDIS_EXPORTER_USER)
+
+
+def password_hash(password: str) -> str:
+    """The ACL form of a password (``#<sha256>``): an ACL holds the hash, never the value."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_rule(user: str, password: str) -> str:
+    """One ``user`` line's body for ``REDIS_ACL[user]``: enabled, its password's hash, rules."""
+    return f"reset on {password_hash(password)} {REDIS_ACL[user]}"
+
+
+def acl_file(passwords: dict[str, str]) -> str:
+    """The ``user.acl`` of Secret REDIS_ACL_SECRET, from each identity's password (and
+    ``admin``'s, which becomes the default user the operator logs in as)."""
+    missing = [user for user in ("admin", *PROD_ACL_USERS) if user not in passwords]
+    if missing:
+        raise ValueError(f"no password for {', '.join(missing)}")
+    lines = [f"user default {acl_rule('admin', passwords['admin'])}"]
+    lines += [f"user {user} {acl_rule(user, passwords[user])}" for user in PROD_ACL_USERS]
+    return "\n".join(lines) + "\n"
 
 
 def problems(spec: StackSpec) -> list[InputProblem]:
@@ -77,12 +127,36 @@ def redis(spec: StackSpec, region: Region) -> Manifest:
             "image": REDIS_IMAGE,
             "imagePullPolicy": "IfNotPresent",
             "resources": profile("redis", region),
+            # The operator's own login (probes, cluster setup): Redis' default user.
+            "redisSecret": {"name": n.REDIS_ADMIN_SECRET, "key": n.PASSWORD_KEY},
         },
+        # TLS only, with the certificate the stack issues (opsctl.stack._certs); the ACL users
+        # (REDIS_ACL, with the passwords) from a Secret created outside the stack.
+        "TLS": {
+            "ca": n.CA_CERT_KEY,
+            "cert": "tls.crt",
+            "key": "tls.key",
+            "secret": {"secretName": n.REDIS_TLS_SECRET},
+        },
+        "acl": {"secret": {"secretName": n.REDIS_ACL_SECRET}},
         "redisExporter": {
             "enabled": True,
             "image": REDIS_EXPORTER_IMAGE,
             "resources": profile("redis-exporter", region),
             "securityContext": RESTRICTED_CONTAINER,
+            # Scrapes as its own ACL user (INFO only), not as the operator's admin.
+            "env": [
+                {"name": "REDIS_USER", "value": n.REDIS_EXPORTER_USER},
+                {
+                    "name": "REDIS_PASSWORD",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": n.redis_user_secret(n.REDIS_EXPORTER_USER),
+                            "key": n.PASSWORD_KEY,
+                        }
+                    },
+                },
+            ],
         },
         "storage": {"volumeClaimTemplate": pvc_template(redis_storage(region))},
         "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},

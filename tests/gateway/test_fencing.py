@@ -211,7 +211,7 @@ def test_redis_failover_losing_acknowledged_writes_reuses_no_seq(im: Im) -> None
     """Restore Redis to an earlier copy of its keys (a failover to a lagging replica) while
     sending, then resend sends whose gateway dedup keys that lost: one seq per message."""
     stack = im.stack
-    r = redis.Redis.from_url(stack.info.redis_url)
+    r = redis.Redis.from_url(stack.info.redis_url, **stack.redis_kwargs())
 
     async def scenario(cql: Cql) -> None:
         load = Load(im, 3)

@@ -42,7 +42,7 @@ def test_a_stale_refill_after_an_invalidation_is_not_cached(im: Im) -> None:
     store.connect()
 
     async def scenario() -> None:
-        redis = aioredis.from_url(info.redis_url, decode_responses=True)
+        redis = aioredis.from_url(info.redis_url, decode_responses=True, **im.stack.redis_kwargs())
         try:
             assert await store.create_group(gid, alice, [bob, carol])
             store.hold, store.read_done = asyncio.Event(), asyncio.Event()

@@ -51,7 +51,9 @@ def test_a_leaver_syncs_nothing_of_the_group_and_a_member_still_does(im: Im) -> 
         assert conv not in done["conversations"]  # type: ignore[operator]
         # An index entry put back behind the leave (the dispatcher indexes the members it read
         # for a record in flight) does not make the group readable.
-        r = aioredis.from_url(im.stack.info.redis_url, decode_responses=True)
+        r = aioredis.from_url(
+            im.stack.info.redis_url, decode_responses=True, **im.stack.redis_kwargs()
+        )
         try:
             await r.sadd(f"im:uc:{carol}", conv)
         finally:

@@ -11,6 +11,11 @@ physical topic, so both dispatchers see its records: each must sequence only wha
 Region ``b`` uses the stack's Redis; the relay test gives region ``a`` a Redis of its own
 (a second redis-server on loopback), so a message reaches region a's client only through the
 relay.
+
+The last test runs on the real multi-region stack (staging, the session's
+``multi_region_stack``: a Kafka, Redis and Cassandra DC per region, MirrorMaker 2 between
+them): a DM between users connected in two regions, with messages, receipts and presence
+delivered both ways.
 """
 
 from __future__ import annotations
@@ -32,15 +37,15 @@ import httpx
 import pytest
 
 from gateway.homes import shard_of
-from gateway.protocol import message_id
+from gateway.protocol import dm_conversation, message_id
 from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
 from tests.gateway import support
 from tests.gateway.conftest import Im
-from tests.gateway.protocol_client import ProtocolClient
+from tests.gateway.protocol_client import ProtocolClient, make_token
 from tests.gateway.support import stop_process
 from tests.gateway.test_fencing import Cql, metrics, ready
-from tests.support import wait_for
+from tests.support import plain_redis_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -380,7 +385,7 @@ def test_the_relay_delivers_a_message_homed_in_b_to_clients_connected_in_a(
     them only through b's deliveries topic, the mirror, and region a's relay."""
     w = world
     redis_a = w.redis_server()
-    a = {"IMGW_REDIS_URL": redis_a}
+    a = plain_redis_env(redis_a)
     w.start("gateway.dispatcher", "a", "disp-a", **a)
     w.start("gateway.dispatcher", "b", "disp-b")
     relay_a = w.start("gateway.relay", "a", "relay-a", **a)
@@ -446,3 +451,80 @@ async def _mirror(w: World, source: str, target: str) -> None:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def test_a_dm_across_two_regions_gets_messages_receipts_and_presence_both_ways(
+    multi_region_stack: LocalStack,
+) -> None:
+    """alice is connected in eu-central, bob in us-east (each region's own gateway, Redis and
+    relay): every frame that reaches the other one crossed MirrorMaker 2 and a relay."""
+    from tests.opsctl.region.conftest import REGIONS
+
+    stack = multi_region_stack
+    info = stack.info
+    eu, us = REGIONS
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    conv = dm_conversation(alice, bob)
+
+    def token(user: str) -> Callable[[], str]:
+        return lambda: make_token(
+            info.jwt_secret_file, user, issuer=info.jwt_issuer, audience=info.jwt_audience
+        )
+
+    def ws(region: str) -> str:
+        return info.region(region).gateway_ws_urls[0]
+
+    def got_receipt(client: ProtocolClient, user: str, seq: int, kind: str) -> bool:
+        return any(
+            r["user_id"] == user and r["seq"] >= seq and r["kind"] == kind for r in client.receipts
+        )
+
+    async def scenario() -> None:
+        a = ProtocolClient([ws(eu)], alice, "phone", token(alice), auto_reconnect=False)
+        b = ProtocolClient([ws(us)], bob, "laptop", token(bob), auto_reconnect=False)
+        try:
+            await a.connect()
+            watch = await a.request({"op": "presence_subscribe", "users": [bob]})
+            assert watch["statuses"] == {bob: "offline"}
+            await b.connect()
+            # bob's first route in us-east -> its relay -> eu-central's relay -> alice.
+            await a.wait_until(lambda: a.presence.get(bob) == "online", 60, "bob online")
+            watch = await b.request({"op": "presence_subscribe", "users": [alice]})
+            assert watch["statuses"] == {alice: "online"}, "alice is online in eu-central"
+            query = await a.request({"op": "presence_query", "users": [bob]})
+            assert query["statuses"] == {bob: "online"}
+
+            await a.send("hi bob", to=bob)
+            await b.send("hi alice", to=alice)
+            for client in (a, b):
+                await client.wait_until(
+                    lambda c=client: sorted(c.bodies(conv)) == ["hi alice", "hi bob"],
+                    60,
+                    "both messages",
+                )
+            top = max(seq for c, seq in b.messages if c == conv)
+            assert top == 2
+
+            await b.receipt(conv, top, "delivered")
+            await a.wait_until(lambda: got_receipt(a, bob, top, "delivered"), 60, "bob's receipt")
+            await a.receipt(conv, top, "read")
+            await b.wait_until(lambda: got_receipt(b, alice, top, "read"), 60, "alice's receipt")
+
+            # A new device of alice in eu-central finds bob's receipt in its sync.
+            fresh = ProtocolClient([ws(eu)], alice, "tablet", token(alice), auto_reconnect=False)
+            await fresh.connect()
+            done = next(f for f in reversed(fresh.frames) if f["op"] == "sync_done")
+            assert done["receipts"][conv][f"{bob}|laptop|delivered"] == top
+            await fresh.close()
+
+            # alice's last device in eu-central goes: bob sees her offline; and back.
+            await a.close()
+            await b.wait_until(lambda: b.presence.get(alice) == "offline", 60, "alice offline")
+            query = await b.request({"op": "presence_query", "users": [alice]})
+            assert query["statuses"] == {alice: "offline"}
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from opsctl.local._procs import find_free_port_block, port_free
 from opsctl.paths import REPO_ROOT
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import dm
-from tests.support import wait_for
+from tests.support import plain_redis_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def cluster_im(
         **{k: v for k, v in os.environ.items() if not k.startswith("IMGW_")},
         **local_stack.imgw_env(),
         "PYTHONUNBUFFERED": "1",
-        "IMGW_REDIS_URL": redis_cluster.url,
+        **plain_redis_env(redis_cluster.url),
         "IMGW_REDIS_CLUSTER": "true",
         "IMGW_KAFKA_TOPIC": f"im.cluster-test-{suffix}",
         "IMGW_KAFKA_CONSUMER_GROUP": f"im-dispatcher-cluster-{suffix}",

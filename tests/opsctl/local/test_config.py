@@ -40,6 +40,9 @@ CONTRACT_VARS = {
     "IMGW_KAFKA_PARTITIONS",
     "IMGW_KAFKA_REPLICATION_FACTOR",
     "IMGW_REDIS_URL",
+    "IMGW_REDIS_USERNAME",
+    "IMGW_REDIS_PASSWORD_FILE",
+    "IMGW_REDIS_CA_FILE",
     "IMGW_CASSANDRA_HOSTS",
     "IMGW_CASSANDRA_KEYSPACE",
     "IMGW_CASSANDRA_REPLICATION_FACTOR",
@@ -221,7 +224,11 @@ def test_im_processes_get_every_contract_variable_from_the_spec(tmp_path: Path) 
     assert env["IMGW_KAFKA_PARTITIONS"] == str(SPEC.kafka_partitions) == "6"
     assert env["IMGW_KAFKA_REPLICATION_FACTOR"] == "1"
     assert env["IMGW_CASSANDRA_REPLICATION_FACTOR"] == "1"
-    assert env["IMGW_REDIS_URL"] == "redis://127.0.0.1:20000/0"
+    # Redis over TLS as an ACL user whose password stays in its file (only paths in env).
+    assert env["IMGW_REDIS_URL"] == "rediss://127.0.0.1:20000/0"
+    assert env["IMGW_REDIS_USERNAME"] == "gateway"
+    assert env["IMGW_REDIS_PASSWORD_FILE"] == str(tmp_path / "secrets" / "redis-gateway.password")
+    assert env["IMGW_REDIS_CA_FILE"] == str(tmp_path / "secrets" / "ca.crt")
     assert env["IMGW_CASSANDRA_HOSTS"] == "127.0.0.1:20003"
     assert env["IMGW_JWT_HS256_SECRET_FILE"] == str(tmp_path / "secrets" / "jwt-hs256.key")
     # The region names the dispatcher's consumer group, as the chart's region value does.
@@ -236,6 +243,14 @@ def test_components_follow_the_contract(tmp_path: Path) -> None:
     assert components["gw-2"].env["IMGW_NODE_ID"] == "gw-2"
     assert components["gw-2"].env["IMGW_LISTEN_PORT"] == "20011"
     assert components["dispatcher"].argv[1:] == ["-m", "gateway.dispatcher"]
+    # Each IM process logs in to Redis as its own identity.
+    assert components["gw-2"].env["IMGW_REDIS_USERNAME"] == "gateway"
+    assert components["dispatcher"].env["IMGW_REDIS_USERNAME"] == "dispatcher"
+    assert (
+        components["dispatcher"]
+        .env["IMGW_REDIS_PASSWORD_FILE"]
+        .endswith("secrets/redis-dispatcher.password")
+    )
     assert "--cluster.listen-address=" in components["alertmanager"].argv
     # IM processes stop before what they depend on.
     assert components["gw-1"].stop_group < components["dispatcher"].stop_group

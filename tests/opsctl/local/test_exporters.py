@@ -19,7 +19,9 @@ from opsctl.local._exporters import (
     render_ksm_kubeconfig,
 )
 from opsctl.local._render import render_prometheus_yml, render_redis_conf
+from opsctl.local._secrets import LocalSecrets
 from opsctl.paths import REPO_ROOT
+from opsctl.stack._redis import REDIS_ACL, password_hash
 from tests.opsctl.local.expected import SPEC
 
 pytestmark = pytest.mark.unit
@@ -135,7 +137,7 @@ def test_redis_has_a_maxmemory_and_evicts_only_keys_with_a_ttl(tmp_path: Path) -
     assert "replicaof 127.0.0.1 20000" in replica
     assert "repl-diskless-sync-delay 0" in primary  # the replica syncs at once
     assert not any(line.startswith("replicaof") for line in primary)
-    assert "port 20028" in replica
+    assert "tls-port 20028" in replica
     assert f"dir {tmp_path / 'redis-replica' / 'data'}" in replica
     # The old signature still renders a plain primary.
     plain = render_redis_conf(20000, tmp_path).splitlines()
@@ -145,9 +147,15 @@ def test_redis_has_a_maxmemory_and_evicts_only_keys_with_a_ttl(tmp_path: Path) -
 def test_the_redis_exporters_point_at_their_redis(tmp_path: Path) -> None:
     config = resolve_config(state_dir=tmp_path, base_port=20000, env={})
     components = {c.name: c for c in build_components(config, SPEC)}
-    assert "--redis.addr=redis://127.0.0.1:20000" in components["redis-exporter"].argv
-    assert "--web.listen-address=127.0.0.1:20029" in components["redis-exporter"].argv
-    assert "--redis.addr=redis://127.0.0.1:20028" in components["redis-replica-exporter"].argv
+    argv = components["redis-exporter"].argv
+    assert "--redis.addr=rediss://127.0.0.1:20000" in argv
+    assert "--web.listen-address=127.0.0.1:20029" in argv
+    assert "--redis.addr=rediss://127.0.0.1:20028" in components["redis-replica-exporter"].argv
+    # Its own ACL user, the local CA, the password from a file and no CONFIG GET.
+    assert "--redis.user=exporter" in argv
+    assert f"--tls-ca-cert-file={tmp_path / 'secrets' / 'ca.crt'}" in argv
+    assert "--config-command=-" in argv
+    assert not any(arg.startswith("--redis.password=") for arg in argv)
     # Exporters stop before the Redis they watch.
     assert components["redis-exporter"].stop_group < components["redis"].stop_group
     assert components["redis-exporter"].stop_group is StopGroup.MONITORING
@@ -265,3 +273,60 @@ def test_a_stack_recorded_before_the_exporters_still_loads() -> None:
     ports = Ports.model_validate(old)
     assert ports.kafka_metrics == 20026
     assert ports.kube_state_metrics_telemetry == 20032
+
+
+def test_redis_is_tls_only_with_acl_users_and_no_password_in_its_config(tmp_path: Path) -> None:
+    config = resolve_config(state_dir=tmp_path, base_port=20000, env={})
+    components = {c.name: c for c in build_components(config, SPEC)}
+    for name in ("redis", "redis-replica", "redis-exporter"):
+        prepare = components[name].prepare
+        assert prepare is not None
+        prepare()
+    secrets = LocalSecrets.of(tmp_path)
+    primary = (tmp_path / "redis" / "conf" / "redis.conf").read_text()
+    replica = (tmp_path / "redis-replica" / "conf" / "redis.conf").read_text()
+    lines = primary.splitlines()
+    assert "port 0" in lines  # no plaintext listener
+    assert "tls-port 20000" in lines
+    assert f"tls-cert-file {secrets.server_cert}" in lines
+    assert "user default reset" in lines  # the default user is off, without a password
+    for user in REDIS_ACL:
+        assert secrets.redis_password(user) not in primary  # the hash, never the password
+        rule = f"user {user} reset on {password_hash(secrets.redis_password(user))} "
+        assert rule in primary
+    gateway = next(line for line in lines if line.startswith("user gateway "))
+    assert "~im:* &im:*" in gateway
+    assert "-@dangerous" in gateway
+    assert "masteruser replica" in replica.splitlines()
+    assert "tls-replication yes" in replica.splitlines()
+    for path in (
+        tmp_path / "redis" / "conf" / "redis.conf",
+        tmp_path / "redis-replica" / "conf" / "redis.conf",
+        tmp_path / "redis-exporter" / "conf" / "redis-passwords.json",
+        secrets.server_key,
+        secrets.ca_key,
+        secrets.redis_password_file("gateway"),
+    ):
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_local_secrets_are_generated_once_and_the_certificate_verifies(tmp_path: Path) -> None:
+    import ssl
+
+    secrets = LocalSecrets.of(tmp_path)
+    secrets.ensure()
+    first = [secrets.redis_password(user) for user in REDIS_ACL], secrets.ca_cert.read_bytes()
+    secrets.ensure()
+    assert ([secrets.redis_password(user) for user in REDIS_ACL], secrets.ca_cert.read_bytes()) == (
+        first
+    )
+    assert len(set(first[0])) == len(REDIS_ACL)  # one password per identity
+    # The server certificate chains to the CA and names every local address.
+    context = ssl.create_default_context(cafile=str(secrets.ca_cert))
+    context.load_cert_chain(secrets.server_cert, secrets.server_key)
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(secrets.server_cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    addresses = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert addresses == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}

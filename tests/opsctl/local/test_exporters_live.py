@@ -143,8 +143,8 @@ def test_every_exporter_target_is_up(local_stack: LocalStack) -> None:
 
 def test_the_replica_follows_the_primary(local_stack: LocalStack) -> None:
     assert local_stack.info.redis_replica_url is not None
-    primary = redis.Redis.from_url(local_stack.info.redis_url)
-    replica = redis.Redis.from_url(local_stack.info.redis_replica_url)
+    primary = redis.Redis.from_url(local_stack.info.redis_url, **local_stack.redis_kwargs())
+    replica = redis.Redis.from_url(local_stack.info.redis_replica_url, **local_stack.redis_kwargs())
     primary.set("opsctl-replica-test", "copied")
     wait_for(
         "the replica to copy",

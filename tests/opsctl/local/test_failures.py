@@ -70,7 +70,7 @@ def test_up_then_down_leaves_nothing_and_wipe_deletes_the_data(tmp_path: Path) -
         stack.up()
         pids = [row.pid for row in stack.status() if row.pid]
         assert len(pids) == 8
-        redis.Redis.from_url(stack.info.redis_url).set("k", "v")
+        redis.Redis.from_url(stack.info.redis_url, **stack.redis_kwargs()).set("k", "v")
     finally:
         stopped = stack.down()
     assert stopped == [

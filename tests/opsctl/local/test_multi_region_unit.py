@@ -147,7 +147,7 @@ def test_region_processes_use_their_region(tmp_path: Path) -> None:
         ports = _config(tmp_path).region_ports(i)
         assert env["IMGW_REGION"] == env["IMGW_CASSANDRA_DATACENTER"] == region
         assert env["IMGW_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{ports.kafka}"
-        assert env["IMGW_REDIS_URL"] == f"redis://127.0.0.1:{ports.redis}/0"
+        assert env["IMGW_REDIS_URL"] == f"rediss://127.0.0.1:{ports.redis}/0"
         assert env["IMGW_CASSANDRA_HOSTS"] == f"127.0.0.{i + 1}:{BASE + 3}"
         assert env["IMGW_KAFKA_PARTITIONS"] == "12"
         assert env["IMGW_KAFKA_REPLICATION_FACTOR"] == "1"

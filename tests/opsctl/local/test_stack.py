@@ -44,12 +44,12 @@ def test_every_component_is_running_and_healthy(local_stack: LocalStack) -> None
 
 
 def test_redis_is_real_and_keeps_data_across_a_restart(local_stack: LocalStack) -> None:
-    client = redis.Redis.from_url(local_stack.info.redis_url)
+    client = redis.Redis.from_url(local_stack.info.redis_url, **local_stack.redis_kwargs())
     client.set("opsctl-local-test", "kept")
     old_pid = local_stack.pid("redis")
     local_stack.restart("redis")
     assert local_stack.pid("redis") != old_pid
-    client = redis.Redis.from_url(local_stack.info.redis_url)
+    client = redis.Redis.from_url(local_stack.info.redis_url, **local_stack.redis_kwargs())
     assert client.get("opsctl-local-test") == b"kept"
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     _wait_all_healthy(local_stack)
