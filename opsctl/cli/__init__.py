@@ -21,6 +21,7 @@ from opsctl.cli import (
     dashboards,
     demo,
     dlq,
+    drill,
     infra,
     loadtest,
     local,
@@ -60,6 +61,7 @@ app.add_typer(region.app, name="region")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(drill.app, name="drill")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,131 @@
+"""Every drill, in one place: what it does to the local stack, what must page, and the same
+fault on a Kubernetes cluster (docs/drills.md says the same for people)."""
+
+from __future__ import annotations
+
+from opsctl.drill import _faults as f
+from opsctl.drill._model import Drill, ExpectedAlert
+from opsctl.errors import UserInputError
+
+DRILLS: tuple[Drill, ...] = (
+    Drill(
+        name="gateway-kill",
+        summary="SIGKILL a gateway under load; its clients reconnect to the other one.",
+        fault=f"SIGKILL {f.GATEWAY}, hold until its alert fires, start it again",
+        kubernetes="kubectl delete pod <gateway pod> --grace-period=0 --force",
+        expected_alerts=(ExpectedAlert("ImGatewayDown", {"node": f.GATEWAY}),),
+        inject=f.kill_gateway,
+        restore=f.start_gateway,
+    ),
+    Drill(
+        name="dispatcher-restart",
+        summary="SIGKILL the dispatcher under load and start it again (a crash restart): it "
+        "takes its conversations over without a clean handover.",
+        fault=f"SIGKILL the {f.DISPATCHER}, hold, start it again",
+        kubernetes="kubectl delete pod <dispatcher pod> --grace-period=0 --force",
+        expected_alerts=(ExpectedAlert("ImDispatcherSeqGaps"),),
+        inject=f.kill_dispatcher,
+        restore=f.start_dispatcher,
+    ),
+    Drill(
+        name="redis-restart-empty",
+        summary="Redis stopped under load and started with no data (its AOF deleted).",
+        fault="stop Redis, delete its data, hold until RedisDown fires, start it empty",
+        kubernetes="kubectl delete pod <redis pod> and its PersistentVolumeClaim "
+        "(or scale the StatefulSet to 0, delete the PVC, scale back)",
+        expected_alerts=(ExpectedAlert("RedisDown"),),
+        inject=f.stop_redis_and_wipe,
+        restore=f.start_redis,
+    ),
+    Drill(
+        name="poison-records",
+        summary="Records that always fail (a group record whose conversation is not g:<gid>, "
+        "a ts beyond bigint, a lone surrogate) written into the real messages topic under load: "
+        "traffic keeps flowing and each lands in the DLQ.",
+        fault="produce 3 poison records to the messages topic; nothing to restore",
+        kubernetes="the same records produced to the region's Kafka (a Job running "
+        "the producer, or a port-forward to a broker)",
+        # Dead-lettering is the designed outcome, not a page: no alert; the DLQ is checked.
+        expected_alerts=(),
+        inject=f.inject_poison,
+        restore=f.nothing_to_restore,
+        extra_checks=f.poison_dead_lettered,
+    ),
+    Drill(
+        name="cassandra-down",
+        summary="Cassandra stopped for longer than the dispatcher's retry backoff: the "
+        "dispatcher retries (an outage, never dead-lettered) and catches up afterwards.",
+        fault="stop Cassandra, hold until CassandraNodeDown fires, start it again",
+        kubernetes="kubectl scale statefulset <cassandra> --replicas=0, then back",
+        expected_alerts=(ExpectedAlert("CassandraNodeDown"),),
+        inject=f.stop_cassandra,
+        restore=f.start_cassandra,
+        max_recover_s=240.0,
+    ),
+    Drill(
+        name="kafka-broker-down",
+        summary="The Kafka broker stopped: sends are refused as unavailable (the client "
+        "resends), the dispatcher's lag is unknown, then everything catches up.",
+        fault="stop the (only) Kafka broker, hold until ImDispatcherLagUnknown fires, start it",
+        kubernetes="kubectl delete pod <kafka broker pod> (with 3 brokers: one broker; "
+        "or a NetworkPolicy denying ingress to it)",
+        expected_alerts=(ExpectedAlert("ImDispatcherLagUnknown"),),
+        inject=f.stop_kafka,
+        restore=f.start_kafka,
+        max_recover_s=180.0,
+    ),
+    Drill(
+        name="kafka-partition-leaderless",
+        summary="One partition without a leader for a while, the others fine.",
+        fault="-",
+        kubernetes="with 3 brokers and replication factor 3: stop the brokers holding one "
+        "partition's replicas (pod delete, or a NetworkPolicy isolating them)",
+        unavailable="the local stack runs one Kafka broker: a partition loses its leader only "
+        "together with every other one (that is kafka-broker-down)",
+    ),
+    Drill(
+        name="pubsub-disconnect",
+        summary="Every gateway's Redis pub/sub connection cut, repeatedly (CLIENT KILL TYPE "
+        "pubsub): they resubscribe and tell their sessions to sync.",
+        fault="CLIENT KILL TYPE pubsub on Redis every 2 s while held; nothing to restore",
+        kubernetes="a NetworkPolicy denying the gateways' egress to Redis for a few seconds, "
+        "or CLIENT KILL TYPE pubsub through kubectl exec",
+        # Short cuts recover by design without paging: no alert; the verdict is the gate.
+        expected_alerts=(),
+        inject=f.kill_pubsub_clients,
+        holding=f.pubsub_holding,
+        restore=f.nothing_to_restore,
+        extra_checks=f.pubsub_was_cut,
+    ),
+    Drill(
+        name="slow-reader-flood",
+        summary="Many clients that never read while others send to them (send-queue and sync "
+        "byte budgets).",
+        fault="-",
+        kubernetes="the same clients from a load-generator Job",
+        unavailable="not built yet: it needs a client that stops reading its socket, which the "
+        "Locust users and the probe do not have",
+    ),
+    Drill(
+        name="redis-failover-lost-writes",
+        summary="The Redis primary fails over to its replica, losing the writes not yet "
+        "replicated.",
+        fault="-",
+        kubernetes="with Sentinel or Redis Cluster: kubectl delete pod <redis primary> right "
+        "after a write burst (CLIENT PAUSE on the replica first to make the lag certain)",
+        unavailable="the local stack's IM processes know only the primary's address (no "
+        "Sentinel, no Redis Cluster): promoting the replica cannot move them over",
+    ),
+)
+
+
+def names() -> list[str]:
+    return [drill.name for drill in DRILLS]
+
+
+def find(name: str) -> Drill:
+    """The drill called ``name``; exit 2 naming the known ones otherwise."""
+    for drill in DRILLS:
+        if drill.name == name:
+            return drill
+    raise UserInputError(f"no drill '{name}'", hint=f"drills: {', '.join(names())}")

@@ -1,0 +1,302 @@
+"""Run one drill on the local stack: load (our Locust users) and the probe, the fault, its
+restore, the recovery, the verdict and the report.
+
+Timeline: load and probe start; after ``WARMUP_S`` the fault is injected and held for at least
+``duration`` and, when the drill expects alerts, until they have all reached Alertmanager (at
+most their ``for:`` plus slack); then it is restored and the drill waits until every component
+is healthy and a message sent after the restore reached every device (time to recover). Then
+the probe's final sync, the accounting and the gates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from opsctl.drill._alerts import AlertWatch, hold_needed, rule_durations, unknown_alerts
+from opsctl.drill._model import Check, Drill, DrillContext, Verdict, judge
+from opsctl.drill._probe import Credentials, Probe
+from opsctl.errors import CheckFailed, OpsctlError, UserInputError
+from opsctl.paths import REPO_ROOT
+
+DEFAULT_REPORTS_DIR = REPO_ROOT / ".state" / "drill"
+DEFAULT_DURATION_S = 30.0
+WARMUP_S = 8.0  # Locust starts its users and the probe its first messages
+POLL_S = 2.0
+SETTLE_S = 3.0  # after recovery, before the final sync
+ACK_WAIT_S = 30.0
+FINAL_SYNC_S = 30.0
+LOAD_USERS = 10
+LOAD_RECOVERY_S = 20.0  # the load runs this long past the planned restore
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    report: Path
+
+
+@dataclass
+class _Load:
+    """Locust in a thread: its summary's counters, or why it did not run."""
+
+    thread: threading.Thread | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def open_stack(state_dir: Path | None) -> Any:
+    """The running one-region local stack with every component healthy; exit 2 otherwise."""
+    from opsctl.local import LocalStack, resolve_state_dir
+    from opsctl.local._errors import StackNotRunning
+
+    where = resolve_state_dir(state_dir)
+    try:
+        stack = LocalStack.recorded(where)
+    except StackNotRunning as exc:
+        raise UserInputError(
+            f"no local stack in {where}", hint="start it with `opsctl local up`"
+        ) from exc
+    if stack.multi_region:
+        raise UserInputError(
+            f"the stack in {where} is multi-region ({stack.config.spec_stack}); drills run on "
+            "the one-region local stack",
+            hint="`opsctl local up` (stack local) in another --state-dir",
+        )
+    unhealthy = [s.name for s in stack.status() if not s.healthy]
+    if unhealthy:
+        raise UserInputError(
+            f"the local stack in {where} is not up: {', '.join(unhealthy)} not healthy",
+            hint="`opsctl local up` starts what is down; `opsctl local status` shows why",
+        )
+    return stack
+
+
+def _profile_text(duration_s: float, users: int) -> str:
+    return "\n".join(
+        [
+            "# Written by opsctl drill: the background load of one drill.",
+            "name: drill",
+            "description: Background load of an opsctl drill.",
+            f"users: {users}",
+            f"spawn_rate: {users}",
+            f"duration_s: {duration_s:.0f}",
+            "drain_s: 3",
+            "behaviours:",
+            "  direct: {rate_per_user_s: 0.5}",
+            "  group: {rate_per_user_s: 0.2, group_size: 5}",
+            "  presence: {rate_per_user_s: 0.05}",
+            "",
+        ]
+    )
+
+
+def _start_load(stack: Any, report_dir: Path, duration_s: float, users: int) -> _Load:
+    from opsctl.loadtest.profiles import parse_profile
+    from opsctl.loadtest.runner import RunOptions, run_locust
+    from opsctl.loadtest.targets import local_target
+
+    profile_file = report_dir / "load-profile.yaml"
+    text = _profile_text(duration_s, users)
+    profile_file.write_text(text, encoding="utf-8")
+    profile = parse_profile(text, str(profile_file))
+    target = local_target(stack.config.state_dir)
+    load = _Load()
+
+    def run() -> None:
+        try:
+            options = RunOptions(profile, profile_file, target, out_dir=report_dir / "load")
+            result = run_locust(options)
+            load.counters = {k: int(v) for k, v in result.summary.get("counters", {}).items()}
+        except OpsctlError as error:
+            load.error = error.message
+        except Exception as error:  # the drill goes on without load figures; the report says why
+            load.error = f"{type(error).__name__}: {error}"
+
+    load.thread = threading.Thread(target=run, name="drill-load", daemon=True)
+    load.thread.start()
+    return load
+
+
+def _healthy(stack: Any) -> bool:
+    return all(s.healthy for s in stack.status())
+
+
+class _Run:
+    """One run's timeline; ``verdict`` drives it."""
+
+    def __init__(
+        self, drill: Drill, stack: Any, ctx: DrillContext, duration_s: float, progress: Progress
+    ) -> None:
+        self.drill, self.stack, self.ctx = drill, stack, ctx
+        self.duration_s = duration_s
+        self.progress = progress
+        info = stack.info
+        self.watch = AlertWatch(info.alertmanager_url)
+        self.probe = Probe(
+            list(info.gateway_ws_urls),
+            Credentials(info.jwt_secret_file, info.jwt_issuer, info.jwt_audience),
+            ctx.suffix,
+        )
+        self.timeline: dict[str, float] = {}
+        self.started = time.monotonic()
+        self.restored = False
+
+    def mark(self, event: str) -> float:
+        now = time.monotonic()
+        self.timeline[event] = round(now - self.started, 1)
+        return now
+
+    async def hold_limit(self) -> float:
+        """How long the fault may be held: ``duration``, or longer for the expected alerts."""
+        durations = await asyncio.to_thread(rule_durations, self.stack.info.prometheus_url)
+        missing = unknown_alerts(self.drill.expected_alerts, durations)
+        if missing:
+            raise CheckFailed(
+                f"drill {self.drill.name} expects {', '.join(missing)}, which the stack's "
+                "Prometheus has no rule for"
+            )
+        return max(self.duration_s, hold_needed(self.drill.expected_alerts, durations))
+
+    async def fault(self, hold_max: float) -> float | None:
+        """Inject, hold, restore; the time to recover (None: not within the drill's limit)."""
+        drill, ctx = self.drill, self.ctx
+        if drill.inject is None or drill.restore is None:
+            raise UserInputError(f"drill '{drill.name}' has no fault on the local stack")
+        self.progress(f"inject: {drill.fault}")
+        injected = self.mark("inject_s")
+        await asyncio.to_thread(drill.inject, ctx)
+        wanted = ", ".join(a.describe(ctx.state) for a in drill.expected_alerts)
+        until = f", until {wanted} fired (at most {hold_max:.0f} s)" if wanted else ""
+        self.progress(f"hold: at least {self.duration_s:.0f} s{until}")
+        while True:
+            held = time.monotonic() - injected
+            if drill.holding is not None:
+                await asyncio.to_thread(drill.holding, ctx)
+            await asyncio.to_thread(self.watch.poll)
+            fired = self.watch.all_fired(drill.expected_alerts, ctx.state)
+            if held >= self.duration_s and (fired or held >= hold_max):
+                break
+            await asyncio.sleep(POLL_S)
+        self.progress("restore")
+        restore_at = self.mark("restore_s")
+        await asyncio.to_thread(drill.restore, ctx)
+        self.restored = True
+        recover_s = await self.recovery(restore_at)
+        self.mark("recovered_s")
+        self.progress(
+            f"recovered in {recover_s:.1f} s"
+            if recover_s is not None
+            else f"not recovered within {drill.max_recover_s:.0f} s"
+        )
+        return recover_s
+
+    async def recovery(self, since: float) -> float | None:
+        """Seconds from ``since`` until every component is healthy and a probe message sent
+        after ``since`` reached every member device; None if not within the drill's limit."""
+        deadline = since + self.drill.max_recover_s
+        while time.monotonic() < deadline:
+            if self.probe.fresh_delivered(since) and await asyncio.to_thread(_healthy, self.stack):
+                return time.monotonic() - since
+            await asyncio.to_thread(self.watch.poll)
+            await asyncio.sleep(0.5)
+        return None
+
+    async def verdict(self, load_users: int) -> Verdict:
+        hold_max = await self.hold_limit()
+        load = _start_load(
+            self.stack, self.ctx.report_dir, WARMUP_S + hold_max + LOAD_RECOVERY_S, load_users
+        )
+        try:
+            await self.probe.start()
+            await asyncio.to_thread(self.watch.baseline)
+            self.progress(
+                f"load: {load_users} Locust users and the probe; fault in {WARMUP_S:.0f} s"
+            )
+            await asyncio.sleep(WARMUP_S)
+            recover_s = await self.fault(hold_max)
+            await asyncio.sleep(SETTLE_S)
+            await self.probe.stop_sending(ACK_WAIT_S)
+            self.progress("final sync and accounting")
+            probed = await self.probe.finish(FINAL_SYNC_S)
+        finally:
+            if not self.restored and self.drill.restore is not None:
+                self.progress("restoring after an error")
+                await asyncio.to_thread(self.drill.restore, self.ctx)
+            await self.probe.close()
+        extra = (
+            await asyncio.to_thread(self.drill.extra_checks, self.ctx)
+            if self.drill.extra_checks
+            else []
+        )
+        if load.thread is not None:
+            self.progress("waiting for the load to end")
+            await asyncio.to_thread(load.thread.join)
+        await asyncio.to_thread(self.watch.poll)
+        extra.append(_load_check(load))
+        accounting = replace(probed, load={k: load.counters.get(k, 0) for k in LOAD_COUNTERS})
+        return judge(
+            self.drill,
+            accounting,
+            recover_s=recover_s,
+            seen=self.watch.fired(),
+            state=self.ctx.state,
+            extra=extra,
+            timeline=self.timeline,
+        )
+
+
+def _load_check(load: _Load) -> Check:
+    if load.error is not None:
+        return Check("load ran", None, load.error)
+    sent = load.counters.get("sent_acked", 0)
+    return Check("load ran", sent > 0 or None, f"{sent} Locust sends acked")
+
+
+LOAD_COUNTERS = (
+    "sent_acked",
+    "delivered_live",
+    "delivered_sync",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "disconnects",
+)
+
+
+def run_drill(
+    drill: Drill,
+    stack: Any,
+    *,
+    duration_s: float = DEFAULT_DURATION_S,
+    report_dir: Path | None = None,
+    load_users: int = LOAD_USERS,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Run ``drill`` on ``stack`` (from :func:`open_stack`); the verdict and the report's path."""
+    if duration_s <= 0:
+        raise UserInputError(f"--duration {duration_s:g}: must be more than 0 seconds")
+    if not drill.available:
+        raise UserInputError(
+            f"drill '{drill.name}' cannot run on the local stack: {drill.unavailable}"
+        )
+    suffix = uuid.uuid4().hex[:8]
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    out = report_dir or DEFAULT_REPORTS_DIR / f"{stamp}-{drill.name}-{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = DrillContext(stack=stack, report_dir=out, suffix=suffix)
+    run = _Run(drill, stack, ctx, duration_s, progress or (lambda _m: None))
+    verdict = asyncio.run(run.verdict(load_users))
+    report = out / "drill.json"
+    document = {**verdict.as_dict(), "duration_s": duration_s, "report_dir": str(out)}
+    report.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return Outcome(verdict, report)
