@@ -251,7 +251,8 @@ class DispatcherMetrics(_Metrics):
             self.dead_lettered.labels(reason)
 
 
-RELAY_STAGES = ("persist", "cache", "route")
+RELAY_STAGES = ("persist", "cache", "route", "events")
+RELAY_EVENT_KINDS = ("r", "p")  # receipts, presence (gateway/region_events.py)
 
 
 class RelayMetrics(_Metrics):
@@ -287,12 +288,28 @@ class RelayMetrics(_Metrics):
             "batch_failures", "Batches retried, by the step that failed.", "stage"
         )
         self.skipped = self.counter("skipped_records", "Undecodable deliveries records skipped.")
+        self.events_forwarded = self.counter(
+            "events_forwarded",
+            "This region's receipts (r) and presence records (p) produced for the peers.",
+            "kind",
+        )
+        self.events_dropped = self.counter(
+            "events_dropped", "Receipts or presence changes not forwarded (queue full, Kafka)."
+        )
+        self.receipts_applied = self.counter(
+            "receipts_applied", "Peers' receipts that moved a stored receipt here."
+        )
+        self.presence_changes = self.counter(
+            "presence_changes", "Users whose status here changed by a peer's presence record."
+        )
         self.info = self.gauge(
             "info", "Always 1; labels: region and consumer group.", "region", "group"
         )
         self.ready = self.gauge("ready", "1 when /readyz answers 200.")
         for stage in RELAY_STAGES:
             self.failures.labels(stage)
+        for kind in RELAY_EVENT_KINDS:
+            self.events_forwarded.labels(kind)
 
 
 class ProberMetrics(_Metrics):

@@ -1,8 +1,11 @@
 """Receipts: the receipt frame (a per-device maximum in state.receipts_key), the ReceiptEvent
 published to the gateways of the conversation's members, and its fan-out to the sessions here.
 
-Receipts do not go through Kafka: they are cumulative and idempotent, so a lost event costs
-nothing that the next sync (which reports the stored receipts) does not repair.
+Receipts do not go through Kafka in their region: they are cumulative and idempotent, so a
+lost event costs nothing that the next sync (which reports the stored receipts) does not
+repair. With peer regions, an accepted receipt is also published on state.RECEIPTS_CHANNEL,
+where the relay picks it up and forwards it to the peers' relays through the deliveries topic
+(docs/multi-region.md 6): they store it (maximum wins) and publish it to their gateways.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class Receipts:
                 }
                 event = state.ReceiptEvent(members, (session.user, session.device), encode(receipt))
                 await self.routes.publish_to_users(members, state.encode_receipt_event(event))
+                if self.backends.cfg.peers:
+                    forward = state.RegionReceipt(conv, field, frame.seq, event)
+                    await self.backends.redis.spublish(
+                        state.RECEIPTS_CHANNEL, state.encode_region_receipt(forward)
+                    )
         except Exception as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
         self.metrics.receipts.inc()

@@ -23,7 +23,9 @@ only while records flow): a dead link shows a lag that grows with time, never a 
 value. Until the first beacon from a peer arrives it is the time since the relay started.
 ``im_relay_last_beacon_timestamp_seconds`` is the newest beacon's send time.
 
-The relay also runs the conflict prober (gateway/prober.py) over the conversations it relays.
+The relay also runs the conflict prober (gateway/prober.py) over the conversations it relays,
+and carries receipts and presence between the regions (gateway/region_events.py: out through
+its own deliveries topic as records ``r`` and ``p``, in from the peers' with the messages).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import signal
 import time
 from typing import Any
 
-from gateway import fanout, state
+from gateway import fanout, region_events, state
 from gateway.config import Config, load_or_exit
 from gateway.metrics import ProberMetrics, RelayMetrics
 from gateway.prober import Prober
@@ -62,6 +64,10 @@ class Relay(KafkaWorker):
         self._started = time.time()
         self._beacons: dict[str, float] = {}  # source region -> newest beacon's send time (s)
         self.prober = Prober(self.store, ProberMetrics(self.metrics.registry))
+        self.forwarder = region_events.Forwarder(
+            config.region, config.kafka_deliveries_topic, config.route_ttl_s, self.metrics
+        )
+        self._max_receipt: Any = None
         self.refresh_lag()
 
     def readiness(self) -> tuple[bool, str]:
@@ -97,18 +103,28 @@ class Relay(KafkaWorker):
                 self.topics or "nothing (no peers in IMGW_REGIONS)",
             )
             await self._connect()
-            beacons = asyncio.create_task(self._beacon_loop())
-            prober = asyncio.create_task(self.prober.loop(self.stopping))
+            tasks = [
+                asyncio.create_task(self._beacon_loop()),
+                asyncio.create_task(self.prober.loop(self.stopping)),
+            ]
+            if self.cfg.peers and self.producer is not None:
+                forwarder = self.forwarder
+                tasks += [
+                    asyncio.create_task(forwarder.subscribe_loop(self.redis, self.stopping)),
+                    asyncio.create_task(forwarder.refresh_loop(self.redis, self.stopping)),
+                    asyncio.create_task(forwarder.produce_loop(self.producer)),
+                ]
             try:
                 await self._consume_loop()
             finally:
-                beacons.cancel()
-                prober.cancel()
+                for task in tasks:
+                    task.cancel()
                 await self._shutdown()
         return 0
 
     async def _connect(self) -> None:
         await self.connect_redis_and_store()
+        self._max_receipt = self.redis.register_script(state.MAX_RECEIPT)
         started = await self.start_kafka(self._kafka_clients, self._start_kafka)
         if started is not None:
             self.consumer, self.producer = started
@@ -186,6 +202,8 @@ class Relay(KafkaWorker):
         records: list[MessageRecord] = []
         sources: list[str] = []
         gaps: list[Gap] = []
+        receipts: list[tuple[str, dict[str, Any]]] = []
+        presence: list[tuple[str, dict[str, Any]]] = []
         for value in values:
             data = state.decode_delivery_record(value)
             if data is None:
@@ -207,12 +225,27 @@ class Relay(KafkaWorker):
                     self.metrics.applied.labels(source).inc()
                 elif kind == "g":
                     gaps.append(Gap(str(data["c"]), int(data["lo"]), int(data["hi"])))
+                elif kind == "r":
+                    receipts.append((source, data))
+                elif kind == "p":
+                    presence.append((source, data))
             except (KeyError, TypeError, ValueError):
                 self.metrics.skipped.inc()
         self.refresh_lag(now)
         self.prober.note(r.conversation_id for r in records)
-        if not records and not gaps:
-            return
+        if records or gaps:
+            await self._apply_messages(records, sources, gaps)
+        if receipts or presence:
+            # After the batch's messages: a receipt for a seq follows that seq's message.
+            self.stage = "events"
+            moved = await region_events.apply_receipts(self.redis, self._max_receipt, receipts)
+            self.metrics.receipts_applied.inc(moved)
+            changed = await region_events.apply_presence(self.redis, presence)
+            self.metrics.presence_changes.inc(changed)
+
+    async def _apply_messages(
+        self, records: list[MessageRecord], sources: list[str], gaps: list[Gap]
+    ) -> None:
         self.stage = "persist"
         members = await fanout.recipients(
             self.redis, self.store, records, [g.conversation_id for g in gaps]

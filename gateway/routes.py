@@ -5,6 +5,10 @@ Routes are written when a user's first session here opens, refreshed for every u
 route_ttl_s / 3, and removed when the last one closes; a gateway that dies leaves routes that
 expire by themselves. Presence events (state.PresenceEvent) go out when a user's first route
 appears or the last one goes away, to every gateway, which pushes them to its watchers.
+
+With peer regions, the relay keeps state.remote_presence_key (the regions where the user has a
+route, docs/multi-region.md 6): a user is online while any region lists them, so an event of a
+user online elsewhere is published ``quiet`` (watchers see no change; the relay forwards it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Routes:
     def __init__(self, config: Config, backends: Backends, table: SessionTable) -> None:
         self._node_id = config.node_id
         self._ttl_s = config.route_ttl_s
+        self._regions = bool(config.peers)  # read remote presence only with peers
         self._backends = backends
         self._table = table
 
@@ -37,20 +42,28 @@ class Routes:
             pipe.zcount(key, now, "+inf")
             pipe.zadd(key, {self._node_id: now + self._ttl_s})
             pipe.expire(key, self._ttl_s)
-            online_before = (await pipe.execute())[0]
+            if self._regions:
+                pipe.hvals(state.remote_presence_key(user))
+            answers = await pipe.execute()
+        online_before = answers[0]
         if first_here and not online_before:
-            online = state.PresenceEvent(user, "online")
+            quiet = self._regions and state.online_elsewhere(answers[3], now)
+            online = state.PresenceEvent(user, "online", quiet)
             await redis.spublish(state.PRESENCE_CHANNEL, state.encode_presence(online))
 
     async def unregister(self, user: str) -> None:
         key = state.route_key(user)
         redis = self._backends.redis
+        now = time.time()
         async with redis.pipeline(transaction=False) as pipe:
             pipe.zrem(key, self._node_id)
-            pipe.zcount(key, time.time(), "+inf")
-            _, remaining = await pipe.execute()
-        if not remaining:
-            offline = state.PresenceEvent(user, "offline")
+            pipe.zcount(key, now, "+inf")
+            if self._regions:
+                pipe.hvals(state.remote_presence_key(user))
+            answers = await pipe.execute()
+        if not answers[1]:
+            quiet = self._regions and state.online_elsewhere(answers[2], now)
+            offline = state.PresenceEvent(user, "offline", quiet)
             await redis.spublish(state.PRESENCE_CHANNEL, state.encode_presence(offline))
 
     async def refresh(self) -> None:
@@ -71,8 +84,16 @@ class Routes:
         async with self._backends.redis.pipeline(transaction=False) as pipe:
             for user in users:
                 pipe.zcount(state.route_key(user), now, "+inf")
-            counts = await pipe.execute()
-        return {u: "online" if c else "offline" for u, c in zip(users, counts, strict=True)}
+                if self._regions:
+                    pipe.hvals(state.remote_presence_key(user))
+            answers = await pipe.execute()
+        step = 2 if self._regions else 1
+        statuses = {}
+        for i, user in enumerate(users):
+            here = answers[i * step]
+            elsewhere = self._regions and state.online_elsewhere(answers[i * step + 1], now)
+            statuses[user] = "online" if here or elsewhere else "offline"
+        return statuses
 
     async def publish_to_users(self, users: list[str], payload: str) -> None:
         """Publish a node channel payload once to every gateway node the users are on."""
@@ -127,6 +148,8 @@ class PresenceWatch:
         self._outbox.push(session, encode(reply), "presence")
 
     def on_event(self, event: state.PresenceEvent) -> None:
+        if event.quiet:
+            return  # the user's status did not change: online in another region
         watchers = self.watchers.get(event.user)
         if not watchers:
             return

@@ -24,6 +24,10 @@ COMPLETE = "*"
 # Presence changes for all gateways: PresenceEvent.
 PRESENCE_CHANNEL = PREFIX + "presence"
 
+# Receipts this region's gateways accepted, for the relay to forward to the peer regions
+# (multi-region stacks only): RegionReceipt.
+RECEIPTS_CHANNEL = PREFIX + "receipts"
+
 
 def node_channel(node_id: str) -> str:
     """Deliveries (from the dispatcher) and receipt events (from gateways) for one gateway node:
@@ -58,11 +62,26 @@ class ReceiptEvent(NamedTuple):
 
 
 class PresenceEvent(NamedTuple):
-    """Presence channel, ``{"u":<user>,"s":"online"|"offline"}``: the user's first route
-    appeared or their last one went away."""
+    """Presence channel, ``{"u":<user>,"s":"online"|"offline"}``: the user's first route in
+    this region appeared or their last one went away. Multi-region additions (absent when
+    false/empty): ``"q":1`` (quiet: the user stays online in another region, watchers see no
+    change; the relay still forwards it), ``"rg":<region>`` (published by the relay: another
+    region's change made the user's status change here; never forwarded back)."""
 
     user: str
     status: str
+    quiet: bool = False
+    region: str = ""
+
+
+class RegionReceipt(NamedTuple):
+    """Receipts channel, ``{"c":<conversation>,"fd":<receipt field>,"s":<seq>,"e":<event>}``
+    with the ReceiptEvent encoded as on the node channels: for the relay to forward."""
+
+    conversation_id: str
+    field: str  # receipt_field(user, device, kind)
+    seq: int
+    event: ReceiptEvent
 
 
 def encode_delivery(items: list[DeliveryItem]) -> str:
@@ -87,12 +106,32 @@ def decode_node_message(data: str) -> Delivery | ReceiptEvent | None:
 
 
 def encode_presence(event: PresenceEvent) -> str:
-    return encode({"u": event.user, "s": event.status})
+    payload: dict[str, Any] = {"u": event.user, "s": event.status}
+    if event.quiet:
+        payload["q"] = 1
+    if event.region:
+        payload["rg"] = event.region
+    return encode(payload)
 
 
 def decode_presence(data: str) -> PresenceEvent:
     payload: dict[str, Any] = json.loads(data)
-    return PresenceEvent(payload["u"], payload["s"])
+    return PresenceEvent(
+        payload["u"], payload["s"], bool(payload.get("q")), str(payload.get("rg") or "")
+    )
+
+
+def encode_region_receipt(receipt: RegionReceipt) -> str:
+    event = encode_receipt_event(receipt.event)
+    return encode({"c": receipt.conversation_id, "fd": receipt.field, "s": receipt.seq, "e": event})
+
+
+def decode_region_receipt(data: str) -> RegionReceipt:
+    payload: dict[str, Any] = json.loads(data)
+    event = decode_node_message(payload["e"])
+    if not isinstance(event, ReceiptEvent):
+        raise ValueError("not a receipt event")
+    return RegionReceipt(str(payload["c"]), str(payload["fd"]), int(payload["s"]), event)
 
 
 # The deliveries topic (Kafka, home -> peers' relays, docs/protocol.md section 8) -------------
@@ -100,6 +139,9 @@ def decode_presence(data: str) -> PresenceEvent:
 #   "m": a persisted message, "m": [the messages table's columns in MESSAGE_COLUMNS order]
 #   "g": an announced in-doubt range, "c": conversation, "lo"/"hi": its ends
 #   "b": a beacon, "ts": its send time in ms (replication lag)
+#   "r": a receipt, "c", "fd", "s", "e" as in RegionReceipt (produced by the relay)
+#   "p": presence of users in the producing region: "u": [users], "s": "online"|"offline",
+#        "exp": until when (epoch s) an "online" holds unless refreshed (produced by the relay)
 # Readers skip kinds they do not know (add kinds, never change one).
 
 DELIVERY_SCHEMA = 1
@@ -181,6 +223,18 @@ def user_conversations_key(user_id: str) -> str:
 def route_key(user_id: str) -> str:
     """Sorted set: gateway node id -> expiry (epoch s). Refreshed by gateway heartbeats."""
     return f"{PREFIX}rt:{user_id}"
+
+
+def remote_presence_key(user_id: str) -> str:
+    """Hash: region -> expiry (epoch s) for the other regions where the user has a route;
+    written by this region's relay (docs/multi-region.md 6). Online while any region lists
+    the user: a route here, or an unexpired entry."""
+    return f"{PREFIX}pr:{user_id}"
+
+
+def online_elsewhere(expiries: list[str] | None, now: float) -> bool:
+    """Whether a remote_presence_key's values hold an unexpired entry."""
+    return any(float(value) > now for value in expiries or ())
 
 
 def members_key(group_id: str) -> str:

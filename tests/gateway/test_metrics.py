@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import DispatcherMetrics, GatewayMetrics, RelayMetrics
+from gateway.metrics import DispatcherMetrics, GatewayMetrics, ProberMetrics, RelayMetrics
 from opsctl.paths import REPO_ROOT
 
 pytestmark = pytest.mark.unit
@@ -47,10 +47,12 @@ def exported(metrics: object) -> dict[str, tuple[str, set[str]]]:
         ("im_gateway_", GatewayMetrics),
         ("im_dispatcher_", DispatcherMetrics),
         ("im_relay_", RelayMetrics),
+        ("im_prober_", ProberMetrics),
     ],
 )
 def test_exported_metrics_match_the_documented_names_types_and_labels(
-    prefix: str, metrics: type[GatewayMetrics] | type[DispatcherMetrics] | type[RelayMetrics]
+    prefix: str,
+    metrics: type[GatewayMetrics | DispatcherMetrics | RelayMetrics | ProberMetrics],
 ) -> None:
     docs = {name: spec for name, spec in documented().items() if name.startswith(prefix)}
     assert docs, f"no {prefix} table in docs/protocol.md"

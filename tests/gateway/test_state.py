@@ -58,7 +58,17 @@ def test_unknown_node_message_kinds_are_skipped_and_malformed_ones_raise() -> No
 def test_presence_event_bytes_are_pinned() -> None:
     event = state.PresenceEvent("alice", "online")
     assert state.encode_presence(event) == '{"u":"alice","s":"online"}'
-    assert state.decode_presence('{"u":"bob","s":"offline"}') == ("bob", "offline")
+    assert state.decode_presence('{"u":"bob","s":"offline"}') == ("bob", "offline", False, "")
+    # Multi-region additions, present only when set (docs/multi-region.md 6).
+    quiet = state.PresenceEvent("alice", "offline", True, "us-east")
+    assert state.encode_presence(quiet) == '{"u":"alice","s":"offline","q":1,"rg":"us-east"}'
+    assert state.decode_presence(state.encode_presence(quiet)) == quiet
+
+
+def test_a_region_receipt_round_trips() -> None:
+    event = state.ReceiptEvent(["alice", "bob"], ("bob", "laptop"), '{"op":"receipt"}')
+    receipt = state.RegionReceipt("dm:alice:bob", "bob|laptop|read", 7, event)
+    assert state.decode_region_receipt(state.encode_region_receipt(receipt)) == receipt
 
 
 def test_dedup_value_round_trip() -> None:
