@@ -48,6 +48,9 @@ class Forwarder:
         self.metrics = metrics
         self.queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(FORWARD_QUEUE_MAX)
         self.resubscribed = asyncio.Event()
+        # Users whose offline event came while a refresh was scanning: the scan may still list
+        # them, and its record would follow the offline one.
+        self._gone_during_scan: set[str] = set()
 
     def on_message(self, channel: str, data: str) -> None:
         try:
@@ -55,7 +58,11 @@ class Forwarder:
                 event = state.decode_presence(data)
                 if event.region:
                     return  # a peer's change, published here by this relay
-                item = ("p", event.user, self._presence([event.user], event.status))
+                if event.status == "offline":
+                    self._gone_during_scan.add(event.user)
+                # Keyed by the region, as the refreshes: one partition, so a refresh never
+                # overtakes a later offline.
+                item = ("p", self.region, self._presence([event.user], event.status))
             else:
                 receipt = state.decode_region_receipt(data)
                 value = state.encode_delivery_record(
@@ -113,7 +120,9 @@ class Forwarder:
         period = self.ttl_s / 3
         while not stopping.is_set():
             try:
-                users = await online_here(redis)
+                self._gone_during_scan.clear()
+                scanned = await online_here(redis)
+                users = [u for u in scanned if u not in self._gone_during_scan]
                 for start in range(0, len(users), PRESENCE_CHUNK):
                     chunk = users[start : start + PRESENCE_CHUNK]
                     self.queue.put_nowait(("p", self.region, self._presence(chunk, "online")))
