@@ -36,11 +36,7 @@ class Backends:
         # The shard map epoch stamped on each record ("ep"): 0 until the first read, which
         # only makes records of a moved shard held (docs/multi-region.md 5.5), never lost.
         self.map_epoch = 0
-        self.store = CassandraStore(
-            config.host_ports("cassandra_hosts"),
-            config.cassandra_keyspace,
-            config.cassandra_bucket_s,
-        )
+        self.store = CassandraStore.of_config(config)
         for backend in BACKENDS:
             metrics.backend_up.labels(backend).set(0)
 

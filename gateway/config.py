@@ -77,6 +77,11 @@ class Config(BaseModel):
     redis_ca_file: Path | None = None
 
     cassandra_hosts: str = ""
+    # A PasswordAuthenticator role and its password's file (a mounted Secret); the CA that
+    # signed the nodes' client certificates: set, the driver speaks TLS and verifies them.
+    cassandra_username: str = Field("", pattern=r"^$|^[A-Za-z0-9_.-]{1,64}$")
+    cassandra_password_file: Path | None = None
+    cassandra_ca_file: Path | None = None
     cassandra_keyspace: str = Field("im", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     cassandra_replication_factor: int = Field(1, ge=1, le=16)
     cassandra_datacenter: str = ""  # set -> NetworkTopologyStrategy {dc: rf}; empty -> Simple
@@ -151,7 +156,12 @@ class Config(BaseModel):
         return value
 
     @field_validator(
-        "jwt_hs256_secret_file", "jwt_jwks_file", "redis_password_file", "redis_ca_file"
+        "jwt_hs256_secret_file",
+        "jwt_jwks_file",
+        "redis_password_file",
+        "redis_ca_file",
+        "cassandra_password_file",
+        "cassandra_ca_file",
     )
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
@@ -241,6 +251,10 @@ def _redis_problems(config: Config) -> list[tuple[str, str]]:
         problems.append(("IMGW_REDIS_CA_FILE", "set, but IMGW_REDIS_URL is not rediss:// (TLS)"))
     if config.redis_username and config.redis_password_file is None:
         problems.append(("IMGW_REDIS_PASSWORD_FILE", "required with IMGW_REDIS_USERNAME"))
+    if config.cassandra_username and config.cassandra_password_file is None:
+        problems.append(("IMGW_CASSANDRA_PASSWORD_FILE", "required with IMGW_CASSANDRA_USERNAME"))
+    if config.cassandra_password_file is not None and not config.cassandra_username:
+        problems.append(("IMGW_CASSANDRA_USERNAME", "required with IMGW_CASSANDRA_PASSWORD_FILE"))
     return problems
 
 

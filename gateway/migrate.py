@@ -375,9 +375,7 @@ def apply_cql(
     with its own ``schema_migrations``; then the shard map over IMGW_REGIONS if there is none."""
     from gateway.store import CassandraStore
 
-    store = CassandraStore(
-        config.host_ports("cassandra_hosts"), config.cassandra_keyspace, config.cassandra_bucket_s
-    )
+    store = CassandraStore.of_config(config)
     deadline = time.monotonic() + wait_s
     while True:
         try:

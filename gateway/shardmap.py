@@ -522,9 +522,7 @@ async def _run_cli(args: argparse.Namespace) -> dict[str, Any]:
     from gateway.store import CassandraStore, close_store
 
     config = load_or_exit("shardmap")
-    store = CassandraStore(
-        config.host_ports("cassandra_hosts"), config.cassandra_keyspace, config.cassandra_bucket_s
-    )
+    store = CassandraStore.of_config(config)
     await in_daemon_thread(lambda: store.connect(keyspace=args.command == "reconcile"))
     try:
         control = ControlStore(store.session, config.cassandra_control_keyspace)

@@ -13,10 +13,11 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gateway.config import Config
     from gateway.sequencer import Fence, Gap
 
 log = logging.getLogger(__name__)
@@ -115,14 +116,69 @@ def _settle(future: asyncio.Future[Any], rows: Any, exc: BaseException | None) -
         future.set_result(rows)
 
 
+@dataclass(frozen=True)
+class CassandraAuth:
+    """The role the driver logs in as (PasswordAuthenticator) and the CA it verifies the
+    nodes' certificates with (client TLS). The password is read from its file once, never
+    shown (repr)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> CassandraAuth:
+        password = None
+        if config.cassandra_password_file is not None:
+            password = config.cassandra_password_file.read_text(encoding="utf-8").strip()
+        return cls(
+            username=config.cassandra_username or None,
+            password=password,
+            ca_file=str(config.cassandra_ca_file) if config.cassandra_ca_file else None,
+        )
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """``Cluster(...)`` arguments: an auth provider, and a TLS context that checks the
+        node's certificate and its address (the driver passes the contact point's)."""
+        out: dict[str, Any] = {}
+        if self.username is not None:
+            from cassandra.auth import PlainTextAuthProvider
+
+            out["auth_provider"] = PlainTextAuthProvider(self.username, self.password or "")
+        if self.ca_file is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.ca_file)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            out["ssl_context"] = context
+        return out
+
+
 class CassandraStore:
-    def __init__(self, hosts: Sequence[tuple[str, int]], keyspace: str, bucket_s: int) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[tuple[str, int]],
+        keyspace: str,
+        bucket_s: int,
+        auth: CassandraAuth | None = None,
+    ) -> None:
         self._hosts = list(hosts)
+        self._auth = auth or CassandraAuth()
         self.keyspace = keyspace
         self.bucket_s = bucket_s
         self._cluster: Any = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
+
+    @classmethod
+    def of_config(cls, config: Config) -> CassandraStore:
+        """The store a process's config names: contact points, keyspace, login and CA."""
+        return cls(
+            config.host_ports("cassandra_hosts"),
+            config.cassandra_keyspace,
+            config.cassandra_bucket_s,
+            CassandraAuth.of(config),
+        )
 
     @property
     def ready(self) -> bool:
@@ -153,6 +209,7 @@ class CassandraStore:
             protocol_version=5,
             connect_timeout=timeout_s,
             control_connection_timeout=timeout_s,
+            **self._auth.cluster_kwargs(),
         )
         session = cluster.connect()
         self._cluster = cluster

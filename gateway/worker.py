@@ -33,11 +33,7 @@ class KafkaWorker:
         self.cfg = config
         self.metrics = metrics
         self.log = logging.getLogger(f"gateway.{self.name}")
-        self.store = CassandraStore(
-            config.host_ports("cassandra_hosts"),
-            config.cassandra_keyspace,
-            config.cassandra_bucket_s,
-        )
+        self.store = CassandraStore.of_config(config)
         self.redis: Any = None
         self.consumer: Any = None
         self.stopping = asyncio.Event()

@@ -64,6 +64,7 @@ from opsctl.local._render import (
     CASSANDRA_LOGBACK,
     KAFKA_LOG4J2,
     MIRRORMAKER_LOG4J2,
+    CassandraSecurity,
     RedisSecurity,
     cassandra_token,
     render_alertmanager_yml,
@@ -171,6 +172,32 @@ IM_REDIS_USERS = {
     "relay": stack_names.REDIS_DISPATCHER_USER,
 }
 HEALTH_REDIS_USER = stack_names.REDIS_EXPORTER_USER
+# And which Cassandra role. migrate is what tools and tests run as too (imgw_env): it owns
+# every keyspace it creates, a test's own included.
+IM_CASSANDRA_ROLES = {
+    "migrate": stack_names.CASSANDRA_MIGRATE_ROLE,
+    "gateway": stack_names.CASSANDRA_GATEWAY_ROLE,
+    "dispatcher": stack_names.CASSANDRA_DISPATCHER_ROLE,
+    "relay": stack_names.CASSANDRA_DISPATCHER_ROLE,
+}
+
+
+def cassandra_env(layout: Layout, role: str) -> dict[str, str]:
+    """The IMGW_CASSANDRA_* login of one role (paths only)."""
+    secrets = layout.secrets
+    return {
+        "IMGW_CASSANDRA_USERNAME": role,
+        "IMGW_CASSANDRA_PASSWORD_FILE": str(secrets.cassandra_password_file(role)),
+        "IMGW_CASSANDRA_CA_FILE": str(secrets.ca_cert),
+    }
+
+
+def login_env(layout: Layout, process: str) -> dict[str, str]:
+    """Redis and Cassandra logins of one IM process (gateway, dispatcher, relay)."""
+    return {
+        **redis_env(layout, IM_REDIS_USERS[process]),
+        **cassandra_env(layout, IM_CASSANDRA_ROLES[process]),
+    }
 
 
 def redis_env(layout: Layout, user: str) -> dict[str, str]:
@@ -213,6 +240,7 @@ def imgw_env(
         "IMGW_REDIS_URL": redis_url(ports.redis),
         **redis_env(layout, IM_REDIS_USERS["gateway"]),
         "IMGW_CASSANDRA_HOSTS": cassandra,
+        **cassandra_env(layout, IM_CASSANDRA_ROLES["migrate"]),
         "IMGW_CASSANDRA_KEYSPACE": config.cassandra_keyspace,
         "IMGW_CASSANDRA_REPLICATION_FACTOR": str(spec.cassandra_replication_factor),
         "IMGW_JWT_HS256_SECRET_FILE": str(layout.secret),
@@ -544,7 +572,11 @@ def _cassandra(
 
     def prepare() -> None:
         data.mkdir(parents=True, exist_ok=True)
-        rendered = render_cassandra_yaml(config, data, host=host, seeds=seeds, token=token)
+        layout.secrets.ensure()
+        security = CassandraSecurity(keystore=layout.secrets.server_pem)
+        rendered = render_cassandra_yaml(
+            config, data, host=host, seeds=seeds, token=token, security=security
+        )
         _write(cassandra_yaml, rendered)
         _write(logback, CASSANDRA_LOGBACK)
         if site.datacenter:
@@ -555,7 +587,7 @@ def _cassandra(
         name,
         argv,
         port,
-        CqlCheck(host, port),
+        CqlCheck(host, port, ca_file=layout.secrets.ca_cert),
         start_timeout_s=180,
         stop_timeout_s=40,
         prepare=prepare,
@@ -756,7 +788,7 @@ def im_components(
         argv=[python, "-m", "gateway.dispatcher"],
         env={
             **shared,
-            **redis_env(layout, IM_REDIS_USERS["dispatcher"]),
+            **login_env(layout, "dispatcher"),
             "IMGW_NODE_ID": "dispatcher-1",
             "IMGW_LISTEN_PORT": str(ports.dispatcher),
         },
@@ -774,7 +806,12 @@ def im_components(
             name=f"{prefix}{node}",
             phase=Phase.IM,
             argv=[python, "-m", "gateway.server"],
-            env={**shared, "IMGW_NODE_ID": node, "IMGW_LISTEN_PORT": str(ports.gateway(i))},
+            env={
+                **shared,
+                **login_env(layout, "gateway"),
+                "IMGW_NODE_ID": node,
+                "IMGW_LISTEN_PORT": str(ports.gateway(i)),
+            },
             cwd=config.repo_root,
             port=ports.gateway(i),
             health=HttpCheck(HOST, ports.gateway(i), "/readyz"),
@@ -794,7 +831,7 @@ def im_components(
         argv=[python, "-m", "gateway.relay"],
         env={
             **shared,
-            **redis_env(layout, IM_REDIS_USERS["relay"]),
+            **login_env(layout, "relay"),
             "IMGW_NODE_ID": "relay-1",
             "IMGW_LISTEN_PORT": str(ports.relay),
         },

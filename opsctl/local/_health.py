@@ -290,14 +290,17 @@ def _parse_metadata_v4(payload: bytes) -> tuple[list[tuple[str, int]], int]:
 
 @dataclass(frozen=True)
 class CqlCheck(SocketCheck):
-    """CQL native protocol v4: OPTIONS must answer SUPPORTED and STARTUP must answer READY."""
+    """CQL native protocol v4: OPTIONS must answer SUPPORTED and STARTUP must answer READY,
+    or AUTHENTICATE when the node checks passwords. With ``ca_file`` over verified TLS (no
+    login: the roles may not exist yet while the node starts)."""
 
     probe = "cql"
+    ca_file: Path | None = None
 
     def __call__(self, timeout_s: float) -> Health:
         startup_body = _cql_string_map({"CQL_VERSION": "3.0.0"})
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout_s) as sock:
+            with self._connect(timeout_s) as sock:
                 opcode, _ = _cql_exchange(sock, 0x05, b"", stream=1)  # OPTIONS
                 if opcode != 0x06:  # SUPPORTED
                     return Health(False, f"OPTIONS answered opcode {opcode:#x}")
@@ -306,7 +309,20 @@ class CqlCheck(SocketCheck):
             return Health(False, f"cql handshake with {self.host}:{self.port}: {exc}")
         if opcode == 0x02:  # READY
             return Health(True, "CQL READY")
+        if opcode == 0x03:  # AUTHENTICATE
+            return Health(True, "CQL READY, password authentication")
         return Health(False, f"STARTUP answered opcode {opcode:#x}: {body[:80]!r}")
+
+    def _connect(self, timeout_s: float) -> socket.socket:
+        raw = socket.create_connection((self.host, self.port), timeout=timeout_s)
+        if self.ca_file is None:
+            return raw
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            return context.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
 
 
 def _cql_string_map(values: dict[str, str]) -> bytes:

@@ -154,6 +154,14 @@ def cassandra_token(index: int, nodes: int) -> int:
     return -(2**63) + index * (2**64 // nodes)
 
 
+@dataclass(frozen=True)
+class CassandraSecurity:
+    """Password authentication and roles, and TLS on the client port with ``keystore`` (the
+    server's key and certificate in one PEM, unencrypted: no keystore password)."""
+
+    keystore: Path
+
+
 def render_cassandra_yaml(
     config: LocalConfig,
     data_dir: Path,
@@ -161,6 +169,7 @@ def render_cassandra_yaml(
     host: str = HOST,
     seeds: tuple[str, ...] = (HOST,),
     token: int = 0,
+    security: CassandraSecurity | None = None,
 ) -> str:
     """One node on ``host``. A multi-region stack's nodes share the ports on their own
     loopback address, name every node a seed (any one restarts alone) and take their DC from
@@ -206,6 +215,22 @@ def render_cassandra_yaml(
     if multi_dc:
         # Every node is a seed and the cluster starts empty: nothing to stream on a join.
         document["auto_bootstrap"] = False
+    if security is not None:
+        # As the builders configure prod (opsctl/stack/_cassandra.py): roles with passwords
+        # and permissions; the client port speaks TLS only (no client certificates: clients
+        # prove who they are with their role's password).
+        document["authenticator"] = "PasswordAuthenticator"
+        document["authorizer"] = "CassandraAuthorizer"
+        document["role_manager"] = "CassandraRoleManager"
+        document["client_encryption_options"] = {
+            "enabled": True,
+            "optional": False,
+            "ssl_context_factory": {
+                "class_name": "org.apache.cassandra.security.PEMBasedSslContextFactory"
+            },
+            "keystore": str(security.keystore),
+            "require_client_auth": False,
+        }
     return yaml.safe_dump(document, sort_keys=False)
 
 

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opsctl.local._config import CASSANDRA_NODE_HOSTS, HOST
+from opsctl.stack import _names as n
 from opsctl.stack._redis import REDIS_ACL
+
+# Cassandra's roles locally: prod's, plus ``admin``, the superuser opsctl sets them up with
+# (the default ``cassandra`` superuser is dropped once it exists).
+CASSANDRA_ROLES = ("admin", n.CASSANDRA_MIGRATE_ROLE, *n.CASSANDRA_APP_ROLES)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -66,19 +71,40 @@ class LocalSecrets:
     def redis_password(self, user: str) -> str:
         return self.redis_password_file(user).read_text(encoding="utf-8").strip()
 
+    def cassandra_password_file(self, role: str) -> Path:
+        if role not in CASSANDRA_ROLES:
+            raise KeyError(f"no Cassandra role '{role}' (roles: {', '.join(CASSANDRA_ROLES)})")
+        return self.root / f"cassandra-{role}.password"
+
+    def cassandra_password(self, role: str) -> str:
+        return self.cassandra_password_file(role).read_text(encoding="utf-8").strip()
+
+    @property
+    def server_pem(self) -> Path:
+        """The server's key and certificate in one PEM (Cassandra's PEMBasedSslContextFactory
+        reads it as its keystore: no keystore password to keep)."""
+        return self.root / "server-combined.pem"
+
     def ensure(self) -> None:
         """Create whatever is missing (idempotent)."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for user in REDIS_ACL:
             _write_new(self.redis_password_file(user), secrets.token_urlsafe(32))
+        for role in CASSANDRA_ROLES:
+            _write_new(self.cassandra_password_file(role), secrets.token_urlsafe(32))
         if not (self.ca_cert.is_file() and self.ca_key.is_file()):
             self._new_ca()
         if not self._server_cert_valid():
             self._new_server_cert()
+        if not self.server_pem.is_file():
+            _write_replace(
+                self.server_pem, self.server_key.read_bytes() + self.server_cert.read_bytes()
+            )
 
     def values(self) -> list[str]:
         """Every secret value (the grep tests look for them in output and logs)."""
-        return [self.redis_password(user) for user in REDIS_ACL]
+        values = [self.redis_password(user) for user in REDIS_ACL]
+        return values + [self.cassandra_password(role) for role in CASSANDRA_ROLES]
 
     def _new_ca(self) -> None:
         from cryptography import x509
@@ -151,6 +177,7 @@ class LocalSecrets:
         )
         _write_key(self.server_key, key)
         _write_replace(self.server_cert, _pem(cert))
+        self.server_pem.unlink(missing_ok=True)
 
 
 def _now() -> datetime.datetime:

@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from opsctl.errors import ToolMissing, UserInputError
+from opsctl.local._cassandra_auth import ensure_roles, grant_app
 from opsctl.local._components import (
     Component,
     Layout,
@@ -376,6 +377,8 @@ class LocalStack:
                     self._migrate()
                 for wave in sorted({c.wave for c in members}):
                     self._start_phase([c for c in members if c.wave == wave], running)
+                if phase == Phase.INFRA:
+                    self._secure_cassandra()
         except BaseException:
             self.reporter.close()
             self._rollback()
@@ -523,6 +526,58 @@ class LocalStack:
         # One after the other: each run adds its DC to the keyspace's replication.
         for step in self.migrations():
             self._migrate_once(step)
+        keyspaces = [self.config.cassandra_keyspace, self._control_keyspace()]
+        self._cassandra_step(
+            "cassandra-grants",
+            "letting the gateway and dispatcher roles read and write " + ", ".join(keyspaces),
+            lambda: grant_app(self._cassandra_contact(), self.layout.secrets, keyspaces),
+        )
+
+    def _secure_cassandra(self) -> None:
+        """Cassandra's roles, as prod's (opsctl.local._cassandra_auth), once its nodes run."""
+        sites = self.sites()
+        datacenters = [site.datacenter for site in sites] if self.multi_region else []
+        self._cassandra_step(
+            "cassandra-roles",
+            "setting up the roles",
+            lambda: ensure_roles(self._cassandra_contact(), self.layout.secrets, datacenters),
+        )
+
+    def _cassandra_step(self, name: str, what: str, run: Callable[[], None]) -> None:
+        self.reporter.begin(name, what)
+        started = time.monotonic()
+        try:
+            run()
+        except Exception as exc:  # the driver's errors vary; none carries a password
+            reason = f"{type(exc).__name__}: {exc}"
+            self.reporter.done(name, False, reason)
+            log = self.layout.log(self.sites()[0].name("cassandra"))
+            raise ComponentFailed(name, reason, str(log), read_tail(log, 20)) from exc
+        self.reporter.done(name, True, f"done in {time.monotonic() - started:.1f}s")
+
+    def _cassandra_contact(self) -> list[tuple[str, int]]:
+        port = self.config.ports.cassandra
+        if not self.multi_region:
+            return [(HOST, port)]
+        return [(site.cassandra_host, port) for site in self.sites()]
+
+    def _control_keyspace(self) -> str:
+        from gateway.config import Config
+
+        return str(Config.model_fields["cassandra_control_keyspace"].default)
+
+    def cassandra_auth(self, role: str = "admin") -> Any:
+        """A gateway.store.CassandraAuth of ``role`` (default ``admin``) for
+        ``CassandraStore(..., auth=...)``: the one place tools and tests get it from."""
+        from gateway.store import CassandraAuth
+
+        secrets = self.layout.secrets
+        return CassandraAuth(role, secrets.cassandra_password(role), str(secrets.ca_cert))
+
+    def cassandra_kwargs(self, role: str = "admin") -> dict[str, Any]:
+        """Arguments for the driver (``Cluster([...], port=..., **kwargs)``) that log in as
+        ``role`` (default ``admin``) over verified TLS."""
+        return dict(self.cassandra_auth(role).cluster_kwargs())
 
     def _migrate_once(self, step: Migration) -> None:
         what = (

@@ -65,6 +65,7 @@ class LocalRegions:
         """The shard map through every region's Cassandra node, ``prefer_not``'s last (an
         unreachable region's node is then only tried after the survivors')."""
         from gateway.config import load
+        from gateway.store import CassandraAuth
 
         infos = sorted(self.stack.info.regions, key=lambda r: r.name == prefer_not)
         config = load("shardmap", self.stack.imgw_env(infos[0].name))
@@ -75,6 +76,7 @@ class LocalRegions:
             bucket_s=config.cassandra_bucket_s,
             kafka={r.name: r.kafka_bootstrap for r in infos},
             topic=config.kafka_topic,
+            cassandra_auth=CassandraAuth.of(config),
         )
 
     def gateways(self, region: str) -> list[Gateway]:

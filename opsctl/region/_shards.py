@@ -55,6 +55,7 @@ class Backends:
     bucket_s: int
     kafka: Mapping[str, str]  # region -> bootstrap servers
     topic: str
+    cassandra_auth: Any = None  # gateway.store.CassandraAuth: the role and CA, if any
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Shards:
         from gateway.store import CassandraStore
 
         b = self.backends
-        store = CassandraStore(b.cassandra_hosts, b.keyspace, b.bucket_s)
+        store = CassandraStore(b.cassandra_hosts, b.keyspace, b.bucket_s, b.cassandra_auth)
         try:
             store.connect(keyspace=True, timeout_s=10.0)
         except Exception as exc:  # NoHostAvailable, timeouts: the driver's errors vary

@@ -24,6 +24,9 @@ from opsctl.stack._versions import CASS_OPERATOR, CASSANDRA_SERVER_VERSION, CASS
 API = "cassandra.datastax.com/v1beta1"
 SUPERUSER_SECRET = f"{n.CASSANDRA_CLUSTER}-superuser"
 TLS_DIR = "/etc/cassandra-tls"
+CLIENT_TLS_DIR = "/etc/cassandra-client-tls"
+# The roles cass-operator creates from their Secrets (keys username, password).
+ROLES = (n.CASSANDRA_MIGRATE_ROLE, *n.CASSANDRA_APP_ROLES)
 # Keyspaces whose data must exist in every DC (auth would fail over badly otherwise).
 SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
 # The gateway's control keyspace migrations (the shard map); gateway.migrate records them in
@@ -98,6 +101,16 @@ def datacenter(spec: StackSpec, region: Region) -> Manifest:
                     "truststore": f"{TLS_DIR}/ca.crt",
                     "require_client_auth": True,
                 },
+                # The client port speaks TLS only; clients log in with their role's password.
+                "client_encryption_options": {
+                    "enabled": True,
+                    "optional": False,
+                    "ssl_context_factory": {
+                        "class_name": "org.apache.cassandra.security.PEMBasedSslContextFactory"
+                    },
+                    "keystore": f"{CLIENT_TLS_DIR}/tls-combined.pem",
+                    "require_client_auth": False,
+                },
             },
             "jvm-server-options": {
                 "initial_heap_size": "512M" if small(region) else "8G",
@@ -110,7 +123,8 @@ def datacenter(spec: StackSpec, region: Region) -> Manifest:
                     {
                         "name": "cassandra",
                         "volumeMounts": [
-                            {"name": "internode-tls", "mountPath": TLS_DIR, "readOnly": True}
+                            {"name": "internode-tls", "mountPath": TLS_DIR, "readOnly": True},
+                            {"name": "client-tls", "mountPath": CLIENT_TLS_DIR, "readOnly": True},
                         ],
                     }
                 ],
@@ -118,13 +132,22 @@ def datacenter(spec: StackSpec, region: Region) -> Manifest:
                     {
                         "name": "internode-tls",
                         "secret": {"secretName": CASSANDRA_INTERNODE_TLS_SECRET},
-                    }
+                    },
+                    {
+                        "name": "client-tls",
+                        "secret": {"secretName": n.CASSANDRA_CLIENT_TLS_SECRET},
+                    },
                 ],
             }
         },
     }
     if seeds:
         dc_spec["additionalSeeds"] = seeds
+    # The IM roles, created (LOGIN, not superuser) by the operator from Secrets made outside
+    # the stack; their permissions come from the keyspace Job (role_grants).
+    dc_spec["users"] = [
+        {"secretName": n.cassandra_role_secret(role), "superuser": False} for role in ROLES
+    ]
     meta = n.metadata(spec, region, "cassandra", region.name, n.DATA_NAMESPACE)
     meta["annotations"] = {
         # Published for the other regions' additionalSeeds (external-dns).
@@ -146,7 +169,26 @@ def keyspace_cql(spec: StackSpec) -> str:
             f"ALTER KEYSPACE {keyspace} WITH replication = {strategy};",
         ]
     lines += [f"ALTER KEYSPACE {name} WITH replication = {strategy};" for name in SYSTEM_KEYSPACES]
+    lines += [
+        f"{grant};" for grant in role_grants([n.CASSANDRA_KEYSPACE, n.CASSANDRA_CONTROL_KEYSPACE])
+    ]
     return "\n".join(lines) + "\n"
+
+
+def role_grants(keyspaces: list[str]) -> list[str]:
+    """Least privilege, the same in prod (the keyspace Job) and locally (opsctl.local): migrate
+    may create and alter keyspaces and use the IM ones (it creates their tables and the shard
+    map); the gateway and the dispatcher may only read and write the IM keyspaces' rows."""
+    migrate = n.CASSANDRA_MIGRATE_ROLE
+    grants = [f"GRANT {p} ON ALL KEYSPACES TO {migrate}" for p in ("CREATE", "ALTER")]
+    for keyspace in keyspaces:
+        grants += [f"GRANT {p} ON KEYSPACE {keyspace} TO {migrate}" for p in ("SELECT", "MODIFY")]
+        grants += [
+            f"GRANT {p} ON KEYSPACE {keyspace} TO {role}"
+            for role in n.CASSANDRA_APP_ROLES
+            for p in ("SELECT", "MODIFY")
+        ]
+    return grants
 
 
 def control_migrations() -> dict[str, str]:
@@ -161,7 +203,8 @@ def keyspace_script(region: Region) -> str:
     """The Job's shell: the keyspaces first, then each control migration inside its keyspace,
     in order; any failure fails the pod (the Job retries it)."""
     host = n.cassandra_service(region).split(":")[0]
-    cqlsh = f'cqlsh "{host}" {n.CASSANDRA_CQL_PORT} -u "$CQL_USER" -p "$CQL_PASSWORD"'
+    # --ssl: the client port is TLS only (SSL_CERTFILE and SSL_VALIDATE in the env).
+    cqlsh = f'cqlsh --ssl "{host}" {n.CASSANDRA_CQL_PORT} -u "$CQL_USER" -p "$CQL_PASSWORD"'
     return (
         "set -e\n"
         f"{cqlsh} -f {CQL_DIR}/keyspace.cql\n"
@@ -222,17 +265,31 @@ def keyspace_objects(spec: StackSpec, region: Region) -> list[Manifest]:
                                     },
                                 },
                                 {"name": "HOME", "value": "/tmp"},
+                                {"name": "SSL_CERTFILE", "value": f"{CLIENT_TLS_DIR}/ca.crt"},
+                                {"name": "SSL_VALIDATE", "value": "true"},
                             ],
                             "resources": profile("job", region),
                             "securityContext": RESTRICTED_CONTAINER,
                             "volumeMounts": [
                                 {"name": "cql", "mountPath": CQL_DIR, "readOnly": True},
+                                {
+                                    "name": "client-tls",
+                                    "mountPath": CLIENT_TLS_DIR,
+                                    "readOnly": True,
+                                },
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
                         }
                     ],
                     "volumes": [
                         {"name": "cql", "configMap": {"name": name}},
+                        {
+                            "name": "client-tls",
+                            "secret": {
+                                "secretName": n.CASSANDRA_CLIENT_TLS_SECRET,
+                                "items": [{"key": n.CA_CERT_KEY, "path": n.CA_CERT_KEY}],
+                            },
+                        },
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },

@@ -135,6 +135,17 @@ def certificates(spec: StackSpec, region: Region) -> list[Manifest]:
         _certificate(
             spec,
             region,
+            n.CASSANDRA_CLIENT_TLS_SECRET,
+            n.DATA_NAMESPACE,
+            {
+                "dnsNames": [n.cassandra_service(region).rsplit(":", 1)[0], f"*.{pods}"],
+                "usages": ["server auth"],
+                "additionalOutputFormats": [{"type": "CombinedPEM"}],
+            },
+        ),
+        _certificate(
+            spec,
+            region,
             CASSANDRA_INTERNODE_TLS_SECRET,
             n.DATA_NAMESPACE,
             {

@@ -41,6 +41,16 @@ CASSANDRA_KEYSPACE = "im"
 # The shard map, held records and dispatcher epochs (gateway.config's
 # IMGW_CASSANDRA_CONTROL_KEYSPACE default; docs/multi-region.md section 2).
 CASSANDRA_CONTROL_KEYSPACE = "im_control"
+# Cassandra's roles (PasswordAuthenticator, CassandraAuthorizer): migrate owns the schema
+# (creates the tables), the gateway and the dispatcher (the relay runs as the dispatcher) may
+# only read and write the IM keyspaces. Each login is a Secret of its own (keys username and
+# password) in the app namespace; cass-operator creates the roles from them.
+CASSANDRA_MIGRATE_ROLE = "migrate"
+CASSANDRA_GATEWAY_ROLE = "gateway"
+CASSANDRA_DISPATCHER_ROLE = "dispatcher"
+CASSANDRA_APP_ROLES = (CASSANDRA_GATEWAY_ROLE, CASSANDRA_DISPATCHER_ROLE)
+# The client port's certificate (TLS only; cert-manager, data namespace).
+CASSANDRA_CLIENT_TLS_SECRET = "im-cassandra-client-tls"
 REDIS_NAME = "im-redis"
 # Redis speaks TLS only and knows ACL users (docs/security.md). Its certificate (cert-manager,
 # data namespace); the ACL file (key user.acl, the rules of opsctl.stack._redis.REDIS_ACL with
@@ -188,6 +198,11 @@ def redis_dns_names() -> list[str]:
     headless = [f"{REDIS_NAME}-headless", f"{REDIS_NAME}-leader-headless"]
     headless.append(f"{REDIS_NAME}-follower-headless")
     return [f"{name}.{base}" for name in services] + [f"*.{name}.{base}" for name in headless]
+
+
+def cassandra_role_secret(role: str) -> str:
+    """The Secret holding one Cassandra role's login (keys USERNAME_KEY and PASSWORD_KEY)."""
+    return f"{CASSANDRA_CLUSTER}-cassandra-{role}"
 
 
 def redis_user_secret(user: str) -> str:

@@ -45,7 +45,9 @@ class Cql:
         from cassandra.cluster import Cluster
 
         info = stack.info
-        self.cluster = Cluster([info.cassandra_host], port=info.cassandra_port)
+        self.cluster = Cluster(
+            [info.cassandra_host], port=info.cassandra_port, **stack.cassandra_kwargs()
+        )
         self.session = self.cluster.connect(info.cassandra_keyspace)
 
     def close(self) -> None:

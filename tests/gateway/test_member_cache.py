@@ -37,7 +37,10 @@ def test_a_stale_refill_after_an_invalidation_is_not_cached(im: Im) -> None:
     gid = im.uid("cache-race")
     alice, bob, carol = im.uid("alice"), im.uid("bob"), im.uid("carol")
     store = _PausingStore(
-        [(info.cassandra_host, info.cassandra_port)], info.cassandra_keyspace, 86400
+        [(info.cassandra_host, info.cassandra_port)],
+        info.cassandra_keyspace,
+        86400,
+        im.stack.cassandra_auth(),
     )
     store.connect()
 

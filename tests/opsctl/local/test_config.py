@@ -44,6 +44,9 @@ CONTRACT_VARS = {
     "IMGW_REDIS_PASSWORD_FILE",
     "IMGW_REDIS_CA_FILE",
     "IMGW_CASSANDRA_HOSTS",
+    "IMGW_CASSANDRA_USERNAME",
+    "IMGW_CASSANDRA_PASSWORD_FILE",
+    "IMGW_CASSANDRA_CA_FILE",
     "IMGW_CASSANDRA_KEYSPACE",
     "IMGW_CASSANDRA_REPLICATION_FACTOR",
     "IMGW_JWT_HS256_SECRET_FILE",
@@ -182,6 +185,31 @@ def test_cassandra_yaml(tmp_path: Path) -> None:
     assert document["data_file_directories"] == [str(tmp_path / "data")]
 
 
+def test_the_local_cassandra_checks_passwords_and_speaks_tls_as_prod(tmp_path: Path) -> None:
+    from opsctl.spec import parse_spec
+    from opsctl.stack import build_stack
+    from tests.support import shipped_spec
+
+    config = resolve_config(state_dir=tmp_path, base_port=20000, env={})
+    components = {c.name: c for c in build_components(config, SPEC)}
+    prepare = components["cassandra"].prepare
+    assert prepare is not None
+    prepare()
+    local = yaml.safe_load((tmp_path / "cassandra" / "conf" / "cassandra.yaml").read_text())
+    plan = build_stack(parse_spec(shipped_spec("prod"))).regions[0]
+    (dc,) = [o for o in plan.component("cassandra").objects if o["kind"] == "CassandraDatacenter"]
+    prod = dc["spec"]["config"]["cassandra-yaml"]
+    for key in ("authenticator", "authorizer"):
+        assert local[key] == prod[key]
+    for key in ("enabled", "optional", "ssl_context_factory", "require_client_auth"):
+        assert local["client_encryption_options"][key] == prod["client_encryption_options"][key]
+    # The keystore is the local CA's server key and certificate in one PEM.
+    keystore = Path(local["client_encryption_options"]["keystore"])
+    assert keystore == tmp_path / "secrets" / "server-combined.pem"
+    assert "PRIVATE KEY" in keystore.read_text()
+    assert keystore.stat().st_mode & 0o077 == 0
+
+
 def test_prometheus_scrapes_every_gateway_and_alerts_to_the_local_alertmanager() -> None:
     config = resolve_config(base_port=20000, gateways=3, env={})
     document = yaml.safe_load(render_prometheus_yml(config, SPEC))
@@ -229,6 +257,12 @@ def test_im_processes_get_every_contract_variable_from_the_spec(tmp_path: Path) 
     assert env["IMGW_REDIS_USERNAME"] == "gateway"
     assert env["IMGW_REDIS_PASSWORD_FILE"] == str(tmp_path / "secrets" / "redis-gateway.password")
     assert env["IMGW_REDIS_CA_FILE"] == str(tmp_path / "secrets" / "ca.crt")
+    # Cassandra: tools and tests run as migrate, the owner of what it creates.
+    assert env["IMGW_CASSANDRA_USERNAME"] == "migrate"
+    assert env["IMGW_CASSANDRA_PASSWORD_FILE"] == str(
+        tmp_path / "secrets" / "cassandra-migrate.password"
+    )
+    assert env["IMGW_CASSANDRA_CA_FILE"] == str(tmp_path / "secrets" / "ca.crt")
     assert env["IMGW_CASSANDRA_HOSTS"] == "127.0.0.1:20003"
     assert env["IMGW_JWT_HS256_SECRET_FILE"] == str(tmp_path / "secrets" / "jwt-hs256.key")
     # The region names the dispatcher's consumer group, as the chart's region value does.

@@ -82,7 +82,7 @@ def _values(bootstrap: str, topic: str) -> list[bytes]:
 
 
 @contextmanager
-def _cql(region: RegionInfo) -> Iterator[Any]:
+def _cql(region: RegionInfo, stack: LocalStack) -> Iterator[Any]:
     """A session that talks only to ``region``'s DC (its node, local-DC routing)."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
@@ -92,6 +92,7 @@ def _cql(region: RegionInfo) -> Iterator[Any]:
         [region.cassandra_host],
         port=region.cassandra_port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        **stack.cassandra_kwargs(),
     )
     try:
         yield cluster.connect()
@@ -221,7 +222,7 @@ def test_one_cassandra_cluster_with_a_dc_per_region_and_the_witness(
 ) -> None:
     region = multi_region_stack.info.regions[0]
     keyspace = multi_region_stack.info.cassandra_keyspace
-    with _cql(region) as session:
+    with _cql(region, multi_region_stack) as session:
         peers = {row.peer: row.data_center for row in session.execute("SELECT * FROM system.peers")}
         local = session.execute("SELECT data_center FROM system.local").one().data_center
         replication = dict(
@@ -247,7 +248,7 @@ def test_a_dm_accepted_in_one_region_is_persisted_in_the_other_dc(
     conversation, body = _dm_across(multi_region_stack, source, target)
 
     def persisted_in_target() -> str | None:
-        with _cql(target) as session:
+        with _cql(target, multi_region_stack) as session:
             session.set_keyspace(multi_region_stack.info.cassandra_keyspace)
             seqs = list(
                 session.execute(

@@ -129,6 +129,89 @@ def test_the_exporter_reads_info_and_no_key(local_stack: LocalStack) -> None:
             call()
 
 
+# ---- Cassandra: password authentication, client TLS, roles -------------------------------------
+
+
+def _cql(stack: LocalStack, **kwargs: Any) -> Any:
+    """A session of the stack's Cassandra with these driver arguments (or the error)."""
+    from cassandra.cluster import Cluster
+
+    info = stack.info
+    cluster = Cluster(
+        [info.cassandra_host],
+        port=info.cassandra_port,
+        protocol_version=5,
+        connect_timeout=10,
+        control_connection_timeout=10,
+        **kwargs,
+    )
+    try:
+        return cluster.connect()
+    except BaseException:
+        cluster.shutdown()
+        raise
+
+
+def _refused(stack: LocalStack, **kwargs: Any) -> str:
+    from cassandra.cluster import NoHostAvailable
+
+    with pytest.raises(NoHostAvailable) as caught:
+        _cql(stack, **kwargs)
+    return " ".join(str(error) for error in caught.value.errors.values())
+
+
+def test_cassandra_refuses_plaintext(local_stack: LocalStack) -> None:
+    from cassandra.auth import PlainTextAuthProvider
+
+    login = local_stack.cassandra_kwargs("gateway")
+    provider = login["auth_provider"]
+    # A valid login over plaintext: the client port speaks only TLS.
+    _refused(local_stack, auth_provider=PlainTextAuthProvider(provider.username, provider.password))
+
+
+def test_cassandra_refuses_no_and_wrong_credentials(local_stack: LocalStack) -> None:
+    from cassandra.auth import PlainTextAuthProvider
+
+    tls = local_stack.cassandra_kwargs("gateway")["ssl_context"]
+    assert "authentication" in _refused(local_stack, ssl_context=tls).lower()
+    other = local_stack.layout.secrets.cassandra_password("dispatcher")
+    for username, password in [
+        ("gateway", "not-the-password"),
+        ("gateway", other),  # one role's password is not another's
+        ("cassandra", "cassandra"),  # the default superuser is gone
+        ("nobody", other),
+    ]:
+        provider = PlainTextAuthProvider(username, password)
+        reason = _refused(local_stack, ssl_context=tls, auth_provider=provider)
+        assert "bad credentials" in reason.lower() or "authentication" in reason.lower()
+
+
+def test_the_app_roles_read_and_write_the_im_keyspaces_and_nothing_more(
+    local_stack: LocalStack,
+) -> None:
+    from cassandra import Unauthorized
+
+    keyspace = local_stack.info.cassandra_keyspace
+    for role in ("gateway", "dispatcher"):
+        session = _cql(local_stack, **local_stack.cassandra_kwargs(role))
+        try:
+            session.execute(f"SELECT conversation_id FROM {keyspace}.messages LIMIT 1")
+            session.execute("SELECT shard FROM im_control.shard_map LIMIT 1")
+            for statement in (
+                # (TRUNCATE is MODIFY in Cassandra: the app roles hold it.)
+                f"DROP TABLE {keyspace}.messages",
+                f"ALTER TABLE {keyspace}.messages WITH comment = 'x'",
+                "CREATE KEYSPACE intruder WITH replication = "
+                "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+                "SELECT role, salted_hash FROM system_auth.roles",
+                "CREATE ROLE intruder WITH LOGIN = true AND PASSWORD = 'x'",
+            ):
+                with pytest.raises(Unauthorized):
+                    session.execute(statement)
+        finally:
+            session.cluster.shutdown()
+
+
 # ---- no secret value anywhere it could be read -------------------------------------------------
 
 

@@ -75,7 +75,9 @@ def test_cassandra_is_real_and_migrated(local_stack: LocalStack) -> None:
     from cassandra.cluster import Cluster
 
     info = local_stack.info
-    cluster = Cluster([info.cassandra_host], port=info.cassandra_port)
+    cluster = Cluster(
+        [info.cassandra_host], port=info.cassandra_port, **local_stack.cassandra_kwargs()
+    )
     try:
         session = cluster.connect()
         version = session.execute("SELECT release_version FROM system.local").one()[0]

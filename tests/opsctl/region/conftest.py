@@ -107,6 +107,7 @@ class RegionCql(Cql):
             [region.cassandra_host],
             port=region.cassandra_port,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            **stack.cassandra_kwargs(),
         )
         self.session = self.cluster.connect(stack.info.cassandra_keyspace)
 

@@ -1,0 +1,139 @@
+"""Cassandra's roles in the local stack, set up as prod's (opsctl/stack/_cassandra.py).
+
+A new node knows only the default superuser ``cassandra``/``cassandra``. Once the nodes are
+up, ``ensure_roles`` logs in with it (or, on any later start, as ``admin``), creates ``admin``
+(a superuser with a generated password), drops ``cassandra``, and creates the roles of
+``migrate`` (may create and alter keyspaces: it owns what it creates) and of the gateway and
+the dispatcher. After the migrations ``grant_app`` lets those two read and write the IM
+keyspaces, nothing else. Both are idempotent and cost one login each on later starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opsctl.local._secrets import CASSANDRA_ROLES, LocalSecrets
+from opsctl.stack._cassandra import role_grants
+
+DEFAULT_LOGIN = ("cassandra", "cassandra")
+# The default role is created a moment after the node starts serving.
+LOGIN_TIMEOUT_S = 90.0
+
+
+class CassandraAuthFailed(RuntimeError):
+    """The roles could not be set up (names the step, never a password)."""
+
+
+def session(
+    contact: Sequence[tuple[str, int]],
+    secrets: LocalSecrets,
+    role: str,
+    *,
+    password: str | None = None,
+    timeout_s: float = 10.0,
+) -> Any:
+    """A driver session as ``role`` over verified TLS (the caller shuts its cluster down)."""
+    from gateway.store import CassandraAuth
+
+    if password is None:
+        password = secrets.cassandra_password(role)
+    auth = CassandraAuth(role, password, str(secrets.ca_cert))
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(
+        contact_points=[host for host, _ in contact],
+        port=contact[0][1],
+        protocol_version=5,
+        connect_timeout=timeout_s,
+        control_connection_timeout=timeout_s,
+        **auth.cluster_kwargs(),
+    )
+    try:
+        return cluster.connect()
+    except BaseException:
+        cluster.shutdown()
+        raise
+
+
+def ensure_roles(
+    contact: Sequence[tuple[str, int]],
+    secrets: LocalSecrets,
+    datacenters: Sequence[str] = (),
+) -> None:
+    """``admin``, then every role of CASSANDRA_ROLES with its password; ``datacenters``: a
+    multi-DC cluster's, over which system_auth is replicated (a region down keeps logins)."""
+    admin = _admin_session(contact, secrets, datacenters)
+    try:
+        _replicate_auth(admin, datacenters)
+        admin.execute("DROP ROLE IF EXISTS cassandra")
+        for role in CASSANDRA_ROLES:
+            if role == "admin":
+                continue
+            admin.execute(
+                f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = %s",
+                (secrets.cassandra_password(role),),
+            )
+        # migrate may create keyspaces (and owns what it creates), as in prod.
+        for grant in role_grants([]):
+            admin.execute(grant)
+    finally:
+        admin.cluster.shutdown()
+
+
+def grant_app(
+    contact: Sequence[tuple[str, int]], secrets: LocalSecrets, keyspaces: list[str]
+) -> None:
+    """prod's grants (role_grants): the gateway and the dispatcher may read and write
+    ``keyspaces`` and nothing else."""
+    admin = session(contact, secrets, "admin")
+    try:
+        for grant in role_grants(keyspaces):
+            admin.execute(grant)
+    finally:
+        admin.cluster.shutdown()
+
+
+def _admin_session(
+    contact: Sequence[tuple[str, int]], secrets: LocalSecrets, datacenters: Sequence[str]
+) -> Any:
+    from cassandra.cluster import NoHostAvailable
+
+    deadline = time.monotonic() + LOGIN_TIMEOUT_S
+    while True:
+        try:
+            return session(contact, secrets, "admin")
+        except NoHostAvailable:
+            pass
+        try:
+            default = session(contact, secrets, DEFAULT_LOGIN[0], password=DEFAULT_LOGIN[1])
+        except NoHostAvailable as exc:
+            if time.monotonic() > deadline:
+                reasons = "; ".join(type(e).__name__ for e in exc.errors.values())
+                raise CassandraAuthFailed(
+                    f"cannot log in to Cassandra as admin nor as the default superuser "
+                    f"within {LOGIN_TIMEOUT_S:.0f}s ({reasons})"
+                ) from None
+            time.sleep(1.0)
+            continue
+        try:
+            # Before the first role is written: every DC then holds the roles.
+            _replicate_auth(default, datacenters)
+            default.execute(
+                "CREATE ROLE IF NOT EXISTS admin WITH SUPERUSER = true AND LOGIN = true "
+                "AND PASSWORD = %s",
+                (secrets.cassandra_password("admin"),),
+            )
+        finally:
+            default.cluster.shutdown()
+
+
+def _replicate_auth(admin: Any, datacenters: Sequence[str]) -> None:
+    if not datacenters:
+        return
+    replicas = ", ".join(f"'{dc}': 1" for dc in datacenters)
+    admin.execute(
+        "ALTER KEYSPACE system_auth WITH replication = "
+        f"{{'class': 'NetworkTopologyStrategy', {replicas}}}"
+    )
