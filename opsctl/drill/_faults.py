@@ -144,7 +144,7 @@ def _poison_records(ctx: DrillContext) -> list[tuple[str, bytes, str, str]]:
 
     dm = dm_conversation(sender, peer)
     # A group record whose conversation is not g:<gid> (the recipients lookup fails).
-    bogus = record(f"drill-bogus-{ctx.suffix}", "group conv not g:<gid>", gid=f"g{ctx.suffix}")
+    bogus = record(f"drill-bogus-{ctx.suffix}", "group conv not g:<gid>", group_id=f"g{ctx.suffix}")
     # A ts beyond bigint (Cassandra refuses it).
     huge = record(dm, "ts beyond bigint", to=peer, ts=2**70)
     # A lone surrogate that reached Kafka (not encodable as UTF-8).

@@ -87,6 +87,9 @@ class Drill:
     inject: Action | None = None
     restore: Action | None = None
     holding: Action | None = None  # called every couple of seconds while the fault is held
+    # The expected alerts fire only once the fault is over (a restarted dispatcher records the
+    # gaps it finds): the hold does not wait for them; the recovery does.
+    alerts_after_restore: bool = False
     extra_checks: ExtraCheck | None = None
     unavailable: str | None = None
     max_recover_s: float = MAX_RECOVER_S

@@ -393,6 +393,33 @@ class Probe:
             for device in pair.devices:
                 await device.close()
 
+    def lost_details(self, limit: int = 50) -> list[dict[str, Any]]:
+        """For the report: each lost message (up to ``limit``), where it is and where not, and
+        the in-doubt ranges each device was told of."""
+        details: list[dict[str, Any]] = []
+        for pair in self.pairs:
+            ids = {mid for d in pair.devices for mid, _ in d.acked.values()}
+            for mid in sorted(ids):
+                missing = [f"{d.user}/{d.device}" for d in pair.devices if mid not in d.ids]
+                if not missing or len(details) >= limit:
+                    continue
+                seqs = sorted({s for d in pair.devices for s in d.ids.get(mid, ())})
+                details.append(
+                    {
+                        "message_id": mid,
+                        "conversation": pair.conv,
+                        "seqs": seqs,
+                        "missing_on": missing,
+                        "gaps": {
+                            f"{d.user}/{d.device}": d.conversations.get(
+                                pair.conv, _Conversation()
+                            ).gaps
+                            for d in pair.devices
+                        },
+                    }
+                )
+        return details
+
     def accounting(self) -> Accounting:
         acked = delivered = lost = duplicated = reordered = unacked = 0
         for pair in self.pairs:

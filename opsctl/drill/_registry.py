@@ -24,6 +24,7 @@ DRILLS: tuple[Drill, ...] = (
         fault=f"SIGKILL the {f.DISPATCHER}, hold, start it again",
         kubernetes="kubectl delete pod <dispatcher pod> --grace-period=0 --force",
         expected_alerts=(ExpectedAlert("ImDispatcherSeqGaps"),),
+        alerts_after_restore=True,
         inject=f.kill_dispatcher,
         restore=f.start_dispatcher,
     ),

@@ -34,7 +34,9 @@ SETTLE_S = 3.0  # after recovery, before the final sync
 ACK_WAIT_S = 30.0
 FINAL_SYNC_S = 30.0
 LOAD_USERS = 10
-LOAD_RECOVERY_S = 20.0  # the load runs this long past the planned restore
+# The load runs this long past the usual restore (its length is fixed when it starts; the
+# probe alone covers a longer hold).
+LOAD_RECOVERY_S = 10.0
 
 Progress = Callable[[str], None]
 
@@ -156,8 +158,9 @@ class _Run:
         self.timeline[event] = round(now - self.started, 1)
         return now
 
-    async def hold_limit(self) -> float:
-        """How long the fault may be held: ``duration``, or longer for the expected alerts."""
+    async def hold_limits(self) -> tuple[float, float]:
+        """How long the fault is usually held and at most: ``duration``, or longer for the
+        expected alerts."""
         durations = await asyncio.to_thread(rule_durations, self.stack.info.prometheus_url)
         missing = unknown_alerts(self.drill.expected_alerts, durations)
         if missing:
@@ -165,7 +168,12 @@ class _Run:
                 f"drill {self.drill.name} expects {', '.join(missing)}, which the stack's "
                 "Prometheus has no rule for"
             )
-        return max(self.duration_s, hold_needed(self.drill.expected_alerts, durations))
+        expected = self.drill.expected_alerts
+        usual = hold_needed(expected, durations, typical=True)
+        longest = hold_needed(expected, durations)
+        if self.drill.alerts_after_restore:  # the hold does not wait for them
+            return self.duration_s, max(self.duration_s, longest)
+        return max(self.duration_s, usual), max(self.duration_s, longest)
 
     async def fault(self, hold_max: float) -> float | None:
         """Inject, hold, restore; the time to recover (None: not within the drill's limit)."""
@@ -176,7 +184,8 @@ class _Run:
         injected = self.mark("inject_s")
         await asyncio.to_thread(drill.inject, ctx)
         wanted = ", ".join(a.describe(ctx.state) for a in drill.expected_alerts)
-        until = f", until {wanted} fired (at most {hold_max:.0f} s)" if wanted else ""
+        waits = bool(wanted) and not drill.alerts_after_restore
+        until = f", until {wanted} fired (at most {hold_max:.0f} s)" if waits else ""
         self.progress(f"hold: at least {self.duration_s:.0f} s{until}")
         while True:
             held = time.monotonic() - injected
@@ -184,7 +193,7 @@ class _Run:
                 await asyncio.to_thread(drill.holding, ctx)
             await asyncio.to_thread(self.watch.poll)
             fired = self.watch.all_fired(drill.expected_alerts, ctx.state)
-            if held >= self.duration_s and (fired or held >= hold_max):
+            if held >= self.duration_s and (fired or held >= hold_max or not waits):
                 break
             await asyncio.sleep(POLL_S)
         self.progress("restore")
@@ -198,6 +207,13 @@ class _Run:
             if recover_s is not None
             else f"not recovered within {drill.max_recover_s:.0f} s"
         )
+        if drill.alerts_after_restore and wanted:
+            self.progress(f"waiting for {wanted} (at most {hold_max:.0f} s)")
+            while not self.watch.all_fired(drill.expected_alerts, ctx.state):
+                if time.monotonic() - restore_at >= hold_max:
+                    break
+                await asyncio.sleep(POLL_S)
+                await asyncio.to_thread(self.watch.poll)
         return recover_s
 
     async def recovery(self, since: float) -> float | None:
@@ -212,9 +228,9 @@ class _Run:
         return None
 
     async def verdict(self, load_users: int) -> Verdict:
-        hold_max = await self.hold_limit()
+        hold_usual, hold_max = await self.hold_limits()
         load = _start_load(
-            self.stack, self.ctx.report_dir, WARMUP_S + hold_max + LOAD_RECOVERY_S, load_users
+            self.stack, self.ctx.report_dir, WARMUP_S + hold_usual + LOAD_RECOVERY_S, load_users
         )
         try:
             await self.probe.start()
@@ -228,6 +244,11 @@ class _Run:
             await self.probe.stop_sending(ACK_WAIT_S)
             self.progress("final sync and accounting")
             probed = await self.probe.finish(FINAL_SYNC_S)
+            if probed.lost:
+                lost = self.probe.lost_details()
+                path = self.ctx.report_dir / "lost.json"
+                path.write_text(json.dumps(lost, indent=2), encoding="utf-8")
+                self.progress(f"{probed.lost} acked message(s) lost: {path}")
         finally:
             if not self.restored and self.drill.restore is not None:
                 self.progress("restoring after an error")
