@@ -93,9 +93,11 @@ class AlertWatch:
     def fired(self) -> tuple[AlertSeen, ...]:
         return tuple(sorted(self.seen.values(), key=lambda a: (a.starts_at, a.name)))
 
-    def all_fired(self, expected: Iterable[ExpectedAlert], state: dict[str, Any]) -> bool:
-        new = [a for a in self.seen.values() if not a.before_fault]
+    def decided(self, expected: Iterable[ExpectedAlert], state: dict[str, Any]) -> bool:
+        """Whether waiting longer can change an expected alert's check: not once each has fired
+        after the fault, or was active already before it (it cannot fire again while active)."""
+        seen = list(self.seen.values())
         return all(
-            any(want.matches({"alertname": a.name, **a.labels}, state) for a in new)
+            any(want.matches({"alertname": a.name, **a.labels}, state) for a in seen)
             for want in expected
         )

@@ -35,6 +35,7 @@ PAIRS = 2
 CONNECT_TIMEOUT_S = 10.0
 TOKEN_TTL_S = 3600
 RETRY_ERRORS = ("rate_limited", "unavailable")
+SYNC_ROUND_S = 10.0
 
 
 def dm(a: str, b: str) -> str:
@@ -102,6 +103,7 @@ class Device:
         self.connected = asyncio.Event()
         self.closing = False
         self._sync_done: set[str] = set()
+        self._open_syncs: set[str] = set()  # sent, no sync_done yet
         self._refs = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -144,6 +146,7 @@ class Device:
                 await ws.close()
             raise
         self.ws = ws
+        self._open_syncs.clear()  # those went out on the old connection; hello syncs again
         self.live.append(Counter())
         self.last_live.append({})
         self._spawn(self._read(ws))
@@ -216,6 +219,7 @@ class Device:
 
     def _on_sync_done(self, frame: dict[str, Any]) -> None:
         self._sync_done.add(str(frame.get("ref")))
+        self._open_syncs.discard(str(frame.get("ref")))
         for conv, status in frame.get("conversations", {}).items():
             if not status.get("complete", True):
                 self._spawn(self.sync({conv: int(status["last_seq"])}))
@@ -237,6 +241,7 @@ class Device:
         if ref in self.unacked:
             asyncio.get_running_loop().call_later(later, self._resend, ref)
         elif str(ref).startswith("sync-"):
+            self._open_syncs.discard(str(ref))  # refused: no sync_done will come
             asyncio.get_running_loop().call_later(later, self._resync)
 
     def _accept(self, message: dict[str, Any]) -> None:
@@ -256,7 +261,8 @@ class Device:
 
     def _gap(self, conv: str, low: int, high: int) -> None:
         state = self.conversations.setdefault(conv, _Conversation())
-        state.gaps.append((low, high))
+        if (low, high) not in state.gaps:
+            state.gaps.append((low, high))
         state.advance()
 
     def _resync(self) -> None:
@@ -288,6 +294,7 @@ class Device:
         ref = self._ref("sync")
         merged = {c: v.cursor for c, v in self.conversations.items()}
         merged.update(cursors or {})
+        self._open_syncs.add(ref)
         await self._send_frame({"op": "sync", "cursors": merged, "ref": ref})
         return ref
 
@@ -303,8 +310,10 @@ class Device:
             while time.monotonic() < until and ref not in self._sync_done:
                 await asyncio.sleep(0.05)
             if ref in self._sync_done:
-                await asyncio.sleep(0.3)  # a follow-up sync for an incomplete conversation
-                return True
+                # The follow-up syncs of incomplete conversations (protocol 4) must end too.
+                while self._open_syncs and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                return not self._open_syncs
         return False
 
     def duplicates(self) -> int:
@@ -375,12 +384,17 @@ class Probe:
         while time.monotonic() < deadline and any(d.unacked for p in self.pairs for d in p.devices):
             await asyncio.sleep(0.1)
 
-    async def finish(self, sync_timeout_s: float) -> Accounting:
-        """Final sync on every device, then the accounting; closes every device."""
+    async def finish(self, settle_s: float) -> Accounting:
+        """Wait up to ``settle_s`` for every acked message to reach every device (a restarted
+        dispatcher may still be catching up), syncing every few seconds as a client would;
+        then one last sync and the accounting. Closes every device."""
+        devices = [d for p in self.pairs for d in p.devices]
         try:
-            await asyncio.gather(
-                *(d.final_sync(sync_timeout_s) for p in self.pairs for d in p.devices)
-            )
+            deadline = time.monotonic() + settle_s
+            while self.accounting().lost and time.monotonic() < deadline:
+                await asyncio.gather(*(d.final_sync(SYNC_ROUND_S) for d in devices))
+                await asyncio.sleep(1.0)
+            await asyncio.gather(*(d.final_sync(SYNC_ROUND_S) for d in devices))
             return self.accounting()
         finally:
             await self.close()

@@ -181,3 +181,16 @@ def test_list_shows_every_drill_and_why_some_cannot_run(opsctl: OpsctlRunner) ->
     assert listed["gateway-kill"]["expected_alerts"] == ["ImGatewayDown{node=gw-1}"]
     assert listed["slow-reader-flood"]["available"] is False
     assert listed["slow-reader-flood"]["unavailable"]
+
+
+def test_the_hold_stops_waiting_once_each_alert_fired_or_was_already_active() -> None:
+    from opsctl.drill._alerts import AlertWatch
+
+    expected = (ExpectedAlert("ImGatewayDown", {"node": "gw-1"}),)
+    watch = AlertWatch("http://127.0.0.1:9")  # never contacted here
+    assert not watch.decided(expected, {})
+    watch.seen[("other", 1.0)] = AlertSeen("ImGatewayDown", {"node": "gw-2"}, 1.0, False)
+    assert not watch.decided(expected, {})
+    watch.seen[("before", 2.0)] = AlertSeen("ImGatewayDown", {"node": "gw-1"}, 2.0, True)
+    assert watch.decided(expected, {})  # already active: it cannot fire again meanwhile
+    assert watch.decided((), {})
