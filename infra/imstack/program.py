@@ -134,13 +134,13 @@ class PartComponent(pulumi.ComponentResource):
     def _secret_copy(
         self, region: str, copy: Any, provider: k8s.Provider, shared: Shared
     ) -> k8s.core.v1.Secret:
-        source_provider = shared.providers[copy.source_region]
-        source = k8s.core.v1.Secret.get(
+        source = read_secret(
             f"{region}/source/{copy.source_region}/{copy.source_namespace}/{copy.source_name}",
-            f"{copy.source_namespace}/{copy.source_name}",
+            namespace=copy.source_namespace,
+            name=copy.source_name,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=source_provider,
+                provider=shared.providers[copy.source_region],
                 depends_on=[shared.root_ca] if shared.root_ca is not None else [],
                 additional_secret_outputs=["data"],
             ),
@@ -159,6 +159,27 @@ class PartComponent(pulumi.ComponentResource):
                 parent=self, provider=provider, additional_secret_outputs=["data"]
             ),
         )
+
+
+def read_secret(
+    resource_name: str, *, namespace: str, name: str, opts: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    """Read an existing Secret (a ``.get``) naming its apiVersion, kind, namespace and name.
+
+    ``Secret.get`` passes no inputs. The provider then reads the Secret twice differently: in
+    ``up`` (no inputs, no state) it fills the read's ``__inputs`` from the whole live object;
+    in ``refresh`` (state given) it prunes them to apiVersion, kind and name. The same
+    unchanged Secret thus checkpoints differently and every refresh and drift check reported
+    the read as an update. Given the kind and name, both reads take the same path.
+    """
+    props = k8s.core.v1.SecretInitArgs.__new__(k8s.core.v1.SecretInitArgs)
+    for key in ("data", "immutable", "string_data", "type"):
+        props.__dict__[key] = None  # outputs only, as in Secret.get
+    props.__dict__["api_version"] = "v1"
+    props.__dict__["kind"] = "Secret"
+    props.__dict__["metadata"] = {"name": name, "namespace": namespace}
+    merged = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(id=f"{namespace}/{name}"))
+    return k8s.core.v1.Secret(resource_name, opts=merged, __props__=props)
 
 
 def _crd(

@@ -158,6 +158,19 @@ def test_copied_secrets_are_marked_secret(program: tuple[StackSpec, ProgramRun])
         assert any(f"::{region}/secret/cert-manager/im-root-ca" in urn for urn in run.secrets)
 
 
+def test_root_ca_reads_name_their_kind_and_object(program: tuple[StackSpec, ProgramRun]) -> None:
+    """A bare Secret.get() passes no inputs; the provider then checkpoints the read differently
+    in up and in refresh, and every refresh/drift reported it as an update (the engine journey
+    on staging). The read names apiVersion, kind, namespace and name instead."""
+    spec, run = program
+    reads = [d for d in run.recorder.declared if d.read]
+    assert len(reads) == len(spec.regions) - 1
+    for read in reads:
+        assert read.inputs["apiVersion"] == "v1", read.name
+        assert read.inputs["kind"] == "Secret", read.name
+        assert read.inputs["metadata"] == {"name": "im-root-ca", "namespace": "cert-manager"}
+
+
 def test_missing_kube_context_fails_before_any_resource(tmp_path: Path) -> None:
     spec = parse_spec(shipped_spec("prod"))
     kubeconfig = write_kubeconfig(tmp_path / "config", ["prod-ap-east", "prod-us-east"])
