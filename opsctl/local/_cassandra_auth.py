@@ -40,11 +40,14 @@ def session(
     if password is None:
         password = secrets.cassandra_password(role)
     auth = CassandraAuth(role, password, str(secrets.ca_cert))
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
 
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
     cluster = Cluster(
         contact_points=[host for host, _ in contact],
         port=contact[0][1],
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
         connect_timeout=timeout_s,
         control_connection_timeout=timeout_s,
@@ -71,9 +74,9 @@ def ensure_roles(
         for role in CASSANDRA_ROLES:
             if role == "admin":
                 continue
+            password = (secrets.cassandra_password(role),)
             admin.execute(
-                f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = %s",
-                (secrets.cassandra_password(role),),
+                f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = %s", password
             )
         # migrate may create keyspaces (and owns what it creates), as in prod.
         for grant in role_grants([]):
