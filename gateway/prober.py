@@ -3,7 +3,9 @@ name two different message ids, by reading every datacenter's copy separately.
 
 It runs inside every region's relay (gateway/relay.py), over the conversations that relay
 applied most recently: each conversation homed in one region is probed by every other region's
-relay. Every ``PROBE_INTERVAL_S`` it reads, for each sampled conversation and **each** DC on
+relay. Every ``PROBE_INTERVAL_S`` it reads, for each conversation relayed since the last run
+plus the next ``ROTATION`` of the most recent ``SAMPLE_SIZE`` (so a conflict written later,
+e.g. by a zombie, is found without new traffic), and for **each** DC on
 its own (``LOCAL_ONE`` through a per-DC execution profile, so one DC's copy is never hidden
 behind another's), the ``message_seqs`` rows (message id -> seq) and the newest message rows
 of the conversation's buckets, and counts a seq as a conflict when these claims, over every DC
@@ -34,7 +36,8 @@ from gateway.store import CassandraStore, _await
 log = logging.getLogger("gateway.prober")
 
 PROBE_INTERVAL_S = 5.0
-SAMPLE_SIZE = 256  # conversations kept (the most recently relayed) and probed per run
+SAMPLE_SIZE = 256  # conversations kept (the most recently relayed), probed in rotation
+ROTATION = 32  # of them per run, besides those relayed since the last run
 MAX_ROWS = 5000  # rows read per conversation and DC (message_seqs; the newest message rows)
 COUNTED_MAX = 100_000  # conflicts remembered, so that each is counted once
 READ_TIMEOUT_S = 5.0
@@ -64,6 +67,8 @@ class Prober:
         self.store = store
         self.metrics = metrics
         self.sample: OrderedDict[str, None] = OrderedDict()
+        self._touched: set[str] = set()  # relayed since the last run
+        self._turn = 0  # where the rotation through the sample goes on
         self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._profiles: set[str] = set()
         self._prepared: dict[str, Any] = {}
@@ -73,6 +78,7 @@ class Prober:
         for conv in conversation_ids:
             self.sample[conv] = None
             self.sample.move_to_end(conv)
+            self._touched.add(conv)
         while len(self.sample) > SAMPLE_SIZE:
             self.sample.popitem(last=False)
 
@@ -176,11 +182,24 @@ class Prober:
         self.metrics.last_run.set(time.time())
         return run
 
+    def next_batch(self) -> list[str]:
+        """What the next run probes: every conversation relayed since the last run, then the
+        next ROTATION of the sample."""
+        batch = dict.fromkeys(c for c in self._touched if c in self.sample)
+        self._touched = set()
+        ring = list(self.sample)
+        if ring:
+            start = self._turn % len(ring)
+            for conv in (ring[start:] + ring[:start])[:ROTATION]:
+                batch[conv] = None
+            self._turn = start + ROTATION
+        return list(batch)
+
     async def loop(self, stopping: asyncio.Event) -> None:
         """Probe the sample every PROBE_INTERVAL_S until ``stopping`` (errors are logged)."""
         while not stopping.is_set():
             try:
-                await self.probe(list(self.sample))
+                await self.probe(self.next_batch())
             except Exception as exc:
                 log.warning("probe run failed: %r", exc)
             with contextlib.suppress(TimeoutError):

@@ -70,6 +70,21 @@ def test_conflicting_counts_seqs_claimed_by_two_ids() -> None:
     assert conflicting([]) == (0, {})
 
 
+def test_a_run_probes_what_was_relayed_since_the_last_one_plus_a_turn_of_the_sample() -> None:
+    from gateway.metrics import ProberMetrics
+    from gateway.prober import ROTATION, SAMPLE_SIZE, Prober
+
+    prober = Prober(None, ProberMetrics())  # type: ignore[arg-type]  # no store: no probe
+    prober.note(f"c{i}" for i in range(SAMPLE_SIZE + 10))
+    first = prober.next_batch()
+    assert set(first) == {f"c{i}" for i in range(10, SAMPLE_SIZE + 10)}, "touched, in sample"
+    turns = [prober.next_batch() for _ in range(SAMPLE_SIZE // ROTATION)]
+    assert all(len(t) == ROTATION for t in turns)
+    assert {c for t in turns for c in t} == set(prober.sample), "a full turn covers the sample"
+    prober.note(["new"])
+    assert "new" in prober.next_batch()
+
+
 def test_the_prober_finds_no_conflict_in_clean_traffic_and_counts_an_injected_one_once(
     multi_region_stack: LocalStack,
 ) -> None:
@@ -93,6 +108,7 @@ def test_the_prober_finds_no_conflict_in_clean_traffic_and_counts_an_injected_on
             return now if fresh else None
 
         clean = wait_for("a probe run over the new messages", probed, timeout=60, interval=0.5)
+        assert clean is not None
         assert clean[CONFLICTS] == before[CONFLICTS] == 0
         assert metrics(_relay(stack, US))[CONFLICTS] == 0
         assert all(
