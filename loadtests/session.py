@@ -92,7 +92,7 @@ class ImSession:
     # ref -> (type, name, start)
     waiting: dict[str, tuple[str, str, float]] = field(default_factory=dict, init=False)
     replies: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
-    sync_done_refs: set[str] = field(default_factory=set, init=False)
+    sync_done_refs: list[str] = field(default_factory=list, init=False)  # rarely more than one
     in_final_sync: bool = field(default=False, init=False)
     seq: int = field(default=0, init=False)  # numbers refs and client message ids
     # hello answered on the current connection
@@ -276,7 +276,7 @@ class ImSession:
             if self.conn is None or time.monotonic() > deadline:
                 raise TimeoutError(f"no sync_done for {ref}")
             self._read(deadline - time.monotonic())
-        self.sync_done_refs.discard(ref)
+        self.sync_done_refs.remove(ref)
 
     def _read(self, timeout_s: float) -> None:
         assert self.conn is not None
@@ -310,7 +310,7 @@ class ImSession:
         elif op == "gap":
             self.tracker.gap(frame["conversation_id"], int(frame["from"]), int(frame["to"]))
         elif op == "sync_done":
-            self.sync_done_refs.add(str(frame.get("ref")))
+            self.sync_done_refs.append(str(frame.get("ref")))
         elif op == "sync_required":
             self.counters["sync_required"] += 1
         elif op == "reconnect":

@@ -17,12 +17,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class ConversationSeqs:
+    # Every session holds one per conversation: slots, and the rarely used in-doubt set only
+    # once a gap is announced (an empty set alone is 216 bytes).
     seen: set[int] = field(default_factory=set)
     cursor: int = 0  # highest contiguous seq
     highest: int = 0
-    in_doubt: set[int] = field(default_factory=set)  # announced as a gap, not delivered (yet)
+    in_doubt: set[int] | None = None  # announced as a gap, not delivered (yet)
 
     def add(self, seq: int) -> None:
         self.seen.add(seq)
@@ -38,14 +40,17 @@ class ConversationSeqs:
     def skip(self, low: int, high: int) -> int:
         """Mark an announced in-doubt range as had; returns how many seqs were new to us."""
         new = [seq for seq in range(low, high + 1) if not self.has(seq)]
-        self.in_doubt.update(new)
+        if new:
+            if self.in_doubt is None:
+                self.in_doubt = set()
+            self.in_doubt.update(new)
         for seq in new:
             self.add(seq)
         return len(new)
 
     def fill(self, seq: int) -> bool:
         """A message inside an announced range: True the first time (a late fill)."""
-        if seq not in self.in_doubt:
+        if self.in_doubt is None or seq not in self.in_doubt:
             return False
         self.in_doubt.discard(seq)
         return True
@@ -53,6 +58,8 @@ class ConversationSeqs:
 
 class SeqTracker:
     """One device's view of its conversations; ``counters`` is shared per worker."""
+
+    __slots__ = ("conversations", "counters")
 
     def __init__(self, counters: Counter[str]) -> None:
         self.conversations: dict[str, ConversationSeqs] = {}

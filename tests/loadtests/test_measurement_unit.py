@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from loadtests.clock import ClockSync
-from loadtests.imclient import ImConnection, encode_frame
+from loadtests.imclient import Closed, ImConnection, encode_frame
 from loadtests.tracking import SeqTracker
 
 pytestmark = pytest.mark.unit
@@ -53,6 +53,24 @@ def test_frames_are_masked_and_parsed() -> None:
 
     conn = ImConnection("ws://127.0.0.1:1/ws", token="t")
     payload = b'{"op":"pong","server_time":1}'
-    conn._buffer = bytearray(bytes([0x81, len(payload)]) + payload + bytes([0x81]))
-    assert conn._parse() == [{"op": "pong", "server_time": 1}]
-    assert conn._buffer == bytearray([0x81])  # a partial frame waits for more bytes
+    assert conn._parse(bytes([0x81, len(payload)]) + payload + bytes([0x81])) == [
+        {"op": "pong", "server_time": 1}
+    ]
+    assert conn._buffer == bytes([0x81])  # a partial frame waits for more bytes
+
+    conn = ImConnection("ws://127.0.0.1:1/ws", token="t")
+    medium = b'{"body":"' + b"y" * 300 + b'"}'
+    header = bytes([0x81, 126]) + len(medium).to_bytes(2, "big")
+    assert conn._parse(header[:3]) == []  # even the length may arrive in pieces
+    assert conn._parse(header[3:] + medium[:10]) == []
+    assert conn._parse(medium[10:] + frame_of(b'{"op":"a"}')) == [{"body": "y" * 300}, {"op": "a"}]
+    assert conn._buffer == b""
+    conn._parse(frame_of(b'{"op":"b"}') + bytes([0x88, 2]) + (4009).to_bytes(2, "big"))
+    with pytest.raises(Closed) as closed:  # the close comes after the frames before it
+        conn.receive(0.1)
+    assert closed.value.code == 4009
+
+
+def frame_of(payload: bytes) -> bytes:
+    """An unmasked server frame."""
+    return bytes([0x81, len(payload)]) + payload
