@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from gateway.homes import shard_of
-from gateway.protocol import dm_conversation, message_id
+from gateway.protocol import dm_conversation, group_conversation, message_id
 from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
 from tests.gateway import support
@@ -526,5 +526,61 @@ def test_a_dm_across_two_regions_gets_messages_receipts_and_presence_both_ways(
         finally:
             await a.close()
             await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_group_across_two_regions_gets_messages_and_receipts_both_ways(
+    multi_region_stack: LocalStack,
+) -> None:
+    """alice (eu-central) creates a group with bob (us-east) and carol (eu-central): every
+    member gets every message live and bob's receipt reaches alice and carol."""
+    from tests.opsctl.region.conftest import REGIONS
+
+    stack = multi_region_stack
+    info = stack.info
+    eu, us = REGIONS
+    tag = uuid.uuid4().hex[:6]
+    alice, bob, carol = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"
+    group = f"team-{tag}"
+    conv = group_conversation(group)
+
+    def client(user: str, region: str) -> ProtocolClient:
+        url = info.region(region).gateway_ws_urls[0]
+
+        def token() -> str:
+            return make_token(
+                info.jwt_secret_file, user, issuer=info.jwt_issuer, audience=info.jwt_audience
+            )
+
+        return ProtocolClient([url], user, "d1", token, auto_reconnect=False)
+
+    async def scenario() -> None:
+        a, b, c = client(alice, eu), client(bob, us), client(carol, eu)
+        try:
+            for member in (a, b, c):
+                await member.connect()
+            created = await a.request(
+                {"op": "group_create", "group_id": group, "members": [bob, carol]}
+            )
+            assert created["op"] == "group", created
+            await a.send("from eu", group=group)
+            await b.send("from us", group=group)
+            for member in (a, b, c):
+                await member.wait_until(
+                    lambda m=member: sorted(m.bodies(conv)) == ["from eu", "from us"],
+                    60,
+                    "both group messages",
+                )
+            await b.receipt(conv, 2, "read")
+            for member in (a, c):
+                await member.wait_until(
+                    lambda m=member: any(r["user_id"] == bob and r["seq"] == 2 for r in m.receipts),
+                    60,
+                    "bob's receipt",
+                )
+        finally:
+            for member in (a, b, c):
+                await member.close()
 
     asyncio.run(scenario())
