@@ -236,7 +236,11 @@ def judge(
             accounting.acked >= drill.min_acked or None,
             f"{accounting.acked} probe messages acked (at least {drill.min_acked} needed)",
         ),
-        Check("no acked message lost", accounting.lost == 0, f"{accounting.lost} lost"),
+        Check(
+            "no acked message lost",
+            accounting.lost == 0,
+            f"{accounting.lost} acked message(s) missing on a device after the final sync",
+        ),
         Check(
             "no duplicate to a device",
             accounting.total_duplicated == 0,
