@@ -18,6 +18,7 @@ import pytest
 
 from gateway.prober import conflicting
 from opsctl.local import LocalStack
+from opsctl.prometheus import Prometheus
 from tests.gateway.protocol_client import ProtocolClient, make_token
 from tests.gateway.test_fencing import metrics
 from tests.opsctl.region.conftest import REGIONS, RegionCql, convs_homed
@@ -136,6 +137,16 @@ def test_the_prober_finds_no_conflict_in_clean_traffic_and_counts_an_injected_on
             interval=0.5,
         )
         assert found
+        # The stack's Prometheus scrapes the relay and evaluates alerts/rules: it pages.
+        firing = 'ALERTS{alertname="ImCrossRegionConflict",alertstate="firing"}'
+        with Prometheus(stack.info.prometheus_url) as prometheus:
+            paged = wait_for(
+                "ImCrossRegionConflict firing",
+                lambda: prometheus.query(firing),
+                timeout=60,
+                interval=1,
+            )
+        assert paged[0]["metric"]["severity"] == "page"
         # Counted once, however often it is seen again.
         seen = metrics(eu_relay)[LAST_RUN]
         wait_for("two more runs", lambda: metrics(eu_relay)[LAST_RUN] > seen + 5, timeout=30)
