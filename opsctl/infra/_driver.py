@@ -288,12 +288,16 @@ def engine_env(config: InfraConfig, home: Path) -> dict[str, str]:
     return env
 
 
-def open_stack(config: InfraConfig, engine: Engine) -> Stack:
-    """The stack in ``infra_dir`` (its Pulumi.yaml and Pulumi.<stack>.yaml), program inline."""
+def open_stack(
+    config: InfraConfig, engine: Engine, program: Callable[[], None] | None = None
+) -> Stack:
+    """The stack in ``infra_dir`` (its Pulumi.yaml and Pulumi.<stack>.yaml), program inline:
+    infra/imstack's (``program`` replaces it in engine tests of one piece of it)."""
     from pulumi import automation as auto
 
     from infra.imstack import pulumi_program
 
+    search = kubeconfig_paths(config.kubeconfig, config.env)
     root = engine.pulumi.parent.parent if engine.pulumi.parent.name == "bin" else None
     command = auto.PulumiCommand(root=str(root)) if root else auto.PulumiCommand()
     options = auto.LocalWorkspaceOptions(
@@ -303,11 +307,10 @@ def open_stack(config: InfraConfig, engine: Engine) -> Stack:
         secrets_provider=config.secrets_provider,
         pulumi_command=command,
     )
-    search = kubeconfig_paths(config.kubeconfig, config.env)
     return auto.create_or_select_stack(
         stack_name=config.stack,
         project_name=PROJECT_NAME,
-        program=functools.partial(pulumi_program, search),
+        program=program or functools.partial(pulumi_program, search),
         opts=options,
     )
 
