@@ -8,6 +8,12 @@ that set until it expires (MEMBERS_CACHE_TTL_S). So every change bumps the group
 the generation *before* reading Cassandra and refills only if it is unchanged
 (state.REFILL_MEMBERS, checked and written atomically in Redis). A reader that lost the race
 still answers with what it read (as it would have a moment earlier); the next reader refills.
+
+Every region caches its own copy (its own Redis): a change also goes out on
+state.MEMBERSHIP_CHANNEL, which the region's relay forwards to the peers' relays (record ``i``,
+gateway/region_events.py); each drops its region's copy the same way (invalidate_here), so a
+leaver stops receiving the group's messages in every region within the replication lag, not
+after MEMBERS_CACHE_TTL_S.
 """
 
 from __future__ import annotations
@@ -44,11 +50,22 @@ async def refill(redis: Any, group_id: str, generation: str, members: list[str])
 
 
 async def invalidate(redis: Any, group_id: str) -> None:
-    """After a membership change is written to Cassandra: a new generation, no cached set."""
+    """After a membership change is written to Cassandra: a new generation, no cached set,
+    here and (through the relays) in the peer regions."""
+    generation = await invalidate_here(redis, group_id)
+    change = state.MembershipChange(group_id, generation)
+    await redis.spublish(state.MEMBERSHIP_CHANNEL, state.encode_membership(change))
+
+
+async def invalidate_here(redis: Any, group_id: str) -> int:
+    """Drop this region's cached members of the group (a new generation, so a refill read
+    before now is not cached); the new generation. Not published: the relay calls it for a
+    peer's change, which must not travel back."""
     gen_key = state.members_generation_key(group_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(gen_key)
         pipe.expire(gen_key, state.MEMBERS_GENERATION_TTL_S)
         pipe.delete(state.members_key(group_id))
-        await pipe.execute()
+        generation, _, _ = await pipe.execute()
     await redis.delete(state.legacy_members_key(group_id))
+    return int(generation)

@@ -1,4 +1,5 @@
-"""Receipts and presence across regions (docs/multi-region.md section 6), the relay's half.
+"""Receipts, presence and group membership changes across regions (docs/multi-region.md
+section 6), the relay's half.
 
 Out: the relay subscribes to its region's presence channel (the gateways' first-route and
 last-route events) and receipts channel (every receipt a gateway here accepted) and produces
@@ -15,6 +16,12 @@ gateways of the conversation's members; presence updates state.remote_presence_k
 region), publishes a presence event marked with the source region, which the local relay
 never forwards back.
 
+Membership changes take the same path (channel state.MEMBERSHIP_CHANNEL, record ``i``, keyed
+by the group's conversation): a peer's relay drops its region's members cache of the group
+(groups.invalidate_here) before routing the messages of the same batch, and once more
+MEMBERSHIP_REPEAT_S later, for a Cassandra DC that had not yet received the change when the
+record arrived (a reader refilling from it in between would cache the old members).
+
 Pub/sub loses what is published while nobody listens: after its subscription comes back, the
 relay refreshes presence at once; a lost receipt is repaired by the device's next receipt.
 """
@@ -28,14 +35,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import redis_client, state
+from gateway import groups, redis_client, state
 from gateway.metrics import RelayMetrics
+from gateway.protocol import group_conversation
 from gateway.runtime import backoff
 
 log = logging.getLogger("gateway.relay")
 
 FORWARD_QUEUE_MAX = 10_000  # events waiting to be produced; more are dropped (counted)
 PRESENCE_CHUNK = 500  # users per presence record
+# A peer's membership change is applied again this long after its record: cross-DC Cassandra
+# replication is normally well under it; a DC later than that leaves a stale cache until
+# groups.MEMBERS_CACHE_TTL_S, as a lost invalidation would.
+MEMBERSHIP_REPEAT_S = 5.0
 
 
 class Forwarder:
@@ -63,6 +75,14 @@ class Forwarder:
                 # Keyed by the region, as the refreshes: one partition, so a refresh never
                 # overtakes a later offline.
                 item = ("p", self.region, self._presence([event.user], event.status))
+            elif channel == state.MEMBERSHIP_CHANNEL:
+                change = state.decode_membership(data)
+                value = state.encode_delivery_record(
+                    "i", self.region, g=change.group_id, gen=change.generation
+                )
+                # Keyed as the group's messages: the same partition, so a message the home
+                # produces after the change reaches the peers after it.
+                item = ("i", group_conversation(change.group_id), value)
             else:
                 receipt = state.decode_region_receipt(data)
                 value = state.encode_delivery_record(
@@ -89,7 +109,7 @@ class Forwarder:
     async def subscribe_loop(self, redis: Any, stopping: asyncio.Event) -> None:
         attempt = 0
         while not stopping.is_set():
-            channels = [state.PRESENCE_CHANNEL, state.RECEIPTS_CHANNEL]
+            channels = [state.PRESENCE_CHANNEL, state.RECEIPTS_CHANNEL, state.MEMBERSHIP_CHANNEL]
             subscription = redis_client.Subscription(redis, channels)
             try:
                 await subscription.open()
@@ -99,7 +119,7 @@ class Forwarder:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("redis pub/sub lost (receipts, presence): %r", exc)
+                log.warning("redis pub/sub lost (receipts, presence, membership): %r", exc)
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
             finally:
@@ -227,3 +247,21 @@ async def apply_presence(redis: Any, updates: Sequence[tuple[str, dict[str, Any]
                 changed += 1
         await pipe.execute()
     return changed
+
+
+def membership_group(data: dict[str, Any]) -> str:
+    """The group of a peer's membership record (kind ``i``). Raises ValueError without one (the
+    relay counts it skipped, as any undecodable record)."""
+    group_id = data.get("g")
+    if not isinstance(group_id, str) or not group_id:
+        raise ValueError("no group id")
+    return group_id
+
+
+async def apply_membership(redis: Any, group_ids: Sequence[str]) -> int:
+    """Drop this region's members cache of each group (a peer changed its membership); the
+    number of groups. Idempotent: a repeat only costs the next reader a Cassandra read."""
+    unique = list(dict.fromkeys(group_ids))
+    for group_id in unique:
+        await groups.invalidate_here(redis, group_id)
+    return len(unique)

@@ -24,8 +24,10 @@ value. Until the first beacon from a peer arrives it is the time since the relay
 ``im_relay_last_beacon_timestamp_seconds`` is the newest beacon's send time.
 
 The relay also runs the conflict prober (gateway/prober.py) over the conversations it relays,
-and carries receipts and presence between the regions (gateway/region_events.py: out through
-its own deliveries topic as records ``r`` and ``p``, in from the peers' with the messages).
+and carries receipts, presence and group membership changes between the regions
+(gateway/region_events.py: out through its own deliveries topic as records ``r``, ``p`` and
+``i``, in from the peers' with the messages; a batch's membership changes are applied before
+its messages are routed).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Relay(KafkaWorker):
             config.region, config.kafka_deliveries_topic, config.route_ttl_s, self.metrics
         )
         self._max_receipt: Any = None
+        self._repeats: set[asyncio.Task[None]] = set()  # region_events.MEMBERSHIP_REPEAT_S
         self.refresh_lag()
 
     def readiness(self) -> tuple[bool, str]:
@@ -202,8 +205,8 @@ class Relay(KafkaWorker):
         records: list[MessageRecord] = []
         sources: list[str] = []
         gaps: list[Gap] = []
-        receipts: list[tuple[str, dict[str, Any]]] = []
-        presence: list[tuple[str, dict[str, Any]]] = []
+        # Receipts, presence, membership changes: (source region, record), by kind.
+        events: dict[str, list[tuple[str, dict[str, Any]]]] = {"r": [], "p": [], "i": []}
         for value in values:
             data = state.decode_delivery_record(value)
             if data is None:
@@ -215,33 +218,54 @@ class Relay(KafkaWorker):
             kind = data["t"]
             try:
                 if kind == "b":
-                    sent = int(data["ts"]) / 1000
-                    if sent > self._beacons.get(source, 0.0):
-                        self._beacons[source] = sent
-                        self.metrics.last_beacon.labels(source, self.cfg.region).set(sent)
+                    self._beacon(source, int(data["ts"]) / 1000)
                 elif kind == "m":
                     records.append(MessageRecord(*data["m"]))
                     sources.append(source)
                     self.metrics.applied.labels(source).inc()
                 elif kind == "g":
                     gaps.append(Gap(str(data["c"]), int(data["lo"]), int(data["hi"])))
-                elif kind == "r":
-                    receipts.append((source, data))
-                elif kind == "p":
-                    presence.append((source, data))
+                elif kind in events:
+                    if kind == "i":
+                        region_events.membership_group(data)  # undecodable: skipped here
+                    events[kind].append((source, data))
             except (KeyError, TypeError, ValueError):
                 self.metrics.skipped.inc()
         self.refresh_lag(now)
         self.prober.note(r.conversation_id for r in records)
+        if events["i"]:
+            # Before the messages: one sent after a leave must not reach the leaver here.
+            self.stage = "membership"
+            group_ids = [region_events.membership_group(data) for _, data in events["i"]]
+            await region_events.apply_membership(self.redis, group_ids)
+            self._repeat_membership(group_ids)
         if records or gaps:
             await self._apply_messages(records, sources, gaps)
-        if receipts or presence:
+        if events["r"] or events["p"]:
             # After the batch's messages: a receipt for a seq follows that seq's message.
             self.stage = "events"
+            receipts = events["r"]
             moved = await region_events.apply_receipts(self.redis, self._max_receipt, receipts)
             self.metrics.receipts_applied.inc(moved)
-            changed = await region_events.apply_presence(self.redis, presence)
+            changed = await region_events.apply_presence(self.redis, events["p"])
             self.metrics.presence_changes.inc(changed)
+
+    def _beacon(self, source: str, sent: float) -> None:
+        if sent > self._beacons.get(source, 0.0):
+            self._beacons[source] = sent
+            self.metrics.last_beacon.labels(source, self.cfg.region).set(sent)
+
+    def _repeat_membership(self, group_ids: list[str]) -> None:
+        async def again() -> None:
+            await asyncio.sleep(region_events.MEMBERSHIP_REPEAT_S)
+            try:
+                await region_events.apply_membership(self.redis, group_ids)
+            except Exception as exc:  # the cache's TTL still bounds it
+                log.warning("membership invalidation not repeated: %r", exc)
+
+        task = asyncio.create_task(again())
+        self._repeats.add(task)
+        task.add_done_callback(self._repeats.discard)
 
     async def _apply_messages(
         self, records: list[MessageRecord], sources: list[str], gaps: list[Gap]
@@ -272,6 +296,8 @@ class Relay(KafkaWorker):
             self.metrics.delivery_latency.labels(source).observe(latency)
 
     async def _shutdown(self) -> None:
+        for task in list(self._repeats):
+            task.cancel()
         for client in (self.consumer, self.producer):
             with contextlib.suppress(Exception):
                 if client is not None:

@@ -28,6 +28,11 @@ PRESENCE_CHANNEL = PREFIX + "presence"
 # (multi-region stacks only): RegionReceipt.
 RECEIPTS_CHANNEL = PREFIX + "receipts"
 
+# Group membership changes made through this region's gateways, for the relay to forward to the
+# peer regions, whose members caches must drop the group too (docs/multi-region.md 6):
+# MembershipChange. Published on every change; nobody listens in a one-region stack.
+MEMBERSHIP_CHANNEL = PREFIX + "membership"
+
 
 def node_channel(node_id: str) -> str:
     """Deliveries (from the dispatcher) and receipt events (from gateways) for one gateway node:
@@ -134,6 +139,28 @@ def decode_region_receipt(data: str) -> RegionReceipt:
     return RegionReceipt(str(payload["c"]), str(payload["fd"]), int(payload["s"]), event)
 
 
+class MembershipChange(NamedTuple):
+    """Membership channel, ``{"g":<group>,"gen":<generation>}``: the group's membership changed
+    here; ``gen`` is this region's new members_generation_key value (for logs: every region
+    counts its own generations, a peer bumps its own)."""
+
+    group_id: str
+    generation: int
+
+
+def encode_membership(change: MembershipChange) -> str:
+    return encode({"g": change.group_id, "gen": change.generation})
+
+
+def decode_membership(data: str) -> MembershipChange:
+    """Raises ValueError, KeyError or TypeError when the payload is malformed."""
+    payload: dict[str, Any] = json.loads(data)
+    group_id = payload["g"]
+    if not isinstance(group_id, str) or not group_id:
+        raise ValueError("no group id")
+    return MembershipChange(group_id, int(payload["gen"]))
+
+
 # The deliveries topic (Kafka, home -> peers' relays, docs/protocol.md section 8) -------------
 # One compact JSON object per record, "v": 1, "t": its kind, "rg": the producing region:
 #   "m": a persisted message, "m": [the messages table's columns in MESSAGE_COLUMNS order]
@@ -142,6 +169,8 @@ def decode_region_receipt(data: str) -> RegionReceipt:
 #   "r": a receipt, "c", "fd", "s", "e" as in RegionReceipt (produced by the relay)
 #   "p": presence of users in the producing region: "u": [users], "s": "online"|"offline",
 #        "exp": until when (epoch s) an "online" holds unless refreshed (produced by the relay)
+#   "i": a group's membership changed in the producing region, "g": group, "gen": its
+#        generation there; peers drop their members cache of it (produced by the relay)
 # Readers skip kinds they do not know (add kinds, never change one).
 
 DELIVERY_SCHEMA = 1

@@ -36,6 +36,7 @@ class _Redis:
         self.strings: dict[str, str] = {}
         self.sets: dict[str, set[str]] = {}
         self.ttl: dict[str, int] = {}
+        self.published: list[tuple[str, str]] = []
 
     def pipeline(self, transaction: bool = False) -> _Pipe:
         return _Pipe(self)
@@ -60,6 +61,10 @@ class _Redis:
 
     async def delete(self, *keys: str) -> None:
         self.do_delete(*keys)
+
+    async def spublish(self, channel: str, payload: str) -> int:
+        self.published.append((channel, payload))
+        return 0
 
     async def eval(self, script: str, numkeys: int, *args: Any) -> int:
         assert script == state.REFILL_MEMBERS
@@ -140,3 +145,47 @@ def test_invalidate_bumps_the_generation_and_drops_both_cache_keys() -> None:
     # Both keys of one group are in one Redis Cluster slot (the refill script touches both).
     assert state.members_key("g1").endswith("{g1}")
     assert gen_key.endswith("{g1}")
+
+
+def test_invalidate_tells_the_peer_regions_and_invalidate_here_does_not() -> None:
+    redis = _Redis()
+
+    async def scenario() -> int:
+        await groups.invalidate(redis, "g1")
+        await groups.invalidate(redis, "g1")
+        return await groups.invalidate_here(redis, "g1")  # a peer's change, applied here
+
+    assert asyncio.run(scenario()) == 3
+    assert redis.published == [
+        (state.MEMBERSHIP_CHANNEL, '{"g":"g1","gen":1}'),
+        (state.MEMBERSHIP_CHANNEL, '{"g":"g1","gen":2}'),
+    ], "the relay's own invalidation is never published (it would travel back)"
+    assert state.decode_membership(redis.published[1][1]) == state.MembershipChange("g1", 2)
+
+
+def test_a_refill_read_before_a_peers_change_arrived_is_not_cached() -> None:
+    """The race of the generation check, with the change made in another region: the relay's
+    invalidate_here bumps this region's generation as a local change does."""
+    redis, store = _Redis(), _Store(["alice", "bob", "dave"])
+
+    async def scenario() -> None:
+        store.hold = asyncio.Event()
+        reader = asyncio.create_task(groups.group_members(redis, store, "g1"))  # type: ignore[arg-type]
+        await store.read_done.wait()
+        store.rows.remove("dave")  # dave left in the other region; replicated here
+        await groups.invalidate_here(redis, "g1")
+        store.hold.set()
+        assert await reader == ["alice", "bob", "dave"]
+        assert state.members_key("g1") not in redis.sets, "the stale read was not cached"
+        store.hold = None
+        assert await groups.group_members(redis, store, "g1") == ["alice", "bob"]  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "payload", ['{"gen":1}', '{"g":"","gen":1}', '{"g":7,"gen":1}', '{"g":"g1"}', "nope"]
+)
+def test_a_malformed_membership_payload_is_refused(payload: str) -> None:
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        state.decode_membership(payload)

@@ -1,5 +1,6 @@
-"""Presence and receipts between regions, the relay's logic (gateway/region_events.py), on a
-fake Redis; the real path is tests/gateway/test_multi_region.py's DM across two regions."""
+"""Presence, receipts and membership changes between regions, the relay's logic
+(gateway/region_events.py), on a fake Redis; the real paths are tests/gateway/
+test_multi_region.py's DM and groups across two regions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from gateway import region_events, state
 from gateway.metrics import RelayMetrics
 from tests.gateway.fakes import FakeRedis
+from tests.gateway.test_groups_unit import _Redis as MembersRedis
 
 pytestmark = pytest.mark.unit
 
@@ -111,3 +113,44 @@ def test_the_forwarder_keys_presence_by_region_and_never_forwards_a_peers_change
         "b|d1|read",
         3,
     )
+
+
+def test_the_forwarder_keys_a_membership_change_by_the_groups_conversation() -> None:
+    async def run() -> list[tuple[str, str, bytes]]:
+        forwarder = region_events.Forwarder("eu-central", "im.deliveries", 60, RelayMetrics())
+        change = state.MembershipChange("team", 4)
+        forwarder.on_message(state.MEMBERSHIP_CHANNEL, state.encode_membership(change))
+        forwarder.on_message(state.MEMBERSHIP_CHANNEL, '{"gen":5}')  # no group: dropped
+        return [forwarder.queue.get_nowait() for _ in range(forwarder.queue.qsize())]
+
+    ((kind, key, value),) = asyncio.run(run())
+    # The same key as the group's messages: the same partition, so the change reaches a peer
+    # before a message the home produced after it.
+    assert (kind, key) == ("i", "g:team")
+    record = state.decode_delivery_record(value)
+    assert record is not None
+    assert (record["t"], record["rg"], record["g"], record["gen"]) == ("i", "eu-central", "team", 4)
+    assert region_events.membership_group(record) == "team"
+
+
+@pytest.mark.parametrize("record", [{}, {"g": ""}, {"g": 3}, {"g": None}])
+def test_a_membership_record_without_a_group_is_refused(record: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="no group id"):
+        region_events.membership_group(record)
+
+
+def test_a_peers_membership_change_drops_the_cache_here_once_per_group_without_echo() -> None:
+    redis = MembersRedis()
+    for gid in ("team", "other"):
+        redis.sets[state.members_key(gid)] = {state.COMPLETE, "alice", "dave"}
+    redis.sets[state.legacy_members_key("team")] = {state.COMPLETE, "alice", "dave"}
+    redis.strings[state.members_generation_key("team")] = "7"
+
+    applied = asyncio.run(region_events.apply_membership(redis, ["team", "team"]))
+
+    assert applied == 1
+    assert state.members_key("team") not in redis.sets
+    assert state.legacy_members_key("team") not in redis.sets
+    assert redis.strings[state.members_generation_key("team")] == "8", "this region's own count"
+    assert state.members_key("other") in redis.sets, "another group's cache is left alone"
+    assert redis.published == [], "a peer's change is never published (it would travel back)"
