@@ -93,7 +93,10 @@ def _wait_for_running_job_pods(batch: Any, core: Any, namespace: str) -> None:
 
 
 class ProcessKubelet:
-    def __init__(self, api_client: Any, namespace: str, run: str, workdir: Path) -> None:
+    """Plays kubelet for the pods of ``run``, or with ``run=None`` of every run in the
+    namespace (a capacity search creates one run per step)."""
+
+    def __init__(self, api_client: Any, namespace: str, run: str | None, workdir: Path) -> None:
         from kubernetes.client import CoreV1Api
 
         self.api_client = api_client
@@ -103,7 +106,8 @@ class ProcessKubelet:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.reported: set[str] = set()
-        self.master_port = free_port()
+        self.gone: set[str] = set()
+        self.master_ports: dict[str, int] = {}  # run -> its master's local port
         server = urlsplit(api_client.configuration.host)
         self.api_host, self.api_port = server.hostname or "127.0.0.1", str(server.port or 443)
         self._stop = threading.Event()
@@ -149,15 +153,23 @@ class ProcessKubelet:
             self._stop.wait(0.3)
 
     def _sync(self) -> None:
-        pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL}={self.run}")
+        from kubernetes.client.exceptions import ApiException
+
+        selector = LABEL if self.run is None else f"{LABEL}={self.run}"
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
         present = set()
         for pod in pods.items:
             name = pod.metadata.name
             present.add(name)
             if pod.metadata.deletion_timestamp is not None:
                 self._terminate(name)
-            elif name not in self.procs and pod.status.phase == "Running":
-                self.procs[name] = self._start(pod)
+            elif name not in self.procs and name not in self.gone and pod.status.phase == "Running":
+                try:
+                    self.procs[name] = self._start(pod)
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+                    self.gone.add(name)  # its run was deleted before it started: never runs
             elif name in self.procs and name not in self.reported:
                 code = self.procs[name].poll()
                 if code is not None:
@@ -194,7 +206,15 @@ class ProcessKubelet:
                 }
             ],
         }
-        self.core.patch_namespaced_pod_status(pod.metadata.name, self.namespace, {"status": status})
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod.metadata.name, self.namespace, {"status": status}
+            )
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile (its run was cleaned up): nothing to say
+                raise
 
     # -- starting a pod ------------------------------------------------------------------
 
@@ -227,7 +247,8 @@ class ProcessKubelet:
                     field
                 ]
         command = [sys.executable if part == "python" else part for part in container["command"]]
-        args = [self._network(self._local(arg, paths)) for arg in container.get("args", [])]
+        port = self.master_ports.setdefault(spec["metadata"]["labels"][LABEL], free_port())
+        args = [self._network(self._local(arg, paths), port) for arg in container.get("args", [])]
         log = (root / "log").open("wb")
         return subprocess.Popen(
             [*command, *args],
@@ -311,11 +332,12 @@ class ProcessKubelet:
                 return value.replace(mount, paths[mount], 1)
         return value
 
-    def _network(self, arg: str) -> str:
+    @staticmethod
+    def _network(arg: str, port: int) -> str:
         if arg == "--master-bind-host=0.0.0.0":
             return "--master-bind-host=127.0.0.1"
         if arg.startswith("--master-host="):
             return "--master-host=127.0.0.1"
         if arg in (f"--master-bind-port={MASTER_PORT}", f"--master-port={MASTER_PORT}"):
-            return arg.replace(str(MASTER_PORT), str(self.master_port))
+            return arg.replace(str(MASTER_PORT), str(port))
         return arg
