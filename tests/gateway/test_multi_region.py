@@ -584,3 +584,95 @@ def test_a_group_across_two_regions_gets_messages_and_receipts_both_ways(
                 await member.close()
 
     asyncio.run(scenario())
+
+
+def test_a_member_who_leaves_in_one_region_gets_no_more_messages_in_the_other(
+    multi_region_stack: LocalStack,
+) -> None:
+    """dave has a phone in eu-central and a laptop in us-east; he leaves the group from his
+    phone, and a message sent right after (well within the members cache's 60 s) reaches bob in
+    us-east but not dave's laptop: the leave dropped us-east's cache of the group through the
+    relays (record ``i``), not only eu-central's. The group is homed in eu-central, where the
+    change is made: its messages and the change share a partition of eu-central's deliveries
+    topic, so us-east's relay applies the change before it routes the message."""
+    from gateway.groups import MEMBERS_CACHE_TTL_S
+    from gateway.homes import shard_of
+    from gateway.shardmap import ShardMap
+    from tests.opsctl.region.conftest import REGIONS
+
+    stack = multi_region_stack
+    eu, us = REGIONS
+    tag = uuid.uuid4().hex[:6]
+    alice, bob, dave = f"alice-{tag}", f"bob-{tag}", f"dave-{tag}"
+    homes = ShardMap(0, REGIONS)
+    group = next(
+        g
+        for g in (f"left-{tag}-{i}" for i in range(1000))
+        if homes.entry(shard_of(group_conversation(g))).home == eu
+    )
+    conv = group_conversation(group)
+    eu_relay = stack.component(f"{eu}/relay").endpoint
+    forwarded = 'im_relay_events_forwarded_total{kind="i"}'
+
+    def client(user: str, device: str, region: str) -> ProtocolClient:
+        return _region_client(stack, user, device, region)
+
+    async def changes_forwarded() -> float:
+        return (await asyncio.to_thread(metrics, eu_relay)).get(forwarded, 0.0)
+
+    async def scenario() -> None:
+        a, b = client(alice, "d1", eu), client(bob, "d1", us)
+        phone, laptop = client(dave, "phone", eu), client(dave, "laptop", us)
+        everyone = (a, b, phone, laptop)
+        try:
+            for member in everyone:
+                await member.connect()
+            created = await a.request(
+                {"op": "group_create", "group_id": group, "members": [bob, dave]}, timeout=30
+            )
+            assert created["op"] == "group", created
+            # Delivered in us-east by its relay, which cached the members (dave among them).
+            await a.send("before", group=group)
+            for member in everyone:
+                await member.wait_until(
+                    lambda m=member: m.bodies(conv) == ["before"], 60, "the first message"
+                )
+
+            before = await changes_forwarded()
+            left = await phone.request({"op": "group_leave", "group_id": group}, timeout=30)
+            leave_at = time.monotonic()
+            assert left["op"] == "group", left
+            assert dave not in left["members"]
+            # eu-central's relay produced the change: the message below follows it.
+            deadline = time.monotonic() + 30
+            while await changes_forwarded() < before + 1:
+                assert time.monotonic() < deadline, "the leave was not forwarded within 30 s"
+                await asyncio.sleep(0.1)
+
+            await a.send("after", group=group)
+            await b.wait_until(lambda: b.bodies(conv) == ["before", "after"], 60, "bob: after")
+            await a.wait_until(lambda: a.bodies(conv) == ["before", "after"], 60, "alice: after")
+            # One routing step publishes to every member's gateway at once: a second is ample.
+            await asyncio.sleep(2)
+            elapsed = time.monotonic() - leave_at
+            assert laptop.bodies(conv) == ["before"], "dave's laptop in us-east got a message"
+            assert phone.bodies(conv) == ["before"], "dave's phone in eu-central got a message"
+            assert elapsed < MEMBERS_CACHE_TTL_S, f"{elapsed:.0f} s: the cache may have expired"
+            print(f"leave to the next message routed in both regions: {elapsed:.1f} s")
+        finally:
+            for member in everyone:
+                await member.close()
+
+    asyncio.run(scenario())
+
+
+def _region_client(stack: LocalStack, user: str, device: str, region: str) -> ProtocolClient:
+    info = stack.info
+
+    def token() -> str:
+        return make_token(
+            info.jwt_secret_file, user, issuer=info.jwt_issuer, audience=info.jwt_audience
+        )
+
+    url = info.region(region).gateway_ws_urls[0]
+    return ProtocolClient([url], user, device, token, auto_reconnect=False)
