@@ -69,18 +69,20 @@ def ensure_roles(
     multi-DC cluster's, over which system_auth is replicated (a region down keeps logins)."""
     admin = _admin_session(contact, secrets, datacenters)
     try:
+        # Only what is missing is written: a later start (a restore with a region still down)
+        # must not need every DC (roles are written at EACH_QUORUM) nor a schema change.
         _replicate_auth(admin, datacenters)
-        admin.execute("DROP ROLE IF EXISTS cassandra")
-        for role in CASSANDRA_ROLES:
-            if role == "admin":
-                continue
-            password = (secrets.cassandra_password(role),)
+        existing = {row.role for row in admin.execute("SELECT role FROM system_auth.roles")}
+        if "cassandra" in existing:
+            admin.execute("DROP ROLE cassandra")
+        missing = [role for role in CASSANDRA_ROLES if role not in existing]
+        for role in missing:
             admin.execute(
-                f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND PASSWORD = %s", password
+                f"CREATE ROLE {role} WITH LOGIN = true AND PASSWORD = %s",
+                (secrets.cassandra_password(role),),
             )
         # migrate may create keyspaces (and owns what it creates), as in prod.
-        for grant in role_grants([]):
-            admin.execute(grant)
+        _grant_missing(admin, role_grants([]))
     finally:
         admin.cluster.shutdown()
 
@@ -92,10 +94,28 @@ def grant_app(
     ``keyspaces`` and nothing else."""
     admin = session(contact, secrets, "admin")
     try:
-        for grant in role_grants(keyspaces):
-            admin.execute(grant)
+        _grant_missing(admin, role_grants(keyspaces))
     finally:
         admin.cluster.shutdown()
+
+
+def _grant_missing(admin: Any, grants: list[str]) -> None:
+    """Run the grants not held yet (a repeated grant only draws a server warning, which the
+    driver would log on every start)."""
+    held = {
+        (row.role, row.resource, permission)
+        for row in admin.execute(
+            "SELECT role, resource, permissions FROM system_auth.role_permissions"
+        )
+        for permission in row.permissions or ()
+    }
+    for grant in grants:
+        # GRANT <permission> ON KEYSPACE <ks> TO <role> | GRANT <permission> ON ALL KEYSPACES ...
+        words = grant.split()
+        permission, role = words[1], words[-1]
+        resource = "data" if words[3:5] == ["ALL", "KEYSPACES"] else f"data/{words[4]}"
+        if (role, resource, permission) not in held:
+            admin.execute(grant)
 
 
 def _admin_session(
@@ -134,6 +154,15 @@ def _admin_session(
 
 def _replicate_auth(admin: Any, datacenters: Sequence[str]) -> None:
     if not datacenters:
+        return
+    row = admin.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = 'system_auth'"
+    ).one()
+    wanted = dict.fromkeys(datacenters, "1")
+    current = dict(row.replication) if row else {}
+    if current.get("class", "").endswith("NetworkTopologyStrategy") and all(
+        current.get(dc) == rf for dc, rf in wanted.items()
+    ):
         return
     replicas = ", ".join(f"'{dc}': 1" for dc in datacenters)
     admin.execute(
