@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders import dashboard
 
 from dashboards._common import (
     DISPATCHER,
+    RATE,
     RELAY,
     base,
     dispatcher_rate,
@@ -164,6 +165,32 @@ def cross_region_row(board: dashboard.Dashboard) -> dashboard.Dashboard:
                 "short",
                 (f"max by (region) (im_dispatcher_map_epoch{{{DISPATCHER}}})", "{{region}}"),
                 description="The epoch each region's dispatchers applied; they converge within seconds.",
+            )
+        )
+        .with_panel(
+            series(
+                "Conflict prober: (conversation, seq) pairs naming two messages",
+                "short",
+                (f"sum(im_prober_conflicts_total{{{RELAY}}})", "found (since the relays started)"),
+                (f"sum(increase(im_prober_conflicts_total{{{RELAY}}}[{RATE}]))", "new"),
+                description=(
+                    "Must stay 0: any conflict breaks the promise that no seq names two messages"
+                    " (ImCrossRegionConflict, docs/multi-region.md 8.1)."
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Conflict prober: age of the last run",
+                "s",
+                (
+                    f"time() - max by (region) (im_prober_last_run_timestamp_seconds{{{RELAY}}})",
+                    "{{region}}",
+                ),
+                description=(
+                    "Seconds since a relay of the region finished a probe run; it grows while no"
+                    " prober runs there (ImConflictProberStale)."
+                ),
             )
         )
     )
