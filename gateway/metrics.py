@@ -252,7 +252,7 @@ class DispatcherMetrics(_Metrics):
 
 
 RELAY_STAGES = ("persist", "cache", "route", "events")
-RELAY_EVENT_KINDS = ("r", "p")  # receipts, presence (gateway/region_events.py)
+RELAY_EVENT_KINDS = ("r", "p", "i")  # receipts, presence, membership (gateway/region_events.py)
 
 
 class RelayMetrics(_Metrics):

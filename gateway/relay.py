@@ -235,7 +235,7 @@ class Relay(KafkaWorker):
         self.prober.note(r.conversation_id for r in records)
         if events["i"]:
             # Before the messages: one sent after a leave must not reach the leaver here.
-            self.stage = "membership"
+            self.stage = "events"
             group_ids = [region_events.membership_group(data) for _, data in events["i"]]
             await region_events.apply_membership(self.redis, group_ids)
             self._repeat_membership(group_ids)
