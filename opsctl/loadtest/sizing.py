@@ -18,15 +18,16 @@ from opsctl.loadtest.profiles import Profile
 
 # ---- measured generator costs (the one home of these numbers) ------------------------------
 # benchmarks/loadtest_generator.py (docs/benchmarks.md, "Load generator"): RSS growth per idle
-# IM session in a Locust process (socket, buffer, session, user, greenlet).
-IDLE_SESSION_KIB = 12.2
+# IM session in a Locust process (socket, watcher, timer, connection, user, greenlet);
+# 9.44-9.78 KiB on 2026-12-02, the larger kept.
+IDLE_SESSION_KIB = 9.8
 # Same benchmark: delivered messages per second of generator CPU, each with its send and ack,
-# i.e. three frames handled (send, ack, message) per delivery.
-MSGS_PER_CORE_S = 16_445
+# i.e. three frames handled (send, ack, message) per delivery; 24,799-25,907 on 2026-12-02 on a
+# loaded machine, the smaller kept.
+MSGS_PER_CORE_S = 24_799
 FRAMES_PER_BENCH_MSG = 3
-# RSS of a Locust worker before any user (Python, gevent, Locust, this repository's modules).
-# NOT measured yet: an estimate with margin, until benchmarks/loadtest_generator.py reports
-# the idle process's RSS before its first session (it measures only the growth today).
+# RSS of a Locust worker before any user (Python, gevent, Locust, this repository's modules):
+# the same benchmark measured 71.8 MiB; rounded up for what a run adds (stats, reports).
 WORKER_BASE_MIB = 80
 # A connect (TCP, upgrade, JWT signing, hello, welcome, sync) in frames' worth of CPU. Not
 # benchmarked separately yet: a conservative estimate of ten frames.

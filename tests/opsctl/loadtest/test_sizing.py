@@ -16,8 +16,8 @@ def test_peak_fits_one_small_worker() -> None:
     run = size_run(load_profile("peak"))  # 5000 users, light rates
     assert run.workers == 1
     assert run.users_per_worker == 5000
-    # 5000 sessions at the measured 12.2 KiB, with headroom, on top of the process itself.
-    assert run.worker_memory_mib >= sizing.WORKER_BASE_MIB + 5000 * 12.2 / 1024
+    # 5000 sessions at the measured cost each, with headroom, on top of the process itself.
+    assert run.worker_memory_mib >= sizing.WORKER_BASE_MIB + 5000 * sizing.IDLE_SESSION_KIB / 1024
     assert 50 <= run.worker_cpu_milli <= 1000
 
 
