@@ -211,3 +211,110 @@ def poison_dead_lettered(ctx: DrillContext) -> list[Check]:
             )
         )
     return checks
+
+
+# -- slow-reader flood -----------------------------------------------------------------------
+
+# The gateways' own count of connections closed because their send queue overflowed (a reader
+# that never reads does not see the close frame itself).
+SLOW_CONSUMER_SERIES = 'im_gateway_disconnects_total{reason="slow_consumer"}'
+# A gateway may grow this much under the flood; unbounded queues would grow by hundreds of MB.
+FLOOD_RSS_GROWTH_MAX = 256 * 1024 * 1024
+
+
+def _gateway_metric(ctx: DrillContext, name: str) -> dict[str, float]:
+    """Gateway base URL -> the value of ``name``: a bare metric name sums every label set."""
+    import httpx
+
+    values: dict[str, float] = {}
+    for base in ctx.stack.info.gateway_http_urls:
+        total = 0.0
+        text = httpx.get(f"{base}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+                total += float(line.rsplit(" ", 1)[1])
+        values[base] = total
+    return values
+
+
+def _gateway_rss(ctx: DrillContext) -> dict[str, float]:
+    """Gateway -> its resident memory in bytes (/proc: the gateway exports no process metrics)."""
+    from pathlib import Path
+
+    sizes: dict[str, float] = {}
+    for name in ctx.stack.info.gateway_ids:
+        pid = ctx.stack.pid(name)
+        if pid is None:
+            continue
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes[name] = float(line.split()[1]) * 1024
+    return sizes
+
+
+def start_flood(ctx: DrillContext) -> None:
+    from opsctl.drill._flood import Flood
+    from opsctl.drill._probe import Credentials
+
+    info = ctx.stack.info
+    ctx.state["drops_before"] = _gateway_metric(ctx, "im_gateway_send_queue_drops_total")
+    ctx.state["slow_before"] = _gateway_metric(ctx, SLOW_CONSUMER_SERIES)
+    ctx.state["rss_before"] = _gateway_rss(ctx)
+    ctx.state["rss_peak"] = dict(ctx.state["rss_before"])
+    flood = Flood(
+        list(info.gateway_ws_urls),
+        Credentials(info.jwt_secret_file, info.jwt_issuer, info.jwt_audience),
+        ctx.suffix,
+    )
+    ctx.state["flood"] = flood
+    flood.start()
+
+
+def flood_holding(ctx: DrillContext) -> None:
+    """While held: the gateways' peak resident memory."""
+    now = _gateway_rss(ctx)
+    peak: dict[str, float] = ctx.state["rss_peak"]
+    for base, value in now.items():
+        peak[base] = max(peak.get(base, 0.0), value)
+
+
+def stop_flood(ctx: DrillContext) -> None:
+    flood = ctx.state.get("flood")
+    if flood is not None:
+        flood.stop()
+
+
+def flood_contained(ctx: DrillContext) -> list[Check]:
+    """The gateways' memory stayed bounded under the flood (the probe's gates say the rest)."""
+    flood = ctx.state["flood"]
+    figures = flood.figures
+    (ctx.report_dir / "flood.json").write_text(json.dumps(figures.as_dict(), indent=2))
+    drops_after = _gateway_metric(ctx, "im_gateway_send_queue_drops_total")
+    drops = sum(drops_after.values()) - sum(ctx.state["drops_before"].values())
+    slow_after = _gateway_metric(ctx, SLOW_CONSUMER_SERIES)
+    closed = sum(slow_after.values()) - sum(ctx.state["slow_before"].values())
+    growth = max(
+        ctx.state["rss_peak"][base] - ctx.state["rss_before"].get(base, 0.0)
+        for base in ctx.state["rss_peak"]
+    )
+    # Not gated: a gateway that stops reading a connection whose replies do not drain never
+    # overflows its queue; one that pushes live frames to it overflows once the socket buffers
+    # are full. Either is fine as long as its memory stays bounded and nobody else suffers.
+    detail = (
+        f"{drops:.0f} send-queue overflows, {closed:.0f} closed as slow consumers so far, "
+        f"{figures.syncs_sent} syncs asked by {figures.connects} connections"
+    )
+    from opsctl.drill._flood import SLOW_READERS
+
+    ran = figures.connects >= SLOW_READERS and figures.syncs_sent > 0
+    return [
+        Check(
+            "flood ran", ran or None, f"{figures.connects} connections, {figures.syncs_sent} syncs"
+        ),
+        Check(
+            "gateway memory bounded",
+            growth <= FLOOD_RSS_GROWTH_MAX,
+            f"peak growth {growth / 2**20:.0f} MiB (limit {FLOOD_RSS_GROWTH_MAX / 2**20:.0f} MiB); "
+            + detail,
+        ),
+    ]

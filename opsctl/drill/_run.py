@@ -11,6 +11,7 @@ the probe's final sync, the accounting and the gates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -28,7 +29,8 @@ from opsctl.paths import REPO_ROOT
 
 DEFAULT_REPORTS_DIR = REPO_ROOT / ".state" / "drill"
 DEFAULT_DURATION_S = 30.0
-WARMUP_S = 8.0  # Locust starts its users and the probe its first messages
+WARMUP_S = 8.0  # the probe's first messages, and at least this much load before the fault
+LOAD_START_S = 45.0  # Locust's processes and users may take this long on a busy machine
 POLL_S = 2.0
 SETTLE_S = 3.0  # after recovery, before the final sync
 ACK_WAIT_S = 30.0
@@ -158,6 +160,21 @@ class _Run:
         self.timeline[event] = round(now - self.started, 1)
         return now
 
+    async def load_running(self) -> None:
+        """Until the Locust users send (their timeline shows requests), at most LOAD_START_S:
+        a fault injected before the users connected would keep them from ever starting."""
+        timeline = self.ctx.report_dir / "load" / "timeline.jsonl"
+        deadline = time.monotonic() + LOAD_START_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                for line in timeline.read_text(encoding="utf-8").splitlines():
+                    with contextlib.suppress(ValueError):
+                        if json.loads(line).get("requests_per_s", 0) > 0:
+                            self.mark("load_started_s")
+                            return
+            await asyncio.sleep(0.5)
+        self.progress(f"the Locust users are not sending after {LOAD_START_S:.0f} s; going on")
+
     async def hold_limits(self) -> tuple[float, float]:
         """How long the fault is usually held and at most: ``duration``, or longer for the
         expected alerts."""
@@ -229,15 +246,13 @@ class _Run:
 
     async def verdict(self, load_users: int) -> Verdict:
         hold_usual, hold_max = await self.hold_limits()
-        load = _start_load(
-            self.stack, self.ctx.report_dir, WARMUP_S + hold_usual + LOAD_RECOVERY_S, load_users
-        )
+        planned = WARMUP_S + hold_usual + LOAD_RECOVERY_S
+        load = _start_load(self.stack, self.ctx.report_dir, planned, load_users)
         try:
             await self.probe.start()
             await asyncio.to_thread(self.watch.baseline)
-            self.progress(
-                f"load: {load_users} Locust users and the probe; fault in {WARMUP_S:.0f} s"
-            )
+            self.progress(f"load: {load_users} Locust users and the probe")
+            await self.load_running()
             await asyncio.sleep(WARMUP_S)
             recover_s = await self.fault(hold_max)
             await asyncio.sleep(SETTLE_S)

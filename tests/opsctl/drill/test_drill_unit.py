@@ -152,7 +152,7 @@ def test_every_expected_alert_has_a_rule_in_the_repository() -> None:
     ("args", "words"),
     [
         (("drill", "run", "nope"), "no drill 'nope'"),
-        (("drill", "run", "slow-reader-flood"), "cannot run on the local stack"),
+        (("drill", "run", "redis-failover-lost-writes"), "cannot run on the local stack"),
         (("drill", "run", "gateway-kill", "--duration", "0"), "--duration 0"),
         (("drill", "run", "gateway-kill", "--stack", "staging"), "local stack only"),
     ],
@@ -179,8 +179,8 @@ def test_list_shows_every_drill_and_why_some_cannot_run(opsctl: OpsctlRunner) ->
     listed = {d["name"]: d for d in json.loads(result.stdout)["drills"]}
     assert set(listed) == {d.name for d in DRILLS}
     assert listed["gateway-kill"]["expected_alerts"] == ["ImGatewayDown{node=gw-1}"]
-    assert listed["slow-reader-flood"]["available"] is False
-    assert listed["slow-reader-flood"]["unavailable"]
+    assert listed["redis-failover-lost-writes"]["available"] is False
+    assert listed["redis-failover-lost-writes"]["unavailable"]
 
 
 def test_the_hold_stops_waiting_once_each_alert_fired_or_was_already_active() -> None:
