@@ -212,13 +212,12 @@ class ImConnection:
     # ---- connecting --------------------------------------------------------------------
 
     def connect(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
         try:
             if self.tls:
                 sock = _open(self.host, self.port, self.timeout_s)
                 self.sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
             else:
-                self._raw = self._open_raw(deadline)
+                self._raw = self._open_raw(time.monotonic() + self.timeout_s)
         except OSError as exc:
             self.close()
             raise ConnectError(f"{self.host}:{self.port}: {exc}") from exc
@@ -234,7 +233,7 @@ class ImConnection:
             self._write(request.encode())
             response = b""
             while b"\r\n\r\n" not in response:
-                chunk = self._read(deadline - time.monotonic())
+                chunk = self._read(self.timeout_s)  # as long again for each part of the answer
                 if not chunk:
                     raise ConnectError("connection closed during the upgrade")
                 response += chunk
