@@ -11,6 +11,7 @@ from typing import Any
 from opsctl.paths import REPO_ROOT
 from opsctl.spec import Region, StackSpec
 from opsctl.stack import _names as n
+from opsctl.stack._certs import GATEWAY_TLS_SECRET
 from opsctl.stack._model import Component, LocalChart
 from opsctl.stack._sizing import profile, relay_replicas
 
@@ -49,11 +50,25 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
             "url": n.redis_url(region),
             # Sharded regions run a Redis Cluster; the gateway must speak the cluster protocol.
             "cluster": n.redis_kind(region) == "RedisCluster",
+            # Redis' certificate chains to the environment's root CA, which is the ca.crt of
+            # every certificate the stack issues, the gateway's included.
+            "caSecret": GATEWAY_TLS_SECRET,
+            "auth": {
+                "gatewaySecret": n.redis_user_secret(n.REDIS_GATEWAY_USER),
+                "dispatcherSecret": n.redis_user_secret(n.REDIS_DISPATCHER_USER),
+            },
         },
         "cassandra": {
             "hosts": n.cassandra_service(region),
             "keyspace": n.CASSANDRA_KEYSPACE,
             "datacenter": region.name,
+            # The client port's certificate chains to the same root CA as the gateway's.
+            "caSecret": GATEWAY_TLS_SECRET,
+            "auth": {
+                "gatewaySecret": n.cassandra_role_secret(n.CASSANDRA_GATEWAY_ROLE),
+                "dispatcherSecret": n.cassandra_role_secret(n.CASSANDRA_DISPATCHER_ROLE),
+                "migrateSecret": n.cassandra_role_secret(n.CASSANDRA_MIGRATE_ROLE),
+            },
         },
         "gateway": {
             "image": image_values(spec.images.gateway),

@@ -128,6 +128,7 @@ def test_minimal_install_rolls_out(
         component_name("gateway"),
         component_name("dispatcher"),
         component_name("test"),
+        component_name("migrate"),  # the schema migration hook Job's egress
     }
     # The minimal scenario turns off the PDBs, HPA and ServiceMonitors.
     assert PolicyV1Api(kube_api).list_namespaced_pod_disruption_budget(namespace).items == []
@@ -208,7 +209,7 @@ def test_production_install_scales_by_hpa_and_guards_with_pdbs(
         "gateway endpoints",
         lambda: ready_endpoints(kube_api, namespace, component_name("gateway")) == 4,
     )
-    assert len(network_policy_names(kube_api, namespace)) == 4
+    assert len(network_policy_names(kube_api, namespace)) == 5
 
     monitors = CustomObjectsApi(kube_api).list_namespaced_custom_object(
         "monitoring.coreos.com", "v1", namespace, "servicemonitors"

@@ -30,7 +30,7 @@ from tests.charts.test_im_gateway_install import (
     create_jwks_secret,
     network_policy_names,
 )
-from tests.charts.test_im_gateway_render import container_env, find_container
+from tests.charts.test_im_gateway_render import container_env, find_container, stand_in_files
 from tests.support import shipped_spec
 
 pytestmark = pytest.mark.integration
@@ -38,17 +38,25 @@ pytestmark = pytest.mark.integration
 MULTI = scenario_file("multi-region")
 
 
-def _env(objects: list[dict[str, Any]], component: str) -> dict[str, str]:
+def _env(
+    objects: list[dict[str, Any]], component: str, tmp_path: Path | None = None
+) -> dict[str, str]:
+    """The container's env; with ``tmp_path`` its mounted files stood in (for the loader)."""
     workload = find(objects, "Deployment", component_name(component))
-    container = find_container(workload["spec"]["template"]["spec"], component)
-    return container_env(objects, workload, container)
+    pod = workload["spec"]["template"]["spec"]
+    container = find_container(pod, component)
+    env = container_env(objects, workload, container)
+    if tmp_path is not None:
+        (tmp_path / component).mkdir(exist_ok=True)
+        stand_in_files(objects, pod, container, env, tmp_path / component)
+    return env
 
 
 def _named(objects: list[dict[str, Any]], kind: str) -> set[str]:
     return {o["metadata"]["name"] for o in objects if o["kind"] == kind}
 
 
-def test_multi_region_scenario_runs_the_relay_with_every_region(helm: Helm) -> None:
+def test_multi_region_scenario_runs_the_relay_with_every_region(helm: Helm, tmp_path: Path) -> None:
     objects = helm.render(values=[MULTI])
     relay = find(objects, "Deployment", component_name("relay"))
     pod = relay["spec"]["template"]["spec"]
@@ -61,16 +69,16 @@ def test_multi_region_scenario_runs_the_relay_with_every_region(helm: Helm) -> N
         == find_container(dispatcher["spec"]["template"]["spec"], "dispatcher")["image"]
     )
     for component in ("gateway", "dispatcher", "relay"):
-        env = _env(objects, component)
+        env = _env(objects, component, tmp_path)
         assert env["IMGW_REGION"] == "eu-central", component
         assert env["IMGW_REGIONS"] == "eu-central,us-east", component
-    relay_env = _env(objects, "relay")
+    relay_env = _env(objects, "relay", tmp_path)
     loaded = gateway_config.load("relay", relay_env)
     assert loaded.peers == ["us-east"]
     assert loaded.relay_group == "im-relay.eu-central"
     assert loaded.listen_port == container["ports"][0]["containerPort"]
     assert f"us-east.{loaded.kafka_deliveries_topic}" == "us-east.im.deliveries"
-    dispatcher_config = gateway_config.load("dispatcher", _env(objects, "dispatcher"))
+    dispatcher_config = gateway_config.load("dispatcher", _env(objects, "dispatcher", tmp_path))
     assert dispatcher_config.consumer_group == "im-dispatcher.eu-central"
     assert dispatcher_config.peers == ["us-east"]
 

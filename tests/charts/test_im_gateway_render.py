@@ -43,9 +43,10 @@ def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
 def test_every_pod_runs_with_the_security_defaults(helm: Helm, scenario: str) -> None:
     objects = helm.render(values=scenario_values(scenario))
     specs = pod_specs(objects)
-    # Both Deployments (and the relay's with peer regions), plus the helm test Job.
+    # Both Deployments (and the relay's with peer regions), plus the helm test Job and the
+    # schema migration's hook Job.
     assert {name.split("/")[0] for name, _ in specs} == {"Deployment", "Job"}
-    assert len(specs) == (4 if scenario == "multi-region" else 3)
+    assert len(specs) == (5 if scenario == "multi-region" else 4)
     for name, spec in specs:
         assert spec["automountServiceAccountToken"] is False, name
         pod_context = spec["securityContext"]
@@ -148,6 +149,11 @@ def container_env(
     for variable in container.get("env", []):
         if "value" in variable:
             env[variable["name"]] = variable["value"]
+        elif "secretKeyRef" in variable["valueFrom"]:
+            # Only a login's user name comes from a Secret as a variable (docs/security.md).
+            ref = variable["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == "username", variable
+            env[variable["name"]] = ref["name"]
         else:
             assert variable["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
             env[variable["name"]] = pod_name
@@ -164,6 +170,29 @@ def mounted_key(
     return volume["secret"]["secretName"], key
 
 
+def stand_in_files(
+    objects: list[dict[str, Any]],
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Every IMGW_*_FILE comes from a mounted Secret's key; the loader checks the file is
+    readable, so each is replaced by a stand-in file."""
+    for variable in [name for name in env if name.endswith("_FILE")]:
+        secret_name, key = mounted_key(objects, pod, container, env[variable])
+        if variable == "IMGW_JWT_JWKS_FILE":
+            # An existing Secret the operator creates; the README documents its key.
+            assert key == "jwks.json"
+        elif variable == "IMGW_JWT_HS256_SECRET_FILE":
+            assert key in find(objects, "Secret", secret_name)["data"]
+        else:  # a backend login's password or CA: an existing Secret (docs/security.md)
+            assert key in ("password", "ca.crt"), (variable, key)
+        stand_in = tmp_path / f"{variable}-{key}"
+        stand_in.write_text("{}")
+        env[variable] = str(stand_in)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_env_satisfies_the_gateway_config_loader(
     helm: Helm, scenario: str, tmp_path: Path
@@ -178,19 +207,7 @@ def test_rendered_env_satisfies_the_gateway_config_loader(
         pod = workload["spec"]["template"]["spec"]
         container = find_container(pod, role)
         env = container_env(objects, workload, container)
-        for variable in ("IMGW_JWT_HS256_SECRET_FILE", "IMGW_JWT_JWKS_FILE"):
-            if variable not in env:
-                continue
-            secret_name, key = mounted_key(objects, pod, container, env[variable])
-            if variable == "IMGW_JWT_JWKS_FILE":
-                # An existing Secret the operator creates; the README documents its key.
-                assert key == "jwks.json"
-            else:
-                assert key in find(objects, "Secret", secret_name)["data"]
-            # The loader checks the file is readable: stand one in for the mounted Secret.
-            stand_in = tmp_path / key
-            stand_in.write_text("{}")
-            env[variable] = str(stand_in)
+        stand_in_files(objects, pod, container, env, tmp_path)
         loaded = gateway_config.load(role, env)
         assert loaded.listen_port == container["ports"][0]["containerPort"]
         assert loaded.node_id.startswith(workload["metadata"]["name"])
@@ -229,6 +246,7 @@ def test_a_jwks_url_reaches_the_gateway_without_a_mounted_secret(
     assert env["IMGW_JWT_JWKS_URL"] == url
     assert "IMGW_JWT_JWKS_FILE" not in env
     assert all(volume["name"] != "auth" for volume in pod["volumes"])
+    stand_in_files(objects, pod, container, env, tmp_path)
     loaded = gateway_config.load("gateway", env)
     assert loaded.jwt_jwks_url == url
     # Only the gateway may leave the cluster, and only to 443 (the IdP).
@@ -244,11 +262,13 @@ def test_a_jwks_url_reaches_the_gateway_without_a_mounted_secret(
     assert "auth.jwksUrl is set but so is auth.existingSecret" in str(failed.value)
 
 
-def test_region_names_the_dispatchers_consumer_group(helm: Helm) -> None:
+def test_region_names_the_dispatchers_consumer_group(helm: Helm, tmp_path: Path) -> None:
     """One region's dispatchers must never share a consumer group with another region's."""
     objects = helm.render(values=[scenario_file(SCENARIOS[0])], sets={"region": "eu-west"})
     workload = find(objects, "Deployment", component_name("dispatcher"))
-    container = find_container(workload["spec"]["template"]["spec"], "dispatcher")
+    pod = workload["spec"]["template"]["spec"]
+    container = find_container(pod, "dispatcher")
     env = container_env(objects, workload, container)
+    stand_in_files(objects, pod, container, env, tmp_path)
     assert env["IMGW_REGION"] == "eu-west"
     assert gateway_config.load("dispatcher", env).consumer_group == "im-dispatcher.eu-west"

@@ -119,6 +119,81 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Backend logins (docs/security.md). A login is a "kind" (redis or cassandra) and the
+Secret of one identity (keys username and password; "" = no login). The password is a mounted
+file, never an env var; so is the CA that signed the backend's certificate. One home for the
+paths: the env below names the mounts below. */}}
+{{- define "im-gateway.loginDir" -}}/etc/im-gateway/{{ .kind }}-login{{- end }}
+{{- define "im-gateway.caDir" -}}/etc/im-gateway/{{ .kind }}-ca{{- end }}
+
+{{/* true when the kind's CA is mounted: its caSecret is set (and Redis' URL is rediss://). */}}
+{{- define "im-gateway.backendCa" -}}
+{{- $values := index .root.Values .kind }}
+{{- if and $values.caSecret (or (ne .kind "redis") (hasPrefix "rediss://" $values.url)) }}true{{ end }}
+{{- end }}
+
+{{/* IMGW_<KIND>_USERNAME, _PASSWORD_FILE, _CA_FILE. Call with (dict "root" $ "kind" "redis" "secret" ...). */}}
+{{- define "im-gateway.loginEnv" -}}
+{{- $prefix := printf "IMGW_%s" (upper .kind) }}
+{{- if .secret }}
+- name: {{ $prefix }}_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: username
+- name: {{ $prefix }}_PASSWORD_FILE
+  value: {{ include "im-gateway.loginDir" . }}/password
+{{- end }}
+{{- if include "im-gateway.backendCa" . }}
+- name: {{ $prefix }}_CA_FILE
+  value: {{ include "im-gateway.caDir" . }}/ca.crt
+{{- end }}
+{{- end }}
+
+{{/* The volume mounts of loginEnv (same arguments). */}}
+{{- define "im-gateway.loginMounts" -}}
+{{- if .secret }}
+- name: {{ .kind }}-login
+  mountPath: {{ include "im-gateway.loginDir" . }}
+  readOnly: true
+{{- end }}
+{{- if include "im-gateway.backendCa" . }}
+- name: {{ .kind }}-ca
+  mountPath: {{ include "im-gateway.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volumes of loginEnv, with only the keys a process reads (same arguments). */}}
+{{- define "im-gateway.loginVolumes" -}}
+{{- if .secret }}
+- name: {{ .kind }}-login
+  secret:
+    secretName: {{ .secret }}
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- if include "im-gateway.backendCa" . }}
+- name: {{ .kind }}-ca
+  secret:
+    secretName: {{ (index .root.Values .kind).caSecret }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/* Redis and Cassandra logins of one identity: env, mounts or volumes ("what"). Call with
+(dict "root" $ "what" "Env" "identity" "gateway"); identity: gateway, dispatcher, migrate. */}}
+{{- define "im-gateway.logins" -}}
+{{- $auth := dict "redis" .root.Values.redis.auth "cassandra" .root.Values.cassandra.auth }}
+{{- range $kind := list "redis" "cassandra" }}
+{{- $secret := index (index $auth $kind) (printf "%sSecret" $.identity) | default "" }}
+{{- include (printf "im-gateway.login%s" $.what) (dict "root" $.root "kind" $kind "secret" $secret) }}
+{{- end }}
+{{- end }}
+
 {{/* Checks of region and regions (the processes refuse to start otherwise). */}}
 {{- define "im-gateway.checkRegions" -}}
 {{- if .Values.regions }}

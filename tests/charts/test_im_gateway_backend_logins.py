@@ -1,0 +1,190 @@
+"""The chart's backend logins and its schema migration (issue 14), rendered with the pinned
+helm from the values the builders give (opsctl.stack._gateway.chart_values).
+
+- every workload logs in to Redis and Cassandra as its own identity: the username from that
+  identity's Secret, the password and the CA as mounted files (no secret value in any env);
+- the identities are the ones the local stack runs each process as (opsctl.local), and the
+  login variables the rendered chart gives equal the ones the local stack gives;
+- the migration is a pre-install/pre-upgrade hook Job with the migrate role's login only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway import config as gateway_config
+from opsctl.local import resolve_config
+from opsctl.local._components import (
+    IM_CASSANDRA_ROLES,
+    IM_REDIS_USERS,
+    Layout,
+    build_components,
+)
+from opsctl.local._config import SpecValues
+from opsctl.spec import parse_spec
+from opsctl.stack import _names as n
+from opsctl.stack._certs import GATEWAY_TLS_SECRET
+from opsctl.stack._gateway import chart_values
+from tests.charts.helmkit import Helm, component_name, find
+from tests.support import shipped_spec
+
+pytestmark = pytest.mark.integration
+
+LOGIN_VARIABLES = {
+    f"IMGW_{kind}_{what}"
+    for kind in ("REDIS", "CASSANDRA")
+    for what in ("USERNAME", "PASSWORD_FILE", "CA_FILE")
+}
+# Which local process each workload is (the relay runs as the dispatcher).
+WORKLOADS = {"gateway": "gateway", "dispatcher": "dispatcher", "relay": "relay"}
+
+
+def _builder_values(tmp_path: Path, stack: str) -> Path:
+    """The values the builders give the chart for the stack's first region, plus the JWT
+    settings a render needs."""
+    spec = parse_spec(shipped_spec(stack))
+    values = chart_values(spec, spec.regions[0])
+    values.setdefault("auth", {}).update(
+        {"issuer": "https://auth.im.internal/", "audience": "im-gateway"}
+    )
+    path = tmp_path / f"{stack}-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _pod(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return find(objects, kind, name)["spec"]["template"]["spec"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in container.get("env", [])}
+
+
+def _mounted(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret, key) a file path in the container comes from."""
+    directory, _, key = path.rpartition("/")
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    items = {item["path"]: item["key"] for item in volume["secret"].get("items", [])}
+    return volume["secret"]["secretName"], items.get(key, key)
+
+
+def _check_login(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    kind: str,
+    secret: str,
+    ca_secret: str,
+) -> None:
+    env = _env(container)
+    prefix = f"IMGW_{kind.upper()}"
+    assert env[f"{prefix}_USERNAME"]["valueFrom"] == {
+        "secretKeyRef": {"name": secret, "key": n.USERNAME_KEY}
+    }
+    password = env[f"{prefix}_PASSWORD_FILE"]["value"]
+    assert _mounted(pod, container, password) == (secret, n.PASSWORD_KEY)
+    ca = env[f"{prefix}_CA_FILE"]["value"]
+    assert _mounted(pod, container, ca) == (ca_secret, n.CA_CERT_KEY)
+
+
+@pytest.mark.parametrize("stack", ["local", "staging"])
+def test_each_workload_logs_in_as_its_own_identity_from_mounted_secrets(
+    helm: Helm, tmp_path: Path, stack: str
+) -> None:
+    objects = helm.render(values=[_builder_values(tmp_path, stack)])
+    workloads = ["gateway", "dispatcher"] + (["relay"] if stack == "staging" else [])
+    for workload in workloads:
+        pod = _pod(objects, "Deployment", component_name(workload))
+        container = pod["containers"][0]
+        process = WORKLOADS[workload]
+        _check_login(
+            pod,
+            container,
+            "redis",
+            n.redis_user_secret(IM_REDIS_USERS[process]),
+            GATEWAY_TLS_SECRET,
+        )
+        _check_login(
+            pod,
+            container,
+            "cassandra",
+            n.cassandra_role_secret(IM_CASSANDRA_ROLES[process]),
+            GATEWAY_TLS_SECRET,
+        )
+        # Only the password key and ca.crt are mounted; no env carries a secret's value.
+        for variable in container["env"]:
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            assert ref is None or ref["key"] == n.USERNAME_KEY, variable
+
+
+def test_the_login_variables_equal_what_the_local_stack_runs(helm: Helm, tmp_path: Path) -> None:
+    """The rendered chart and the local stack give each process the same login variables,
+    as the same identity (a missing credential on either side fails here)."""
+    objects = helm.render(values=[_builder_values(tmp_path, "local")])
+    config = resolve_config(state_dir=tmp_path / "state", base_port=20000, env={})
+    spec = SpecValues.from_spec(parse_spec(shipped_spec("local")))
+    local = {c.name: c.env for c in build_components(config, spec)}
+    Layout(tmp_path / "state").secrets.ensure()
+    for workload, local_name in (("gateway", "gw-1"), ("dispatcher", "dispatcher")):
+        container = _pod(objects, "Deployment", component_name(workload))["containers"][0]
+        chart_env = _env(container)
+        chart_logins = LOGIN_VARIABLES & set(chart_env)
+        local_logins = LOGIN_VARIABLES & set(local[local_name])
+        assert chart_logins == local_logins == LOGIN_VARIABLES, workload
+        for kind in ("REDIS", "CASSANDRA"):
+            ref = chart_env[f"IMGW_{kind}_USERNAME"]["valueFrom"]["secretKeyRef"]["name"]
+            identity = local[local_name][f"IMGW_{kind}_USERNAME"]
+            named = n.redis_user_secret if kind == "REDIS" else n.cassandra_role_secret
+            assert ref == named(identity), (workload, kind)
+        # Both speak TLS to Redis.
+        assert chart_env["IMGW_REDIS_URL"]["value"].startswith("rediss://")
+        assert local[local_name]["IMGW_REDIS_URL"].startswith("rediss://")
+
+
+def test_the_migration_is_a_hook_job_with_only_the_migrate_role(helm: Helm, tmp_path: Path) -> None:
+    objects = helm.render(values=[_builder_values(tmp_path, "staging")])
+    job = find(objects, "Job", component_name("migrate"))
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod  # the chart's own does not exist yet at install
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "gateway.migrate", "--only", "cql"]
+    _check_login(
+        pod, container, "cassandra", n.cassandra_role_secret("migrate"), GATEWAY_TLS_SECRET
+    )
+    env = _env(container)
+    assert not {"IMGW_REDIS_USERNAME", "IMGW_REDIS_PASSWORD_FILE"} & set(env)
+    # The gateway's config loader accepts the Job's environment (files stood in).
+    plain: dict[str, str] = {}
+    for name, variable in env.items():
+        if "value" in variable:
+            plain[name] = variable["value"]
+        elif "secretKeyRef" in variable["valueFrom"]:
+            plain[name] = "migrate"
+        else:
+            plain[name] = "im-gateway-migrate-x2x4q"
+    for name in ("IMGW_CASSANDRA_PASSWORD_FILE", "IMGW_CASSANDRA_CA_FILE"):
+        stand_in = tmp_path / name
+        stand_in.write_text("x")
+        plain[name] = str(stand_in)
+    loaded = gateway_config.load("migrate", plain)
+    assert loaded.cassandra_username == "migrate"
+    # Its network policy: DNS and Cassandra, nothing else, no ingress.
+    policy = find(objects, "NetworkPolicy", component_name("migrate"))
+    assert "ingress" not in policy["spec"]
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, n.CASSANDRA_CQL_PORT}
+
+
+def test_the_migration_can_be_turned_off(helm: Helm, tmp_path: Path) -> None:
+    objects = helm.render(
+        values=[_builder_values(tmp_path, "local")], sets={"migration.enabled": "false"}
+    )
+    assert not [o for o in objects if o["kind"] == "Job" and "migrate" in o["metadata"]["name"]]
