@@ -25,6 +25,9 @@ Layout, from the bottom up:
 - ``_jvm``: JVM flags, the ``java`` command line and the jars of Kafka, Cassandra and
   MirrorMaker 2 (``connect-mirror``);
 - ``_exporters``: the metric exporters' wiring (JMX agents, redis_exporter, kube-state-metrics);
+- ``_secrets``: the stack's CA, server certificate and one password per identity (generated
+  once per state dir, only paths leave it); ``_cassandra_auth``: Cassandra's roles and grants,
+  set up as prod's (docs/security.md);
 - ``_render``: every config file a component reads, rendered by pure functions;
 - ``_components``: one ``Component`` per process (command line, environment, port, health
   check, ``prepare`` step), the start and stop orders (``Phase`` and waves, ``StopGroup``)
