@@ -105,3 +105,12 @@ def test_pubsub_disconnect(local_stack: LocalStack, opsctl: OpsctlRunner, tmp_pa
     _assert_clean(verdict)
     (cut,) = [c for c in verdict["checks"] if c["name"] == "pub/sub connections cut"]
     assert cut["ok"]
+
+
+def test_slow_reader_flood(local_stack: LocalStack, opsctl: OpsctlRunner, tmp_path: Path) -> None:
+    code, verdict, err = _run(opsctl, local_stack, tmp_path, "slow-reader-flood")
+    assert code == ExitCode.OK, err
+    _assert_clean(verdict)
+    checks = {c["name"]: c for c in verdict["checks"]}
+    assert checks["flood ran"]["ok"]
+    assert checks["gateway memory bounded"]["ok"]
