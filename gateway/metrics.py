@@ -290,7 +290,8 @@ class RelayMetrics(_Metrics):
         self.skipped = self.counter("skipped_records", "Undecodable deliveries records skipped.")
         self.events_forwarded = self.counter(
             "events_forwarded",
-            "This region's receipts (r) and presence records (p) produced for the peers.",
+            "This region's receipts (r), presence (p) and membership changes (i) produced for "
+            "the peers.",
             "kind",
         )
         self.events_dropped = self.counter(
