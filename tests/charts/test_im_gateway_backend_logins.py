@@ -188,3 +188,76 @@ def test_the_migration_can_be_turned_off(helm: Helm, tmp_path: Path) -> None:
         values=[_builder_values(tmp_path, "local")], sets={"migration.enabled": "false"}
     )
     assert not [o for o in objects if o["kind"] == "Job" and "migrate" in o["metadata"]["name"]]
+
+
+# Where the rendered chart and the local stack may differ, and why; any other variable set
+# on one side only fails (a credential the chart forgets, a setting the stack never tests).
+CHART_ONLY = {
+    # The builders' DC for NetworkTopologyStrategy; the one-region local keyspace is
+    # SimpleStrategy (the multi-region local stack sets it per region).
+    "IMGW_CASSANDRA_DATACENTER": "dc",
+    # Explicit in the chart, the loader's default locally (checked equal below).
+    "IMGW_KAFKA_DELIVERIES_TOPIC": "default",
+    "IMGW_REDIS_CLUSTER": "default",
+}
+GATEWAY_CHART_ONLY = {
+    **CHART_ONLY,
+    # prod verifies the IdP's RS256 keys; the local stack mints HS256 test tokens.
+    "IMGW_JWT_JWKS_FILE": "jwt",
+    # The chart's per-pod sizing; the local stack runs the loader's defaults.
+    "IMGW_MAX_CONNECTIONS": "sizing",
+    "IMGW_MAX_FRAME_BYTES": "default",
+    "IMGW_RATE_LIMIT_PER_S": "default",
+    "IMGW_SEND_QUEUE_MAX": "default",
+}
+# migrate's inputs, which every local process shares; in prod the topics and keyspaces come
+# from the builders (KafkaTopics, the keyspace Job).
+LOCAL_ONLY = {
+    "IMGW_KAFKA_PARTITIONS",
+    "IMGW_KAFKA_REPLICATION_FACTOR",
+    "IMGW_CASSANDRA_REPLICATION_FACTOR",
+}
+GATEWAY_LOCAL_ONLY = {*LOCAL_ONLY, "IMGW_JWT_HS256_SECRET_FILE"}
+# The local stack gives the dispatcher the gateway's settings too; it ignores them.
+DISPATCHER_LOCAL_ONLY = {
+    *GATEWAY_LOCAL_ONLY,
+    "IMGW_DRAIN_WINDOW_S",
+    "IMGW_JWT_ISSUER",
+    "IMGW_JWT_AUDIENCE",
+}
+
+
+def _chart_env(objects: list[dict[str, Any]], workload: str) -> dict[str, Any]:
+    """Every IMGW_* variable of a workload: its env and its ConfigMap's."""
+    container = _pod(objects, "Deployment", component_name(workload))["containers"][0]
+    env: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        env.update(find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for name, variable in _env(container).items():
+        env[name] = variable.get("value", variable.get("valueFrom"))
+    return {name: value for name, value in env.items() if name.startswith("IMGW_")}
+
+
+def test_the_chart_and_the_local_stack_set_the_same_variables(helm: Helm, tmp_path: Path) -> None:
+    objects = helm.render(values=[_builder_values(tmp_path, "local")])
+    config = resolve_config(state_dir=tmp_path / "state", base_port=20000, env={})
+    spec = SpecValues.from_spec(parse_spec(shipped_spec("local")))
+    local = {c.name: c.env for c in build_components(config, spec)}
+    cases = [
+        ("gateway", "gw-1", GATEWAY_CHART_ONLY, GATEWAY_LOCAL_ONLY),
+        ("dispatcher", "dispatcher", CHART_ONLY, DISPATCHER_LOCAL_ONLY),
+    ]
+    defaults = gateway_config.Config.model_fields
+    for workload, local_name, chart_only, local_only in cases:
+        chart = _chart_env(objects, workload)
+        mine = {k: v for k, v in local[local_name].items() if k.startswith("IMGW_")}
+        assert sorted(set(chart) - set(mine)) == sorted(chart_only), workload
+        assert sorted(set(mine) - set(chart)) == sorted(local_only), workload
+        for name, why in chart_only.items():
+            if why == "default":
+                field = name.removeprefix("IMGW_").lower()
+                parsed = gateway_config.Config.model_validate({field: chart[name]})
+                assert getattr(parsed, field) == defaults[field].default, name
+        # Shared settings agree where the spec decides them.
+        for name in ("IMGW_KAFKA_TOPIC", "IMGW_CASSANDRA_KEYSPACE", "IMGW_REGION"):
+            assert chart[name] == mine[name], (workload, name)
