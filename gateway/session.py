@@ -35,6 +35,7 @@ SERVER_OPS = (
     "pong",
     "ack",
     "message",
+    "gap",  # an in-doubt seq range, delivered live like a message (gateway.delivery)
     "receipt",
     "sync_batch",
     "sync_done",

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import CloseCode
+from gateway.protocol import CloseCode, gap_frame
 from gateway.session import WRITE_LIMIT, SessionTable
 from tests.gateway import fakes
 
@@ -35,6 +35,18 @@ def test_frames_go_straight_to_the_socket_while_its_buffer_has_room() -> None:
     assert (s.outbox, outbox.queued) == (None, 0)
     sent = metrics.registry.get_sample_value("im_gateway_frames_out_total", {"op": "pong"})
     assert sent == 1
+
+
+def test_a_live_gap_frame_is_written_and_counted_from_zero() -> None:
+    metrics = GatewayMetrics()
+    outbox = fakes.outbox(metrics=metrics)
+    labels = {"op": "gap"}
+    assert metrics.registry.get_sample_value("im_gateway_frames_out_total", labels) == 0
+    s = fakes.session("alice")
+    frame = gap_frame("dm:alice:bob", 4, 6)
+    assert outbox.push(s, frame, "gap")
+    assert fakes.ws_of(s).written == [frame]
+    assert metrics.registry.get_sample_value("im_gateway_frames_out_total", labels) == 1
 
 
 def test_a_backed_up_socket_gets_a_queue_flushed_in_order() -> None:
