@@ -30,7 +30,7 @@ import pytest
 from opsctl.cluster._plan import plan_clusters
 from opsctl.cluster._tools import find_tools
 from opsctl.errors import ExitCode, ToolMissing
-from opsctl.infra import find_pulumi, pulumi_home
+from opsctl.infra import Operation, find_pulumi, pulumi_home, resolve_config
 from opsctl.infra._driver import _check_provider
 from opsctl.paths import DEFAULT_INFRA_DIR
 from opsctl.spec import load_stack
@@ -208,6 +208,56 @@ def _drift_and_repair(clusters: Clusters, contexts: dict[str, str], run: Any) ->
     outputs = run("outputs", "-o", "json")
     assert outputs.exit_code == ExitCode.OK
     assert sorted(_json(outputs)["outputs"]["regions"]) == sorted(regions)
+
+
+@pytest.mark.timeout(600)
+def test_a_read_secret_refreshes_unchanged_until_its_source_changes(
+    stack_clusters: Clusters, infra_env: Path
+) -> None:
+    """The cross-region root CA copy reads the primary's Secret (infra/imstack read_secret).
+    Right after up, refresh and drift find the read unchanged; an edit of the source shows.
+    (With a bare Secret.get, every refresh and drift check reported the read as an update.)"""
+    import pulumi
+    import pulumi_kubernetes as k8s
+    from kubernetes.client import V1Namespace, V1ObjectMeta, V1Secret
+
+    from infra.imstack.program import read_secret
+    from opsctl.infra._driver import open_stack, prepare
+    from opsctl.infra._events import pending, summary_counts
+
+    stack = STACKS[0]
+    context = load_stack(DEFAULT_INFRA_DIR, stack).primary.kube_context
+    core = stack_clusters.core(context)
+    namespace, name = "engine-read-check", "source"
+    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=namespace)))
+    data = {"ca.crt": base64.b64encode(b"not a real CA").decode()}
+    core.create_namespaced_secret(namespace, V1Secret(metadata=V1ObjectMeta(name=name), data=data))
+
+    def program() -> None:
+        provider = k8s.Provider("read-check", context=context)
+        source = read_secret(
+            "read-check/source",
+            namespace=namespace,
+            name=name,
+            opts=pulumi.ResourceOptions(provider=provider, additional_secret_outputs=["data"]),
+        )
+        pulumi.export("keys", pulumi.Output.unsecret(source.data).apply(sorted))
+
+    config = resolve_config(stack=stack, infra_dir=infra_env, kubeconfig=stack_clusters.kubeconfig)
+    checked = open_stack(config, prepare(config, Operation.up), program)
+    try:
+        assert checked.up().outputs["keys"].value == ["ca.crt"]
+        refreshed = summary_counts(checked.refresh().summary.resource_changes)
+        assert pending(refreshed) == 0, refreshed
+        drift = summary_counts(checked.preview_refresh().change_summary)
+        assert pending(drift) == 0, drift
+
+        core.patch_namespaced_secret(name, namespace, {"data": {"extra": data["ca.crt"]}})
+        drift = summary_counts(checked.preview_refresh().change_summary)
+        assert drift.get("update") == 1, drift
+    finally:
+        checked.destroy()
+        core.delete_namespace(namespace)
 
 
 def test_a_python_policy_pack_is_refused_with_the_engines_reason(
