@@ -163,7 +163,8 @@ LocalStateDirOption = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="State dir of the local stack to find endpoints in. [env: OPSCTL_LOCAL_STATE_DIR]",
+        help="State dir of the local stack to find endpoints in. "
+        "[env: {local.env_state_dir}] [default: {local.state_dir}]",
         file_okay=False,
         show_default=False,
     ),

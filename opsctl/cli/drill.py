@@ -60,7 +60,8 @@ def target(
         Path | None,
         like(
             LocalStateDirOption,
-            help="State dir of the local stack to drill. [env: OPSCTL_LOCAL_STATE_DIR]",
+            help="State dir of the local stack to drill. "
+            "[env: {local.env_state_dir}] [default: {local.state_dir}]",
         ),
     ] = None,
 ) -> None:
