@@ -6,6 +6,8 @@ loadtests/locustfile.py`` reads the same ones.
 
 LOADTEST_PROFILE           profile name or file (loadtests/profiles/*.yaml); default smoke
 LOADTEST_TARGETS           comma-separated ws:// URLs; users spread over them
+LOADTEST_REGION_TARGETS    with a profile's ``regions``: each region's URLs,
+                           ``region=url,url;region=url`` (opsctl/loadtest/targets.py)
 LOADTEST_JWT_SECRET_FILE   HS256 secret that signs the simulated users' tokens
 LOADTEST_JWT_ISSUER, LOADTEST_JWT_AUDIENCE   the tokens' iss and aud (empty: left out). Set
                            both: the local stack's gateways, and every gateway with a JWKS,
@@ -30,12 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from opsctl.loadtest.placement import parse_region_targets
 from opsctl.loadtest.profiles import Profile, load_profile
 
 # Every variable above; a test checks that opsctl sets no other LOADTEST_* variable.
 ENV_VARS = (
     "LOADTEST_PROFILE",
     "LOADTEST_TARGETS",
+    "LOADTEST_REGION_TARGETS",
     "LOADTEST_JWT_SECRET_FILE",
     "LOADTEST_JWT_ISSUER",
     "LOADTEST_JWT_AUDIENCE",
@@ -61,6 +65,7 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
 class RunConfig:
     profile: Profile
     targets: tuple[str, ...]
+    region_targets: dict[str, tuple[str, ...]]
     run_id: str
     out_dir: Path
     jwt_secret_file: Path
@@ -79,6 +84,7 @@ class RunConfig:
         return cls(
             profile=load_profile(env.get("LOADTEST_PROFILE", "smoke")),
             targets=tuple(url for url in env.get("LOADTEST_TARGETS", "").split(",") if url),
+            region_targets=parse_region_targets(env.get("LOADTEST_REGION_TARGETS", "")),
             run_id=env.get("LOADTEST_RUN_ID", "lt"),
             out_dir=Path(env.get("LOADTEST_OUT", ".")),
             jwt_secret_file=Path(env.get("LOADTEST_JWT_SECRET_FILE", "")),

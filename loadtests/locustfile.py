@@ -31,6 +31,7 @@ from loadtests.kube import InClusterApi, ResultsPublisher
 from loadtests.reporting import Measurements, Reporting, recorder
 from loadtests.session import ImSession, TokenSigner, backoff_s
 from loadtests.storm import StormTracker, in_storm
+from opsctl.loadtest.placement import connect_order, region_of
 
 # Workers report to the master every second, so live progress and health stay fresh.
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
@@ -51,6 +52,7 @@ REPORTING = Reporting(
     CONFIG.measure_from_s,
     pod_name=CONFIG.pod_name,
     publisher=PUBLISHER,
+    regions=PROFILE.regions is not None,
 )
 REPORTING.install(events)
 STORMS = StormTracker(MEASUREMENTS.counters)
@@ -93,6 +95,20 @@ def user_id(index: int) -> str:
     return f"{CONFIG.run_id}-u{index}"
 
 
+def placement(index: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(URL, region, routes) of user ``index``: with the profile's region mix, a gateway of
+    its region (opsctl/loadtest/placement.py) and the other regions to fail over to; without,
+    one of the targets."""
+    regions = PROFILE.regions
+    if regions is None:
+        return CONFIG.targets[index % len(CONFIG.targets)], "", ()
+    region = region_of(index, regions.mix, regions.cross_share)
+    routes = tuple(connect_order(region, index, CONFIG.region_targets))
+    if not routes or routes[0][0] != region:
+        raise RuntimeError(f"LOADTEST_REGION_TARGETS has no gateway of region {region}")
+    return routes[0][1], region, routes
+
+
 class ImUser(User):
     """One device of one user on one persistent connection. Subclasses choose behaviours.
 
@@ -114,8 +130,11 @@ class ImUser(User):
         size = PROFILE.behaviours.group.group_size
         self.group_id = f"{CONFIG.run_id}-g{self.index // size}"
         self.in_group = self.index % size == 0  # the creator is in from the start
+        url, region, routes = placement(self.index)
         self.session = ImSession(
-            url=CONFIG.targets[self.index % len(CONFIG.targets)],
+            url=url,
+            region=region,
+            routes=routes,
             user_id=self.user_id,
             sign=SIGN,
             counters=MEASUREMENTS.counters,

@@ -36,6 +36,7 @@ from loadtests.clock import ClockSync
 from loadtests.health import HealthSampler
 from loadtests.kube import PROGRESS_INTERVAL_S, PublishError, ResultsPublisher
 from loadtests.session import Record
+from opsctl.loadtest.placement import CROSS, SAME
 
 HEALTH_SAMPLES_KEPT = 600  # the last ten minutes in each report to the master
 ERRORS_KEPT = 50
@@ -78,13 +79,25 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def delivery_histogram(environment: Environment) -> dict[int, int]:
-    """Delivery latency (ms, rounded as Locust does) -> count, over every DELIVER entry."""
+def delivery_histogram(environment: Environment, locality: str | None = None) -> dict[int, int]:
+    """Delivery latency (ms, rounded as Locust does) -> count, over every DELIVER entry, or
+    only those of one ``locality`` (``cross``, ``same``: entries ``<kind>/<locality>``, which
+    a profile's region mix records)."""
     merged: Counter[int] = Counter()
-    for (_name, method), entry in environment.stats.entries.items():
-        if method == "DELIVER":
+    for (name, method), entry in environment.stats.entries.items():
+        if method == "DELIVER" and (locality is None or name.endswith(f"/{locality}")):
             merged.update(entry.response_times)
     return dict(merged)
+
+
+def latency_figures(histogram: dict[int, int]) -> dict[str, Any]:
+    return {
+        "count": sum(histogram.values()),
+        "p50_ms": percentile(histogram, 0.50),
+        "p95_ms": percentile(histogram, 0.95),
+        "p99_ms": percentile(histogram, 0.99),
+        "max_ms": max(histogram, default=None),
+    }
 
 
 def percentile(histogram: dict[int, int], fraction: float) -> float | None:
@@ -111,8 +124,10 @@ class Reporting:
         *,
         pod_name: str = "",
         publisher: ResultsPublisher | None = None,
+        regions: bool = False,
     ) -> None:
         self.measurements = measurements
+        self.regions = regions  # the profile places users across regions
         self.out_dir = out_dir
         self.measure_from_s = measure_from_s
         self.pod_name = pod_name
@@ -318,13 +333,14 @@ class Reporting:
             for e in environment.stats.errors.values()
         ]
         summary = {
-            "delivery": {
-                "count": sum(histogram.values()),
-                "p50_ms": percentile(histogram, 0.50),
-                "p95_ms": percentile(histogram, 0.95),
-                "p99_ms": percentile(histogram, 0.99),
-                "max_ms": max(histogram, default=None),
-            },
+            "delivery": latency_figures(histogram),
+            # A region mix: cross-region deliveries apart from same-region ones.
+            "delivery_regions": {
+                locality: latency_figures(delivery_histogram(environment, locality))
+                for locality in (CROSS, SAME)
+            }
+            if self.regions
+            else {},
             "entries": entries,
             "errors": errors[:ERRORS_KEPT],
             "worker_reports": list(self.worker_reports.values()),

@@ -30,6 +30,7 @@ import jwt
 from loadtests.clock import ClockSync
 from loadtests.imclient import Closed, ConnectError, ImConnection
 from loadtests.tracking import SeqTracker
+from opsctl.loadtest.placement import locality
 
 # (request type, name, elapsed ms, error): a Locust request event. An empty type is not
 # recorded (internal requests such as the clock ping).
@@ -87,6 +88,14 @@ class ImSession:
     clock: ClockSync
     record: Record
     gateway_clock: bool = False
+    # A profile's region mix: the region of ``url``, stamped on every send so that a receiver
+    # can tell a cross-region delivery from a same-region one ("": no mix).
+    region: str = ""
+    # With a mix: (region, URL) to connect to in turn, own region first. A connect that fails
+    # moves to the next one, and a request left without a reply ends the connection (a frozen
+    # region's gateway keeps its sockets open but never answers; protocol 7.1: a dead
+    # connection is reconnected), so the users of a region that is down move to another.
+    routes: tuple[tuple[str, str], ...] = ()
     conn: ImConnection | None = field(default=None, init=False)
     tracker: SeqTracker = field(init=False)
     # ref -> (type, name, start)
@@ -122,11 +131,21 @@ class ImSession:
             self.drop()
             self.waiting.pop("hello", None)
             self.record("CONNECT", "hello", (time.perf_counter() - started) * 1000, exc)
+            self._next_route()
             return False
         self.counters["connects"] += 1
         self.established = True
         self._sample_gateway_clock()
         return True
+
+    def _next_route(self) -> None:
+        """The next (region, URL) to try, after one that did not answer."""
+        if len(self.routes) < 2:
+            return
+        here = (self.region, self.url)
+        at = self.routes.index(here) if here in self.routes else -1
+        self.region, self.url = self.routes[(at + 1) % len(self.routes)]
+        self.counters["region_failovers"] += 1
 
     def reconnect(self) -> bool:
         """Connect again, catching up from this device's cursors."""
@@ -180,7 +199,9 @@ class ImSession:
         frame = {
             "op": "send",
             "client_msg_id": f"{self.user_id}-{self.seq}",
-            "body": f"{self.clock.now_ms():.1f}|{padding}",
+            "body": f"{self.clock.now_ms():.1f}|{self.region}|{padding}"
+            if self.region
+            else f"{self.clock.now_ms():.1f}|{padding}",
             **target,
         }
         if self.request(frame, "SEND", name) is None:
@@ -262,6 +283,10 @@ class ImSession:
                 waiting = self.waiting.pop(ref, None)
                 if waiting is not None and record and waiting[0]:
                     self.record(waiting[0], waiting[1], REPLY_TIMEOUT_S * 1000, TimeoutError(ref))
+                if self.routes and ref != "hello":
+                    self.counters["reply_timeout_disconnects"] += 1
+                    self.drop()
+                    self._next_route()
                 raise TimeoutError(f"no reply to {ref} in {REPLY_TIMEOUT_S} s")
             self._read(left)
         reply = self.replies.pop(ref)
@@ -334,16 +359,20 @@ class ImSession:
             return
         if frame.get("from") == self.user_id:
             return  # own echo: counted for sequence, not for sender -> receiver latency
-        stamp, _, _ = str(frame.get("body", "")).partition("|")
+        parts = str(frame.get("body", "")).split("|", 2)
         try:
-            sent_ms = float(stamp)
+            sent_ms = float(parts[0])
         except ValueError:
             return
         latency = self.clock.now_ms() - sent_ms
         if latency < 0:
             self.counters["negative_latency"] += 1
             latency = 0.0
-        self.record("DELIVER", str(frame.get("kind", "dm")), latency, None)
+        name = str(frame.get("kind", "dm"))
+        if self.region and len(parts) == 3 and parts[1]:
+            # Sender's region (stamped in the body) against ours now: "dm/cross", "group/same".
+            name = f"{name}/{locality(parts[1], self.region)}"
+        self.record("DELIVER", name, latency, None)
 
 
 def backoff_s(attempt: int, base_s: float = 0.2, cap_s: float = 5.0) -> float:

@@ -68,3 +68,28 @@ def verdict_table(console: Console, verdict: Verdict, title: str) -> None:
             f"[{style[check.status]}]{check.status.value}[/]",
         )
     console.print(table)
+
+
+def regions_table(console: Console, delivery_regions: dict[str, Any]) -> None:
+    """Delivery latency of cross-region deliveries apart from same-region ones."""
+    from rich.table import Table
+
+    table = Table(title="delivery by region (sender's vs receiver's)")
+    for column in ("deliveries", "count", "p50", "p95", "p99", "max"):
+        table.add_column(column)
+    for locality in ("cross", "same"):
+        figures = delivery_regions.get(locality, {})
+
+        def ms(key: str, figures: dict[str, Any] = figures) -> str:
+            value = figures.get(key)
+            return "-" if value is None else f"{value:g} ms"
+
+        table.add_row(
+            f"{locality}-region",
+            str(figures.get("count", 0)),
+            ms("p50_ms"),
+            ms("p95_ms"),
+            ms("p99_ms"),
+            ms("max_ms"),
+        )
+    console.print(table)

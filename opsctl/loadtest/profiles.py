@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from opsctl.errors import UserInputError
 from opsctl.paths import REPO_ROOT
@@ -132,6 +133,38 @@ class Storm(_Strict):
     share_pct: float = Field(gt=0, le=100, description="percent of the users that drop")
 
 
+RegionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$", max_length=63)]
+RegionShare = Annotated[float, Field(gt=0, le=1)]
+SHARES_TOLERANCE = 1e-6
+
+
+class Regions(_Strict):
+    """Where the users connect (issue 13 part 6), docs/loadtests.md "Users across regions".
+
+    ``mix``: region -> share of the users whose gateways are that region's (shares sum to 1;
+    the region names are the target stack's). ``cross_share``: the share of DM pairs whose two
+    users are in different regions; the other pairs are both in one region. loadtests/placement.py
+    places user ``i`` from its index alone, so every worker agrees without talking."""
+
+    mix: dict[RegionName, RegionShare] = Field(min_length=1)
+    cross_share: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _feasible(self) -> Regions:
+        total = sum(self.mix.values())
+        if abs(total - 1) > SHARES_TOLERANCE:
+            raise ValueError(f"mix shares sum to {total:g}: they must sum to 1")
+        if self.cross_share > 0 and len(self.mix) < 2:
+            raise ValueError(f"cross_share {self.cross_share:g} needs at least two regions in mix")
+        from opsctl.loadtest.placement import same_pair_shares
+
+        try:
+            same_pair_shares(self.mix, self.cross_share)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class Profile(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     description: str = ""
@@ -148,6 +181,9 @@ class Profile(_Strict):
     stages: tuple[Stage, ...] = ()
     capacity: Capacity | None = None
     storms: tuple[Storm, ...] = ()
+    regions: Regions | None = Field(
+        default=None, description="users across regions; none: every user on the target's URLs"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -227,6 +263,48 @@ def load_profile(name_or_path: str, profiles_dir: Path = PROFILES_DIR) -> Profil
 
 def parse_profile(text: str, shown: str) -> Profile:
     return load_yaml_model(Profile, text, file=shown, what=WHAT, check=storm_findings)
+
+
+def check_regions(
+    profile: Profile, profile_file: Path, regions: dict[str, tuple[str, ...]], target: str
+) -> None:
+    """A profile's region mix against the target's regions: exit 2 (``InvalidInputFile``,
+    with the field and its line) when the target has no regions or lacks one the mix names."""
+    if profile.regions is None:
+        return
+    from opsctl.errors import InputProblem, InvalidInputFile
+    from opsctl.spec._yaml import load_with_positions, position_of
+
+    shown = str(profile_file)
+    try:
+        _, positions = load_with_positions(profile_file.read_text(encoding="utf-8"))
+    except Exception:  # located as well as we can: the profile itself was valid when loaded
+        positions = {}
+
+    def problem(path: tuple[str, ...], message: str) -> InputProblem:
+        where = position_of(positions, path)
+        line, column = where if where else (None, None)
+        return InputProblem(shown, ".".join(path), message, line, column)
+
+    if not regions:
+        problems = [
+            problem(
+                ("regions",),
+                f"{target} has no regions: a region mix needs a multi-region target "
+                "(opsctl local up --stack staging, or --stack with a multi-region spec)",
+            )
+        ]
+    else:
+        problems = [
+            problem(
+                ("regions", "mix", name),
+                f"region '{name}' is not in {target} (regions: {', '.join(regions)})",
+            )
+            for name in profile.regions.mix
+            if not regions.get(name)
+        ]
+    if problems:
+        raise InvalidInputFile(WHAT, shown, problems)
 
 
 def pods_needed(peak_users: int, users_per_pod: float, headroom_pct: float) -> int:

@@ -127,6 +127,51 @@ def write_verdict_csv(path: Path, verdict: Verdict) -> None:
             )
 
 
+REGION_FIELDS = ("deliveries", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+LOCALITIES = ("cross", "same")
+
+
+def region_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cross-region and same-region delivery latency (a profile's region mix), one row each;
+    none without a mix."""
+    by_region = summary.get("delivery_regions") or {}
+    return [
+        {
+            "deliveries": f"{loc}-region",
+            **{k: by_region.get(loc, {}).get(k) for k in REGION_FIELDS[1:]},
+        }
+        for loc in LOCALITIES
+        if by_region
+    ]
+
+
+def write_regions_csv(path: Path, summary: dict[str, Any]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=REGION_FIELDS)
+        writer.writeheader()
+        for row in region_rows(summary):
+            writer.writerow(row)
+
+
+def _regions_html(summary: dict[str, Any]) -> str:
+    rows = region_rows(summary)
+    if not rows:
+        return ""
+    placed = summary.get("regions", {})
+    mix = ", ".join(f"{r} {share:g}" for r, share in placed.get("mix", {}).items())
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(row[k]))}</td>" for k in REGION_FIELDS) + "</tr>"
+        for row in rows
+    )
+    return (
+        "<h2>Delivery across regions</h2>"
+        f"<p>users placed {html.escape(mix)}; cross-region DM pairs "
+        f"{placed.get('cross_share', 0):g}. A delivery is cross-region when the sender's and "
+        "the receiver's gateways are in different regions.</p>"
+        "<table><tr>" + "".join(f"<th>{k}</th>" for k in REGION_FIELDS) + f"</tr>{cells}</table>"
+    )
+
+
 def render_html(summary: dict[str, Any], verdict: Verdict) -> str:
     timeline = summary.get("timeline", [])
     colour = {"pass": "#2ca02c", "fail": "#d62728", "unreliable": "#ff7f0e"}[verdict.status.value]
@@ -210,6 +255,7 @@ finished {html.escape(str(summary.get("finished_at")))}</p>
 <h2>SLO checks</h2><p>judged against {html.escape(verdict.slo_source)}</p>
 <table><tr><th>check</th><th>threshold</th><th>measured</th><th>status</th></tr>
 {rows}</table>
+{_regions_html(summary)}
 <h2>Plots</h2>{"".join(charts)}
 <h2>Requests</h2><table><tr><th>type</th><th>name</th><th>count</th><th>failures</th>
 <th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{entries}</table>
@@ -221,8 +267,8 @@ finished {html.escape(str(summary.get("finished_at")))}</p>
 
 
 def write_reports(out_dir: Path, summary: dict[str, Any], verdict: Verdict) -> dict[str, Path]:
-    """Write summary.json (with the verdict), verdict.csv, timeline.csv and report.html; return
-    their paths (and Locust's own locust_stats.csv)."""
+    """Write summary.json (with the verdict), verdict.csv, timeline.csv and report.html, and
+    with a region mix delivery_regions.csv; return their paths (and Locust's locust_stats.csv)."""
     summary = {**summary, "verdict": verdict.as_dict()}
     paths = {
         "summary": out_dir / "summary.json",
@@ -235,4 +281,7 @@ def write_reports(out_dir: Path, summary: dict[str, Any], verdict: Verdict) -> d
     write_verdict_csv(paths["verdict_csv"], verdict)
     write_timeline_csv(paths["timeline"], summary.get("timeline", []))
     paths["html"].write_text(render_html(summary, verdict), encoding="utf-8")
+    if summary.get("delivery_regions"):
+        paths["regions_csv"] = out_dir / "delivery_regions.csv"
+        write_regions_csv(paths["regions_csv"], summary)
     return paths

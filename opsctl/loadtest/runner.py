@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from opsctl.errors import CheckFailed
+from opsctl.loadtest.placement import format_region_targets
 from opsctl.loadtest.profiles import Profile
 from opsctl.loadtest.targets import Target, free_port
 from opsctl.paths import REPO_ROOT
@@ -67,6 +68,9 @@ def _locust_env(options: RunOptions, out_dir: Path, run_id: str) -> dict[str, st
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
             "LOADTEST_PROFILE": str(options.profile_file),
             "LOADTEST_TARGETS": ",".join(options.target.urls),
+            "LOADTEST_REGION_TARGETS": (
+                format_region_targets(options.target.regions) if options.profile.regions else ""
+            ),
             "LOADTEST_JWT_SECRET_FILE": str(options.target.jwt_secret_file),
             "LOADTEST_JWT_ISSUER": options.target.jwt_issuer or "",
             "LOADTEST_JWT_AUDIENCE": options.target.jwt_audience or "",
@@ -311,6 +315,8 @@ def collect(
         "run_time_s": run_time,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "delivery": master.get("delivery", {}),
+        "delivery_regions": master.get("delivery_regions", {}),
+        "regions": regions_summary(options),
         "connect": {
             "attempts": sum(e["requests"] for e in connect),
             "failures": sum(e["failures"] for e in connect),
@@ -326,6 +332,18 @@ def collect(
         "generator_saturated": any(w["saturated"] for w in workers),
         "storms": storm_figures(options.profile, counters, entries),
         "timeline": read_timeline(out_dir),
+    }
+
+
+def regions_summary(options: RunOptions) -> dict[str, Any]:
+    """Where the users were placed (a profile's region mix) and each region's gateways."""
+    regions = options.profile.regions
+    if regions is None:
+        return {}
+    return {
+        "mix": dict(regions.mix),
+        "cross_share": regions.cross_share,
+        "targets": {r: list(options.target.regions.get(r, ())) for r in regions.mix},
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +36,9 @@ class Target:
     source: str
     # The SLOs of the stack under load; None (a bare URL, the demo): the default stack's.
     slos: StackSlos | None = None
+    # Each region's gateway URLs (a multi-region stack): where a profile's region mix puts
+    # its users. Empty: the target has no regions.
+    regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def stack_slos(self) -> StackSlos:
         return self.slos if self.slos is not None else StackSlos.default()
@@ -70,6 +73,11 @@ def local_target(state_dir: Path | None = None) -> Target:
         gateways=len(info.gateway_ws_urls),
         source=f"local stack in {info.state_dir}",
         slos=StackSlos.load(stack.config.infra_dir, stack.config.spec_stack),
+        regions=(
+            {region.name: region.gateway_ws_urls for region in info.regions}
+            if stack.multi_region
+            else {}
+        ),
     )
 
 
@@ -113,6 +121,16 @@ def region_target(
         gateways=chosen.gateway.replicas,
         source=f"stack {stack}, region {region} (convention {GATEWAY_URL_CONVENTION})",
         slos=StackSlos(stack, spec.slos, spec.reconnect_budget.reconnects_per_second),
+        regions=(
+            {
+                r.name: (
+                    GATEWAY_URL_CONVENTION.format(region=r.name, environment=spec.environment),
+                )
+                for r in spec.regions
+            }
+            if len(spec.regions) > 1
+            else {}
+        ),
     )
 
 
