@@ -3,6 +3,7 @@ under load and gate on its verdict (lost, duplicated, reordered, time to recover
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -42,13 +43,16 @@ class DrillTarget(OnRoot):
 
     state_dir: Path | None
 
-    def check_local(self) -> None:
+    def check_local(self, running: str | None = None) -> None:
+        """Drills run on a local stack: --stack local, or (a region drill) the spec the local
+        stack in --state-dir runs (``running``, e.g. staging)."""
         from opsctl.errors import UserInputError
 
-        if self.stack != "local":
+        if self.stack not in ("local", running):
             raise UserInputError(
                 f"stack '{self.stack}': drills run on the local stack only",
-                hint="use --stack local; docs/drills.md maps each drill onto a cluster",
+                hint="use --stack local (region-down: or the spec the local stack runs); "
+                "docs/drills.md maps each drill onto a cluster",
             )
 
 
@@ -87,7 +91,9 @@ def list_(ctx: typer.Context) -> None:
         (
             [
                 d.name,
-                "yes" if d.available else f"no: {d.unavailable}",
+                ("yes (multi-region stack)" if d.multi_region else "yes")
+                if d.available
+                else f"no: {d.unavailable}",
                 d.fault if d.available else d.summary,
                 ", ".join(a.describe() for a in d.expected_alerts) or "-",
             ]
@@ -130,6 +136,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            "--region",
+            "-r",
+            help="region-down: the region to take down. [default: the stack's last region]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one drill under load: Locust users and a probe whose every message is tracked; the
     fault is injected, held, restored; the stack must recover. Verdict: acked, delivered,
@@ -142,16 +157,21 @@ def run(
     from opsctl.errors import CheckFailed, Inconclusive, UserInputError
 
     target = DrillTarget.of(ctx)
-    target.check_local()
     drill = find(name)
+    if not drill.multi_region:
+        target.check_local()
     if not drill.available:
         raise UserInputError(
             f"drill '{drill.name}' cannot run on the local stack: {drill.unavailable}"
         )
+    if region is not None and not drill.multi_region:
+        raise UserInputError(f"--region: drill '{drill.name}' runs on the one-region stack")
     duration = DEFAULT_DURATION_S if duration is None else duration
     if duration <= 0:
         raise UserInputError(f"--duration {duration:g}: must be more than 0 seconds")
-    stack = open_stack(target.state_dir)
+    stack = open_stack(target.state_dir, multi_region=drill.multi_region)
+    if drill.multi_region:
+        target.check_local(stack.config.spec_stack)
     console.info(f"drill {drill.name}: {drill.summary}")
     outcome = run_drill(
         drill,
@@ -160,6 +180,7 @@ def run(
         report_dir=report_dir,
         load_users=users or LOAD_USERS,
         progress=lambda message: console.info(f"  {message}"),
+        region=region,
     )
     verdict = outcome.verdict
     if target.json:
@@ -173,6 +194,12 @@ def run(
         raise CheckFailed(f"drill {drill.name} failed: {', '.join(failed)}")
     if verdict.status is Status.INCONCLUSIVE:
         raise Inconclusive(f"drill {drill.name} is inconclusive: {', '.join(undecided)}")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return "-" if value is None else str(value)
 
 
 def _show(verdict: Verdict) -> None:
@@ -194,6 +221,7 @@ def _show(verdict: Verdict) -> None:
             ["never acked", str(figures.unacked)],
             ["load: sends acked", str(load.get("sent_acked", 0))],
             ["time to recover", recover],
+            *([k.replace("_", " "), _shown(v)] for k, v in verdict.figures.items()),
             [
                 "alerts fired",
                 ", ".join(

@@ -94,6 +94,9 @@ class Drill:
     unavailable: str | None = None
     max_recover_s: float = MAX_RECOVER_S
     min_acked: int = MIN_ACKED
+    # Runs on the multi-region local stack (opsctl local up --stack staging) instead of the
+    # one-region one, with its own timeline (opsctl/drill/_region.py).
+    multi_region: bool = False
 
     @property
     def available(self) -> bool:
@@ -108,6 +111,7 @@ class Drill:
             "available": self.available,
             "unavailable": self.unavailable,
             "kubernetes": self.kubernetes,
+            "stack": "multi-region" if self.multi_region else "one-region",
         }
 
 
@@ -183,9 +187,12 @@ class Verdict:
     recover_s: float | None
     alerts: tuple[AlertSeen, ...]
     timeline: Mapping[str, float] = field(default_factory=dict)
+    # What a drill measured besides the accounting (region-down: RPO, failover time).
+    figures: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "figures": dict(self.figures),
             "drill": self.drill,
             "status": self.status.value,
             "checks": [c.as_dict() for c in self.checks],
@@ -225,6 +232,7 @@ def judge(
     state: Mapping[str, Any],
     extra: list[Check] | None = None,
     timeline: Mapping[str, float] | None = None,
+    figures: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """The gates: no acknowledged message lost, none duplicated, the stack recovered in time,
     every expected alert fired, the drill's own checks. Any failed gate fails the drill; else
@@ -266,5 +274,12 @@ def judge(
     else:
         status = Status.PASS
     return Verdict(
-        drill.name, status, tuple(checks), accounting, recover_s, seen, dict(timeline or {})
+        drill.name,
+        status,
+        tuple(checks),
+        accounting,
+        recover_s,
+        seen,
+        dict(timeline or {}),
+        dict(figures or {}),
     )

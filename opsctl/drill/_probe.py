@@ -82,11 +82,38 @@ class _Conversation:
             self.pending = {s for s in self.pending if s > self.cursor}
 
 
-class Device:
-    """One device of one user; a background task reads its frames and reconnects it."""
+@dataclass(frozen=True)
+class Keepalive:
+    """How a device notices a connection that went silent: WebSocket pings (the library's
+    defaults: 20 s), and how long a connect may take. A region drill shortens both, so that
+    devices of a frozen region (whose sockets stay open) move to another region in seconds."""
 
-    def __init__(self, urls: list[str], user: str, device: str, token: Callable[[], str]) -> None:
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    open_timeout_s: float = CONNECT_TIMEOUT_S
+
+
+class Device:
+    """One device of one user; a background task reads its frames and reconnects it.
+
+    ``routes``: the URLs to connect to in turn (its own region's first); a connect that fails
+    moves on to the next, and the device stays where it last connected. Without routes it
+    reconnects to any of ``urls``."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        user: str,
+        device: str,
+        token: Callable[[], str],
+        *,
+        routes: list[str] | None = None,
+        keepalive: Keepalive | None = None,
+    ) -> None:
         self.urls = urls
+        self.routes = routes or []
+        self.route_at = 0
+        self.keepalive = keepalive or Keepalive()
         self.user = user
         self.device = device
         self.token = token
@@ -99,6 +126,7 @@ class Device:
         self.reordered = 0
         self.unacked: dict[str, dict[str, Any]] = {}
         self.acked: dict[str, tuple[str, float]] = {}  # cmid -> (message id, sent at)
+        self.acked_at: dict[str, float] = {}  # message id -> when the ack came (monotonic)
         self.sent_at: dict[str, float] = {}
         self.connected = asyncio.Event()
         self.closing = False
@@ -116,14 +144,22 @@ class Device:
         self._refs += 1
         return f"{kind}-{self._refs}"
 
+    def _target(self) -> str:
+        if self.routes:
+            return self.routes[self.route_at % len(self.routes)]
+        return random.choice(self.urls)
+
     async def connect(self, url: str | None = None) -> None:
-        target = url or random.choice(self.urls)
+        target = url or self._target()
+        keepalive = self.keepalive
         ws = await connect(
             target,
             additional_headers={"Authorization": f"Bearer {self.token()}"},
             max_size=2**22,
             compression=None,
-            open_timeout=CONNECT_TIMEOUT_S,
+            open_timeout=keepalive.open_timeout_s,
+            ping_interval=keepalive.ping_interval_s,
+            ping_timeout=keepalive.ping_timeout_s,
         )
         try:
             ref = self._ref("hello")
@@ -175,6 +211,7 @@ class Device:
                 await self.connect()
                 return
             except (OSError, InvalidHandshake, InvalidURI, ConnectionError, TimeoutError):
+                self.route_at += 1  # with routes: the next region's gateway
                 await asyncio.sleep(delay + random.random() * delay)
                 delay = min(delay * 2, 1.0)
             except ConnectionClosed:
@@ -231,6 +268,7 @@ class Device:
         cmid = frame["client_msg_id"]
         self.unacked.pop(cmid, None)
         self.acked.setdefault(cmid, (frame["message_id"], self.sent_at.get(cmid, 0.0)))
+        self.acked_at.setdefault(frame["message_id"], time.monotonic())
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         """Protocol 7.3: rate_limited / unavailable had no effect; the same frame again later."""
@@ -332,20 +370,52 @@ class _Pair:
         return self.a + self.b
 
 
-class Probe:
-    """``PAIRS`` pairs of users, two devices each; ``start``, ``fresh_delivered``, ``finish``."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a region drill puts the probe: each pair's two users, and per device (a0, a1,
+    b0, b1) the URLs it connects to in turn (its region's gateway first)."""
 
-    def __init__(self, urls: list[str], credentials: Credentials, suffix: str) -> None:
+    users: list[tuple[str, str]]
+    routes: list[list[list[str]]]  # pair -> device -> URLs
+    keepalive: Keepalive
+    send_interval_s: float = SEND_INTERVAL_S
+
+
+class Probe:
+    """``PAIRS`` pairs of users, two devices each; ``start``, ``fresh_delivered``, ``finish``.
+    ``placement`` (a region drill) names the users and where each device connects."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        credentials: Credentials,
+        suffix: str,
+        placement: Placement | None = None,
+    ) -> None:
         self.urls = urls
+        self.placement = placement
         self.pairs: list[_Pair] = []
-        for i in range(PAIRS):
-            a, b = f"drill-a{i}-{suffix}", f"drill-b{i}-{suffix}"
+        pairs = (
+            placement.users
+            if placement
+            else [(f"drill-a{i}-{suffix}", f"drill-b{i}-{suffix}") for i in range(PAIRS)]
+        )
+        for i, (a, b) in enumerate(pairs):
+            routes = placement.routes[i] if placement else [[] for _ in range(4)]
+            keepalive = placement.keepalive if placement else None
             devices = {
                 user: [
-                    Device(urls, user, f"dev{k}", functools.partial(credentials.token, user))
+                    Device(
+                        urls,
+                        user,
+                        f"dev{k}",
+                        functools.partial(credentials.token, user),
+                        routes=routes[2 * u + k],
+                        keepalive=keepalive,
+                    )
                     for k in range(2)
                 ]
-                for user in (a, b)
+                for u, user in enumerate((a, b))
             }
             self.pairs.append(_Pair(dm(a, b), devices[a], devices[b]))
         self._stop = asyncio.Event()
@@ -354,7 +424,8 @@ class Probe:
     async def start(self) -> None:
         for pair in self.pairs:
             for index, device in enumerate(pair.devices):
-                await device.connect(self.urls[index % len(self.urls)])
+                first = None if device.routes else self.urls[index % len(self.urls)]
+                await device.connect(first)
         for pair in self.pairs:
             self._senders.append(asyncio.create_task(self._send(pair.a[0], pair.b[0].user)))
             self._senders.append(asyncio.create_task(self._send(pair.b[1], pair.a[1].user)))
@@ -365,11 +436,16 @@ class Probe:
             if device.connected.is_set():
                 await device.send(to, f"{device.user}#{i}")
                 i += 1
-            await asyncio.sleep(SEND_INTERVAL_S)
+            await asyncio.sleep(
+                self.placement.send_interval_s if self.placement else SEND_INTERVAL_S
+            )
 
-    def fresh_delivered(self, since: float) -> bool:
-        """A message sent after ``since`` (monotonic) is acked and on every member device."""
-        for pair in self.pairs:
+    def fresh_delivered(self, since: float, pairs: list[int] | None = None) -> bool:
+        """A message sent after ``since`` (monotonic) is acked and on every member device
+        (of one of ``pairs``, by index; default any)."""
+        for index, pair in enumerate(self.pairs):
+            if pairs is not None and index not in pairs:
+                continue
             for device in (pair.a[0], pair.b[1]):
                 for message_id, sent in device.acked.values():
                     if sent > since and all(message_id in d.ids for d in pair.devices):
@@ -406,6 +482,15 @@ class Probe:
         for pair in self.pairs:
             for device in pair.devices:
                 await device.close()
+
+    def acked_times(self) -> dict[str, tuple[str, float]]:
+        """Every acked message id -> (its conversation, when the ack came, monotonic)."""
+        return {
+            mid: (pair.conv, at)
+            for pair in self.pairs
+            for device in pair.devices
+            for mid, at in device.acked_at.items()
+        }
 
     def lost_details(self, limit: int = 50) -> list[dict[str, Any]]:
         """For the report: each lost message (up to ``limit``), where it is and where not, and

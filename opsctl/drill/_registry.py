@@ -4,6 +4,7 @@ fault on a Kubernetes cluster (docs/drills.md says the same for people)."""
 from __future__ import annotations
 
 from opsctl.drill import _faults as f
+from opsctl.drill import _region as region
 from opsctl.drill._model import Drill, ExpectedAlert
 from opsctl.errors import UserInputError
 
@@ -113,6 +114,24 @@ DRILLS: tuple[Drill, ...] = (
         holding=f.flood_holding,
         restore=f.stop_flood,
         extra_checks=f.flood_contained,
+    ),
+    Drill(
+        name="region-down",
+        summary="A whole region frozen under load (SIGSTOP), failed over as `opsctl region "
+        "evacuate REGION --unreachable` does, served by the survivors, woken up as a zombie "
+        "(SIGCONT) and restored: nothing acked lost, no seq naming two messages, and the RPO "
+        "and failover time measured.",
+        fault="SIGSTOP every process of the region (gateways, dispatcher, relay, Redis, Kafka, "
+        "its Cassandra DC), evacuate it --unreachable, hold, SIGCONT, `opsctl region restore`",
+        kubernetes="a NetworkPolicy (or the cloud's security groups) cutting the region's "
+        "cluster off from the others and from clients, `opsctl region evacuate REGION "
+        "--unreachable`, then the policy removed and `opsctl region restore REGION`",
+        # Its alerts need minutes (ImCrossRegionReplicationLag: for 5m): reported, not gated.
+        expected_alerts=(),
+        inject=region.freeze,
+        restore=region.thaw,
+        multi_region=True,
+        max_recover_s=240.0,
     ),
     Drill(
         name="redis-failover-lost-writes",

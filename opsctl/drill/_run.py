@@ -58,19 +58,24 @@ class _Load:
     error: str | None = None
 
 
-def open_stack(state_dir: Path | None) -> Any:
-    """The running one-region local stack with every component healthy; exit 2 otherwise."""
+def open_stack(state_dir: Path | None, *, multi_region: bool = False) -> Any:
+    """The running local stack with every component healthy: the one-region stack, or with
+    ``multi_region`` a multi-region one (region drills); exit 2 otherwise."""
     from opsctl.local import LocalStack, resolve_state_dir
     from opsctl.local._errors import StackNotRunning
 
     where = resolve_state_dir(state_dir)
+    up = "opsctl local up --stack staging" if multi_region else "opsctl local up"
     try:
         stack = LocalStack.recorded(where)
     except StackNotRunning as exc:
+        raise UserInputError(f"no local stack in {where}", hint=f"start it with `{up}`") from exc
+    if multi_region and not stack.multi_region:
         raise UserInputError(
-            f"no local stack in {where}", hint="start it with `opsctl local up`"
-        ) from exc
-    if stack.multi_region:
+            f"the stack in {where} has one region; this drill needs a multi-region stack",
+            hint=f"`{up}` (in another --state-dir, or after `opsctl local down`)",
+        )
+    if stack.multi_region and not multi_region:
         raise UserInputError(
             f"the stack in {where} is multi-region ({stack.config.spec_stack}); drills run on "
             "the one-region local stack",
@@ -80,12 +85,17 @@ def open_stack(state_dir: Path | None) -> Any:
     if unhealthy:
         raise UserInputError(
             f"the local stack in {where} is not up: {', '.join(unhealthy)} not healthy",
-            hint="`opsctl local up` starts what is down; `opsctl local status` shows why",
+            hint=f"`{up}` starts what is down; `opsctl local status` shows why",
         )
     return stack
 
 
-def _profile_text(duration_s: float, users: int) -> str:
+def _profile_text(duration_s: float, users: int, regions: list[str] | None = None) -> str:
+    """The background load; with ``regions``, spread evenly over them, half the DM pairs
+    across two regions."""
+    names = regions or []
+    shares = ", ".join(f"{region}: {1 / len(names)!r}" for region in names)
+    mix = ["regions:", f"  mix: {{{shares}}}", "  cross_share: 0.5"] if regions else []
     return "\n".join(
         [
             "# Written by opsctl drill: the background load of one drill.",
@@ -99,18 +109,21 @@ def _profile_text(duration_s: float, users: int) -> str:
             "  direct: {rate_per_user_s: 0.5}",
             "  group: {rate_per_user_s: 0.2, group_size: 5}",
             "  presence: {rate_per_user_s: 0.05}",
+            *mix,
             "",
         ]
     )
 
 
-def _start_load(stack: Any, report_dir: Path, duration_s: float, users: int) -> _Load:
+def _start_load(
+    stack: Any, report_dir: Path, duration_s: float, users: int, regions: list[str] | None = None
+) -> _Load:
     from opsctl.loadtest.profiles import parse_profile
     from opsctl.loadtest.runner import RunOptions, run_locust
     from opsctl.loadtest.targets import local_target
 
     profile_file = report_dir / "load-profile.yaml"
-    text = _profile_text(duration_s, users)
+    text = _profile_text(duration_s, users, regions)
     profile_file.write_text(text, encoding="utf-8")
     profile = parse_profile(text, str(profile_file))
     target = local_target(stack.config.state_dir)
@@ -318,21 +331,37 @@ def run_drill(
     report_dir: Path | None = None,
     load_users: int = LOAD_USERS,
     progress: Progress | None = None,
+    region: str | None = None,
 ) -> Outcome:
-    """Run ``drill`` on ``stack`` (from :func:`open_stack`); the verdict and the report's path."""
+    """Run ``drill`` on ``stack`` (from :func:`open_stack`); the verdict and the report's path.
+    ``region``: the region a region drill takes down (default: the stack's last)."""
     if duration_s <= 0:
         raise UserInputError(f"--duration {duration_s:g}: must be more than 0 seconds")
     if not drill.available:
         raise UserInputError(
             f"drill '{drill.name}' cannot run on the local stack: {drill.unavailable}"
         )
+    if region is not None and not drill.multi_region:
+        raise UserInputError(f"--region: drill '{drill.name}' runs on the one-region stack")
+    state: dict[str, Any] = {}
+    if drill.multi_region:
+        from opsctl.drill._region import chosen_region
+
+        state["region"] = chosen_region(stack, region)
     suffix = uuid.uuid4().hex[:8]
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out = report_dir or DEFAULT_REPORTS_DIR / f"{stamp}-{drill.name}-{suffix}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = DrillContext(stack=stack, report_dir=out, suffix=suffix)
-    run = _Run(drill, stack, ctx, duration_s, progress or (lambda _m: None))
-    verdict = asyncio.run(run.verdict(load_users))
+    ctx = DrillContext(stack=stack, report_dir=out, suffix=suffix, state=state)
+    shown = progress or (lambda _m: None)
+    if drill.multi_region:
+        from opsctl.drill._region import RegionDownRun
+
+        verdict = asyncio.run(
+            RegionDownRun(drill, stack, ctx, duration_s, shown).verdict(load_users)
+        )
+    else:
+        verdict = asyncio.run(_Run(drill, stack, ctx, duration_s, shown).verdict(load_users))
     report = out / "drill.json"
     document = {**verdict.as_dict(), "duration_s": duration_s, "report_dir": str(out)}
     report.write_text(json.dumps(document, indent=2), encoding="utf-8")
