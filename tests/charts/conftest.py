@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from opsctl.cluster.pytest_plugin import KubeCluster
 
 
+# kwok pods are ready at once and serve nobody, so waiting the derived minReadySeconds (35 s)
+# per pod on every install and upgrade tests nothing; the derivation itself is checked on the
+# rendered chart (test_im_gateway_strategy.py). A --set in a test still wins over this file.
+KWOK_ROLLOUT = Path(__file__).with_name("kwok-rollout-values.yaml")
+
+
 def _require(error: ToolMissing) -> None:
     pytest.fail(f"{error.message}; {error.hint or ''}", pytrace=False)
 
@@ -41,8 +47,11 @@ def helm(helm_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 @pytest.fixture(scope="session")
 def cluster_helm(helm: Helm, kube_cluster: KubeCluster) -> Helm:
-    """helm bound to the session cluster's kubeconfig and context."""
-    return Helm(helm.binary, helm.home, kube_cluster.kubeconfig, kube_cluster.context)
+    """helm bound to the session cluster's kubeconfig and context, deploying with the kwok
+    rollout overlay."""
+    return Helm(
+        helm.binary, helm.home, kube_cluster.kubeconfig, kube_cluster.context, (KWOK_ROLLOUT,)
+    )
 
 
 @pytest.fixture(scope="session")

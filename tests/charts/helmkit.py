@@ -77,6 +77,7 @@ class Helm:
     home: Path
     kubeconfig: Path | None = None
     context: str | None = None
+    overlays: tuple[Path, ...] = ()  # values files deploy() adds after the caller's
 
     def env(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("HELM_")}
@@ -124,7 +125,8 @@ class Helm:
         """``helm install`` or ``upgrade`` of the chart as RELEASE, waiting until it is ready."""
         target = (RELEASE, str(CHART), "--namespace", namespace)
         wait = ("--wait", "--timeout", DEPLOY_TIMEOUT)
-        return self.run(verb, *target, *wait, *value_args(values, sets), check=check)
+        files = [*values, *self.overlays]
+        return self.run(verb, *target, *wait, *value_args(files, sets), check=check)
 
     def render(
         self,
