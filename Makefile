@@ -7,6 +7,9 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 export OPSCTL_CACHE_DIR ?= $(CURDIR)/.cache
 PYTEST_ARGS ?=
+# `make test` runs two pytest-xdist workers; the tests of each session stack or cluster stay on
+# one worker (tests/conftest.py), so each starts once. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help setup setup-demo setup-cluster demo test lint format typecheck test-unit test-integration test-e2e bench lock clean
 
@@ -30,7 +33,7 @@ demo: setup-demo ## Run the main job on the local stack.
 	@$(BIN)/opsctl demo
 
 test: setup lint ## Run lint, type checks and every test tier (unit, integration, e2e).
-	@$(BIN)/pytest --durations=30 $(PYTEST_ARGS)
+	@$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=30 $(PYTEST_ARGS)
 
 lint: setup-demo ## ruff (lint + format check) and mypy --strict on opsctl/.
 	@$(BIN)/ruff check .

@@ -237,11 +237,21 @@ def port_holder(port: int) -> str | None:
     return None
 
 
+# Where local stacks take their ports: below Linux's ephemeral range, so client sockets do not
+# take them meanwhile. The test suite gives each pytest-xdist worker its own share of it.
+PORT_RANGE = (20000, 32000)
+
+
 def find_free_port_block(
-    size: int = PORT_BLOCK_SIZE, low: int = 20000, high: int = 32000, attempts: int = 200
+    size: int = PORT_BLOCK_SIZE,
+    low: int | None = None,
+    high: int | None = None,
+    attempts: int = 200,
 ) -> int:
-    """A base port whose whole block is free now (below Linux's ephemeral range, so client
-    sockets do not take them meanwhile). Random, so parallel test sessions rarely collide."""
+    """A base port whose whole block is free now, from PORT_RANGE unless ``low``/``high``
+    say otherwise. Random, so parallel test sessions rarely collide."""
+    low = PORT_RANGE[0] if low is None else low
+    high = PORT_RANGE[1] if high is None else high
     chooser = random.SystemRandom()
     for _ in range(attempts):
         base = chooser.randrange(low, high - size)
