@@ -66,7 +66,7 @@ class Backends:
         attempt = 0
         while not stop.is_set():
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.cfg.kafka_bootstrap,
+                **self.cfg.kafka_kwargs(),
                 client_id=self.cfg.node_id,
                 acks="all",
                 enable_idempotence=True,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +21,8 @@ PREFIX = "IMGW_"
 Role = Literal["gateway", "dispatcher", "migrate", "relay", "shardmap"]
 
 _ID = r"^[A-Za-z0-9_.-]{1,64}$"
+# The SASL mechanism of every Kafka login (the builders' KafkaUsers and the local brokers).
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 # Variables each role cannot run without (the others have defaults).
@@ -66,6 +69,13 @@ class Config(BaseModel):
     kafka_consumer_group: str = Field("", pattern=r"^$|^[A-Za-z0-9._-]{1,200}$")
     # Persisted messages for the other regions' relays (produced only when there are peers).
     kafka_deliveries_topic: str = Field("im.deliveries", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # The SCRAM-SHA-512 user and its password's file (a mounted Secret: never the value in the
+    # environment); the CA that signed the brokers' certificates. A CA turns on TLS; a user
+    # requires it (SASL_SSL: the SCRAM exchange and the records never cross the network in
+    # plain text).
+    kafka_username: str = Field("", pattern=r"^$|^[A-Za-z0-9_.-]{1,64}$")
+    kafka_password_file: Path | None = None
+    kafka_ca_file: Path | None = None
 
     redis_url: str = ""
     # The URL names one seed node of a Redis Cluster (the sharded production regions).
@@ -160,6 +170,8 @@ class Config(BaseModel):
         "jwt_jwks_file",
         "redis_password_file",
         "redis_ca_file",
+        "kafka_password_file",
+        "kafka_ca_file",
         "cassandra_password_file",
         "cassandra_ca_file",
     )
@@ -192,6 +204,25 @@ class Config(BaseModel):
     @property
     def relay_group(self) -> str:
         return f"im-relay.{self.region}"
+
+    def kafka_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for every aiokafka client (producer, consumer, admin): the
+        bootstrap servers and, when configured, TLS with this CA and the SCRAM login. The
+        password is read from its file here, at start, and never logged."""
+        kwargs: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        if self.kafka_ca_file is None:
+            return kwargs
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=str(self.kafka_ca_file))
+        kwargs["security_protocol"] = "SSL"
+        if self.kafka_username and self.kafka_password_file is not None:
+            password = self.kafka_password_file.read_text(encoding="utf-8").strip()
+            kwargs |= {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": KAFKA_SASL_MECHANISM,
+                "sasl_plain_username": self.kafka_username,
+                "sasl_plain_password": password,
+            }
+        return kwargs
 
     def host_ports(
         self, field: Literal["kafka_bootstrap", "cassandra_hosts"]
@@ -237,7 +268,7 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
         problems.extend(_jwt_problems(config))
     if config.region not in config.region_list:
         problems.append(("IMGW_REGIONS", f"must include IMGW_REGION ({config.region!r})"))
-    problems.extend(_redis_problems(config))
+    problems.extend(_login_problems(config))
     if config.idle_timeout_s <= config.heartbeat_interval_s:
         problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
     if problems:
@@ -245,12 +276,20 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
     return config
 
 
-def _redis_problems(config: Config) -> list[tuple[str, str]]:
+def _login_problems(config: Config) -> list[tuple[str, str]]:
     problems = []
     if config.redis_ca_file is not None and config.redis_url.startswith("redis://"):
         problems.append(("IMGW_REDIS_CA_FILE", "set, but IMGW_REDIS_URL is not rediss:// (TLS)"))
     if config.redis_username and config.redis_password_file is None:
         problems.append(("IMGW_REDIS_PASSWORD_FILE", "required with IMGW_REDIS_USERNAME"))
+    if config.kafka_username and config.kafka_password_file is None:
+        problems.append(("IMGW_KAFKA_PASSWORD_FILE", "required with IMGW_KAFKA_USERNAME"))
+    if config.kafka_password_file is not None and not config.kafka_username:
+        problems.append(("IMGW_KAFKA_USERNAME", "required with IMGW_KAFKA_PASSWORD_FILE"))
+    if config.kafka_username and config.kafka_ca_file is None:
+        problems.append(
+            ("IMGW_KAFKA_CA_FILE", "required with IMGW_KAFKA_USERNAME (SCRAM over TLS only)")
+        )
     if config.cassandra_username and config.cassandra_password_file is None:
         problems.append(("IMGW_CASSANDRA_PASSWORD_FILE", "required with IMGW_CASSANDRA_USERNAME"))
     if config.cassandra_password_file is not None and not config.cassandra_username:

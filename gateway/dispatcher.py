@@ -255,7 +255,7 @@ class Dispatcher(KafkaWorker):
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.cfg.kafka_bootstrap,
+            **self.cfg.kafka_kwargs(),
             group_id=self.cfg.consumer_group,
             client_id=self.cfg.node_id,
             enable_auto_commit=False,
@@ -272,9 +272,7 @@ class Dispatcher(KafkaWorker):
             partition_assignment_strategy=_assignors(bool(self.cfg.peers)),
             metadata_max_age_ms=30000,  # a mirrored topic created later is seen soon
         )
-        dlq = AIOKafkaProducer(
-            bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        dlq = AIOKafkaProducer(**self.cfg.kafka_kwargs(), acks="all", enable_idempotence=True)
         # The listener may run during start() already, before self.consumer is set.
         self._kafka = consumer
         consumer.subscribe(self.topics, listener=_rebalance_listener(self))

@@ -161,9 +161,7 @@ async def apply_kafka(
     deadline = time.monotonic() + wait_s
     admin = None
     while admin is None:
-        candidate = AIOKafkaAdminClient(
-            bootstrap_servers=config.kafka_bootstrap, request_timeout_ms=15000
-        )
+        candidate = AIOKafkaAdminClient(**config.kafka_kwargs(), request_timeout_ms=15000)
         try:
             await candidate.start()
             admin = candidate
@@ -222,7 +220,7 @@ async def _check_drained(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tps = [TopicPartition(t, i) for t, (have, _) in grow.items() for i in range(have)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**config.kafka_kwargs())
     await consumer.start()
     try:
         first = await consumer.end_offsets(tps)

@@ -136,7 +136,7 @@ class Relay(KafkaWorker):
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.cfg.kafka_bootstrap,
+            **self.cfg.kafka_kwargs(),
             group_id=self.cfg.relay_group,
             client_id=self.cfg.node_id,
             enable_auto_commit=False,
@@ -145,9 +145,7 @@ class Relay(KafkaWorker):
             max_poll_records=1000,
             metadata_max_age_ms=30000,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.cfg.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**self.cfg.kafka_kwargs(), acks="all", enable_idempotence=True)
         return consumer, producer
 
     async def _start_kafka(self, consumer: Any, producer: Any) -> None:

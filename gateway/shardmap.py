@@ -599,9 +599,7 @@ async def _reconcile_cli(
 ) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=config.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**config.kafka_kwargs(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
 

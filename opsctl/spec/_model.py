@@ -7,6 +7,7 @@ number is an error, not a silent default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -52,7 +53,16 @@ def _duration(value: str) -> str:
     return value
 
 
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a CIDR block like 203.0.113.0/24 ({exc})") from None
+    return str(network)
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
 ImageRef = Annotated[str, AfterValidator(_image_ref)]
 Storage = Annotated[str, AfterValidator(_storage)]
 Duration = Annotated[str, AfterValidator(_duration)]
@@ -113,6 +123,13 @@ class Region(SpecModel):
     kube_context: str = Field(min_length=1)
     role: Literal["primary", "secondary"]
     zones: list[DnsLabel] = Field(min_length=1)
+    # Where this region's traffic to the other regions comes from (its NAT gateways): their
+    # Kafka external listeners admit only these (docs/security.md). Required with peers.
+    egress_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="CIDR blocks this region's cross-region traffic leaves from; the other "
+        "regions' Kafka external listener admits only these.",
+    )
     peak_concurrent_users: NonNegativeInt = Field(
         description="Planned peak of concurrent users in this region."
     )

@@ -20,6 +20,14 @@ def _regions(spec: StackSpec) -> Iterator[Finding]:
             )
         else:
             first_seen[region.name] = index
+    if len(spec.regions) > 1:
+        for index, region in enumerate(spec.regions):
+            if not region.egress_cidrs:
+                yield (
+                    ("regions", index, "egressCidrs"),
+                    "required with more than one region: the other regions' Kafka admits "
+                    "MirrorMaker 2 only from these addresses",
+                )
     primaries = [i for i, region in enumerate(spec.regions) if region.role == "primary"]
     if not primaries:
         yield ("regions",), "no region has role 'primary'; exactly one must"

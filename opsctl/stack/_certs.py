@@ -128,6 +128,13 @@ def certificates(spec: StackSpec, region: Region) -> list[Manifest]:
         _certificate(
             spec,
             region,
+            n.KAFKA_TLS_SECRET,
+            n.DATA_NAMESPACE,
+            {"dnsNames": n.kafka_dns_names(), "usages": ["server auth"]},
+        ),
+        _certificate(
+            spec,
+            region,
             n.REDIS_TLS_SECRET,
             n.DATA_NAMESPACE,
             {"dnsNames": n.redis_dns_names(), "usages": ["server auth", "client auth"]},

@@ -45,6 +45,14 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
             "bootstrap": n.kafka_bootstrap(region),
             "topic": n.MESSAGE_TOPIC,
             "deliveriesTopic": n.DELIVERIES_TOPIC,
+            # The internal listener's certificate chains to the same root CA as the gateway's.
+            "caSecret": GATEWAY_TLS_SECRET,
+            "auth": {
+                "gatewaySecret": n.kafka_user_secret(n.KAFKA_GATEWAY_USER),
+                "dispatcherSecret": n.kafka_user_secret(n.KAFKA_DISPATCHER_USER),
+                # A relay only runs with peers; then it has a KafkaUser of its own.
+                "relaySecret": n.kafka_user_secret(n.KAFKA_RELAY_USER) if multi else "",
+            },
         },
         "redis": {
             "url": n.redis_url(region),
@@ -109,7 +117,7 @@ def chart_values(spec: StackSpec, region: Region) -> dict[str, Any]:
             "kafka": {
                 "namespaceSelector": data_ns,
                 "podSelector": {"matchLabels": {"strimzi.io/cluster": n.KAFKA_CLUSTER}},
-                "ports": [n.KAFKA_PORTS["plain"], n.KAFKA_PORTS["tls"]],
+                "ports": [n.KAFKA_PORTS["tls"]],
             },
             "redis": {
                 # The operator's pod labels differ by Redis kind; the namespace and port suffice.

@@ -3,7 +3,9 @@ MirrorMaker 2 pulling every other region's messages, deliveries and events into 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from opsctl.paths import REPO_ROOT
 from opsctl.spec import Region, StackSpec
@@ -23,6 +25,120 @@ MIRROR_NAME = "im-mirror"
 MIRROR_JMX_FILE = REPO_ROOT / "alerts" / "exporters" / "mirrormaker-jmx.yaml"
 MIRROR_METRICS_CONFIGMAP = f"{MIRROR_NAME}-metrics"
 MIRROR_METRICS_KEY = MIRROR_JMX_FILE.name
+
+
+# ---- who may do what (the one home of Kafka's ACLs, locally and in prod) ---------------------
+
+
+@dataclass(frozen=True)
+class KafkaAcl:
+    """One allow rule: ``operations`` on the ``resource`` named ``name`` (a prefix of names
+    when ``prefix``). The cluster resource's name is always ``kafka-cluster``."""
+
+    resource: Literal["topic", "group", "cluster"]
+    name: str
+    operations: tuple[str, ...]
+    prefix: bool = False
+
+    def allows(self, resource: str, name: str, operation: str) -> bool:
+        """Whether this rule grants ``operation`` on ``resource`` ``name`` (Kafka's matching:
+        literal, the literal wildcard ``*``, or prefix)."""
+        if resource != self.resource or operation not in self.operations:
+            return False
+        if self.prefix:
+            return name.startswith(self.name)
+        return self.name in ("*", name) or resource == "cluster"
+
+
+def _topic_acl(name: str, *operations: str, prefix: bool = False) -> KafkaAcl:
+    return KafkaAcl("topic", name, ("Describe", *operations), prefix)
+
+
+# Local-only identities: the brokers' and opsctl's super user (KAFKA_SUPER_USER), migrate (it
+# creates the topics locally; prod's are KafkaTopics and the migration Job runs CQL only) and
+# the Kafka exporter (prod has none; Strimzi's own metrics are JMX).
+KAFKA_SUPER_USER = "admin"
+KAFKA_MIGRATE_USER = "migrate"
+KAFKA_EXPORTER_USER = "exporter"
+# Strimzi's Connect cluster under KafkaMirrorMaker2 (its group and internal topics' prefix)
+# and MirrorMaker 2's own internal topics (offset syncs; a dedicated MirrorMaker's config,
+# offset and status topics: the local stack's).
+MIRROR_CONNECT_GROUP = "mirrormaker2-cluster"
+MIRROR_INTERNAL_PREFIX = "mm2-"
+MIRROR_HEARTBEATS_TOPIC = "heartbeats"
+
+
+def mirror_group(source: str) -> str:
+    """The group of a dedicated MirrorMaker 2's worker for the flow from ``source``."""
+    return f"{source}-mm2"
+
+
+def kafka_acls(region: str, peers: Sequence[str]) -> dict[str, tuple[KafkaAcl, ...]]:
+    """Every Kafka identity of ``region`` (whose peers are ``peers``) and what it may do,
+    least privilege; KAFKA_SUPER_USER has no rules (a super user needs none).
+
+    - gateway: produce the messages topic.
+    - dispatcher: consume its region-qualified group from the messages topic and each peer's
+      mirrored copy; produce the dead letters and the deliveries for the peers' relays.
+    - relay: consume its group from each peer's mirrored deliveries; produce its own
+      deliveries topic (beacons, receipts, presence and membership events).
+    - mirror-source: what the other regions' MirrorMaker 2 reads here: the mirrored topics and
+      the dispatcher group's offsets (checkpoints), nothing written (offset syncs live in the
+      target, MIRROR_OFFSET_SYNCS).
+    - mirror-target: this region's MirrorMaker 2 on its own Kafka: the "<peer>." copies and
+      its internal topics and group, nothing of this region's own topics.
+    - migrate, exporter: local only (see above).
+    """
+    messages, deliveries = n.MESSAGE_TOPIC, n.DELIVERIES_TOPIC
+    mirror_write = ("Create", "Read", "Write", "DescribeConfigs", "AlterConfigs")
+    return {
+        n.KAFKA_GATEWAY_USER: (_topic_acl(messages, "Write"),),
+        n.KAFKA_DISPATCHER_USER: (
+            _topic_acl(messages, "Read"),
+            *(_topic_acl(f"{peer}.{messages}", "Read") for peer in peers),
+            KafkaAcl("group", n.dispatcher_group(region), ("Read",)),
+            _topic_acl(DLQ_TOPIC, "Write"),
+            _topic_acl(deliveries, "Write"),
+        ),
+        n.KAFKA_RELAY_USER: (
+            *(_topic_acl(f"{peer}.{deliveries}", "Read") for peer in peers),
+            KafkaAcl("group", f"im-relay.{region}", ("Read",)),
+            _topic_acl(deliveries, "Write"),
+        ),
+        n.KAFKA_MIRROR_SOURCE_USER: (
+            *(_topic_acl(topic, "Read", "DescribeConfigs") for topic in n.MIRRORED_TOPICS),
+            _topic_acl(MIRROR_HEARTBEATS_TOPIC, "Read", "DescribeConfigs"),
+            KafkaAcl("group", n.dispatcher_group(region), ("Describe",)),
+        ),
+        n.KAFKA_MIRROR_TARGET_USER: (
+            *(_topic_acl(f"{peer}.", *mirror_write, prefix=True) for peer in peers),
+            _topic_acl(MIRROR_INTERNAL_PREFIX, *mirror_write, prefix=True),
+            _topic_acl(MIRROR_CONNECT_GROUP, *mirror_write, prefix=True),
+            _topic_acl(MIRROR_HEARTBEATS_TOPIC, *mirror_write),
+            KafkaAcl("group", MIRROR_CONNECT_GROUP, ("Read", "Describe")),
+            *(KafkaAcl("group", mirror_group(peer), ("Read", "Describe")) for peer in peers),
+        ),
+        KAFKA_MIGRATE_USER: (
+            _topic_acl("im.", "Create", "Alter", "DescribeConfigs", "AlterConfigs", prefix=True),
+            KafkaAcl("group", "*", ("Describe",)),  # the drained check reads every group
+        ),
+        KAFKA_EXPORTER_USER: (_topic_acl("*"), KafkaAcl("group", "*", ("Describe",))),
+        KAFKA_SUPER_USER: (),
+    }
+
+
+def prod_kafka_users(region: Region, peers: Sequence[str]) -> tuple[str, ...]:
+    """The identities with a KafkaUser in ``region``: the IM processes' (the relay only with
+    peers) and, with peers, MirrorMaker 2's two."""
+    del region
+    users = [n.KAFKA_GATEWAY_USER, n.KAFKA_DISPATCHER_USER]
+    if peers:
+        users += [n.KAFKA_RELAY_USER, n.KAFKA_MIRROR_SOURCE_USER, n.KAFKA_MIRROR_TARGET_USER]
+    return tuple(users)
+
+
+def _peers(spec: StackSpec, region: Region) -> list[Region]:
+    return [peer for peer in spec.regions if peer.name != region.name]
 
 
 def _release(region: Region) -> HelmRelease:
@@ -117,11 +233,106 @@ def node_pools(spec: StackSpec, region: Region) -> list[Manifest]:
     return manifests
 
 
+_SCRAM = {"type": "scram-sha-512"}
+
+
+def _listeners(spec: StackSpec, region: Region) -> list[dict[str, Any]]:
+    """The internal TLS listener (the app, this region's MirrorMaker 2) with the stack's
+    certificate, so clients trust the environment's root CA; with peers, the external one,
+    which admits only the peers' egress addresses (Strimzi's NetworkPolicy for it)."""
+    internal = {
+        "name": "tls",
+        "port": n.KAFKA_PORTS["tls"],
+        "type": "internal",
+        "tls": True,
+        "authentication": _SCRAM,
+        "configuration": {
+            "brokerCertChainAndKey": {
+                "secretName": n.KAFKA_TLS_SECRET,
+                "certificate": "tls.crt",
+                "key": "tls.key",
+            }
+        },
+        "networkPolicyPeers": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            for ns in (n.APP_NAMESPACE, n.DATA_NAMESPACE)
+        ],
+    }
+    peers = _peers(spec, region)
+    if not peers:
+        return [internal]  # nobody mirrors from a lone region: no external listener
+    domain = n.region_domain(spec, region)
+    external = {
+        # Other regions' MirrorMaker 2 connects here, over the shared root CA.
+        "name": "external",
+        "port": n.KAFKA_PORTS["external"],
+        "type": "loadbalancer",
+        "tls": True,
+        "authentication": _SCRAM,
+        "configuration": {
+            "brokerCertChainAndKey": {
+                "secretName": KAFKA_EXTERNAL_TLS_SECRET,
+                "certificate": "tls.crt",
+                "key": "tls.key",
+            },
+            "bootstrap": {
+                "alternativeNames": [f"kafka-bootstrap.{domain}"],
+                "annotations": {
+                    "external-dns.alpha.kubernetes.io/hostname": f"kafka-bootstrap.{domain}"
+                },
+            },
+        },
+        "networkPolicyPeers": [{"ipBlock": {"cidr": cidr}} for cidr in peer_cidrs(spec, region)],
+    }
+    return [internal, external]
+
+
+def peer_cidrs(spec: StackSpec, region: Region) -> list[str]:
+    """Where the other regions' traffic comes from (their egressCidrs, in spec order)."""
+    return list(dict.fromkeys(c for peer in _peers(spec, region) for c in peer.egress_cidrs))
+
+
+def kafka_users(spec: StackSpec, region: Region) -> list[Manifest]:
+    """One KafkaUser per identity of prod_kafka_users: SCRAM-SHA-512 with the password of its
+    Secret (created outside the stack, never generated into the resource), its ACLs."""
+    peers = [peer.name for peer in _peers(spec, region)]
+    acls = kafka_acls(region.name, peers)
+    users = []
+    for user in prod_kafka_users(region, peers):
+        meta = n.metadata(spec, region, "kafka", user, n.DATA_NAMESPACE)
+        meta["labels"] |= _CLUSTER_LABEL
+        secret = {"name": n.kafka_user_secret(user), "key": n.PASSWORD_KEY}
+        users.append(
+            {
+                "apiVersion": API,
+                "kind": "KafkaUser",
+                "metadata": meta,
+                "spec": {
+                    "authentication": {
+                        **_SCRAM,
+                        "password": {"valueFrom": {"secretKeyRef": secret}},
+                    },
+                    "authorization": {
+                        "type": "simple",
+                        "acls": [strimzi_acl(acl) for acl in acls[user]],
+                    },
+                },
+            }
+        )
+    return users
+
+
+def strimzi_acl(acl: KafkaAcl) -> dict[str, Any]:
+    resource: dict[str, Any] = {"type": acl.resource}
+    if acl.resource != "cluster":
+        resource |= {"name": acl.name, "patternType": "prefix" if acl.prefix else "literal"}
+    return {"type": "allow", "resource": resource, "operations": list(acl.operations)}
+
+
 def kafka_cluster(spec: StackSpec, region: Region) -> Manifest:
     kafka = region.kafka
     meta = n.metadata(spec, region, "kafka", n.KAFKA_CLUSTER, n.DATA_NAMESPACE)
     meta["annotations"] = {"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}
-    domain = n.region_domain(spec, region)
     entity = profile("kafka-entity-operator", region)
     return {
         "apiVersion": API,
@@ -130,37 +341,10 @@ def kafka_cluster(spec: StackSpec, region: Region) -> Manifest:
         "spec": {
             "kafka": {
                 # No version: the pinned operator runs its default Kafka, so the two move together.
-                "listeners": [
-                    {
-                        "name": "plain",
-                        "port": n.KAFKA_PORTS["plain"],
-                        "type": "internal",
-                        "tls": False,
-                    },
-                    {"name": "tls", "port": n.KAFKA_PORTS["tls"], "type": "internal", "tls": True},
-                    {
-                        # Other regions' MirrorMaker 2 connects here, over the shared root CA.
-                        "name": "external",
-                        "port": n.KAFKA_PORTS["external"],
-                        "type": "loadbalancer",
-                        "tls": True,
-                        "configuration": {
-                            "brokerCertChainAndKey": {
-                                "secretName": KAFKA_EXTERNAL_TLS_SECRET,
-                                "certificate": "tls.crt",
-                                "key": "tls.key",
-                            },
-                            "bootstrap": {
-                                "alternativeNames": [f"kafka-bootstrap.{domain}"],
-                                "annotations": {
-                                    "external-dns.alpha.kubernetes.io/hostname": (
-                                        f"kafka-bootstrap.{domain}"
-                                    )
-                                },
-                            },
-                        },
-                    },
-                ],
+                "listeners": _listeners(spec, region),
+                # Every listener: SCRAM-SHA-512 over TLS; the ACLs of kafka_acls, one KafkaUser
+                # per identity (Strimzi's own components are super users by their certificates).
+                "authorization": {"type": "simple"},
                 "rack": {"topologyKey": n.ZONE_KEY},
                 "config": {
                     "default.replication.factor": kafka.replication_factor,
@@ -258,17 +442,23 @@ CHECKPOINT_INTERVAL_S = 5
 def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
     """Pull the mirrored topics of every other region into this one (prefixed by its alias),
     with checkpoints of the peer's dispatcher group."""
-    peers = [peer for peer in spec.regions if peer.name != region.name]
+    peers = _peers(spec, region)
     if not peers:
         return None
+    # Both certificates chain to the environment's root CA (their ca.crt).
     trusted = {
         "trustedCertificates": [{"secretName": KAFKA_EXTERNAL_TLS_SECRET, "certificate": "ca.crt"}]
+    }
+    local_trusted = {
+        "trustedCertificates": [{"secretName": n.KAFKA_TLS_SECRET, "certificate": "ca.crt"}]
     }
     rf = region.kafka.replication_factor
     clusters = [
         {
             "alias": region.name,
             "bootstrapServers": n.kafka_bootstrap(region),
+            "tls": local_trusted,
+            "authentication": _login(n.KAFKA_MIRROR_TARGET_USER),
             "config": {
                 "config.storage.replication.factor": rf,
                 "offset.storage.replication.factor": rf,
@@ -284,6 +474,9 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
             "alias": peer.name,
             "bootstrapServers": n.kafka_external_bootstrap(spec, peer),
             "tls": trusted,
+            # Read-only there: the same identity in every region (its Secret holds the one
+            # password the environment's mirror-source users share).
+            "authentication": _login(n.KAFKA_MIRROR_SOURCE_USER),
         }
         for peer in peers
     ]
@@ -305,6 +498,8 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
                     "offset-syncs.topic.replication.factor": rf,
                     # Offset syncs at most this many records apart: checkpoints stay precise.
                     "offset.lag.max": 100,
+                    # In the target: mirror-source may not write the peer's Kafka.
+                    "offset-syncs.topic.location": "target",
                     "sync.topic.acls.enabled": "false",
                     "refresh.topics.interval.seconds": 30,
                 },
@@ -315,6 +510,7 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
                     **_POLICY,
                     "checkpoints.topic.replication.factor": rf,
                     "emit.checkpoints.enabled": "true",
+                    "offset-syncs.topic.location": "target",
                     "emit.checkpoints.interval.seconds": CHECKPOINT_INTERVAL_S,
                     # Never write translated offsets into this region's groups: each region's
                     # dispatcher group is its own and reads the mirror on its own terms.
@@ -353,6 +549,14 @@ def mirror_maker(spec: StackSpec, region: Region) -> Manifest | None:
                 "podDisruptionBudget": {"maxUnavailable": 1},
             },
         },
+    }
+
+
+def _login(user: str) -> dict[str, Any]:
+    return {
+        **_SCRAM,
+        "username": user,
+        "passwordSecret": {"secretName": n.kafka_user_secret(user), "password": n.PASSWORD_KEY},
     }
 
 
@@ -395,6 +599,7 @@ def mirror_maker_monitoring(spec: StackSpec, region: Region) -> list[Manifest]:
 
 def build(spec: StackSpec, region: Region) -> Component:
     objects = [kafka_cluster(spec, region), *node_pools(spec, region), *topics(spec, region)]
+    objects += kafka_users(spec, region)
     mirror = mirror_maker(spec, region)
     if mirror is not None:
         objects += [*mirror_maker_monitoring(spec, region), mirror]

@@ -36,6 +36,20 @@ MIRRORED_TOPICS = (MESSAGE_TOPIC, DELIVERIES_TOPIC, EVENTS_TOPIC)
 # MirrorMaker 2's DefaultReplicationPolicy: a mirrored topic is "<source alias>.<topic>".
 REPLICATION_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
 REPLICATION_SEPARATOR = "."
+# Kafka's logins (docs/security.md): SCRAM-SHA-512 over TLS on every listener, simple
+# authorization with the ACLs of opsctl.stack._kafka.kafka_acls. One KafkaUser per identity
+# (its name is the SCRAM user name); its password comes from a Secret created outside the
+# stack (keys username and password, kafka_user_secret(user)), in the data namespace for the
+# KafkaUser and MirrorMaker 2 and in the app namespace for the pods that log in with it.
+KAFKA_GATEWAY_USER = "gateway"
+KAFKA_DISPATCHER_USER = "dispatcher"
+KAFKA_RELAY_USER = "relay"
+# The other regions' MirrorMaker 2 reads this region's Kafka as mirror-source (read-only);
+# this region's own MirrorMaker 2 writes the mirrored copies here as mirror-target.
+KAFKA_MIRROR_SOURCE_USER = "mirror-source"
+KAFKA_MIRROR_TARGET_USER = "mirror-target"
+# The brokers' certificate on the internal TLS listener (cert-manager, data namespace).
+KAFKA_TLS_SECRET = "im-kafka-tls"
 CASSANDRA_CLUSTER = "im"
 CASSANDRA_KEYSPACE = "im"
 # The shard map, held records and dispatcher epochs (gateway.config's
@@ -103,7 +117,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 # `opsctl alerts|dashboards apply`, whose field manager is "opsctl"): one object, one value.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imstack", "app.kubernetes.io/part-of": "im-platform"}
 
-KAFKA_PORTS = {"plain": 9092, "tls": 9093, "external": 9094}
+# No plaintext listener: the in-cluster clients use "tls", other regions "external".
+KAFKA_PORTS = {"tls": 9093, "external": 9094}
 CASSANDRA_CQL_PORT = 9042
 CASSANDRA_INTERNODE_PORT = 7001  # TLS storage port
 REDIS_PORT = 6379
@@ -157,7 +172,14 @@ def mirrored_topic(source: Region, topic: str) -> str:
 
 def kafka_bootstrap(region: Region) -> str:
     del region  # the same in-cluster name in every region
-    return f"{KAFKA_CLUSTER}-kafka-bootstrap.{DATA_NAMESPACE}.svc:{KAFKA_PORTS['plain']}"
+    return f"{KAFKA_CLUSTER}-kafka-bootstrap.{DATA_NAMESPACE}.svc:{KAFKA_PORTS['tls']}"
+
+
+def kafka_dns_names() -> list[str]:
+    """Every name a client of the internal TLS listener dials: the bootstrap Service and the
+    brokers Strimzi advertises behind its headless Service."""
+    base = f"{DATA_NAMESPACE}.svc"
+    return [f"{KAFKA_CLUSTER}-kafka-bootstrap.{base}", f"*.{KAFKA_CLUSTER}-kafka-brokers.{base}"]
 
 
 def kafka_external_bootstrap(spec: StackSpec, region: Region) -> str:
@@ -203,6 +225,11 @@ def redis_dns_names() -> list[str]:
 def cassandra_role_secret(role: str) -> str:
     """The Secret holding one Cassandra role's login (keys USERNAME_KEY and PASSWORD_KEY)."""
     return f"{CASSANDRA_CLUSTER}-cassandra-{role}"
+
+
+def kafka_user_secret(user: str) -> str:
+    """The Secret holding one Kafka identity's login (keys USERNAME_KEY and PASSWORD_KEY)."""
+    return f"{KAFKA_CLUSTER}-{user}"
 
 
 def redis_user_secret(user: str) -> str:

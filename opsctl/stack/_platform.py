@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.spec import Region, StackSpec, parse_storage
 from opsctl.stack import _names as n
+from opsctl.stack._kafka import peer_cidrs
 from opsctl.stack._model import Component, Manifest
 
 # Pod security per namespace: our own workloads run restricted; operators' data pods need
@@ -110,11 +111,15 @@ def network_policies(spec: StackSpec, region: Region) -> list[Manifest]:
             ),
         ]
     # The data stores: the app and the operators reach in; other regions reach the TLS ports
-    # that replicate (Kafka's external listener for MirrorMaker 2, Cassandra's storage port).
-    data_ports = _ports(
-        n.KAFKA_PORTS["plain"], n.KAFKA_PORTS["tls"], n.CASSANDRA_CQL_PORT, n.REDIS_PORT
-    )
+    # that replicate: Cassandra's storage port, and Kafka's external listener (for their
+    # MirrorMaker 2) only from their egress addresses (Strimzi's own NetworkPolicy for the
+    # listener admits the same, from _kafka's networkPolicyPeers).
+    data_ports = _ports(n.KAFKA_PORTS["tls"], n.CASSANDRA_CQL_PORT, n.REDIS_PORT)
     cross_region = _ports(n.KAFKA_PORTS["external"], n.CASSANDRA_INTERNODE_PORT)
+    peers = [{"ipBlock": {"cidr": cidr}} for cidr in peer_cidrs(spec, region)]
+    kafka_from_peers = (
+        [{"from": peers, "ports": _ports(n.KAFKA_PORTS["external"])}] if peers else []
+    )
     policies += [
         _netpol(
             spec,
@@ -146,7 +151,10 @@ def network_policies(spec: StackSpec, region: Region) -> list[Manifest]:
             {
                 "podSelector": {},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"ports": cross_region}],
+                "ingress": [
+                    {"ports": _ports(n.CASSANDRA_INTERNODE_PORT)},
+                    *kafka_from_peers,
+                ],
                 "egress": [{"ports": cross_region}],
             },
         ),

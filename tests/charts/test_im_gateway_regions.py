@@ -93,7 +93,7 @@ def test_the_relay_gets_the_guard_rails_of_the_other_workloads(helm: Helm) -> No
     assert ingress["ports"] == [{"port": 9101, "protocol": "TCP"}]
     assert "namespaceSelector" in ingress["from"][0]
     egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
-    assert egress_ports == sorted([53, 53, 9092, 9093, 6379, 9042])
+    assert egress_ports == sorted([53, 53, 9093, 6379, 9042])  # no plaintext Kafka port
     pdb = find(objects, "PodDisruptionBudget", name)
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "relay"
     monitor = find(objects, "ServiceMonitor", name)

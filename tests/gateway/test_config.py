@@ -130,3 +130,41 @@ def test_entry_points_exit_2_naming_the_variable(module: str, tmp_path: Path) ->
     )
     assert done.returncode == 2, done.stderr
     assert "IMGW_LISTEN_PORT" in done.stderr
+
+
+def test_kafka_login_needs_its_password_file_and_tls(secret: Path, tmp_path: Path) -> None:
+    password = tmp_path / "kafka.password"
+    password.write_text("s3cret-kafka\n")
+    problems = problems_of("gateway", gateway_env(secret, IMGW_KAFKA_USERNAME="gateway"))
+    assert problems["IMGW_KAFKA_PASSWORD_FILE"] == "required with IMGW_KAFKA_USERNAME"
+    assert "SCRAM over TLS only" in problems["IMGW_KAFKA_CA_FILE"]
+    problems = problems_of("gateway", gateway_env(secret, IMGW_KAFKA_PASSWORD_FILE=str(password)))
+    assert problems["IMGW_KAFKA_USERNAME"] == "required with IMGW_KAFKA_PASSWORD_FILE"
+    missing = str(tmp_path / "absent.crt")
+    problems = problems_of("gateway", gateway_env(secret, IMGW_KAFKA_CA_FILE=missing))
+    assert "is not a readable file" in problems["IMGW_KAFKA_CA_FILE"]
+
+
+def test_kafka_kwargs_are_plaintext_tls_or_scram_over_tls(secret: Path, tmp_path: Path) -> None:
+    from opsctl.local._secrets import LocalSecrets
+
+    local = LocalSecrets(tmp_path / "secrets")
+    local.ensure()
+    password = tmp_path / "kafka.password"
+    password.write_text("s3cret-kafka\n")
+    plain = load("gateway", gateway_env(secret)).kafka_kwargs()
+    assert plain == {"bootstrap_servers": "127.0.0.1:9092,127.0.0.2:9093"}
+    env = gateway_env(
+        secret,
+        IMGW_KAFKA_USERNAME="gateway",
+        IMGW_KAFKA_PASSWORD_FILE=str(password),
+        IMGW_KAFKA_CA_FILE=str(local.ca_cert),
+    )
+    loaded = load("gateway", env)
+    kwargs = loaded.kafka_kwargs()
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["sasl_plain_username"] == "gateway"
+    assert kwargs["sasl_plain_password"] == "s3cret-kafka"
+    assert kwargs["ssl_context"].check_hostname
+    assert "s3cret-kafka" not in repr(loaded)

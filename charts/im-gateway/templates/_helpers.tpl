@@ -119,7 +119,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Backend logins (docs/security.md). A login is a "kind" (redis or cassandra) and the
+{{/* Backend logins (docs/security.md). A login is a "kind" (kafka, redis or cassandra) and the
 Secret of one identity (keys username and password; "" = no login). The password is a mounted
 file, never an env var; so is the CA that signed the backend's certificate. One home for the
 paths: the env below names the mounts below. */}}
@@ -184,12 +184,16 @@ paths: the env below names the mounts below. */}}
 {{- end }}
 {{- end }}
 
-{{/* Redis and Cassandra logins of one identity: env, mounts or volumes ("what"). Call with
-(dict "root" $ "what" "Env" "identity" "gateway"); identity: gateway, dispatcher, migrate. */}}
+{{/* Kafka, Redis and Cassandra logins of one identity: env, mounts or volumes ("what"). Call
+with (dict "root" $ "what" "Env" "identity" "gateway"); identity: gateway, dispatcher, relay,
+migrate. */}}
 {{- define "im-gateway.logins" -}}
-{{- $auth := dict "redis" .root.Values.redis.auth "cassandra" .root.Values.cassandra.auth }}
-{{- range $kind := list "redis" "cassandra" }}
-{{- $secret := index (index $auth $kind) (printf "%sSecret" $.identity) | default "" }}
+{{- $auth := dict "kafka" .root.Values.kafka.auth "redis" .root.Values.redis.auth "cassandra" .root.Values.cassandra.auth }}
+{{- range $kind := list "kafka" "redis" "cassandra" }}
+{{- $logins := index $auth $kind | default dict }}
+{{- /* The relay logs in as the dispatcher where its kind has no relaySecret (Redis, Cassandra). */}}
+{{- $identity := ternary "dispatcher" $.identity (and (eq $.identity "relay") (not (hasKey $logins "relaySecret"))) }}
+{{- $secret := index $logins (printf "%sSecret" $identity) | default "" }}
 {{- include (printf "im-gateway.login%s" $.what) (dict "root" $.root "kind" $kind "secret" $secret) }}
 {{- end }}
 {{- end }}
