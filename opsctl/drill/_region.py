@@ -381,12 +381,13 @@ class RegionDownRun:
         region up and restore it; the time to recover (SIGCONT until restored, healthy and a
         message homed in the region delivered everywhere), None if not within the limit."""
         ctx = self.ctx
-        self.figures["replication_lag_at_freeze_s"] = await asyncio.to_thread(
+        lag = await asyncio.to_thread(
             _metric,
             _relay_url(self.stack, self.survivor),
             LAG_METRIC,
             {"source": self.region, "target": self.survivor},
         )
+        self.figures["replication_lag_at_freeze_s"] = None if lag is None else round(lag, 2)
         frozen = ", ".join(region_components(self.stack, self.region))
         self.progress(f"freeze {self.region}: SIGSTOP {frozen}")
         frozen_at = self.mark("freeze_s")
