@@ -328,6 +328,8 @@ class RegionDownRun:
                 last = outcome.error or "interrupted"
             except OpsctlError as error:  # its dispatchers do not report yet: exit 2 there
                 last = error.message
+            except Exception as error:  # the driver's, after restore's own retries
+                last = f"{type(error).__name__}: {error}"
             time.sleep(2.0)
         raise TimeoutError(f"restore {self.region} did not complete: {last}")
 
@@ -393,9 +395,9 @@ class RegionDownRun:
         frozen_at = self.mark("freeze_s")
         await asyncio.to_thread(freeze, ctx)
         self.progress(f"fail over: opsctl region evacuate {self.region} --unreachable")
+        self.failed_over = True  # from the first attempt on: whatever moved goes back after
         outcome = await asyncio.to_thread(self.failover)
         failed_over = self.mark("failed_over_s")
-        self.failed_over = True
         self.figures["failover_s"] = outcome.failover_s
         self.figures["failover_command_s"] = outcome.duration_s
         self.figures["shards_moved"] = outcome.shards_moved
