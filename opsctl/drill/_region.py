@@ -297,16 +297,25 @@ class RegionDownRun:
         return now
 
     def precheck(self) -> None:
-        """Exit 2 before anything changes: the region must home conversations, no shard may
-        be draining (an evacuation is under way or was interrupted)."""
+        """Exit 2 before anything changes: every region at its original (rendezvous) homes,
+        none draining (an evacuation under way or interrupted). The probe's pairs are placed
+        by those homes."""
+        from gateway.homes import SHARDS
+        from gateway.shardmap import ShardMap
         from opsctl.region import read_map
 
         view = read_map(_regions(self.stack))
-        if view.home_share.get(self.region, 0.0) <= 0 or view.draining:
+        home = {r: n / SHARDS for r, n in ShardMap(0, tuple(self.names)).share().items()}
+        away = [r for r, share in home.items() if abs(view.home_share.get(r, 0.0) - share) > 1e-9]
+        if away or view.draining:
+            shown = ", ".join(f"{r} {view.home_share.get(r, 0.0):.1%}" for r in self.names)
             raise UserInputError(
-                f"{self.region} homes {view.home_share.get(self.region, 0.0):.1%} of the "
-                f"shards, {view.draining} draining: the drill needs the regions at home",
-                hint=f"opsctl region restore {self.region} --stack {self.stack.config.spec_stack}",
+                f"the regions are not at their homes ({shown} of the shards, "
+                f"{view.draining} draining): the drill starts from the regions at home",
+                hint=" ".join(
+                    f"opsctl region restore {r} --stack {self.stack.config.spec_stack};"
+                    for r in away or self.names
+                ),
             )
         self.figures["epoch_before"] = view.epoch
 

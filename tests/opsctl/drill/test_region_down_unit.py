@@ -111,3 +111,34 @@ def test_region_down_without_a_stack_says_how_to_start_one(
     result = opsctl("drill", "run", "region-down", "--state-dir", str(tmp_path / "none"))
     assert result.exit_code == ExitCode.BAD_INPUT
     assert "opsctl local up --stack staging" in result.stderr
+
+
+def _run_on(view: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    import opsctl.region
+    from opsctl.drill import DrillContext
+    from opsctl.drill._region import RegionDownRun
+
+    stack = _stack()
+    stack.info.alertmanager_url = "http://127.0.0.1:9"
+    stack.info.jwt_secret_file = Path("/nonexistent")
+    stack.info.jwt_issuer = stack.info.jwt_audience = "x"
+    stack.config = SimpleNamespace(spec_stack="staging")
+    monkeypatch.setattr("opsctl.drill._region._regions", lambda stack: None)
+    monkeypatch.setattr(opsctl.region, "read_map", lambda regions: view)
+    ctx = DrillContext(stack=stack, report_dir=Path("/nonexistent"), suffix="t")  # type: ignore[arg-type]
+    ctx.state["region"] = "us-east"
+    return RegionDownRun(find("region-down"), stack, ctx, 10, lambda message: None)
+
+
+def test_the_drill_starts_only_from_the_regions_at_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsctl.region import MapView
+
+    home = {r: n / 4096 for r, n in ShardMap(0, REGIONS).share().items()}
+    _run_on(MapView(3, home, 0, 0), monkeypatch).precheck()  # type: ignore[attr-defined]
+    for view in (
+        MapView(4, {"eu-central": 1.0, "us-east": 0.0}, 0, 0),  # us-east evacuated
+        MapView(4, home, 12, 0),  # an evacuation interrupted
+    ):
+        with pytest.raises(UserInputError, match="not at their homes") as caught:
+            _run_on(view, monkeypatch).precheck()  # type: ignore[attr-defined]
+        assert "opsctl region restore" in str(caught.value.hint)
