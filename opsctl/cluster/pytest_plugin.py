@@ -4,7 +4,9 @@
 
 ``kube_cluster`` (session) starts the local stack's region cluster once, in a private state
 directory so it never touches clusters started with ``opsctl cluster up``, and deletes it at the
-end. ``kube_namespace`` gives each test a fresh namespace, deleted afterwards. Missing binaries
+end. ``prod_clusters`` (session, only for the tests that ask for it) is one cluster per region
+of the prod stack (three), shared by the multi-region rollout and the region operations.
+``kube_namespace`` gives each test a fresh namespace, deleted afterwards. Missing binaries
 fail the test with the command to run; they never skip it.
 """
 
@@ -69,6 +71,22 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     try:
         clusters.up([plan])
         yield KubeCluster(plan=plan, clusters=clusters)
+    finally:
+        clusters.down()
+
+
+@pytest.fixture(scope="session")
+def prod_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokClusters]:
+    try:
+        tools = find_tools()
+    except ToolMissing as missing:
+        pytest.fail(f"{missing.message}; {missing.hint or ''}", pytrace=False)
+    from opsctl.cluster.kwok import KwokClusters
+
+    clusters = KwokClusters(tmp_path_factory.mktemp("kwok-prod"), tools=tools)
+    try:
+        clusters.up(plan_clusters(DEFAULT_INFRA_DIR, "prod"), nodes_per_zone=1)
+        yield clusters
     finally:
         clusters.down()
 

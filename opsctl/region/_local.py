@@ -9,16 +9,20 @@ is gone; clients reconnect to a gateway of another region. opsctl drains one gat
 time and waits between them so that, averaged, the reconnects stay within the spec's
 ``reconnect_budget.reconnects_per_second`` (``_plan.drain_pause_s``). ``restore`` starts the
 region's gateways again. A region declared unreachable is left alone (its gateways are gone).
+The region's dispatcher process must run for a planned move (``dispatchers_down``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
 
 from opsctl.errors import UserInputError
 from opsctl.local import LocalStack
+from opsctl.region._plan import drain_pause_s, gateway_rate
+from opsctl.region._regions import GatewayDrain, GatewayReport, Progress
 from opsctl.region._shards import Backends
 
 METRICS_TIMEOUT_S = 2.0
@@ -106,6 +110,68 @@ class LocalRegions:
 
     def start(self, gateway: Gateway) -> None:
         self.stack.start(gateway.name)
+
+    def dispatchers_down(self, region: str) -> str | None:
+        name = f"{region}/dispatcher"
+        return None if self.stack.pid(name) is not None else f"{name} is not running"
+
+    def serving(self, region: str) -> list[str]:
+        return [g.name for g in self.gateways(region) if self.running(g)]
+
+    def close(self) -> None:
+        pass
+
+    def drain_gateways(self, region: str, budget_per_s: float, progress: Progress) -> GatewayReport:
+        """7.1 step 4, locally: one gateway at a time, paced by the reconnect budget."""
+        report = GatewayReport()
+        gateways = self.gateways(region)
+        window = self.drain_window_s()
+        first: float | None = None
+        for index, gateway in enumerate(gateways):
+            if not self.running(gateway):
+                report.steps.append(GatewayDrain(gateway.name, 0, 0.0, None, "already stopped"))
+                continue
+            sessions = self.sessions(gateway)
+            count = sessions or 0
+            rate = gateway_rate(count, window)
+            if rate > budget_per_s:
+                report.warnings.append(
+                    f"{gateway.name}: {count} sessions over its {window:.0f} s drain window is "
+                    f"{rate:.0f} reconnects/s, above the budget of {budget_per_s:.0f}/s (the "
+                    "gateway paces by its window, IMGW_DRAIN_WINDOW_S)"
+                )
+            progress.step(
+                f"draining {gateway.name}: {count} sessions over its {window:.0f} s window"
+            )
+            began = time.monotonic()
+            first = began if first is None else first
+            self.drain(gateway)
+            took = time.monotonic() - began
+            per_s = round(count / took, 1) if took > 0 else None
+            report.steps.append(
+                GatewayDrain(
+                    gateway.name, sessions, round(took, 2), per_s, at_s=round(began - first, 2)
+                )
+            )
+            if index + 1 < len(gateways):
+                pause = drain_pause_s(count, budget_per_s, took)
+                if pause > 0:
+                    progress.note(f"pausing {pause:.1f} s for the reconnect budget")
+                    time.sleep(pause)
+        return report
+
+    def start_gateways(self, region: str, progress: Progress) -> GatewayReport:
+        report = GatewayReport()
+        for gateway in self.gateways(region):
+            if self.running(gateway):
+                report.steps.append(GatewayDrain(gateway.name, None, 0.0, None, "already running"))
+                continue
+            progress.step(f"starting {gateway.name}")
+            began = time.monotonic()
+            self.start(gateway)
+            took = round(time.monotonic() - began, 2)
+            report.steps.append(GatewayDrain(gateway.name, None, took, None, "started"))
+        return report
 
     def unhealthy(self, region: str) -> list[str]:
         """The region's components that fail their health check (all of them: gone)."""

@@ -99,3 +99,55 @@ def gateway_rate(sessions: int, window_s: float, spread: float = 0.8) -> float:
     if window_s <= 0:
         return math.inf
     return sessions / (window_s * spread)
+
+
+# -- a cluster's gateway drain: the Deployment scaled down in steps ---------------------------
+
+
+def pods_per_step(
+    budget_per_s: float,
+    window_s: float,
+    sessions_per_pod: int,
+    max_unavailable: int | None = None,
+    spread: float = 0.8,
+) -> int:
+    """Gateway pods one scale-down step may take away: as many as drain together within the
+    budget (each paces its sessions over ``spread`` of its window, ``gateway_rate``), at least
+    one, and no more than the PDB lets be unavailable at once. The chart's rolling update
+    takes the same number (its derived maxSurge)."""
+    if budget_per_s <= 0:
+        raise ValueError("the reconnect budget must be positive")
+    if sessions_per_pod <= 0:
+        step = max_unavailable or 1_000_000  # nothing to move: as fast as the PDB allows
+    else:
+        step = max(1, math.floor(budget_per_s * window_s * spread / sessions_per_pod))
+    if max_unavailable is not None:
+        step = min(step, max(1, max_unavailable))
+    return step
+
+
+def scale_steps(replicas: int, per_step: int) -> list[int]:
+    """The replica counts a drain from ``replicas`` to 0 passes through, ``per_step`` at a
+    time (3, 1 -> [2, 1, 0]); a resumed drain starts from the replicas it finds."""
+    if per_step < 1:
+        raise ValueError("a step takes at least one pod")
+    return [max(0, replicas - per_step * i) for i in range(1, math.ceil(replicas / per_step) + 1)]
+
+
+def pdb_max_unavailable(pdb_spec: Mapping[str, object] | None, replicas: int) -> int | None:
+    """How many of ``replicas`` pods a PodDisruptionBudget lets be unavailable at once (the
+    disruption controller's arithmetic: maxUnavailable rounds a percentage up, minAvailable
+    too); None without a PDB."""
+    if not pdb_spec:
+        return None
+
+    def scaled(value: object) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            return math.ceil(replicas * int(value[:-1]) / 100)
+        return int(str(value))
+
+    if pdb_spec.get("maxUnavailable") is not None:
+        return scaled(pdb_spec["maxUnavailable"])
+    if pdb_spec.get("minAvailable") is not None:
+        return max(0, replicas - scaled(pdb_spec["minAvailable"]))
+    return None

@@ -21,18 +21,22 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from gateway.shardmap import DRAINING, MAP_LEASE_S, REFRESH_S, ShardMap
 from opsctl.errors import CheckFailed, OpsctlError, UserInputError
-from opsctl.region._local import Gateway, LocalRegions
 from opsctl.region._plan import (
     batches,
-    drain_pause_s,
     evacuation_plan,
-    gateway_rate,
     home_share,
     restore_plan,
+)
+from opsctl.region._regions import (
+    GatewayDrain,
+    GatewayReport,
+    NullProgress,
+    Progress,
+    Regions,
 )
 from opsctl.region._shards import Shards, transient
 
@@ -46,32 +50,6 @@ PLANNED = "planned"
 UNPLANNED = "unplanned"
 
 
-class Progress(Protocol):
-    """Where an operation reports: a step begins, shards moved so far, a remark."""
-
-    def step(self, text: str) -> None: ...
-
-    def shards(self, done: int, total: int) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NullProgress:
-    def step(self, text: str) -> None:
-        pass
-
-    def shards(self, done: int, total: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class Request:
     region: str
@@ -79,15 +57,6 @@ class Request:
     batch: int = 512
     timeout_s: float = 30.0  # per wait for dispatchers to apply a map change
     budget_per_s: float = 500.0  # the spec's reconnect_budget.reconnects_per_second
-
-
-@dataclass
-class GatewayDrain:
-    name: str
-    sessions: int | None  # open sessions when it was asked to drain (None: not answering)
-    seconds: float  # from SIGTERM until it exited
-    per_second: float | None  # sessions / seconds
-    action: str = "drained"  # drained | already stopped | started | already running
 
 
 @dataclass
@@ -147,7 +116,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 class _Operation:
-    def __init__(self, regions: LocalRegions, request: Request, progress: Progress) -> None:
+    def __init__(self, regions: Regions, request: Request, progress: Progress) -> None:
         self.regions = regions
         self.request = request
         self.progress = progress
@@ -241,6 +210,15 @@ class _Operation:
         )
         now_ms = time.time() * 1000
         live = [n for n, (_, seen) in reports.items() if now_ms - seen < MAP_LEASE_S * 1000]
+        down = self.regions.dispatchers_down(self.region)
+        if down is not None:
+            raise UserInputError(
+                f"the dispatchers of '{self.region}' are not running ({down}): the region "
+                "cannot confirm a drain, so a planned move cannot be done",
+                hint=hint
+                or f"for an unplanned failover: opsctl region evacuate {self.region} "
+                "--unreachable (docs/multi-region.md 7.2)",
+            )
         if not live:
             raise UserInputError(
                 f"no dispatcher of '{self.region}' reported within {MAP_LEASE_S:.0f} s: the "
@@ -332,46 +310,17 @@ class _Operation:
             outcome.failover_s = round(time.monotonic() - moving, 2)
 
     def _drain_gateways(self, outcome: Outcome) -> None:
-        """7.1 step 3, locally: one gateway at a time, paced by the reconnect budget."""
-        gateways = self.regions.gateways(self.region)
-        window = self.regions.drain_window_s()
-        budget = self.request.budget_per_s
-        for index, gateway in enumerate(gateways):
-            if not self.regions.running(gateway):
-                outcome.gateways.append(GatewayDrain(gateway.name, 0, 0.0, None, "already stopped"))
-                continue
-            sessions = self.regions.sessions(gateway)
-            count = sessions or 0
-            if gateway_rate(count, window) > budget:
-                outcome.warnings.append(
-                    f"{gateway.name}: {count} sessions over its {window:.0f} s drain window is "
-                    f"{gateway_rate(count, window):.0f} reconnects/s, above the budget of "
-                    f"{budget:.0f}/s (the gateway paces by its window, IMGW_DRAIN_WINDOW_S)"
-                )
-            self.progress.step(
-                f"draining {gateway.name}: {count} sessions over its {window:.0f} s window"
-            )
-            began = time.monotonic()
-            self.regions.drain(gateway)
-            took = time.monotonic() - began
-            rate = round(count / took, 1) if took > 0 else None
-            outcome.gateways.append(GatewayDrain(gateway.name, sessions, round(took, 2), rate))
-            if index + 1 < len(gateways):
-                pause = drain_pause_s(count, budget, took)
-                if pause > 0:
-                    self.progress.note(f"pausing {pause:.1f} s for the reconnect budget")
-                    time.sleep(pause)
+        """7.1 step 4: the platform's drain, paced by the reconnect budget."""
+        report = self.regions.drain_gateways(self.region, self.request.budget_per_s, self.progress)
+        self._add(report, outcome)
 
     def _start_gateways(self, outcome: Outcome) -> None:
-        for gateway in self.regions.gateways(self.region):
-            if self.regions.running(gateway):
-                outcome.gateways.append(_kept(gateway))
-                continue
-            self.progress.step(f"starting {gateway.name}")
-            began = time.monotonic()
-            self.regions.start(gateway)
-            took = round(time.monotonic() - began, 2)
-            outcome.gateways.append(GatewayDrain(gateway.name, None, took, None, "started"))
+        self._add(self.regions.start_gateways(self.region, self.progress), outcome)
+
+    @staticmethod
+    def _add(report: GatewayReport, outcome: Outcome) -> None:
+        outcome.gateways.extend(report.steps)
+        outcome.warnings.extend(report.warnings)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -402,18 +351,14 @@ class _Operation:
         draining = len([s for s, e in final.rows.items() if e.state == DRAINING])
         if outcome.operation == EVACUATE:
             outcome.left["shards_homed_in_region"] = homed_here
-            serving = [g.name for g in self.regions.gateways(self.region) if self._serving(g)]
             if outcome.mode == PLANNED:
-                outcome.left["gateways_serving"] = serving
+                outcome.left["gateways_serving"] = self.regions.serving(self.region)
         else:
             outcome.left["shards_away"] = len(restore_plan(final, self.region))
         outcome.left["shards_draining"] = draining
         outcome.left["held_records"] = self.step(self.shards.held, "counting held records")
         outcome.duration_s = round(time.monotonic() - self.started, 2)
         return outcome
-
-    def _serving(self, gateway: Gateway) -> bool:
-        return self.regions.running(gateway)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -422,25 +367,19 @@ class _Operation:
         self.shards.close()
 
 
-def _kept(gateway: Gateway) -> GatewayDrain:
-    return GatewayDrain(gateway.name, None, 0.0, None, "already running")
-
-
-def evacuate(regions: LocalRegions, request: Request, progress: Progress | None = None) -> Outcome:
+def evacuate(regions: Regions, request: Request, progress: Progress | None = None) -> Outcome:
     """Move every shard homed in ``request.region`` to another region and drain its gateways
     (planned, 7.1), or move them at once without a drain (``unreachable``, 7.2)."""
     return _with(regions, request, progress, EVACUATE)
 
 
-def restore(regions: LocalRegions, request: Request, progress: Progress | None = None) -> Outcome:
+def restore(regions: Regions, request: Request, progress: Progress | None = None) -> Outcome:
     """Start the region's gateways, reconcile held records (7.3), then move the region's
     rendezvous shards back with planned moves."""
     return _with(regions, request, progress, RESTORE)
 
 
-def _with(
-    regions: LocalRegions, request: Request, progress: Progress | None, operation: str
-) -> Outcome:
+def _with(regions: Regions, request: Request, progress: Progress | None, operation: str) -> Outcome:
     shown = progress or NullProgress()
     op = _Operation(regions, request, shown)
     try:

@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass
 
 from gateway.shardmap import DRAINING
-from opsctl.region._local import LocalRegions
 from opsctl.region._plan import home_share
+from opsctl.region._regions import Regions
 from opsctl.region._shards import Shards
 
 
@@ -20,8 +20,8 @@ class MapView:
     held: int
 
 
-def read_map(regions: LocalRegions) -> MapView:
-    """Read the map from the local stack's Cassandra (CheckFailed when it cannot)."""
+def read_map(regions: Regions) -> MapView:
+    """Read the map from the regions' Cassandra (CheckFailed when it cannot)."""
     shards = Shards(regions.backends())
     shards.connect()
     try:

@@ -70,3 +70,22 @@ def test_the_outcome_says_what_is_left() -> None:
     outcome.add_reconciled({"held": 2, "sequenced": 1, "already_sequenced": 1})
     outcome.add_reconciled({"held": 1, "sequenced": 1, "already_sequenced": 0})
     assert outcome.reconciled == {"held": 3, "already_sequenced": 1, "sequenced": 2}
+
+
+def test_cluster_flags_without_cluster_and_a_cluster_run_without_the_map_exit_2(
+    opsctl: OpsctlRunner, tmp_path: Path
+) -> None:
+    base = ["region", "evacuate", "eu-central", "--stack", "staging", "--state-dir", str(tmp_path)]
+    local = opsctl(*base, "--cassandra", "db:9042", "--sessions-per-pod", "10")
+    assert local.exit_code == 2
+    assert "--cassandra, --sessions-per-pod: only with --cluster" in local.stderr
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    cluster = opsctl(*base, "--cluster", "--kubeconfig", str(kubeconfig))
+    assert cluster.exit_code == 2
+    assert "--cassandra: where is the shard map?" in cluster.stderr
+    bad = opsctl(*base, "--cluster", "--cassandra", "mars=db:9042")
+    assert bad.exit_code == 2
+    assert "unknown region 'mars'" in bad.stderr
+    assert opsctl("region", "--help").exit_code == 0
+    assert "--cluster" in opsctl("region", "evacuate", "--help").stdout

@@ -1,10 +1,10 @@
-"""A 3-region rollout (the prod stack's regions) on three real kwok clusters."""
+"""A 3-region rollout (the prod stack's regions) on three real kwok clusters (the session's
+``prod_clusters``)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,6 @@ from tests.opsctl.rollout.harness import (
 from tests.support import OpsctlRunner
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def prod_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KwokClusters]:
-    clusters = KwokClusters(tmp_path_factory.mktemp("kwok-prod"))
-    try:
-        clusters.up(plan_clusters(DEFAULT_INFRA_DIR, "prod"), nodes_per_zone=1)
-        yield clusters
-    finally:
-        clusters.down()
 
 
 def test_three_regions_roll_out_primary_first(
