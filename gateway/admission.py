@@ -25,7 +25,7 @@ from gateway.limits import TokenBucket
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, ErrorCode, Hello, ProtocolError, error_frame, parse_frame
 from gateway.runtime import http_route, request_path
-from gateway.session import Outbox, Session, SessionTable
+from gateway.session import Outbox, Session, SessionTable, close_connection
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -55,6 +55,7 @@ class Admission:
     def _render(self) -> bytes:
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         self.metrics.send_queue_depth.set(self.outbox.queued)
+        self.metrics.send_queue_bytes.set(self.outbox.queued_bytes)
         return self.metrics.render()
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -86,7 +87,7 @@ class Admission:
             raw = await asyncio.wait_for(ws.recv(), self.config.hello_timeout_s)
         except TimeoutError:
             self.metrics.connects.labels("hello_timeout").inc()
-            await ws.close(CloseCode.HELLO_TIMEOUT, "no hello frame in time")
+            await close_connection(ws, CloseCode.HELLO_TIMEOUT, "no hello frame in time")
             return None
         except ConnectionClosed:
             self.metrics.connects.labels("closed_before_hello").inc()
@@ -137,7 +138,7 @@ class Admission:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(frame)
             self.outbox.sent["error"].inc()
-            await ws.close(code, why[:100])
+            await close_connection(ws, code, why[:100])
 
 
 def bearer(header: str | None) -> str | None:

@@ -118,6 +118,12 @@ class Config(BaseModel):
     rate_limit_per_s: float = Field(50.0, gt=0)
     rate_limit_burst: int = Field(100, ge=1)
     send_queue_max: int = Field(256, ge=1, le=100000)
+    # Bytes a session may have queued (while its socket is backed up) before it is closed as
+    # a slow consumer; a sync pages within sync_byte_budget of it, waiting for the client to
+    # read, and gives up (closing the session) after sync_drain_timeout_s without progress.
+    send_queue_max_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    sync_byte_budget: int = Field(256 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    sync_drain_timeout_s: float = Field(30.0, gt=0, le=600)
     heartbeat_interval_s: float = Field(25.0, gt=0)
     idle_timeout_s: float = Field(75.0, gt=0)
     hello_timeout_s: float = Field(10.0, gt=0)
@@ -269,11 +275,21 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
     if config.region not in config.region_list:
         problems.append(("IMGW_REGIONS", f"must include IMGW_REGION ({config.region!r})"))
     problems.extend(_login_problems(config))
-    if config.idle_timeout_s <= config.heartbeat_interval_s:
-        problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
+    problems.extend(_session_problems(config))
     if problems:
         raise ConfigError(sorted(problems))
     return config
+
+
+def _session_problems(config: Config) -> list[tuple[str, str]]:
+    problems = []
+    if config.idle_timeout_s <= config.heartbeat_interval_s:
+        problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
+    if config.sync_byte_budget > config.send_queue_max_bytes:
+        problems.append(
+            ("IMGW_SYNC_BYTE_BUDGET", "must not exceed IMGW_SEND_QUEUE_MAX_BYTES (the hard cap)")
+        )
+    return problems
 
 
 def _login_problems(config: Config) -> list[tuple[str, str]]:

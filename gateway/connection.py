@@ -44,7 +44,7 @@ from gateway.protocol import (
 from gateway.receipts import Receipts
 from gateway.routes import PresenceWatch, Routes
 from gateway.send import Sender
-from gateway.session import Outbox, Session, SessionTable
+from gateway.session import Outbox, Session, SessionTable, close_connection
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Connections:
             log.exception("session failed")
             reason = "error"
             with contextlib.suppress(Exception):
-                await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+                await close_connection(ws, CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.table.open_count -= 1
             if session is not None:
@@ -123,7 +123,7 @@ class Connections:
             self.metrics.connects.labels("backend_error").inc()
             self.metrics.disconnects.labels("backend_error").inc()
             with contextlib.suppress(Exception):
-                await session.ws.close(CloseCode.TRY_AGAIN_LATER, "backend unavailable")
+                await close_connection(session.ws, CloseCode.TRY_AGAIN_LATER, "backend unavailable")
             return False
         self.metrics.connects.labels("accepted").inc()
         welcome = {
@@ -162,7 +162,9 @@ class Connections:
                     session.violations += 1
                     if session.violations > self.config.rate_limit_burst:
                         session.close_reason = "rate_limited"
-                        await session.ws.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+                        await close_connection(
+                            session.ws, CloseCode.RATE_LIMITED, "rate limit exceeded"
+                        )
                         return "rate_limited"
                     retry_ms = int(session.bucket.retry_after() * 1000) + 1
                     raise ProtocolError(
@@ -183,7 +185,9 @@ class Connections:
                     session.errors += 1
                 if session.errors > MAX_PROTOCOL_ERRORS:
                     session.close_reason = "protocol_error"
-                    await session.ws.close(CloseCode.PROTOCOL_ERROR, "too many bad frames")
+                    await close_connection(
+                        session.ws, CloseCode.PROTOCOL_ERROR, "too many bad frames"
+                    )
                     return "protocol_error"
             except Exception:  # a bug must cost one frame, not the session or the process
                 log.exception("frame handling failed for %s", session.user)

@@ -115,7 +115,8 @@ class Deliveries:
                 done[conv] = {"last_seq": cursor, "complete": True}
                 continue
             # One more than the limit: "complete" then says whether anything is left.
-            views, source, gaps = await self._read_after(conv, cursor, limit + 1)
+            hint = None if counter is None else int(counter)
+            views, source, gaps = await self._read_after(conv, cursor, limit + 1, hint)
             more = len(views) > limit
             views = views[:limit]
             last = cursor
@@ -123,7 +124,8 @@ class Deliveries:
                 last = views[-1][0]
                 gaps = [g for g in gaps if g[0] < last]
                 for batch in sync_batches(conv, views, gaps, self.config.max_frame_bytes):
-                    self.outbox.push(session, batch, "sync_batch")
+                    if not await self.outbox.push_paced(session, batch, "sync_batch"):
+                        return  # gone, or closed as a slow consumer: nothing more to send
                 self.metrics.synced_messages.labels(source).inc(len(views))
                 marks[conv] = max(marks.get(conv, 0), last)
             done[conv] = {"last_seq": last, "complete": not more}
@@ -166,14 +168,22 @@ class Deliveries:
         return set(loaded) | (cached - {state.COMPLETE})
 
     async def _read_after(
-        self, conv: str, cursor: int, limit: int
+        self, conv: str, cursor: int, limit: int, hint: int | None
     ) -> tuple[list[tuple[int, str]], str, list[list[int]]]:
         """(seq, client JSON) after ``cursor``, the source, and the in-doubt ranges that explain
         the holes among them: from the recent cache when it covers the range without a hole,
-        else from Cassandra (where a hole costs one more read, of ``seq_gaps``)."""
-        if self.config.recent_cache_size:
-            entries = await self.backends.redis.lrange(state.recent_key(conv), 0, -1)
+        else from Cassandra (where a hole costs one more read, of ``seq_gaps``). Of the cache,
+        only the tail that the seq hint says is newer than the cursor is read, unless that
+        tail turns out too short (replayed entries, a lagging hint)."""
+        size = self.config.recent_cache_size
+        if size:
+            redis, key = self.backends.redis, state.recent_key(conv)
+            window = recent_window(cursor, hint, size)
+            entries = await redis.lrange(key, -window, -1)
             cached = from_recent_cache(entries, cursor, limit)
+            if cached is None and window < size and len(entries) == window:
+                entries = await redis.lrange(key, 0, -1)
+                cached = from_recent_cache(entries, cursor, limit)
             if cached is not None:
                 return cached, "cache", []
         store = self.backends.store
@@ -255,6 +265,18 @@ def sync_batches(
         size += grows
     frames.append(head + ",".join(chunk) + "]" + announced + "}")
     return frames
+
+
+RECENT_WINDOW_SLACK = 16  # cache entries read beyond the hint's count, for replayed seqs
+
+
+def recent_window(cursor: int, hint: int | None, size: int) -> int:
+    """How many of the newest recent-cache entries to read for a sync after ``cursor``: those
+    the seq hint (the last persisted seq) says are newer, plus some slack; all without a
+    usable hint. A hint only ever lags, so a short window is detected, never wrong."""
+    if hint is None or hint <= cursor:
+        return size
+    return min(size, hint - cursor + RECENT_WINDOW_SLACK)
 
 
 def from_recent_cache(entries: list[str], cursor: int, limit: int) -> list[tuple[int, str]] | None:

@@ -144,6 +144,9 @@ class GatewayMetrics(_Metrics):
         self.send_queue_depth = self.gauge(
             "send_queue_depth", "Frames waiting in per-connection send queues."
         )
+        self.send_queue_bytes = self.gauge(
+            "send_queue_bytes", "Bytes waiting in per-connection send queues."
+        )
         self.send_queue_drops = self.counter(
             "send_queue_drops", "Frames dropped because a send queue was full."
         )

@@ -46,11 +46,9 @@ from gateway.receipts import Receipts
 from gateway.routes import PresenceWatch, Routes
 from gateway.runtime import Tasks, setup_logging
 from gateway.send import Sender
-from gateway.session import WRITE_LIMIT, Outbox, SessionTable
+from gateway.session import CLOSE_TIMEOUT_S, WRITE_LIMIT, Outbox, SessionTable
 
 log = logging.getLogger("gateway.server")
-
-CLOSE_TIMEOUT_S = 2.0
 
 
 class Gateway:

@@ -9,6 +9,7 @@ flusher task only when a client reads slowly.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import deque
 from dataclasses import KW_ONLY, dataclass
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.state import DeliveryItem
 
 WRITE_LIMIT = 64 * 1024  # socket write buffer above which frames are queued instead
+CLOSE_TIMEOUT_S = 2.0  # for the closing handshake, after which the socket is aborted
 
 # Every server frame op, for the frames_out counter.
 SERVER_OPS = (
@@ -64,6 +66,8 @@ class Session:
     close_reason: str | None = None
     marks: dict[str, int] | None = None  # conversation -> highest seq sent
     outbox: deque[str] | None = None  # only while the socket is backed up
+    queued_bytes: int = 0  # characters in outbox (frames are ASCII JSON: bytes)
+    drained: asyncio.Event | None = None  # set when outbox empties; made by a waiting sync
     subs: set[str] | None = None  # presence subscriptions
     syncing: int = 0  # > 0: live deliveries are held until the sync is done
     held: list[DeliveryItem] | None = None
@@ -105,11 +109,15 @@ class Outbox:
 
     def __init__(self, config: Config, metrics: GatewayMetrics, tasks: Tasks) -> None:
         self._queue_max = config.send_queue_max
+        self._queue_max_bytes = config.send_queue_max_bytes
+        self._sync_budget = config.sync_byte_budget
+        self._drain_timeout_s = config.sync_drain_timeout_s
         self._drops = metrics.send_queue_drops
         self._tasks = tasks
         # Label children resolved once: .labels() on the hot path costs a lock and a lookup.
         self.sent = {op: metrics.frames_out.labels(op) for op in SERVER_OPS}
         self.queued = 0  # frames waiting in the queues of all sessions
+        self.queued_bytes = 0  # and their size
 
     def push(self, session: Session, frame: str, op: str) -> bool:
         """Queue one frame for a session without blocking; False if it was dropped."""
@@ -125,28 +133,75 @@ class Outbox:
         if session.outbox is None:
             session.outbox = deque()
             self._tasks.spawn(self._flush(session))
-        if len(session.outbox) >= self._queue_max:
+        size = len(frame)
+        if (
+            len(session.outbox) >= self._queue_max
+            or session.queued_bytes + size > self._queue_max_bytes
+        ):
             self._drops.inc()
             session.close_reason = "slow_consumer"
             self.close_soon(session, CloseCode.SLOW_CONSUMER, "send queue overflow")
             return False
         session.outbox.append(frame)
+        session.queued_bytes += size
         self.queued += 1
+        self.queued_bytes += size
         self.sent[op].inc()
         return True
 
+    async def push_paced(self, session: Session, frame: str, op: str) -> bool:
+        """Queue a frame of a sync once the session's queue is below the sync budget (half the
+        frame limit, ``sync_byte_budget`` bytes): a sync pages at the client's reading speed
+        instead of piling a conversation's history up in memory, and a client that sends
+        ``sync`` after ``sync`` without reading gets no more than that queued. False if the
+        session is gone, or wrote nothing for ``sync_drain_timeout_s``: it is then closed as
+        a slow consumer."""
+        while session.outbox is not None and (
+            len(session.outbox) >= self._queue_max // 2
+            or session.queued_bytes + len(frame) > self._sync_budget
+        ):
+            if session.close_reason is not None:
+                return False
+            if session.drained is None:
+                session.drained = asyncio.Event()
+            session.drained.clear()
+            try:
+                await asyncio.wait_for(session.drained.wait(), self._drain_timeout_s)
+            except TimeoutError:
+                if session.close_reason is None:
+                    session.close_reason = "slow_consumer"
+                    self.close_soon(session, CloseCode.SLOW_CONSUMER, "sync not read in time")
+                return False
+        return self.push(session, frame, op)
+
     async def _flush(self, session: Session) -> None:
+        outbox = session.outbox
         try:
-            while session.outbox:
-                frame = session.outbox.popleft()
-                self.queued -= 1
+            while outbox:
+                frame = outbox[0]  # stays counted while being written: it is held until then
                 await session.ws.send(frame)
+                if session.outbox is not outbox:
+                    return  # discarded (the session closed) while the frame was written
+                outbox.popleft()
+                session.queued_bytes -= len(frame)
+                self.queued -= 1
+                self.queued_bytes -= len(frame)
+                if session.drained is not None:
+                    session.drained.set()  # progress: a waiting sync re-checks its budget
         except ConnectionClosed:
             pass
         finally:
-            if session.outbox:
-                self.queued -= len(session.outbox)
-            session.outbox = None
+            if session.outbox is outbox:
+                self._forget_queue(session)
+
+    def _forget_queue(self, session: Session) -> None:
+        if session.outbox:
+            self.queued -= len(session.outbox)
+            self.queued_bytes -= session.queued_bytes
+        session.outbox = None
+        session.queued_bytes = 0
+        if session.drained is not None:
+            session.drained.set()  # a waiting sync goes on (or sees the session closed)
 
     def ok(self, session: Session, ref: str | None) -> None:
         """The ``ok`` reply, sent only when the frame had a ref."""
@@ -155,9 +210,18 @@ class Outbox:
 
     def discard(self, session: Session) -> None:
         """Drop what is still queued for a session that is gone."""
-        if session.outbox:
-            self.queued -= len(session.outbox)
-            session.outbox = None
+        self._forget_queue(session)
 
     def close_soon(self, session: Session, code: int, why: str) -> None:
-        self._tasks.spawn(session.ws.close(code, why))
+        self._tasks.spawn(close_connection(session.ws, code, why))
+
+
+async def close_connection(ws: ServerConnection, code: int, why: str) -> None:
+    """Close with the handshake, or abort the socket after CLOSE_TIMEOUT_S. The bound matters
+    for a peer that stopped reading: websockets' close() first waits for the send buffer to
+    drain, and a full TCP window never drains, so the session (and its memory) would stay."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.close(code, why)
+    except TimeoutError:
+        ws.transport.abort()

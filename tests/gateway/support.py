@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opsctl.local import LocalStack
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -22,6 +29,48 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@contextlib.contextmanager
+def extra_gateway(
+    stack: LocalStack, node_id: str, settings: Mapping[str, str], log_dir: Path
+) -> Iterator[tuple[str, str]]:
+    """One more gateway of the running stack, with the stack's settings plus ``settings``
+    (IMGW_* variables); yields its (ws URL, http URL) once ready, stops it after."""
+    import httpx
+
+    from opsctl.local._procs import find_free_port_block
+    from opsctl.paths import REPO_ROOT
+    from tests.support import wait_for
+
+    port = find_free_port_block(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGW_")}
+    env.update(stack.imgw_env())
+    env.update(settings)
+    env.update({"IMGW_NODE_ID": node_id, "IMGW_LISTEN_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    log_path = log_dir / f"{node_id}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.server"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    http_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, log_path.read_text()[-2000:]
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{http_url}/readyz", timeout=2).status_code == 200
+        return False
+
+    try:
+        wait_for(f"gateway {node_id} ready", ready, timeout=60, interval=0.2)
+        yield f"ws://127.0.0.1:{port}/ws", http_url
+    finally:
+        stop_process(proc)
+        log.close()
 
 
 def assert_increased(

@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -30,10 +27,9 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.auth import AuthError, TokenVerifier
 from loadtests.session import TokenSigner
-from opsctl.local._procs import find_free_port_block
 from opsctl.paths import REPO_ROOT
 from tests.gateway.conftest import Im
-from tests.gateway.support import stop_process
+from tests.gateway.support import extra_gateway
 from tests.support import wait_for
 
 unit = pytest.mark.unit
@@ -313,45 +309,16 @@ class JwksServer:
 REFRESH_S = 2.0  # the test gateway's periodic JWKS refresh (production default: 300 s)
 
 
-@contextlib.contextmanager
-def jwks_gateway(im: Im, jwks_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A gateway of the running stack that takes its keys from ``jwks_url``; yields its
-    (ws URL, http URL) once ready, stops it after."""
-    port = find_free_port_block(1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGW_")}
-    env.update(im.stack.imgw_env())
-    env.update(
-        {
-            "IMGW_NODE_ID": im.uid("gw-jwks"),
-            "IMGW_LISTEN_PORT": str(port),
-            "IMGW_JWT_JWKS_URL": jwks_url,
-            "IMGW_JWT_JWKS_REFRESH_S": str(REFRESH_S),
-            "IMGW_JWT_JWKS_MIN_REFRESH_S": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    log = (tmp_path / "gw-jwks.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.server"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    http_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, (tmp_path / "gw-jwks.log").read_text()[-2000:]
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{http_url}/readyz", timeout=2).status_code == 200
-        return False
-
-    try:
-        wait_for("the JWKS gateway ready", ready, timeout=60, interval=0.2)
-        yield f"ws://127.0.0.1:{port}/ws", http_url
-    finally:
-        stop_process(proc)
-        log.close()
+def jwks_gateway(
+    im: Im, jwks_url: str, tmp_path: Path
+) -> contextlib.AbstractContextManager[tuple[str, str]]:
+    """A gateway of the running stack that takes its keys from ``jwks_url``."""
+    settings = {
+        "IMGW_JWT_JWKS_URL": jwks_url,
+        "IMGW_JWT_JWKS_REFRESH_S": str(REFRESH_S),
+        "IMGW_JWT_JWKS_MIN_REFRESH_S": "1",
+    }
+    return extra_gateway(im.stack, im.uid("gw-jwks"), settings, tmp_path)
 
 
 @integration
