@@ -25,6 +25,9 @@ TIERS = ("unit", "integration", "e2e")
 # other resource stops early on that worker too.
 SESSION_RESOURCES = (
     ("multi_region_stack", "multi_region_stack", "multi-region-stack"),
+    # region ops on clusters use both; the rollout test (only prod_clusters) joins them so the
+    # three prod clusters start once, on one worker
+    ("prod_clusters", "prod_clusters", "multi-region-stack"),
     ("local_stack", "_local_stack_of_session", "local-stack"),
     ("local_stack_with_cluster", "local_stack_with_cluster", "kube-cluster"),  # watches it
     ("kube_cluster", "kube_cluster", "kube-cluster"),
@@ -32,6 +35,7 @@ SESSION_RESOURCES = (
 )
 GROUP_OF = {name: group for name, _, group in SESSION_RESOURCES}
 GROUP_ORDER = tuple(dict.fromkeys(GROUP_OF.values()))
+LEAD_OF = {group: name for name, group in reversed(list(GROUP_OF.items()))}  # first listed
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,13 +63,15 @@ def session_resource_group(item: pytest.Item) -> str | None:
     return GROUP_OF[used[0]] if used else None
 
 
-def _run_order(item: pytest.Item) -> tuple[int, int]:
-    """Ungrouped tests first, then each group together; in a group, tests that also use
-    another resource first (that resource then stops before the rest of the group runs)."""
+def _run_order(item: pytest.Item) -> tuple[int, int, int]:
+    """Ungrouped tests first, then each group together; in a group, tests that use another
+    resource than the group's lead first (that resource then stops before the rest runs)."""
     group = session_resource_group(item)
     if group is None:
-        return (0, 0)
-    return (1 + GROUP_ORDER.index(group), -len(resources_used(item)))
+        return (0, 0, 0)
+    used = resources_used(item)
+    others = sum(1 for name in used if name != LEAD_OF[group])
+    return (1 + GROUP_ORDER.index(group), -len(used), -others)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
