@@ -13,9 +13,10 @@ Seqs come from blocks reserved under a fence (gateway.sequencer, docs/multi-regi
   fence refuses its next reservation; and no write is *issued* unless a Kafka heartbeat
   succeeded within ``LEASE_S`` (less than the session timeout), so a process that wakes up after
   being frozen longer than that drops its batch instead of writing seqs from its old block.
-  What is left: a freeze between that check and the driver putting the request on the wire
-  (microseconds); such a write lands inside the range the new owner announced as in doubt, so
-  it can never overwrite another message's seq.
+  What the check cannot stop: writes issued just before a freeze go out when the process
+  wakes. They land inside the range the new owner announced as in doubt, which that owner
+  shadowed with newer tombstones (gateway.sequencer), so they stay invisible; and after its
+  writes this process checks the lease again before caching or routing them.
 * **Handover** (rebalance, shutdown): the revoke callback waits for the batch in progress, then
   writes one release marker per partition, only for partitions whose writes all completed; the
   next owner continues without a gap. A batch started after the revoke is dropped unprocessed
@@ -697,6 +698,9 @@ class Dispatcher(KafkaWorker):
         await self._persist(records, new_index)
         self.metrics.persist_latency.observe(time.perf_counter() - started)
         self.metrics.persisted.inc(len(records))
+        # Frozen during the writes (they went out when it woke), this process may no longer
+        # own them: they are shadowed (Sequencer.prepare), so neither cache nor route them.
+        self._check_lease()
         views = [encode(r.client_view()) for r in records]
         self.stage = "cache"
         await self._cache(records, views, new_index)
@@ -835,7 +839,31 @@ class Dispatcher(KafkaWorker):
         Returns the records and the in-doubt ranges found while taking conversations over."""
         now_ms = int(time.time() * 1000)
         bucket_now = self.store.bucket_of(now_ms / 1000)
+        shard_map = self.map
+        assert shard_map is not None
+        # Take every conversation over before looking its records up (Sequencer.prepare).
+        owners = {it.conversation_id: it.owner for it in items}
+        prepared = await asyncio.gather(
+            *(
+                self.sequencer.prepare(conv, owner, bucket_now, shard_map.entry_of(conv).epoch)
+                for conv, owner in owners.items()
+            )
+        )
+        gaps = [gap for gap in prepared if gap is not None]
         found = await self._known_seqs(items)
+        for it in items:
+            hit = found.get(it.message_id)
+            if hit is not None and self.sequencer.is_void(it.conversation_id, hit[0]):
+                # An old owner's write that landed after we shadowed its in-doubt range: the
+                # row is invisible, so the message gets a new seq (its newer entry wins).
+                log.warning(
+                    "%s: %s found at shadowed seq %d (a late write): sequenced again",
+                    it.conversation_id,
+                    it.message_id,
+                    hit[0],
+                )
+                self.metrics.late_writes_shadowed.inc()
+                del found[it.message_id]
         duplicates = sum(1 for it in items if it.message_id in found)
         # New messages, per conversation in Kafka order (a record repeated in the batch once).
         fresh: dict[str, list[Accepted]] = {}
@@ -847,8 +875,6 @@ class Dispatcher(KafkaWorker):
         duplicates += len(items) - duplicates - len(seen)
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
-        shard_map = self.map
-        assert shard_map is not None
         taken = await asyncio.gather(
             *(
                 self.sequencer.take(
@@ -857,7 +883,7 @@ class Dispatcher(KafkaWorker):
                 for conv, its in fresh.items()
             )
         )
-        gaps: list[Gap] = []
+        self.metrics.seq_gaps.inc(len(gaps))
         for its, got in zip(fresh.values(), taken, strict=True):
             if got.gap is not None:
                 gaps.append(got.gap)

@@ -233,6 +233,10 @@ class DispatcherMetrics(_Metrics):
             "seq_gaps",
             "In-doubt seq ranges recorded on taking a conversation over without a release marker.",
         )
+        self.late_writes_shadowed = self.counter(
+            "late_writes_shadowed",
+            "Messages found at a shadowed seq (an old owner's late write), sequenced again.",
+        )
         self.foreign_records = self.counter(
             "foreign_records",
             "Records skipped because another region homes their shard (it sequences them).",

@@ -32,6 +32,17 @@ How a new owner starts (``_seed``):
   last durable one and that ceiling are **in doubt**: the old owner may have used some of them,
   and, if it is a zombie, still may. They are recorded as a gap (``record_gap``) *before* any
   seq above them is handed out, never reused, and announced to clients.
+
+A zombie's writes can also arrive late: issued just before it froze, they sat in its driver's
+buffers and go out when it wakes, seconds after the takeover. Under load that window is not
+microseconds (test_fencing caught one: a message with two seqs). So, in the same region, the new
+owner also **shadows** the in-doubt range (``shadow_in_doubt``): of its seqs, those without a
+message row now are deleted with a tombstone timestamped now. Every write of the old owner
+carries an older timestamp (its batch's persisted_at), so a late row there stays invisible
+whenever it lands; and such a seq found in ``message_seqs`` later is void (``is_void``): the
+message gets a new seq, whose entry (newer) wins over the late one. Rows that exist at the
+takeover were durable before it and are kept. Not across regions (a moved shard): the previous
+home's durable rows may still be replicating into this DC, and a tombstone would delete them.
 """
 
 from __future__ import annotations
@@ -117,6 +128,24 @@ class FenceStore(Protocol):
     async def record_gap(self, gap: Gap, writer: str) -> None:
         """Record an in-doubt range durably."""
 
+    async def shadow_in_doubt(self, gap: Gap, buckets: list[int]) -> set[int]:
+        """Tombstone, timestamped now, every seq of ``gap`` with no message row in ``buckets``
+        (so an older write that lands there later stays invisible); the seqs that have one."""
+
+
+def empty_runs(low: int, high: int, present: set[int]) -> list[tuple[int, int]]:
+    """The maximal runs of seqs in ``low..high`` (both included) not in ``present``."""
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    for n in range(low, high + 2):
+        empty = n <= high and n not in present
+        if empty and start is None:
+            start = n
+        elif not empty and start is not None:
+            runs.append((start, n - 1))
+            start = None
+    return runs
+
 
 @dataclass(slots=True)
 class _Conversation:
@@ -126,6 +155,8 @@ class _Conversation:
     bucket: int  # message partition in use: never decreases
     reserved_at: float
     pending: asyncio.Task[None] | None = None  # a reservation made ahead of need
+    # In-doubt seqs with no message row at the takeover, shadowed: nothing may be read there.
+    void: frozenset[int] = frozenset()
     # A CAS whose outcome we do not know (timeout): the row is either ``fence`` or this.
     uncertain: Fence | None = None
     fenced: bool = False
@@ -178,7 +209,32 @@ class Sequencer:
         if state is not None and state.pending is not None:
             state.pending.cancel()
 
+    def is_void(self, conversation_id: str, seq: int) -> bool:
+        """``seq`` was shadowed when this owner took the conversation over: a ``message_seqs``
+        entry pointing there is a zombie's late write, not a seq the message has."""
+        state = self._state.get(conversation_id)
+        return state is not None and seq in state.void
+
     # Taking seqs -----------------------------------------------------------------------------
+
+    async def prepare(
+        self, conversation_id: str, partition: int | str, bucket_now: int, epoch: int = EPOCH
+    ) -> Gap | None:
+        """Take the conversation over now, if not done yet in this generation: before its
+        records' seqs are looked up, so a zombie's late write cannot slip in between the
+        lookup and the shadowing. Returns the in-doubt range found (announce it)."""
+        state = self._current(conversation_id, self.writer(partition), epoch)
+        if state is not None:
+            return None
+        _, gap = await self._seed(conversation_id, self.writer(partition), bucket_now, epoch)
+        return gap
+
+    def _current(self, conversation_id: str, me: Writer, epoch: int) -> _Conversation | None:
+        state = self._state.get(conversation_id)
+        if state is not None and (state.fence.writer != me.token or state.fence.epoch != epoch):
+            self.forget(conversation_id)  # another owner's or another epoch's block: stale
+            state = None
+        return state
 
     async def take(
         self,
@@ -194,10 +250,7 @@ class Sequencer:
         the conversation's shard epoch in the caller's map."""
         me = self.writer(partition)
         gap: Gap | None = None
-        state = self._state.get(conversation_id)
-        if state is not None and (state.fence.writer != me.token or state.fence.epoch != epoch):
-            self.forget(conversation_id)  # another owner's or another epoch's block: stale
-            state = None
+        state = self._current(conversation_id, me, epoch)
         if state is None:
             state, gap = await self._seed(conversation_id, me, bucket_now, epoch)
         if state.fenced:
@@ -274,29 +327,7 @@ class Sequencer:
             row = await self.store.read_fence(conversation_id)
             last, last_bucket = await self.store.last_durable(conversation_id)
             bucket = max(bucket_now, last_bucket or 0)
-            gap: Gap | None = None
-            if row is None:
-                start = last + 1
-            elif row.epoch < epoch:
-                # The shard moved here since the row was written: the previous home's block
-                # may have been used in writes not visible here yet (planned or not), so start
-                # above it; what is not durable here is in doubt.
-                start = max(row.ceiling, last) + 1
-                if row.ceiling > last:
-                    gap = Gap(conversation_id, last + 1, row.ceiling)
-            else:
-                self._check_may_take(conversation_id, row, me, epoch)
-                if row.writer == me.token:
-                    # Our own token without state: only a first CAS of ours whose answer was
-                    # lost (state is kept for as long as the token is valid). We handed out
-                    # nothing under it.
-                    start = last + 1
-                elif await self.store.is_released(row.writer):
-                    start = last + 1  # a graceful handover: continue, no gap
-                else:
-                    start = max(row.ceiling, last) + 1
-                    if row.ceiling > last:
-                        gap = Gap(conversation_id, last + 1, row.ceiling)
+            start, gap, shadow = await self._start(conversation_id, row, last, me, epoch)
             new = Fence(epoch, me.token, start - 1 + FIRST_BLOCK)
             if not await self.store.cas_fence(conversation_id, new, row):
                 continue  # somebody else moved it meanwhile: look again
@@ -312,10 +343,41 @@ class Sequencer:
                     gap.low,
                     gap.high,
                 )
-            state = _Conversation(new, start, FIRST_BLOCK, bucket, self.clock())
+            void: frozenset[int] = frozenset()
+            if gap is not None and shadow:
+                # After the CAS: the old owner cannot reserve past gap.high any more. Its rows
+                # go to the bucket it was using: the newest durable one or, since, today's.
+                buckets = sorted(
+                    {b for b in (last_bucket, bucket_now - 1, bucket_now) if b is not None}
+                )
+                present = await self.store.shadow_in_doubt(gap, buckets)
+                void = frozenset(range(gap.low, gap.high + 1)) - present
+            state = _Conversation(new, start, FIRST_BLOCK, bucket, self.clock(), void=void)
             self._state[conversation_id] = state
             return state, gap
         raise RuntimeError(f"{conversation_id}: the fence kept moving; giving up this batch")
+
+    async def _start(
+        self, conversation_id: str, row: Fence | None, last: int, me: Writer, epoch: int
+    ) -> tuple[int, Gap | None, bool]:
+        """Where a new owner starts: (first seq, the in-doubt range, whether to shadow it:
+        same region, no release marker, so the old owner may still write late)."""
+        above = Gap(conversation_id, last + 1, row.ceiling) if row and row.ceiling > last else None
+        if row is None:
+            return last + 1, None, False
+        if row.epoch < epoch:
+            # The shard moved here since the row was written: the previous home's block may
+            # have been used in writes not visible here yet (planned or not), so start above
+            # it; what is not durable here is in doubt (not shadowed: it may be replicating).
+            return max(row.ceiling, last) + 1, above, False
+        self._check_may_take(conversation_id, row, me, epoch)
+        if row.writer != me.token and await self.store.is_released(row.writer):
+            return last + 1, None, False  # a graceful handover: continue, no gap
+        # A crash, or our own token without state: a seed of ours that failed after its CAS
+        # (state is kept for as long as the token is valid). We handed out nothing under it,
+        # but the previous owner's range is no longer known: all of it up to our ceiling is in
+        # doubt again, and shadowed again.
+        return max(row.ceiling, last) + 1, above, True
 
     def _check_may_take(
         self, conversation_id: str, row: Fence, me: Writer, epoch: int = EPOCH

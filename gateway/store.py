@@ -267,6 +267,10 @@ class CassandraStore:
             "record_gap": f"INSERT INTO {ks}.seq_gaps "
             "(conversation_id, low, high, writer, recorded_at) VALUES (?, ?, ?, ?, ?)",
             "gaps": f"SELECT low, high FROM {ks}.seq_gaps WHERE conversation_id = ?",
+            "seqs_between": f"SELECT seq FROM {ks}.messages "
+            "WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?",
+            "shadow_seqs": f"DELETE FROM {ks}.messages USING TIMESTAMP ? "
+            "WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?",
             "release": f"INSERT INTO {ks}.seq_releases (writer, released_at) VALUES (?, ?)",
             "released": f"SELECT writer FROM {ks}.seq_releases WHERE writer = ?",
         }
@@ -391,6 +395,26 @@ class CassandraStore:
     async def record_gap(self, gap: Gap, writer: str) -> None:
         now = int(time.time() * 1000)
         await self._run("record_gap", (gap.conversation_id, gap.low, gap.high, writer, now))
+
+    async def shadow_in_doubt(self, gap: Gap, buckets: list[int]) -> set[int]:
+        from gateway.sequencer import empty_runs
+
+        conv = gap.conversation_id
+        results = await asyncio.gather(
+            *(self._run("seqs_between", (conv, b, gap.low, gap.high)) for b in buckets)
+        )
+        present = {row.seq for rows in results for row in rows}
+        # Microseconds, like the message rows' own timestamps (persisted_at ms * 1000): every
+        # write the old owner issued before the takeover is older.
+        now_us = time.time_ns() // 1000
+        await asyncio.gather(
+            *(
+                self._run("shadow_seqs", (now_us, conv, b, low, high))
+                for b in buckets
+                for low, high in empty_runs(gap.low, gap.high, present)
+            )
+        )
+        return present
 
     async def gaps(self, conversation_id: str) -> list[tuple[int, int]]:
         """In-doubt ranges (low, high) of the conversation, by low."""

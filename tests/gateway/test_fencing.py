@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from opsctl.local import LocalStack
 from opsctl.local._procs import find_free_port_block
 from tests.gateway.conftest import Im
 from tests.gateway.protocol_client import ProtocolClient, dm
-from tests.gateway.support import stop_process
+from tests.gateway.support import injected_record, produce, stop_process
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -140,12 +141,31 @@ def second_dispatcher(stack: LocalStack, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def _pairs_on_every_partition(im: Im, pairs: int, partitions: int) -> list[tuple[str, str]]:
+    """At least ``pairs`` DM pairs whose conversations (the records' key) cover every partition
+    of the topic, so whichever partitions a dispatcher is given carry load (with 6 random
+    pairs all on the other dispatcher's half was a 1-in-64 flake)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    chosen: list[tuple[str, str]] = []
+    covered: set[int] = set()
+    i = 0
+    while len(chosen) < pairs or len(covered) < partitions:
+        pair = (im.uid(f"a{i}"), im.uid(f"b{i}"))
+        partition = DefaultPartitioner()(dm(*pair).encode(), list(range(partitions)), [])
+        if len(chosen) < pairs or partition not in covered:
+            chosen.append(pair)
+            covered.add(partition)
+        i += 1
+    return chosen
+
+
 class Load:
     """DM pairs sending every ~20 ms; tracks what was acked."""
 
     def __init__(self, im: Im, pairs: int) -> None:
         self.im = im
-        self.users = [(im.uid(f"a{i}"), im.uid(f"b{i}")) for i in range(pairs)]
+        self.users = _pairs_on_every_partition(im, pairs, im.stack.info.kafka_partitions)
         self.clients: list[ProtocolClient] = []
         self.sent: dict[str, tuple[ProtocolClient, dict[str, Any]]] = {}
         self.stop = asyncio.Event()
@@ -338,6 +358,61 @@ def test_a_frozen_dispatcher_woken_after_the_takeover_writes_no_conflicting_seq(
             await load.devices_see_everything(acked)
 
     _run_scenario(im, scenario)
+
+
+def test_a_late_write_of_a_frozen_owner_lands_shadowed_and_its_message_gets_one_seq(
+    im: Im,
+) -> None:
+    """The zombie's writes that were issued before it froze and go out when it wakes (after
+    the takeover), injected into the real Cassandra as it would send them: a message row and
+    its id -> seq entry at an in-doubt seq, timestamped before the takeover. The row stays
+    invisible, and when the message's record comes round again it gets one new seq."""
+    info = im.stack.info
+    region = info.regions[0].name
+    alice, bob = im.uid("late-a"), im.uid("late-b")
+    conv = dm(alice, bob)
+    cql = Cql(im.stack)
+    try:
+        # The previous owner (generation 0, no release marker) reserved seqs up to 20.
+        cql.session.execute(
+            "INSERT INTO conversation_seq (conversation_id, epoch, writer, ceiling) "
+            "VALUES (%s, 0, %s, 20) IF NOT EXISTS",
+            (conv, f"{region}:0:0"),
+        )
+        first = injected_record(region, conv, alice, to=bob, body="after the takeover")
+        late = injected_record(region, conv, alice, to=bob, body="written late")
+        before = metrics(info.dispatcher_url).get("im_dispatcher_late_writes_shadowed_total", 0)
+        asyncio.run(produce(info.kafka_bootstrap, info.kafka_topic, [(conv, _value(first))]))
+        rows = wait_for("the first message persisted", lambda: cql.messages(conv), timeout=60)
+        [(bucket, seq, _)] = rows
+        assert seq == 21  # above the old ceiling
+        assert cql.gaps(conv) == [(1, 20)]
+
+        issued_us = (time.time_ns() // 1000) - 20_000_000  # before the freeze and the takeover
+        cql.session.execute(
+            "INSERT INTO messages (conversation_id, bucket, seq, message_id, sender, body) "
+            "VALUES (%s, %s, 5, %s, %s, 'written late') USING TIMESTAMP %s",
+            (conv, bucket, late["mid"], alice, issued_us),
+        )
+        cql.session.execute(
+            "INSERT INTO message_seqs (conversation_id, message_id, seq, bucket) "
+            "VALUES (%s, %s, 5, %s) USING TIMESTAMP %s",
+            (conv, late["mid"], bucket, issued_us),
+        )
+        assert [s for _, s, _ in cql.messages(conv)] == [21]  # the late row is invisible
+
+        asyncio.run(produce(info.kafka_bootstrap, info.kafka_topic, [(conv, _value(late))]))
+        wait_for("the late message sequenced", lambda: len(cql.messages(conv)) == 2, timeout=60)
+        assert cql.message_seqs(conv) == {first["mid"]: 21, late["mid"]: 22}
+        cql.check(conv, {first["mid"], late["mid"]})
+        after = metrics(info.dispatcher_url)["im_dispatcher_late_writes_shadowed_total"]
+        assert after == before + 1
+    finally:
+        cql.close()
+
+
+def _value(record: dict[str, Any]) -> bytes:
+    return json.dumps(record).encode()
 
 
 def test_redelivery_of_every_record_gives_no_new_seq(im: Im) -> None:

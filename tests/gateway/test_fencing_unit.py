@@ -20,6 +20,7 @@ from gateway.sequencer import (
     NotOwner,
     Sequencer,
     Writer,
+    empty_runs,
 )
 
 pytestmark = pytest.mark.unit
@@ -33,6 +34,9 @@ class FakeFences:
         self.gaps: list[tuple[Gap, str]] = []
         self.cas_calls = 0
         self.fail_next_cas_after_apply = False
+        self.rows_at: dict[str, set[int]] = {}  # seqs with a message row
+        self.shadowed: list[tuple[Gap, list[int], set[int]]] = []  # (gap, buckets, empty seqs)
+        self.fail_next_shadow = False
 
     async def read_fence(self, conversation_id: str) -> Fence | None:
         return self.rows.get(conversation_id)
@@ -56,6 +60,15 @@ class FakeFences:
 
     async def record_gap(self, gap: Gap, writer: str) -> None:
         self.gaps.append((gap, writer))
+
+    async def shadow_in_doubt(self, gap: Gap, buckets: list[int]) -> set[int]:
+        if self.fail_next_shadow:
+            self.fail_next_shadow = False
+            raise TimeoutError("tombstone write timed out")
+        rows = self.rows_at.get(gap.conversation_id, set())
+        present = {n for n in range(gap.low, gap.high + 1) if n in rows}
+        self.shadowed.append((gap, buckets, set(range(gap.low, gap.high + 1)) - present))
+        return present
 
 
 class Clock:
@@ -206,12 +219,16 @@ def test_a_timed_out_reservation_is_settled_by_a_serial_read() -> None:
         store.fail_next_cas_after_apply = True
         with pytest.raises(TimeoutError):
             await s.take("c", 0, 1, 1)  # the first CAS landed, its answer was lost
-        assert (await s.take("c", 0, 1, 1)).seqs == [1]  # our own token, nothing handed out
+        # Our own token without state: nothing of it was handed out, but what a previous owner
+        # held is unknown now, so all of it up to our ceiling is in doubt.
+        got = await s.take("c", 0, 1, 1)
+        assert got.seqs == [FIRST_BLOCK + 1]
+        assert got.gap == Gap("c", 1, FIRST_BLOCK)
         await s.take("c", 0, FIRST_BLOCK - 1, 1)  # uses the block up: reserves ahead...
         store.fail_next_cas_after_apply = True  # ...and that CAS times out after applying
         await asyncio.sleep(0.01)
         got = await s.take("c", 0, 1, 1)  # a SERIAL read settles it: adopted, same numbering
-        assert got.seqs == [FIRST_BLOCK + 1]
+        assert got.seqs == [2 * FIRST_BLOCK + 1]
         assert not store.fail_next_cas_after_apply  # the timeout did happen
         assert s.refusals == []  # type: ignore[attr-defined]
 
@@ -265,3 +282,79 @@ def test_aiokafka_still_exposes_what_the_fence_reads() -> None:
 
     assert inspect.iscoroutinefunction(GroupCoordinator._do_heartbeat)
     assert "self.generation" in inspect.getsource(GroupCoordinator.__init__)
+
+
+def test_a_crash_handover_shadows_the_empty_in_doubt_seqs_and_keeps_the_durable_ones() -> None:
+    """A frozen owner's writes may land after the takeover: the empty seqs of its range are
+    tombstoned, and a message found at one of them later is void (gets a new seq)."""
+
+    async def main() -> None:
+        store = FakeFences()
+        old = sequencer(store, generation=1)
+        await old.take("c", 0, 5, 7)
+        ceiling = store.rows["c"].ceiling
+        store.last["c"] = 2
+        store.rows_at["c"] = {1, 2, 4}  # 4 landed after the last-durable read: kept
+        new = sequencer(store, generation=2)
+        gap = await new.prepare("c", 0, 7)
+        assert gap == Gap("c", 3, ceiling)
+        assert store.gaps == [(gap, "local:2:0")]  # recorded before it is shadowed
+        [(shadowed_gap, buckets, empty)] = store.shadowed
+        assert shadowed_gap == gap
+        assert buckets == [6, 7]  # yesterday's and today's
+        assert empty == set(range(3, ceiling + 1)) - {4}
+        assert [new.is_void("c", n) for n in (2, 3, 4, 5)] == [False, True, False, True]
+        assert await new.prepare("c", 0, 7) is None  # taken over once per generation
+        got = await new.take("c", 0, 1, 7)
+        assert got.seqs == [ceiling + 1]
+        assert got.gap is None  # announced by prepare
+
+    run(main())
+
+
+def test_no_shadow_after_a_graceful_handover_or_when_the_shard_moved_from_another_region() -> None:
+    async def main() -> None:
+        store = FakeFences()
+        await sequencer(store, generation=1).take("c", 0, 2, 1)
+        store.last["c"] = 2
+        store.released.add("local:1:0")
+        assert await sequencer(store, generation=2).prepare("c", 0, 1) is None
+        # A moved shard: the previous home's rows may still be replicating here.
+        await sequencer(store, generation=3).take("d", 0, 3, 1)
+        store.last["d"] = 1
+        gap = await sequencer(store, generation=4).prepare("d", 0, 1, epoch=1)
+        assert gap is not None
+        assert gap.low == 2
+        assert store.shadowed == []
+
+    run(main())
+
+
+def test_a_takeover_that_failed_after_its_cas_is_in_doubt_again_on_the_retry() -> None:
+    """Our own token without state: the previous range is unknown now, so everything up to
+    our ceiling is in doubt and shadowed (before, the retry started at last + 1: it could
+    reuse a seq the frozen owner was about to write)."""
+
+    async def main() -> None:
+        store = FakeFences()
+        await sequencer(store, generation=1).take("c", 0, 3, 1)
+        store.last["c"] = 1
+        new = sequencer(store, generation=2)
+        store.fail_next_shadow = True
+        with pytest.raises(TimeoutError):
+            await new.prepare("c", 0, 1)
+        ours = store.rows["c"]
+        assert ours.writer == "local:2:0"
+        gap = await new.prepare("c", 0, 1)
+        assert gap == Gap("c", 2, ours.ceiling)
+        got = await new.take("c", 0, 1, 1)
+        assert got.seqs == [ours.ceiling + 1]
+        assert new.is_void("c", 3)
+
+    run(main())
+
+
+def test_empty_runs() -> None:
+    assert empty_runs(3, 9, {4, 5, 8}) == [(3, 3), (6, 7), (9, 9)]
+    assert empty_runs(1, 3, set()) == [(1, 3)]
+    assert empty_runs(1, 2, {1, 2}) == []
