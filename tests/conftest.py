@@ -83,12 +83,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = session_resource_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+            if getattr(config.option, "loadgroup", False):  # an xdist worker, --dist loadgroup
+                _group_in_nodeid(item, group)
     if untiered:
         raise pytest.UsageError(
             "every test needs exactly one of the markers unit, integration, e2e:\n  "
             + "\n  ".join(untiered)
         )
     items.sort(key=_run_order)  # stable: file order within each part
+
+
+def _group_in_nodeid(item: pytest.Item, group: str) -> None:
+    """xdist's loadgroup scheduler groups tests by an ``@group`` suffix of their node id. xdist
+    3.8 writes it to ``item._nodeid``, which pytest 9 no longer reads (the id is ``item._id``),
+    so every group was silently spread over both workers, each starting its own stack. Write
+    it where pytest reads it, and fail loudly should that ever stop working too."""
+    from _pytest.nodeid import NodeId
+
+    if not item.nodeid.endswith(f"@{group}"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
+    if not item.nodeid.endswith(f"@{group}"):
+        raise pytest.UsageError(f"cannot put {item.nodeid} in xdist group {group!r}")
 
 
 @pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
