@@ -112,6 +112,20 @@ class RegionCql(Cql):
         self.session = self.cluster.connect(stack.info.cassandra_keyspace)
 
 
+def region_cql(stack: LocalStack, region: str, timeout: float = 90) -> RegionCql:
+    """A RegionCql once that region's node answers: just after a SIGCONT (a frozen region
+    woken up) its JVM can take longer than the driver's connect timeout on a loaded run."""
+    from cassandra.cluster import NoHostAvailable
+
+    def connected() -> RegionCql | None:
+        try:
+            return RegionCql(stack, stack.info.region(region))
+        except NoHostAvailable:
+            return None
+
+    return wait_for(f"{region}'s Cassandra answering", connected, timeout=timeout, interval=2)
+
+
 def restore_homes(stack: LocalStack) -> None:
     """Thaw every process, start whatever is stopped, and restore every region's homes."""
     for row in stack.status():

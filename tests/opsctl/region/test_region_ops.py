@@ -30,6 +30,7 @@ from tests.opsctl.region.conftest import (
     original_share,
     parse,
     region_command,
+    region_cql,
     run_region,
     signal_region,
 )
@@ -455,7 +456,7 @@ def test_an_unreachable_region_fails_over_then_reconciles_and_comes_back(
     assert map_view(stack).home_share == original_share()
     assert map_view(stack).held == 0
     for region in REGIONS:  # zero conflicts in either DC: one seq per message, one per seq
-        cql = RegionCql(stack, stack.info.region(region))
+        cql = region_cql(stack, region)  # eu-central was just woken up
         try:
             for conv in convs:
                 acked = before.acked(conv) | during.acked(conv)
