@@ -1,15 +1,20 @@
-"""Who gets in: the plain-HTTP routes and the upgrade refusals (draining, not ready, full) in
-front of /ws, then the hello frame and its token, which make a connection a ``Session``.
+"""Who gets in: the plain-HTTP routes and the upgrade refusals (draining, not ready, full, too
+many sockets without a hello yet, too many from one client IP) in front of /ws, then the hello
+frame and its token, which make a connection a ``Session``.
 
-Refusals happen before the WebSocket handshake completes wherever possible (HTTP 503), so a
-gateway that cannot serve costs clients one request, not a session.
+Refusals happen before the WebSocket handshake completes wherever possible (HTTP 503, or 429
+for the per-IP limit), so a gateway that cannot serve costs clients one request, not a session.
+The limits are checked at the upgrade and counted from the handler's start, so a burst of
+upgrades can overshoot one by the upgrades in flight at that moment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
@@ -26,6 +31,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, ErrorCode, Hello, ProtocolError, error_frame, parse_frame
 from gateway.runtime import http_route, request_path
 from gateway.session import Outbox, Session, SessionTable, close_connection
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -66,18 +73,29 @@ class Admission:
         if path != "/ws":
             return connection.respond(404, "not found; the WebSocket endpoint is /ws\n")
         refusal = None
+        ip_limit = self.config.max_connections_per_ip
         if self.drain.active:
             refusal = "draining"
         elif not self.readiness()[0]:
             refusal = "not_ready"
         elif self.table.open_count >= self.config.max_connections:
             refusal = "server_full"
+        elif self.table.pending_hellos >= self.config.max_pending_hellos:
+            refusal = "preauth_limit"
+        elif ip_limit and self.table.by_ip[self.client_ip(connection, request)] >= ip_limit:
+            refusal = "ip_limit"
         if refusal is None:
             return None
         self.metrics.connects.labels(refusal).inc()
-        response = connection.respond(503, refusal + "\n")
+        status = 429 if refusal == "ip_limit" else 503
+        response = connection.respond(status, refusal + "\n")
         response.headers["Retry-After"] = "1"
         return response
+
+    def client_ip(self, connection: ServerConnection, request: Request | None) -> str:
+        peer = connection.remote_address[0] if connection.remote_address else "?"
+        forwarded = request.headers.get("X-Forwarded-For") if request is not None else None
+        return client_ip(peer, forwarded, self.config.trusted_proxies)
 
     # Hello ----------------------------------------------------------------------------------
 
@@ -139,6 +157,27 @@ class Admission:
             await ws.send(frame)
             self.outbox.sent["error"].inc()
             await close_connection(ws, code, why[:100])
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """The client's IP for the per-IP limit: the peer's, unless the peer is a trusted proxy;
+    then the last X-Forwarded-For address that is not one (each proxy appends the address it
+    got the request from, so what comes before that is the client's to forge)."""
+    if not trusted or not forwarded_for or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 def bearer(header: str | None) -> str | None:

@@ -6,6 +6,7 @@ and exit 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -114,6 +115,14 @@ class Config(BaseModel):
 
     drain_window_s: float = Field(10.0, ge=0, le=3600)
     max_connections: int = Field(50000, ge=1)
+    # Per process: sockets not yet authenticated (upgraded, no valid hello yet), connections
+    # from one client IP (0: no limit), and sessions (distinct devices) of one user.
+    max_pending_hellos: int = Field(1000, ge=1)
+    max_connections_per_ip: int = Field(256, ge=0)
+    max_sessions_per_user: int = Field(16, ge=1, le=10000)
+    # Load balancers whose X-Forwarded-For is believed (CIDRs, comma-separated): behind them
+    # the client IP is the last address in that header they did not add themselves.
+    trusted_proxy_cidrs: str = ""
     max_frame_bytes: int = Field(65536, ge=512, le=16 * 1024 * 1024)
     rate_limit_per_s: float = Field(50.0, gt=0)
     rate_limit_burst: int = Field(100, ge=1)
@@ -124,6 +133,10 @@ class Config(BaseModel):
     send_queue_max_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     sync_byte_budget: int = Field(256 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     sync_drain_timeout_s: float = Field(30.0, gt=0, le=600)
+    # After a lost pub/sub subscription, the sessions that may have missed deliveries are told
+    # to sync in a random order spread over the window, at most this many per second.
+    resync_window_s: float = Field(10.0, gt=0, le=600)
+    resync_max_per_s: float = Field(200.0, gt=0, le=100000)
     heartbeat_interval_s: float = Field(25.0, gt=0)
     idle_timeout_s: float = Field(75.0, gt=0)
     hello_timeout_s: float = Field(10.0, gt=0)
@@ -195,6 +208,14 @@ class Config(BaseModel):
         ``im-dispatcher.<region>``, so no two regions ever share a group (MirrorMaker 2's
         checkpoints of one region's group can then never be applied to another's)."""
         return self.kafka_consumer_group or f"im-dispatcher.{self.region}"
+
+    @property
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(c.strip(), strict=False)
+            for c in self.trusted_proxy_cidrs.split(",")
+            if c.strip()
+        )
 
     @property
     def region_list(self) -> list[str]:
@@ -283,6 +304,10 @@ def load(role: Role, env: Mapping[str, str] | None = None) -> Config:
 
 def _session_problems(config: Config) -> list[tuple[str, str]]:
     problems = []
+    try:
+        config.trusted_proxies  # noqa: B018 (parsed here so that a bad one is named at start)
+    except ValueError as exc:
+        problems.append(("IMGW_TRUSTED_PROXY_CIDRS", f"not a list of CIDRs: {exc}"))
     if config.idle_timeout_s <= config.heartbeat_interval_s:
         problems.append(("IMGW_IDLE_TIMEOUT_S", "must be greater than IMGW_HEARTBEAT_INTERVAL_S"))
     if config.sync_byte_budget > config.send_queue_max_bytes:

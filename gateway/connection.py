@@ -77,11 +77,18 @@ class Connections:
         self._in = {op: self.metrics.frames_in.labels(op) for op in (*CLIENT_OPS, "invalid")}
 
     async def handler(self, ws: ServerConnection) -> None:
-        self.table.open_count += 1
+        table = self.table
+        table.open_count += 1
+        ip = self.admission.client_ip(ws, ws.request)
+        table.ip_opened(ip)
         session: Session | None = None
         reason = "client_close"
         try:
-            opened = await self.admission.authenticate(ws)
+            table.pending_hellos += 1
+            try:
+                opened = await self.admission.authenticate(ws)
+            finally:
+                table.pending_hellos -= 1
             if opened is None:
                 return
             session, hello = opened
@@ -97,13 +104,21 @@ class Connections:
             with contextlib.suppress(Exception):
                 await close_connection(ws, CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            self.table.open_count -= 1
+            table.open_count -= 1
+            table.ip_closed(ip)
             if session is not None:
                 await self._close(session, session.close_reason or reason)
 
     async def _open(self, session: Session, hello: Hello) -> bool:
         """Register the session locally and in the route registry, then welcome and sync."""
         user = session.user
+        limit = self.config.max_sessions_per_user
+        others = [s for s in self.table.by_user.get(user, ()) if s.device != session.device]
+        if len(others) >= limit:
+            self.metrics.connects.labels("user_limit").inc()
+            why = f"at most {limit} devices of one user per gateway"
+            await close_connection(session.ws, CloseCode.TOO_MANY_SESSIONS, why)
+            return False
         for old in [s for s in self.table.by_user.get(user, ()) if s.device == session.device]:
             old.close_reason = "replaced"
             self.outbox.close_soon(

@@ -69,6 +69,7 @@ class Deliveries:
         """
         if not held:
             session.syncing += 1
+        session.sync_started_at = time.monotonic()
         limit = min(limit or self.config.sync_limit, self.config.sync_limit)
         try:
             await self._sync(session, cursors, limit, ref)

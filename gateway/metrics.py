@@ -33,6 +33,9 @@ CONNECT_OUTCOMES = (
     "draining",
     "not_ready",
     "server_full",
+    "preauth_limit",
+    "ip_limit",
+    "user_limit",
 )
 DISCONNECT_REASONS = (
     "client_close",
@@ -164,6 +167,9 @@ class GatewayMetrics(_Metrics):
         )
         self.pubsub_reconnects = self.counter(
             "pubsub_reconnects", "Redis pub/sub resubscriptions after a failure."
+        )
+        self.resync_notices = self.counter(
+            "resync_notices", "sync_required sent after a lost subscription (paced, jittered)."
         )
         for counter, values in (
             (self.connects, CONNECT_OUTCOMES),

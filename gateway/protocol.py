@@ -33,6 +33,7 @@ class CloseCode(IntEnum):
     IDLE_TIMEOUT = 4006  # nothing received for idle_timeout_s
     RECONNECT = 4009  # draining: reconnect elsewhere (a reconnect frame precedes it)
     REPLACED = 4010  # a newer session of the same user and device opened on this gateway
+    TOO_MANY_SESSIONS = 4011  # the user has max_sessions_per_user other devices on this gateway
 
 
 class ErrorCode:

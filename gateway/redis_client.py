@@ -145,13 +145,22 @@ class Subscription:
             raise
         return self
 
-    async def run(self, on_message: Callable[[str, str], None]) -> None:
+    async def run(
+        self,
+        on_message: Callable[[str, str], None],
+        on_resubscribed: Callable[[], None] = lambda: None,
+    ) -> None:
         """Call ``on_message(channel, data)`` for every message until a connection is lost,
-        then raise that error."""
+        then raise that error. redis-py may also reconnect and subscribe again by itself
+        (a dropped connection, a cluster slot move): what was published meanwhile is lost all
+        the same, so ``on_resubscribed()`` is called when a confirmation beyond the first
+        ones arrives."""
         if len(self._pubsubs) == 1:
-            await self._read(self._pubsubs[0], on_message)
+            await self._read(self._pubsubs[0], on_message, on_resubscribed)
             return
-        readers = [asyncio.create_task(self._read(p, on_message)) for p in self._pubsubs]
+        readers = [
+            asyncio.create_task(self._read(p, on_message, on_resubscribed)) for p in self._pubsubs
+        ]
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
             for reader in done:
@@ -163,12 +172,27 @@ class Subscription:
                 with contextlib.suppress(BaseException):
                     await reader
 
-    async def _read(self, pubsub: Any, on_message: Callable[[str, str], None]) -> None:
+    async def _read(
+        self,
+        pubsub: Any,
+        on_message: Callable[[str, str], None],
+        on_resubscribed: Callable[[], None],
+    ) -> None:
         read = pubsub.get_sharded_message if self._cluster else pubsub.get_message
+        expected = len(self._channels) if not self._cluster else 1  # first confirmations
+        confirmed = 0
         while True:
             message = await read(timeout=None)
-            if message is not None and message.get("type") == "smessage":
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == "smessage":
                 on_message(message["channel"], message["data"])
+            elif kind == "ssubscribe":
+                confirmed += 1
+                extra = confirmed - expected
+                if extra > 0 and (extra - 1) % expected == 0:  # once per resubscription
+                    on_resubscribed()
 
     async def aclose(self) -> None:
         for pubsub in self._pubsubs:

@@ -95,10 +95,11 @@ class Tasks:
     def __init__(self) -> None:
         self._running: set[asyncio.Future[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        return task
 
     def cancel_all(self) -> None:
         for task in list(self._running):

@@ -110,6 +110,7 @@ class Gateway:
             on_delivery=deliveries.on_delivery,
             on_receipt=receipts.on_event,
             on_presence=presence.on_event,
+            tasks=tasks,
         )
 
     async def start_backends(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
@@ -70,18 +70,30 @@ class Session:
     drained: asyncio.Event | None = None  # set when outbox empties; made by a waiting sync
     subs: set[str] | None = None  # presence subscriptions
     syncing: int = 0  # > 0: live deliveries are held until the sync is done
+    sync_started_at: float = 0.0  # monotonic: a sync started later covers what was lost before
     held: list[DeliveryItem] | None = None
     resync: bool = False
 
 
 class SessionTable:
     """This node's open sessions, by user. ``open_count`` also counts connections that have
-    not said hello yet (for the connection limit)."""
+    not said hello yet (for the connection limit), ``pending_hellos`` only those, and
+    ``by_ip`` every open connection by client IP."""
 
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
         self.by_user: dict[str, list[Session]] = {}
         self.open_count = 0
+        self.pending_hellos = 0
+        self.by_ip: Counter[str] = Counter()
+
+    def ip_opened(self, ip: str) -> None:
+        self.by_ip[ip] += 1
+
+    def ip_closed(self, ip: str) -> None:
+        self.by_ip[ip] -= 1
+        if self.by_ip[ip] <= 0:
+            del self.by_ip[ip]  # the counter holds only IPs with connections
 
     def add(self, session: Session) -> list[Session]:
         """Register the session; returns its user's sessions here, older ones first."""

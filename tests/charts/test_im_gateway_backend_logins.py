@@ -215,6 +215,9 @@ GATEWAY_CHART_ONLY = {
     "IMGW_MAX_FRAME_BYTES": "default",
     "IMGW_RATE_LIMIT_PER_S": "default",
     "IMGW_SEND_QUEUE_MAX": "default",
+    "IMGW_MAX_PENDING_HELLOS": "default",
+    "IMGW_MAX_CONNECTIONS_PER_IP": "default",
+    "IMGW_MAX_SESSIONS_PER_USER": "default",
 }
 # migrate's inputs, which every local process shares; in prod the topics and keyspaces come
 # from the builders (KafkaTopics, the keyspace Job).

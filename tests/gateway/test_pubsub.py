@@ -1,8 +1,12 @@
 """gateway/pubsub.py: each payload of the node and presence channels reaches its handler; a bad
-one is logged and skipped."""
+one is logged and skipped. After a lost subscription, the sessions that may have missed
+something are told to sync, paced and jittered; a resubscription redis-py makes by itself is
+noticed (gateway/redis_client.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 from gateway import state
 from gateway.metrics import GatewayMetrics
 from gateway.pubsub import PubSub
+from gateway.redis_client import Subscription
+from gateway.runtime import Tasks
 from gateway.session import SessionTable
 from tests.gateway import fakes
 
@@ -28,6 +34,7 @@ def test_payloads_are_decoded_and_dispatched_by_channel(caplog: pytest.LogCaptur
         on_delivery=got.append,
         on_receipt=got.append,
         on_presence=got.append,
+        tasks=Tasks(),
     )
     assert pubsub.channel == "im:gw:gw-7"
     delivery = [state.DeliveryItem(["bob"], "dm:alice:bob", 1, 5, "{}")]
@@ -40,3 +47,94 @@ def test_payloads_are_decoded_and_dispatched_by_channel(caplog: pytest.LogCaptur
     pubsub.on_message(pubsub.channel, "not json")
     assert "bad pub/sub payload on im:gw:gw-7" in caplog.text
     assert len(got) == 3
+
+
+def _pubsub(table: SessionTable, **settings: str) -> PubSub:
+    metrics = GatewayMetrics()
+    return PubSub(
+        config=fakes.config(**settings),
+        metrics=metrics,
+        backends=None,  # type: ignore[arg-type]
+        routes=None,  # type: ignore[arg-type]
+        table=table,
+        outbox=fakes.outbox(metrics=metrics),
+        on_delivery=lambda items: None,
+        on_receipt=lambda event: None,
+        on_presence=lambda event: None,
+        tasks=Tasks(),
+    )
+
+
+def test_after_a_gap_the_sessions_that_may_have_missed_something_are_told_spread_out() -> None:
+    async def main() -> None:
+        table = SessionTable()
+        sessions = [fakes.session(f"u{i}") for i in range(40)]
+        for s in sessions:
+            table.add(s)
+        pubsub = _pubsub(table, resync_window_s="0.4")
+        since = time.monotonic()
+        synced_since = sessions[:5]  # started a sync after we listened again: covered
+        for s in synced_since:
+            s.sync_started_at = since + 0.001
+        sessions[5].close_reason = "idle_timeout"  # closing anyway
+        started = time.monotonic()
+        await pubsub.tell_to_sync(since)
+        elapsed = time.monotonic() - started
+        told = [s for s in sessions if fakes.ws_of(s).ops() == ["sync_required"]]
+        assert told == sessions[6:]  # each once, no one else
+        assert fakes.ws_of(sessions[6]).frames()[0]["reason"] == "backend_recovered"
+        assert pubsub.metrics.resync_notices._value.get() == 34
+        assert 0.2 < elapsed < 1.0  # spread over the 0.4 s window, not all at once
+
+    asyncio.run(main())
+
+
+def test_the_resync_rate_is_capped_whatever_the_window() -> None:
+    async def main() -> None:
+        table = SessionTable()
+        for i in range(20):
+            table.add(fakes.session(f"u{i}"))
+        pubsub = _pubsub(table, resync_window_s="0.01", resync_max_per_s="100")
+        started = time.monotonic()
+        await pubsub.tell_to_sync(time.monotonic())
+        assert time.monotonic() - started > 0.1  # 20 at 100/s: about 0.2 s
+
+    asyncio.run(main())
+
+
+class ScriptedPubSub:
+    """What Subscription reads of a redis-py PubSub: messages in order, then a lost link."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+
+    async def get_message(self, timeout: float | None) -> dict[str, Any] | None:
+        if not self.messages:
+            raise ConnectionError("connection lost")
+        return self.messages.pop(0)
+
+
+def test_a_resubscription_redis_py_makes_by_itself_is_reported_once() -> None:
+    def confirm(channel: str) -> dict[str, Any]:
+        return {"type": "ssubscribe", "channel": channel, "data": 1}
+
+    def message(data: str) -> dict[str, Any]:
+        return {"type": "smessage", "channel": "a", "data": data}
+
+    script = [confirm("a"), confirm("b"), message("1")]
+    script += [confirm("a"), confirm("b"), message("2")]  # reconnected, resubscribed quietly
+    script += [confirm("a"), confirm("b")]  # and once more
+    subscription = Subscription(client=object(), channels=["a", "b"])
+    subscription._pubsubs = [ScriptedPubSub(script)]
+    got: list[str] = []
+    resubscribed: list[bool] = []
+
+    async def main() -> None:
+        with pytest.raises(ConnectionError):
+            await subscription.run(
+                lambda _c, data: got.append(data), lambda: resubscribed.append(True)
+            )
+
+    asyncio.run(main())
+    assert got == ["1", "2"]
+    assert resubscribed == [True, True]
