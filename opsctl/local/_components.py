@@ -247,6 +247,8 @@ def imgw_env(
         "IMGW_JWT_ISSUER": config.jwt_issuer,
         "IMGW_JWT_AUDIENCE": config.jwt_audience,
         "IMGW_DRAIN_WINDOW_S": str(config.drain_window_s),
+        # Every local client (load tests, drills) connects from 127.0.0.1: no per-IP limit.
+        "IMGW_MAX_CONNECTIONS_PER_IP": "0",
         # Names the dispatcher's consumer group (im-dispatcher.<region>), as the chart does.
         "IMGW_REGION": site.region if site else spec.region,
     }

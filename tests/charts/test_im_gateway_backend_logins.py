@@ -216,7 +216,6 @@ GATEWAY_CHART_ONLY = {
     "IMGW_RATE_LIMIT_PER_S": "default",
     "IMGW_SEND_QUEUE_MAX": "default",
     "IMGW_MAX_PENDING_HELLOS": "default",
-    "IMGW_MAX_CONNECTIONS_PER_IP": "default",
     "IMGW_MAX_SESSIONS_PER_USER": "default",
 }
 # migrate's inputs, which every local process shares; in prod the topics and keyspaces come
@@ -231,6 +230,7 @@ GATEWAY_LOCAL_ONLY = {*LOCAL_ONLY, "IMGW_JWT_HS256_SECRET_FILE"}
 DISPATCHER_LOCAL_ONLY = {
     *GATEWAY_LOCAL_ONLY,
     "IMGW_DRAIN_WINDOW_S",
+    "IMGW_MAX_CONNECTIONS_PER_IP",
     "IMGW_JWT_ISSUER",
     "IMGW_JWT_AUDIENCE",
 }
