@@ -37,16 +37,12 @@ from typing import Any
 
 import httpx
 
-from opsctl.drill._alerts import AlertWatch
 from opsctl.drill._model import Check, Drill, DrillContext, Verdict, judge
-from opsctl.drill._probe import Credentials, Keepalive, Placement, Probe
+from opsctl.drill._probe import Keepalive, Placement, Probe
+from opsctl.drill._run import WARMUP_S, RunBase, credentials
 from opsctl.errors import OpsctlError, UserInputError
 
-WARMUP_S = 8.0
 POLL_S = 1.0
-SETTLE_S = 3.0
-ACK_WAIT_S = 30.0
-SETTLE_DELIVERY_S = 60.0
 RESTORE_TIMEOUT_S = 240.0  # SIGCONT until `opsctl region restore` completed
 LOAD_SLACK_S = 30.0  # Locust runs this much past warm-up and hold (the failover's length)
 HTTP_TIMEOUT_S = 3.0
@@ -264,37 +260,21 @@ def stranded(
 # -- the run ---------------------------------------------------------------------------------
 
 
-class RegionDownRun:
+class RegionDownRun(RunBase):
     """One region-down run; ``verdict`` drives it."""
 
     def __init__(
         self, drill: Drill, stack: Any, ctx: DrillContext, duration_s: float, progress: Any
     ) -> None:
-        self.drill, self.stack, self.ctx = drill, stack, ctx
-        self.duration_s = duration_s
-        self.progress = progress
-        self.region: str = ctx.state["region"]
+        region: str = ctx.state["region"]
+        probe = Probe([], credentials(stack), ctx.suffix, placement(stack, region, ctx.suffix))
+        super().__init__(drill, stack, ctx, duration_s, progress, probe=probe)
+        self.region = region
         self.names = [info.name for info in stack.info.regions]
         self.survivor = next(name for name in self.names if name != self.region)
-        info = stack.info
-        self.watch = AlertWatch(info.alertmanager_url)
-        self.probe = Probe(
-            [],
-            Credentials(info.jwt_secret_file, info.jwt_issuer, info.jwt_audience),
-            ctx.suffix,
-            placement(stack, self.region, ctx.suffix),
-        )
-        self.timeline: dict[str, float] = {}
         self.figures: dict[str, Any] = {"region": self.region, "survivor": self.survivor}
         self.checks: list[Check] = []
-        self.started = time.monotonic()
         self.failed_over = False
-        self.restored = False
-
-    def mark(self, event: str) -> float:
-        now = time.monotonic()
-        self.timeline[event] = round(now - self.started, 1)
-        return now
 
     def precheck(self) -> None:
         """Exit 2 before anything changes: every region at its original (rendezvous) homes,
@@ -485,19 +465,11 @@ class RegionDownRun:
             await self.probe.start()
             await asyncio.to_thread(self.watch.baseline)
             self.progress(f"load: {load_users} Locust users across {', '.join(self.names)}")
-            await self.wait_load()
+            await self.load_running()
             await asyncio.sleep(WARMUP_S)
             recover_s = await self.outage()
             self.mark("recovered_s")
-            await asyncio.sleep(SETTLE_S)
-            await self.probe.stop_sending(ACK_WAIT_S)
-            self.progress("final sync and accounting")
-            probed = await self.probe.finish(SETTLE_DELIVERY_S)
-            self.mark("settled_s")
-            if probed.lost:
-                path = self.ctx.report_dir / "lost.json"
-                path.write_text(json.dumps(self.probe.lost_details(), indent=2))
-                self.progress(f"{probed.lost} acked message(s) lost: {path}")
+            probed = await self.settle()
         finally:
             await self.cleanup()
         conflicts, checked, failed = await asyncio.to_thread(self._conflicts)
@@ -531,22 +503,6 @@ class RegionDownRun:
             timeline=self.timeline,
             figures=self.figures,
         )
-
-    async def wait_load(self) -> None:
-        """Until the Locust users send, at most 45 s (as the one-region drills)."""
-        from opsctl.drill._run import LOAD_START_S
-
-        timeline = self.ctx.report_dir / "load" / "timeline.jsonl"
-        deadline = time.monotonic() + LOAD_START_S
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                for line in timeline.read_text(encoding="utf-8").splitlines():
-                    with contextlib.suppress(ValueError):
-                        if json.loads(line).get("requests_per_s", 0) > 0:
-                            self.mark("load_started_s")
-                            return
-            await asyncio.sleep(0.5)
-        self.progress(f"the Locust users are not sending after {LOAD_START_S:.0f} s; going on")
 
     async def cleanup(self) -> None:
         """Whatever happened: the region awake, and restored if it was failed over."""

@@ -148,22 +148,43 @@ def _healthy(stack: Any) -> bool:
     return all(s.healthy for s in stack.status())
 
 
-class _Run:
-    """One run's timeline; ``verdict`` drives it."""
+async def wait_for_users(
+    report_dir: Path, mark: Callable[[str], object], progress: Callable[[str], None]
+) -> None:
+    """Until the Locust users send (their timeline shows requests), at most LOAD_START_S;
+    marks ``load_started_s`` then, else says so and goes on."""
+    timeline = report_dir / "load" / "timeline.jsonl"
+    deadline = time.monotonic() + LOAD_START_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            for line in timeline.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    if json.loads(line).get("requests_per_s", 0) > 0:
+                        mark("load_started_s")
+                        return
+        await asyncio.sleep(0.5)
+    progress(f"the Locust users are not sending after {LOAD_START_S:.0f} s; going on")
+
+
+class RunBase:
+    """What every drill run keeps: its drill, stack and context, the alert watch, the probe
+    and the timeline of marked events."""
 
     def __init__(
-        self, drill: Drill, stack: Any, ctx: DrillContext, duration_s: float, progress: Progress
+        self,
+        drill: Drill,
+        stack: Any,
+        ctx: DrillContext,
+        duration_s: float,
+        progress: Progress,
+        *,
+        probe: Probe,
     ) -> None:
         self.drill, self.stack, self.ctx = drill, stack, ctx
         self.duration_s = duration_s
         self.progress = progress
-        info = stack.info
-        self.watch = AlertWatch(info.alertmanager_url)
-        self.probe = Probe(
-            list(info.gateway_ws_urls),
-            Credentials(info.jwt_secret_file, info.jwt_issuer, info.jwt_audience),
-            ctx.suffix,
-        )
+        self.watch = AlertWatch(stack.info.alertmanager_url)
+        self.probe = probe
         self.timeline: dict[str, float] = {}
         self.started = time.monotonic()
         self.restored = False
@@ -174,19 +195,38 @@ class _Run:
         return now
 
     async def load_running(self) -> None:
-        """Until the Locust users send (their timeline shows requests), at most LOAD_START_S:
-        a fault injected before the users connected would keep them from ever starting."""
-        timeline = self.ctx.report_dir / "load" / "timeline.jsonl"
-        deadline = time.monotonic() + LOAD_START_S
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                for line in timeline.read_text(encoding="utf-8").splitlines():
-                    with contextlib.suppress(ValueError):
-                        if json.loads(line).get("requests_per_s", 0) > 0:
-                            self.mark("load_started_s")
-                            return
-            await asyncio.sleep(0.5)
-        self.progress(f"the Locust users are not sending after {LOAD_START_S:.0f} s; going on")
+        """Until the Locust users send, at most LOAD_START_S: a fault injected before the users
+        connected would keep them from ever starting."""
+        await wait_for_users(self.ctx.report_dir, self.mark, self.progress)
+
+    async def settle(self) -> Any:
+        """After the fault: let deliveries settle, stop the probe sending, and account for
+        every message it sent (what was lost goes to lost.json)."""
+        await asyncio.sleep(SETTLE_S)
+        await self.probe.stop_sending(ACK_WAIT_S)
+        self.progress("final sync and accounting")
+        probed = await self.probe.finish(SETTLE_DELIVERY_S)
+        self.mark("settled_s")
+        if probed.lost:
+            path = self.ctx.report_dir / "lost.json"
+            path.write_text(json.dumps(self.probe.lost_details(), indent=2), encoding="utf-8")
+            self.progress(f"{probed.lost} acked message(s) lost: {path}")
+        return probed
+
+
+def credentials(stack: Any) -> Credentials:
+    info = stack.info
+    return Credentials(info.jwt_secret_file, info.jwt_issuer, info.jwt_audience)
+
+
+class _Run(RunBase):
+    """One run's timeline; ``verdict`` drives it."""
+
+    def __init__(
+        self, drill: Drill, stack: Any, ctx: DrillContext, duration_s: float, progress: Progress
+    ) -> None:
+        probe = Probe(list(stack.info.gateway_ws_urls), credentials(stack), ctx.suffix)
+        super().__init__(drill, stack, ctx, duration_s, progress, probe=probe)
 
     async def hold_limits(self) -> tuple[float, float]:
         """How long the fault is usually held and at most: ``duration``, or longer for the
@@ -268,16 +308,7 @@ class _Run:
             await self.load_running()
             await asyncio.sleep(WARMUP_S)
             recover_s = await self.fault(hold_max)
-            await asyncio.sleep(SETTLE_S)
-            await self.probe.stop_sending(ACK_WAIT_S)
-            self.progress("final sync and accounting")
-            probed = await self.probe.finish(SETTLE_DELIVERY_S)
-            self.mark("settled_s")
-            if probed.lost:
-                lost = self.probe.lost_details()
-                path = self.ctx.report_dir / "lost.json"
-                path.write_text(json.dumps(lost, indent=2), encoding="utf-8")
-                self.progress(f"{probed.lost} acked message(s) lost: {path}")
+            probed = await self.settle()
         finally:
             if not self.restored and self.drill.restore is not None:
                 self.progress("restoring after an error")
