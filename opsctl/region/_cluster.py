@@ -245,14 +245,19 @@ class ClusterRegions:
         except KubeError as error:
             return [f"unknown ({error.message})"]
 
-    def drain_gateways(self, region: str, budget_per_s: float, progress: Progress) -> GatewayReport:
-        report = GatewayReport()
+    def _gateway(self, region: str) -> tuple[Any, str, str, dict[str, Any], int, Any]:
+        """The region's gateway Deployment: (api, name, where, the object, its replicas, the
+        drain record it carries)."""
         api = self._api(region)
         name = f"{self.release}-gateway"
-        where = f"{region}/{self.namespace}/{name}"
         deployment = self._deployment(api, name)
         replicas = int(deployment["spec"].get("replicas") or 0)
-        record = _record(deployment)
+        where = f"{region}/{self.namespace}/{name}"
+        return api, name, where, deployment, replicas, _record(deployment)
+
+    def drain_gateways(self, region: str, budget_per_s: float, progress: Progress) -> GatewayReport:
+        report = GatewayReport()
+        api, name, where, deployment, replicas, record = self._gateway(region)
         hpa = api.get("horizontalpodautoscalers", self.namespace, name)
         if record is None:
             if replicas == 0:
@@ -329,12 +334,7 @@ class ClusterRegions:
 
     def start_gateways(self, region: str, progress: Progress) -> GatewayReport:
         report = GatewayReport()
-        api = self._api(region)
-        name = f"{self.release}-gateway"
-        where = f"{region}/{self.namespace}/{name}"
-        deployment = self._deployment(api, name)
-        replicas = int(deployment["spec"].get("replicas") or 0)
-        record = _record(deployment)
+        api, name, where, _, replicas, record = self._gateway(region)
         if record is None:
             if replicas > 0:
                 report.steps.append(GatewayDrain(where, None, 0.0, None, "already running"))
