@@ -64,14 +64,15 @@ def session_resource_group(item: pytest.Item) -> str | None:
 
 
 def _run_order(item: pytest.Item) -> tuple[int, int, int]:
-    """Ungrouped tests first, then each group together; in a group, tests that use another
-    resource than the group's lead first (that resource then stops before the rest runs)."""
+    """Ungrouped tests first, then each group together. In a group: tests that do not use the
+    group's lead resource first, then those that use it and another, then those that use only
+    it; so each other resource starts once and stops before the lead's long tail, and the lead
+    never stops between two of its tests."""
     group = session_resource_group(item)
     if group is None:
         return (0, 0, 0)
     used = resources_used(item)
-    others = sum(1 for name in used if name != LEAD_OF[group])
-    return (1 + GROUP_ORDER.index(group), -len(used), -others)
+    return (1 + GROUP_ORDER.index(group), int(LEAD_OF[group] in used), -len(used))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
