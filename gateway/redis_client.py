@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 # After a Redis restart every pooled connection is stale once: reconnect and retry instead of
 # failing that request (commands here are idempotent or deduplicated).
 RETRIES = 2
+# A quiet subscription asks Redis for a pong this often, and counts the connection dead without
+# one this long after: a frozen or unreachable Redis keeps the TCP connection open, and a
+# blocking read would wait for the kernel's keepalive (the gateway then missed deliveries for
+# tens of seconds without knowing).
+PUBSUB_PING_S = 5.0
+PUBSUB_PONG_WITHIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -181,18 +188,28 @@ class Subscription:
         read = pubsub.get_sharded_message if self._cluster else pubsub.get_message
         expected = len(self._channels) if not self._cluster else 1  # first confirmations
         confirmed = 0
+        heard = time.monotonic()
+        pinged: float | None = None
         while True:
-            message = await read(timeout=None)
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind == "smessage":
-                on_message(message["channel"], message["data"])
-            elif kind == "ssubscribe":
-                confirmed += 1
-                extra = confirmed - expected
-                if extra > 0 and (extra - 1) % expected == 0:  # once per resubscription
-                    on_resubscribed()
+            message = await read(timeout=PUBSUB_PING_S)
+            now = time.monotonic()
+            if message is not None:
+                heard, pinged = now, None
+                kind = message.get("type")
+                if kind == "smessage":
+                    on_message(message["channel"], message["data"])
+                elif kind == "ssubscribe":
+                    confirmed += 1
+                    extra = confirmed - expected
+                    if extra > 0 and (extra - 1) % expected == 0:  # once per resubscription
+                        on_resubscribed()
+            if pinged is not None and now - pinged > PUBSUB_PONG_WITHIN_S:
+                raise ConnectionError(f"no answer from Redis pub/sub in {now - heard:.0f} s")
+            if pinged is None and now - heard >= PUBSUB_PING_S:
+                # On a cluster each shard's connection is its own (node_pubsub_mapping).
+                for connection in getattr(pubsub, "node_pubsub_mapping", {}).values() or [pubsub]:
+                    await connection.ping()
+                pinged = now
 
     async def aclose(self) -> None:
         for pubsub in self._pubsubs:

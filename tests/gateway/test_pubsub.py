@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway import state
+from gateway import redis_client, state
 from gateway.metrics import GatewayMetrics
 from gateway.pubsub import PubSub
 from gateway.redis_client import Subscription
@@ -138,3 +138,55 @@ def test_a_resubscription_redis_py_makes_by_itself_is_reported_once() -> None:
     asyncio.run(main())
     assert got == ["1", "2"]
     assert resubscribed == [True, True]
+
+
+class SilentPubSub:
+    """A subscription whose Redis went quiet (frozen, or the network dropped it): reads time
+    out; ``answers`` says whether a ping still gets its pong."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+        self.pings = 0
+        self.pending: list[dict[str, Any]] = []
+
+    async def get_message(self, timeout: float | None) -> dict[str, Any] | None:
+        if self.pending:
+            return self.pending.pop(0)
+        await asyncio.sleep(timeout or 0)
+        return None
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.answers:
+            self.pending.append({"type": "pong", "channel": None, "data": ""})
+
+
+def test_a_silent_redis_is_pinged_and_given_up_on_without_a_pong(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redis_client, "PUBSUB_PING_S", 0.05)
+    monkeypatch.setattr(redis_client, "PUBSUB_PONG_WITHIN_S", 0.1)
+
+    async def run(answers: bool) -> tuple[SilentPubSub, float | None, str]:
+        """The subscription's pings, when it gave up (None: still running after 1 s), why."""
+        quiet = SilentPubSub(answers)
+        subscription = Subscription(client=object(), channels=["a"])
+        subscription._pubsubs = [quiet]
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(1.0):
+                await subscription.run(lambda _c, _d: None)
+        except TimeoutError:
+            return quiet, None, ""
+        except ConnectionError as lost:
+            return quiet, time.monotonic() - started, str(lost)
+        raise AssertionError("run() returned")
+
+    alive, gave_up, _ = asyncio.run(run(answers=True))  # quiet but answering: kept
+    assert gave_up is None
+    assert alive.pings >= 3
+    dead, gave_up, why = asyncio.run(run(answers=False))  # no pong: given up on
+    assert gave_up is not None
+    assert gave_up < 0.5
+    assert "no answer from Redis pub/sub" in why
+    assert dead.pings == 1

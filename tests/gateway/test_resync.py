@@ -1,11 +1,16 @@
 """After its pub/sub subscription is cut (CLIENT KILL TYPE pubsub on the real Redis), a gateway
 of the local stack listens again and tells each of its sessions to sync, once, spread over the
-resync window (docs/protocol.md 5.3); live delivery works again afterwards."""
+resync window (docs/protocol.md 5.3); live delivery works again afterwards. A Redis that stops
+answering without closing the connection (SIGSTOP) is given up on by its missing pong, not
+waited for."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +71,35 @@ def test_a_cut_subscription_gets_every_session_told_to_sync_once(im: Im, tmp_pat
     assert (
         after["im_gateway_pubsub_reconnects_total"] > before["im_gateway_pubsub_reconnects_total"]
     )
+
+
+def test_a_redis_that_stops_answering_is_given_up_on_and_the_sessions_resync(
+    im: Im, tmp_path: Path
+) -> None:
+    """Frozen, Redis keeps the subscription's TCP connection open: a blocking read would wait
+    for it forever and, after the thaw, go on as if nothing had been missed."""
+    stack = im.stack
+    settings = {"IMGW_RESYNC_WINDOW_S": "1"}
+    with extra_gateway(stack, im.uid("gw-frozen"), settings, tmp_path) as (ws_url, http):
+        before = im.metrics(http)["im_gateway_pubsub_reconnects_total"]
+
+        async def scenario() -> None:
+            ws = await _session(im, ws_url, im.uid("frozen-a"))
+            pid = stack.pid("redis")
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(16)  # ping after 5 s quiet, no pong 5 s later: gone
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            frame = await _next(ws, "sync_required", 60)
+            assert frame["reason"] == "backend_recovered"
+            await ws.close()
+
+        started = time.monotonic()
+        im.run(scenario)
+        assert time.monotonic() - started < 90
+        after = im.metrics(http)["im_gateway_pubsub_reconnects_total"]
+    assert after > before
+    log = (tmp_path / f"{im.uid('gw-frozen')}.log").read_text()
+    assert "no answer from Redis pub/sub" in log
