@@ -47,8 +47,10 @@ DRILLS: tuple[Drill, ...] = (
         fault="produce 3 poison records to the messages topic; nothing to restore",
         kubernetes="the same records produced to the region's Kafka (a Job running "
         "the producer, or a port-forward to a broker)",
-        # Dead-lettering is the designed outcome, not a page: a ticket to look at the DLQ.
-        expected_alerts=(ExpectedAlert("ImDispatcherDeadLettered", {"reason": "poison"}),),
+        # Dead-lettering is the designed outcome, not a page. ImDispatcherDeadLettered (a
+        # ticket) fires, but is not gated on: it stays active 15 minutes, so after any earlier
+        # dead-lettering the drill could not tell it fired again. The DLQ is checked instead.
+        expected_alerts=(),
         inject=f.inject_poison,
         restore=f.nothing_to_restore,
         extra_checks=f.poison_dead_lettered,
