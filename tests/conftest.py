@@ -71,10 +71,6 @@ def _run_order(item: pytest.Item) -> tuple[int, int, int]:
     group = session_resource_group(item)
     if group is None:
         return (0, 0, 0)
-    if group == "engine-clusters":
-        # The engine journey alone takes 7-12 minutes: first in collection order, it is the
-        # first one-test unit xdist hands out (after the big groups), not the run's tail.
-        return (-1, 0, 0)
     used = resources_used(item)
     return (1 + GROUP_ORDER.index(group), int(LEAD_OF[group] in used), -len(used))
 
