@@ -68,8 +68,14 @@ def test_spawn_records_pid_and_runs_in_its_own_session(tmp_path: Path) -> None:
         assert os.getsid(record.pid) == record.pid  # its own session and process group
         log = tmp_path / "logs" / "p.log"
         wait_for("its output", lambda: "hello" in read_tail(log, 5), timeout=5, interval=0.05)
-        # Only once the command runs: between fork and exec /proc still shows the parent's env.
-        assert psutil.Process(record.pid).environ()[ENV_MARKER] == "test-marker"
+        # Only once the command runs: between fork and exec /proc still shows the parent's env
+        # (a loaded run read it too early even after the output appeared), so poll for it.
+        wait_for(
+            "the command's own environment",
+            lambda: psutil.Process(record.pid).environ().get(ENV_MARKER) == "test-marker",
+            timeout=5,
+            interval=0.05,
+        )
     finally:
         terminate(record, 5)
     assert not is_alive(record)

@@ -312,8 +312,10 @@ def test_evacuate_on_the_clusters_drains_at_the_budget_pace_and_restore_brings_a
     # Seen from outside: the pods went one at a time, no faster than the budget allows.
     drops = [(t, n) for t, n in watch.changes if n < REPLICAS]
     assert [n for _, n in drops] == [2, 1, 0], watch.changes
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(drops)]
-    assert all(gap >= pace - 0.3 for gap in gaps), gaps
+    # Each observation can lag (a loaded run saw gaps of 2.5 s then 1.5 s at a 2 s pace): the
+    # span from the first drop to the last is what cannot be shorter than the pace.
+    span = drops[-1][0] - drops[0][0]
+    assert span >= (len(drops) - 1) * pace - 0.5, watch.changes
 
     again_code, again, stderr = _run(stack, found, "evacuate", EU)
     assert again_code == 0, stderr  # done already: nothing to move, nothing to drain
