@@ -102,4 +102,16 @@ def build(spec: StackSpec) -> dashboard.Dashboard:
                 (gateway_rate("im_gateway_rate_limited_total"), "rate limited"),
             )
         )
+        .with_panel(
+            series(
+                "Kafka producer replacements",
+                "ops",
+                (
+                    gateway_rate("im_gateway_kafka_producer_replacements_total", by="reason"),
+                    "{{reason}}",
+                ),
+                description="A producer that could no longer deliver, replaced "
+                "(docs/protocol.md 9.5); the pod is not ready meanwhile.",
+            )
+        )
     )

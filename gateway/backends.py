@@ -14,6 +14,7 @@ from typing import Any
 from gateway import redis_client, state
 from gateway.config import Config
 from gateway.metrics import GatewayMetrics
+from gateway.producer import Producer
 from gateway.runtime import Tasks, backoff, in_daemon_thread
 from gateway.store import CassandraStore, close_store
 
@@ -28,7 +29,10 @@ class Backends:
         self.metrics = metrics
         self._tasks = tasks
         self.redis: Any = None
-        self.producer: Any = None
+        self.producer = Producer(
+            self._new_producer,
+            lambda reason: metrics.kafka_producer_replacements.labels(reason).inc(),
+        )
         self.max_receipt: Any = None  # the MAX_RECEIPT script
         self.kafka_ok = False
         self.redis_ok = False
@@ -43,6 +47,9 @@ class Backends:
     def readiness(self) -> tuple[bool, str]:
         if not self.kafka_ok:
             return False, "kafka unavailable"
+        sending, why = self.producer.healthy()
+        if not sending:
+            return False, why
         if not (self.redis_ok and self.pubsub_ok):
             return False, "redis unavailable"
         if not self.store.ready:
@@ -61,32 +68,22 @@ class Backends:
         return not stop.is_set()
 
     async def _connect_kafka(self, stop: asyncio.Event) -> None:
+        if await self.producer.start(stop):
+            self.kafka_ok = True
+
+    def _new_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
 
-        attempt = 0
-        while not stop.is_set():
-            producer = AIOKafkaProducer(
-                **self.cfg.kafka_kwargs(),
-                client_id=self.cfg.node_id,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=self.cfg.kafka_linger_ms,
-                max_batch_size=256 * 1024,
-                partitioner=CachedPartitioner(),
-                request_timeout_ms=10000,
-            )
-            try:
-                await producer.start()
-            except Exception as exc:
-                log.warning("kafka not reachable yet: %r", exc)
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-                continue
-            self.producer = producer
-            self.kafka_ok = True
-            return
+        return AIOKafkaProducer(
+            **self.cfg.kafka_kwargs(),
+            client_id=self.cfg.node_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.cfg.kafka_linger_ms,
+            max_batch_size=256 * 1024,
+            partitioner=CachedPartitioner(),
+            request_timeout_ms=10000,
+        )
 
     async def _connect_cassandra(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -106,8 +103,8 @@ class Backends:
             except Exception:
                 self.redis_ok = False
             try:
-                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 3)
-                self.kafka_ok = True
+                self.kafka_ok = await self.producer.cluster_answers(3)
+                self.producer.healthy()  # starts a replacement that is due
             except Exception:
                 self.kafka_ok = False
             m = self.metrics.backend_up
@@ -135,9 +132,7 @@ class Backends:
             await asyncio.sleep(REFRESH_S)
 
     async def stop_producer(self) -> None:
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.producer.stop(), 2)
+        await self.producer.close()
 
     async def close(self) -> None:
         """Redis and Cassandra; the producer is stopped earlier (stop_producer)."""

@@ -52,7 +52,16 @@ DISCONNECT_REASONS = (
     "drain",
     "shutdown",
 )
-SEND_FAILURES = ("not_member", "redis", "duplicate_id", "kafka")
+# kafka: not written (the client may give up); kafka_unknown: perhaps written (it must resend).
+SEND_FAILURES = ("not_member", "redis", "duplicate_id", "kafka", "kafka_unknown")
+# The platform's failures, which count against the send SLO and a rollout's analysis; the
+# others are the client's. kafka_unknown counts: the attempt got no ack, the client resends.
+PLATFORM_SEND_FAILURES = ("kafka", "kafka_unknown", "redis")
+# Why the Kafka producer was replaced (gateway.producer, docs/protocol.md 9.5).
+PRODUCER_STATE = "producer_state"  # the broker no longer accepts its id, epoch or sequences
+SENDER_STOPPED = "sender_stopped"  # aiokafka's sender task ended with a fatal error
+PRODUCER_FAILING = "failing"  # no send written for gateway.producer.FAILING_S
+PRODUCER_REPLACE_REASONS = (PRODUCER_STATE, SENDER_STOPPED, PRODUCER_FAILING)
 SYNC_SOURCES = ("cache", "cassandra")
 AUTH_FAILURES = (
     "malformed",
@@ -171,10 +180,16 @@ class GatewayMetrics(_Metrics):
         self.resync_notices = self.counter(
             "resync_notices", "sync_required sent after a lost subscription (paced, jittered)."
         )
+        self.kafka_producer_replacements = self.counter(
+            "kafka_producer_replacements",
+            "Kafka producers replaced because they could no longer deliver, by reason.",
+            "reason",
+        )
         for counter, values in (
             (self.connects, CONNECT_OUTCOMES),
             (self.disconnects, DISCONNECT_REASONS),
             (self.messages_failed, SEND_FAILURES),
+            (self.kafka_producer_replacements, PRODUCER_REPLACE_REASONS),
             (self.auth_failures, AUTH_FAILURES),
             (self.jwks_refreshes, JWKS_REFRESH_OUTCOMES),
             (self.synced_messages, SYNC_SOURCES),

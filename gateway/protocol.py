@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-PROTOCOL_VERSION = 2  # 2: gap frames and sync_batch.gaps (in-doubt seq ranges)
+# 2: gap frames and sync_batch.gaps (in-doubt seq ranges);
+# 3: the error code outcome_unknown (a send that may have been written).
+PROTOCOL_VERSION = 3
 
 
 class CloseCode(IntEnum):
@@ -51,7 +53,8 @@ class ErrorCode:
     GROUP_EXISTS = "group_exists"
     NOT_FOUND = "not_found"
     TOO_MANY = "too_many"
-    UNAVAILABLE = "unavailable"
+    UNAVAILABLE = "unavailable"  # a backend failed and the request had no effect
+    OUTCOME_UNKNOWN = "outcome_unknown"  # a send that may have been written (protocol 3)
     INTERNAL = "internal"
 
 

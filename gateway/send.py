@@ -18,6 +18,7 @@ from gateway.backends import Backends
 from gateway.config import Config
 from gateway.dedup import DedupWriter
 from gateway.metrics import GatewayMetrics
+from gateway.producer import Outcome, outcome
 from gateway.protocol import (
     ErrorCode,
     ProtocolError,
@@ -101,11 +102,12 @@ class Sender:
             group_id=frame.group_id or None,
         )
         started = time.perf_counter()
+        producer = self.backends.producer
         try:
-            future = await self.backends.producer.send(
-                self.config.kafka_topic, value=record, key=conv.encode()
-            )
+            future = await producer.send(self.config.kafka_topic, value=record, key=conv.encode())
         except Exception as exc:
+            # Never queued, so never written: a definite refusal.
+            producer.refused()
             self.metrics.messages_failed.labels("kafka").inc()
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
         # No task per message: the ack is written from the delivery callback.
@@ -114,17 +116,29 @@ class Sender:
 
     def _produced(self, pending: _PendingSend, future: asyncio.Future[Any]) -> None:
         session, frame, conv, mid, accepted_at, key, started = pending
-        if future.cancelled() or future.exception() is not None:
-            self.metrics.messages_failed.labels("kafka").inc()
-            self.metrics.protocol_errors.labels(ErrorCode.UNAVAILABLE).inc()
-            failed = error_frame(ErrorCode.UNAVAILABLE, "try again", frame.ref)
-            self.outbox.push(session, failed, "error")
+        failure: BaseException | None = (
+            asyncio.CancelledError() if future.cancelled() else future.exception()
+        )
+        self.backends.producer.settled(failure)
+        if failure is not None:
+            self._failed(session, frame, failure)
             return
         self.metrics.kafka_produce_latency.observe(time.perf_counter() - started)
         self.metrics.messages_accepted.inc()
         durable = state.DedupClaim(state.DURABLE, conv, accepted_at)
         self.dedup.mark_durable(key, state.encode_dedup(durable))
         self._ack(session, frame, conv, mid, accepted_at)
+
+    def _failed(self, session: Session, frame: Send, failure: BaseException) -> None:
+        if outcome(failure, queued=True) is Outcome.REFUSED:
+            reason, code, text = "kafka", ErrorCode.UNAVAILABLE, "try again"
+        else:
+            # It may be in Kafka already, or get there: the client resends the same frame
+            # and the dispatcher's message id -> seq keeps it one message.
+            reason, code, text = "kafka_unknown", ErrorCode.OUTCOME_UNKNOWN, "resend unchanged"
+        self.metrics.messages_failed.labels(reason).inc()
+        self.metrics.protocol_errors.labels(code).inc()
+        self.outbox.push(session, error_frame(code, text, frame.ref), "error")
 
     def _ack(self, session: Session, frame: Send, conv: str, mid: str, accepted_at: int) -> None:
         ack = {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.metrics import LATENCY_BUCKETS
+from gateway.metrics import LATENCY_BUCKETS, PLATFORM_SEND_FAILURES
 from opsctl.alerts._rules import RUNBOOK_BASE_URL, RuleSet
 from opsctl.errors import InputProblem, InvalidInputFile
 from opsctl.spec import Slos, StackSpec
@@ -32,7 +32,7 @@ MIN_EVENTS = 100
 # Delivery latency histogram boundaries the gateway exports (gateway.metrics.LATENCY_BUCKETS).
 _LATENCY_METRIC = "im_gateway_delivery_latency_seconds"
 # Failures that count against the SLOs; client mistakes (bad token, not a member) do not.
-_SEND_ERRORS = 'im_gateway_messages_failed_total{reason=~"kafka|redis"}'
+_SEND_ERRORS = f'im_gateway_messages_failed_total{{reason=~"{"|".join(PLATFORM_SEND_FAILURES)}"}}'
 _CONNECT_ERRORS = 'im_gateway_connects_total{reason=~"backend_error|server_full|not_ready"}'
 _CONNECTS_ACCEPTED = 'im_gateway_connects_total{reason="accepted"}'
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from gateway.metrics import PLATFORM_SEND_FAILURES
 from opsctl.rollout._plan import RolloutPlan, Thresholds
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ ABNORMAL_DISCONNECTS = (
     "connection_lost|slow_consumer|protocol_error|frame_too_big|backend_error|error"
 )
 ROLLOUT_DISCONNECTS = "drain|shutdown"
-SEND_FAILURES = "kafka|redis"  # the platform's fault; not_member/duplicate_id are the client's
+SEND_FAILURES = "|".join(PLATFORM_SEND_FAILURES)  # not_member, duplicate_id: the client's
 
 
 class MetricsError(Exception):

@@ -243,12 +243,15 @@ class ProtocolClient:
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         self.errors.append(frame)
-        # Section 7.3: rate_limited / unavailable had no effect; resend the same send later.
+        # Section 7.3: rate_limited / unavailable had no effect, outcome_unknown perhaps had:
+        # either way, resend the same send later (the same client_msg_id keeps it one message).
         ref = frame.get("ref")
         if frame["code"] == "invalid_text" and ref in self.unacked:
             # Section 7.3: the text itself is refused; resending it unchanged cannot succeed.
             self.refused[ref] = self.unacked.pop(ref)
-        elif frame["code"] in ("rate_limited", "unavailable") and ref in self.unacked:
+        elif frame["code"] in ("rate_limited", "unavailable", "outcome_unknown") and (
+            ref in self.unacked
+        ):
             delay = 0.2 + random.random() * 0.3
             asyncio.get_running_loop().call_later(delay, self._resend, ref)
         elif frame["code"] == "unavailable" and ref in self._syncs:
