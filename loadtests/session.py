@@ -41,11 +41,17 @@ CONNECT_TIMEOUT_S = 5.0
 SYNC_LIMIT = 10000  # messages per sync; more than any conversation gets in a run
 TOKEN_TTL_S = 6 * 3600  # longer than any profile, so no token expires mid-run
 DEVICE_ID = "lt"
+# Resends of a send answered outcome_unknown (it may have been written) before giving up.
+SEND_UNKNOWN_RESENDS = 3
 GATEWAY_CLOCK_SAMPLES = 50  # enough pings to find a fast exchange; then stop asking
 
 
 class Reply(Exception):
     """The gateway answered a request with an error frame."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.code = str(frame.get("code"))
 
 
 class TokenSigner:
@@ -101,6 +107,7 @@ class ImSession:
     # ref -> (type, name, start)
     waiting: dict[str, tuple[str, str, float]] = field(default_factory=dict, init=False)
     replies: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
+    last_error_code: str | None = field(default=None, init=False)  # of the last request
     sync_done_refs: list[str] = field(default_factory=list, init=False)  # rarely more than one
     in_final_sync: bool = field(default=False, init=False)
     seq: int = field(default=0, init=False)  # numbers refs and client message ids
@@ -186,10 +193,14 @@ class ImSession:
         ref = f"r{self.seq}"
         frame["ref"] = ref
         self.waiting[ref] = (kind, name, time.perf_counter())
+        self.last_error_code = None
         try:
             self.conn.send(frame)
             return self.wait_reply(ref)
-        except (Closed, TimeoutError, Reply):
+        except Reply as reply:
+            self.last_error_code = reply.code
+            return None
+        except (Closed, TimeoutError):
             return None
 
     def send(self, target: dict[str, str], name: str, padding: str) -> bool:
@@ -204,10 +215,15 @@ class ImSession:
             else f"{self.clock.now_ms():.1f}|{padding}",
             **target,
         }
-        if self.request(frame, "SEND", name) is None:
-            return False
-        self.counters["sent_acked"] += 1
-        return True
+        for _ in range(SEND_UNKNOWN_RESENDS + 1):
+            if self.request(frame, "SEND", name) is not None:
+                self.counters["sent_acked"] += 1
+                return True
+            if self.last_error_code != "outcome_unknown":
+                return False
+            # Perhaps written (docs/protocol.md 5.2): resend it unchanged, as a client must.
+            self.counters["sent_outcome_unknown"] += 1
+        return False
 
     def create_group(self, group_id: str, members: list[str], attempts: int = 5) -> None:
         """Create ``group_id`` with ``members``; an existing group is fine, a busy backend is
@@ -291,7 +307,7 @@ class ImSession:
             self._read(left)
         reply = self.replies.pop(ref)
         if reply.get("op") == "error":
-            raise Reply(f"{reply.get('code')}: {reply.get('message')}")
+            raise Reply(reply)
         return reply
 
     def wait_sync(self, ref: str) -> None:
@@ -346,9 +362,7 @@ class ImSession:
             waiting = self.waiting.pop(ref, None)
             if waiting is not None:
                 kind, name, started = waiting
-                error = (
-                    Reply(f"{frame.get('code')}: {frame.get('message')}") if op == "error" else None
-                )
+                error = Reply(frame) if op == "error" else None
                 if kind:
                     self.record(kind, name, (time.perf_counter() - started) * 1000, error)
                 self.replies[ref] = frame
