@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from opsctl.drill._model import Check, DrillContext
+from opsctl.local._extra_broker import STACK_BROKER_ID, ExtraBroker
 
 GATEWAY = "gw-1"
 DISPATCHER = "dispatcher"
@@ -71,6 +72,59 @@ def stop_kafka(ctx: DrillContext) -> None:
 
 def start_kafka(ctx: DrillContext) -> None:
     ctx.stack.start(KAFKA)
+
+
+# -- one partition without a leader ---------------------------------------------------------
+
+
+def _extra_broker(ctx: DrillContext) -> ExtraBroker:
+    broker = ctx.state["extra_broker"]
+    assert isinstance(broker, ExtraBroker)
+    return broker
+
+
+def partition_leaderless(ctx: DrillContext) -> None:
+    """A second broker joins the stack's Kafka, the messages topic's last partition moves onto
+    it alone, and the broker is frozen: that partition has no leader, the others keep theirs."""
+    broker = ExtraBroker(ctx.stack, ctx.report_dir / "extra-broker")
+    ctx.state["extra_broker"] = broker
+    broker.start()
+    topic = ctx.stack.info.kafka_topic
+    partition = max(asyncio.run(broker.leaders(topic)))
+    ctx.state["leaderless"] = f"{topic}-{partition}"
+    ctx.state["leaderless_partition"] = partition
+    broker.reassign(topic, {partition: [broker.node_id]})
+    broker.freeze()
+
+
+def leaderless_holding(ctx: DrillContext) -> None:
+    """While held: note once that the partition is seen without a leader (the fault took)."""
+    if ctx.state.get("leaderless_seen"):
+        return
+    leaders = asyncio.run(_extra_broker(ctx).leaders(ctx.stack.info.kafka_topic))
+    if leaders.get(int(ctx.state["leaderless_partition"])) == -1:
+        ctx.state["leaderless_seen"] = True
+
+
+def partition_led_again(ctx: DrillContext) -> None:
+    """Thaw the broker, move the partition back to the stack's broker, stop the extra one."""
+    broker = ctx.state.get("extra_broker")
+    if not isinstance(broker, ExtraBroker):
+        return  # inject failed before starting it
+    try:
+        broker.thaw()
+        if "leaderless_partition" in ctx.state:
+            partition = int(ctx.state["leaderless_partition"])
+            broker.reassign(ctx.stack.info.kafka_topic, {partition: [STACK_BROKER_ID]})
+    finally:
+        broker.stop()
+
+
+def partition_was_leaderless(ctx: DrillContext) -> list[Check]:
+    where = ctx.state.get("leaderless", "the partition")
+    seen = bool(ctx.state.get("leaderless_seen"))
+    detail = f"{where}: no leader while held" if seen else f"{where}: a leader throughout"
+    return [Check("partition without a leader", seen, detail)]
 
 
 # -- pub/sub disconnect ----------------------------------------------------------------------

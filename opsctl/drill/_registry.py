@@ -80,12 +80,20 @@ DRILLS: tuple[Drill, ...] = (
     ),
     Drill(
         name="kafka-partition-leaderless",
-        summary="One partition without a leader for a while, the others fine.",
-        fault="-",
+        summary="One partition of the messages topic without a leader for a while, the others "
+        "fine: its sends are answered outcome_unknown and resent, everything else flows, and "
+        "the gateways' producers recover without a restart once it has a leader again.",
+        fault="a second broker joins the stack's Kafka, the messages topic's last partition "
+        "moves onto it alone, the broker is frozen (SIGSTOP) until KafkaOfflinePartitions "
+        "fires; restore thaws it, moves the partition back and stops the broker",
         kubernetes="with 3 brokers and replication factor 3: stop the brokers holding one "
         "partition's replicas (pod delete, or a NetworkPolicy isolating them)",
-        unavailable="the local stack runs one Kafka broker: a partition loses its leader only "
-        "together with every other one (that is kafka-broker-down)",
+        expected_alerts=(ExpectedAlert("KafkaOfflinePartitions"),),
+        inject=f.partition_leaderless,
+        holding=f.leaderless_holding,
+        restore=f.partition_led_again,
+        extra_checks=f.partition_was_leaderless,
+        max_recover_s=240.0,
     ),
     Drill(
         name="pubsub-disconnect",

@@ -345,6 +345,7 @@ def _load_check(load: _Load) -> Check:
 
 LOAD_COUNTERS = (
     "sent_acked",
+    "sent_outcome_unknown",
     "delivered_live",
     "delivered_sync",
     "lost",

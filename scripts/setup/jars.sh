@@ -12,13 +12,15 @@ cache=${OPSCTL_CACHE_DIR:-$root/.cache}
 jars=$cache/jars
 
 # name version groupId artifactId [extra groupId:artifactId:version ...]
-# Kafka's pom leaves out the SLF4J binding its distribution ships, without which it logs nothing.
+# Kafka's pom leaves out the SLF4J binding its distribution ships, without which it logs nothing,
+# and its tools (kafka-tools: partition reassignment, for the kafka-partition-leaderless drill),
+# whose other dependencies kafka_2.13 already brings.
 # MirrorMaker 2 (org.apache.kafka.connect.mirror.MirrorMaker, for the multi-region local stack)
 # is the distribution's connect-mirror jar with connect-runtime and friends, at Kafka's version;
 # its pom brings neither an SLF4J binding nor log4j itself, so all three are added.
 log4j=org.apache.logging.log4j
 wanted=(
-  "kafka $KAFKA_VERSION org.apache.kafka kafka_2.13 org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION"
+  "kafka $KAFKA_VERSION org.apache.kafka kafka_2.13 org.apache.logging.log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION org.apache.kafka:kafka-tools:$KAFKA_VERSION"
   "connect-mirror $KAFKA_VERSION org.apache.kafka connect-mirror $log4j:log4j-slf4j-impl:$KAFKA_LOG4J_VERSION $log4j:log4j-api:$KAFKA_LOG4J_VERSION $log4j:log4j-core:$KAFKA_LOG4J_VERSION"
   "cassandra $CASSANDRA_VERSION org.apache.cassandra cassandra-all"
   "jmx-exporter $JMX_EXPORTER_VERSION io.prometheus.jmx jmx_prometheus_javaagent"

@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,15 +29,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.protocol import dm_conversation
 from opsctl.local import LocalStack
-from opsctl.local._jvm import jar_dir, java_command
-from opsctl.local._procs import find_free_port_block
+from opsctl.local._extra_broker import ExtraBroker
 from tests.gateway.conftest import Im
-from tests.gateway.support import extra_gateway, stop_process
+from tests.gateway.support import extra_gateway
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
-EXTRA_BROKER_ID = 2
 # Longer than the controller's broker session timeout (9 s) plus the producer's request
 # timeout (10 s): the frozen broker is fenced and the batches queued for it expire.
 FREEZE_S = 22.0
@@ -50,51 +46,13 @@ REPLY_S = 40.0
 
 
 @contextlib.contextmanager
-def extra_broker(stack: LocalStack, log_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A broker-only KRaft node joined to the stack's controller; yields (node id, process)."""
-    config = stack.config
-    port = find_free_port_block(1)
-    data = log_dir / "broker-data"
-    properties = log_dir / "broker.properties"
-    properties.write_text(
-        "".join(
-            f"{key}={value}\n"
-            for key, value in {
-                "process.roles": "broker",
-                "node.id": EXTRA_BROKER_ID,
-                "controller.quorum.voters": f"1@127.0.0.1:{config.ports.kafka_controller}",
-                "controller.listener.names": "CONTROLLER",
-                "listeners": f"PLAINTEXT://127.0.0.1:{port}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-                "inter.broker.listener.name": "PLAINTEXT",
-                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "log.dirs": data,
-                "auto.create.topics.enable": "false",
-                "num.network.threads": 2,
-                "num.io.threads": 2,
-            }.items()
-        )
-    )
-    cluster_id = (config.state_dir / "kafka" / "cluster-id").read_text().strip()
-    jvm = [*java_command(config, "256m", []), "-cp", str(jar_dir(config, "kafka") / "*")]
-    subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    log = (log_dir / "broker.log").open("wb")
-    proc = subprocess.Popen(
-        [*jvm, "kafka.Kafka", str(properties)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def extra_broker(stack: LocalStack, work_dir: Path) -> Iterator[ExtraBroker]:
+    broker = ExtraBroker(stack, work_dir)
+    broker.start()
     try:
-        yield EXTRA_BROKER_ID, proc
+        yield broker
     finally:
-        stop_process(proc)
-        log.close()
+        broker.stop()
 
 
 async def _create_topic(bootstrap: str, topic: str, extra_broker_id: int) -> None:
@@ -211,8 +169,8 @@ def test_a_partition_without_a_leader_for_a_while(im: Im, tmp_path: Path) -> Non
     on_p0, on_p1 = _recipients(alice, im.uid("lead-b"))
     settings = {"IMGW_KAFKA_TOPIC": topic, "IMGW_KAFKA_PARTITIONS": "2"}
 
-    with extra_broker(stack, tmp_path) as (broker_id, broker):
-        asyncio.run(_create_topic(bootstrap, topic, broker_id))
+    with extra_broker(stack, tmp_path / "extra-broker") as broker:
+        asyncio.run(_create_topic(bootstrap, topic, broker.node_id))
         try:
             with extra_gateway(stack, im.uid("gw-lead"), settings, tmp_path) as (ws_url, http):
                 acked = asyncio.run(_scenario(im, ws_url, http, broker, alice, on_p0, on_p1))
@@ -226,7 +184,7 @@ def test_a_partition_without_a_leader_for_a_while(im: Im, tmp_path: Path) -> Non
 class Scenario:
     """The three phases, on one session of the test gateway."""
 
-    def __init__(self, s: Sender, http: str, broker: subprocess.Popen[bytes]) -> None:
+    def __init__(self, s: Sender, http: str, broker: ExtraBroker) -> None:
         self.s, self.http, self.broker = s, http, broker
         self.acked: set[str] = set()
 
@@ -247,7 +205,7 @@ class Scenario:
     ) -> tuple[list[str], list[tuple[int, str]]]:
         """Freeze the extra broker for ``seconds`` while sending to each target every 0.5 s;
         returns the refs and what /readyz said meanwhile."""
-        self.broker.send_signal(signal.SIGSTOP)
+        self.broker.freeze()
         refs, readiness = [], []
         try:
             until = time.monotonic() + seconds
@@ -256,7 +214,7 @@ class Scenario:
                 readiness.append(_readyz(self.http))
                 await asyncio.sleep(0.5)
         finally:
-            self.broker.send_signal(signal.SIGCONT)
+            self.broker.thaw()
         return refs, readiness
 
     async def partial(self, on_p0: str, on_p1: str) -> list[dict[str, Any]]:
@@ -288,9 +246,7 @@ class Scenario:
                 await self.acked_within(on_p1, 90, cmid)
 
 
-async def _scenario(
-    im: Im, ws_url: str, http: str, broker: subprocess.Popen[bytes], *users: str
-) -> set[str]:
+async def _scenario(im: Im, ws_url: str, http: str, broker: ExtraBroker, *users: str) -> set[str]:
     alice, on_p0, on_p1 = users
     ws = await connect(ws_url, additional_headers={"Authorization": f"Bearer {im.token(alice)}"})
     await ws.send(json.dumps({"op": "hello", "device_id": "d1"}))
@@ -315,5 +271,5 @@ async def _scenario(
         wait_for("gateway ready again", lambda: _readyz(http)[0] == 200, timeout=60)
         return run.acked
     finally:
-        broker.send_signal(signal.SIGCONT)
+        broker.thaw()
         await s.close()

@@ -114,3 +114,15 @@ def test_slow_reader_flood(local_stack: LocalStack, opsctl: OpsctlRunner, tmp_pa
     checks = {c["name"]: c for c in verdict["checks"]}
     assert checks["flood ran"]["ok"]
     assert checks["gateway memory bounded"]["ok"]
+
+
+def test_kafka_partition_leaderless(
+    local_stack: LocalStack, opsctl: OpsctlRunner, tmp_path: Path
+) -> None:
+    code, verdict, err = _run(opsctl, local_stack, tmp_path, "kafka-partition-leaderless")
+    assert code == ExitCode.OK, err
+    _assert_clean(verdict)
+    (seen,) = [c for c in verdict["checks"] if c["name"] == "partition without a leader"]
+    assert seen["ok"] is True, seen
+    (alert,) = _fired(verdict, "KafkaOfflinePartitions")
+    assert alert["labels"]["severity"] == "page"
