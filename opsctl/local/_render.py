@@ -19,6 +19,7 @@ import yaml
 from opsctl.local._config import HOST, LocalConfig, Ports, Site, SpecValues
 from opsctl.local._exporters import exporter_scrape_configs, mirrormaker_scrape_config
 from opsctl.spec import load_stack
+from opsctl.stack._names import MIRRORED_TOPICS as MIRRORED_TOPIC_NAMES
 from opsctl.stack._names import dispatcher_group
 
 
@@ -241,7 +242,7 @@ def render_cassandra_rackdc(datacenter: str) -> str:
 
 # The topics MirrorMaker 2 mirrors (a regex, matched against whole names): the messages, and
 # the deliveries and events the relay reads (docs/multi-region.md sections 3 and 6).
-MIRRORED_TOPICS = r"im\.messages|im\.deliveries|im\.events"
+MIRRORED_TOPICS = "|".join(topic.replace(".", r"\.") for topic in MIRRORED_TOPIC_NAMES)
 
 
 def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s: int = 5) -> str:
@@ -298,8 +299,8 @@ def render_mirrormaker_properties(clusters: list[tuple[str, str]], *, interval_s
             "offset.flush.interval.ms": "2000",
         }
     )
-    # java.util.Properties drops a backslash before an ordinary character: "im\.events" would
-    # reach the regex as "im.events" (any character), so write regex escapes doubled.
+    # java.util.Properties drops a backslash before an ordinary character: "im\.messages" would
+    # reach the regex as "im.messages" (any character), so write regex escapes doubled.
     return "".join(
         f"{key} = {value.replace(chr(92), chr(92) * 2)}\n" for key, value in lines.items()
     )

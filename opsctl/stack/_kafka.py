@@ -415,7 +415,6 @@ def topics(spec: StackSpec, region: Region) -> list[Manifest]:
         # Live delivery across regions (relays start at the latest offset; history is in
         # Cassandra), so a day is plenty, also for a region that is down a few hours.
         _topic(spec, region, "im-deliveries", n.DELIVERIES_TOPIC, live),
-        _topic(spec, region, "im-events", n.EVENTS_TOPIC, live),
     ]
 
 

@@ -29,10 +29,10 @@ MESSAGE_TOPIC = "im.messages"
 # Persisted messages for the other regions' relays, and receipts/presence changes
 # (docs/multi-region.md section 6); gateway.config's IMGW_KAFKA_DELIVERIES_TOPIC default.
 DELIVERIES_TOPIC = "im.deliveries"
-EVENTS_TOPIC = "im.events"
 # What MirrorMaker 2 mirrors into every other region (docs/multi-region.md sections 3 and 6);
-# the local stack's MirrorMaker mirrors the same three.
-MIRRORED_TOPICS = (MESSAGE_TOPIC, DELIVERIES_TOPIC, EVENTS_TOPIC)
+# the local stack's MirrorMaker mirrors the same. Receipts and presence ride on the
+# deliveries topic: there is no events topic.
+MIRRORED_TOPICS = (MESSAGE_TOPIC, DELIVERIES_TOPIC)
 # MirrorMaker 2's DefaultReplicationPolicy: a mirrored topic is "<source alias>.<topic>".
 REPLICATION_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
 REPLICATION_SEPARATOR = "."

@@ -233,7 +233,7 @@ def test_mirrormaker_mirrors_every_direction_with_the_default_policy() -> None:
     assert props["clusters"] == "eu-central, us-east"
     assert props["eu-central->us-east.enabled"] == props["us-east->eu-central.enabled"] == "true"
     assert props["replication.policy.class"].endswith(".DefaultReplicationPolicy")
-    assert props["topics"] == r"im\.messages|im\.deliveries|im\.events"
+    assert props["topics"] == r"im\.messages|im\.deliveries"
     assert props["emit.checkpoints.enabled"] == "true"
     assert props["sync.group.offsets.enabled"] == "false"
     for key in (

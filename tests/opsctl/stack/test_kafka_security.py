@@ -145,7 +145,7 @@ def test_the_acl_table_is_least_privilege() -> None:
         assert not set(acl.operations) & set(WRITES), acl
     # ... and on its own Kafka writes the peers' copies, never this region's topics.
     assert may(n.KAFKA_MIRROR_TARGET_USER, "topic", mirrored, "Write")
-    for topic in (own, n.DELIVERIES_TOPIC, n.EVENTS_TOPIC, DLQ_TOPIC):
+    for topic in (own, n.DELIVERIES_TOPIC, DLQ_TOPIC):
         assert not may(n.KAFKA_MIRROR_TARGET_USER, "topic", topic, "Write"), topic
     # Nobody but the super user has "All", and no rule names every topic for a write.
     for user, acls in kafka_acls("eu-central", peers).items():

@@ -56,9 +56,9 @@ def test_mirror_maker_mirrors_what_the_dispatcher_and_relay_consume(spec: StackS
             spec_mirror = by_source[peer]
             pattern = re.compile(spec_mirror["topicsPattern"])
             # Every topic the design mirrors, and nothing else (the DLQ stays home).
-            for topic in (config.kafka_topic, config.kafka_deliveries_topic, "im.events"):
+            for topic in (config.kafka_topic, config.kafka_deliveries_topic):
                 assert pattern.fullmatch(topic), (peer, topic)
-            for other in ("im.messages.dlq", "xim.messages", "im-messages", "__consumer_offsets"):
+            for other in ("im.messages.dlq", "im.events", "xim.messages", "__consumer_offsets"):
                 assert not pattern.fullmatch(other), other
             # DefaultReplicationPolicy with "." : the names the processes subscribe to.
             for connector in ("sourceConnector", "checkpointConnector"):
@@ -102,7 +102,7 @@ def test_every_topic_the_processes_use_exists_since_auto_create_is_off(spec: Sta
         assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
         names = {t["spec"]["topicName"] for t in _objects(spec, region, "KafkaTopic")}
         config = _gateway_config(spec, region)
-        assert {config.kafka_topic, config.kafka_deliveries_topic, "im.events"} <= names
+        assert {config.kafka_topic, config.kafka_deliveries_topic} <= names
 
 
 def test_chart_values_carry_the_specs_regions_and_the_relay() -> None:
