@@ -111,15 +111,16 @@ def network_policies(spec: StackSpec, region: Region) -> list[Manifest]:
             ),
         ]
     # The data stores: the app and the operators reach in; other regions reach the TLS ports
-    # that replicate: Cassandra's storage port, and Kafka's external listener (for their
-    # MirrorMaker 2) only from their egress addresses (Strimzi's own NetworkPolicy for the
+    # that replicate, Cassandra's storage port and Kafka's external listener (for their
+    # MirrorMaker 2), only from their egress addresses; the region's own nodes meet through
+    # the same-namespace rule (Strimzi's own NetworkPolicy for the
     # listener admits the same, from _kafka's networkPolicyPeers).
     data_ports = _ports(n.KAFKA_PORTS["tls"], n.CASSANDRA_CQL_PORT, n.REDIS_PORT)
     cross_region = _ports(n.KAFKA_PORTS["external"], n.CASSANDRA_INTERNODE_PORT)
     peers = [{"ipBlock": {"cidr": cidr}} for cidr in peer_cidrs(spec, region)]
-    kafka_from_peers = (
-        [{"from": peers, "ports": _ports(n.KAFKA_PORTS["external"])}] if peers else []
-    )
+    # Cassandra's storage port too: it was open to any source, and a node that can reach it
+    # can join the ring's gossip (internode TLS checks the certificate, not the address).
+    from_peers = [{"from": peers, "ports": cross_region}] if peers else []
     policies += [
         _netpol(
             spec,
@@ -151,10 +152,7 @@ def network_policies(spec: StackSpec, region: Region) -> list[Manifest]:
             {
                 "podSelector": {},
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [
-                    {"ports": _ports(n.CASSANDRA_INTERNODE_PORT)},
-                    *kafka_from_peers,
-                ],
+                "ingress": from_peers,
                 "egress": [{"ports": cross_region}],
             },
         ),

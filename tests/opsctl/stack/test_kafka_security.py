@@ -65,12 +65,19 @@ def test_every_listener_is_scram_over_tls_and_only_peers_reach_the_external_one(
             for o in plan.component("platform").objects
             if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == n.DATA_NAMESPACE
         }
-        # No policy of ours admits the external port from anywhere but the peers.
+        # No policy of ours admits the ports that replicate across regions (Kafka's external
+        # listener, Cassandra's storage port) from anywhere but the peers; a rule without
+        # ports admits every port, so it must name its sources too.
+        replicating = {n.KAFKA_PORTS["external"], n.CASSANDRA_INTERNODE_PORT}
+        admitted = set()
         for policy in policies.values():
             for rule in policy["spec"].get("ingress", []):
                 ports = {p["port"] for p in rule.get("ports", [])}
-                if n.KAFKA_PORTS["external"] in ports:
+                assert "from" in rule, policy["metadata"]["name"]
+                if ports & replicating:
                     assert rule["from"] == cidrs, policy["metadata"]["name"]
+                    admitted |= ports & replicating
+        assert admitted == replicating
 
 
 @pytest.mark.parametrize("stack", STACKS)
