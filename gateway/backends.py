@@ -103,7 +103,8 @@ class Backends:
             except Exception:
                 self.redis_ok = False
             try:
-                self.kafka_ok = await self.producer.cluster_answers(3)
+                if not self.producer.replacing:  # the old client is closed meanwhile
+                    self.kafka_ok = await self.producer.cluster_answers(3)
                 self.producer.healthy()  # starts a replacement that is due
             except Exception:
                 self.kafka_ok = False

@@ -118,6 +118,10 @@ class Producer:
         # ProducerReplaced if it cannot deliver them while stopping.
         self._pending: dict[asyncio.Future[Any], float] = {}
         self._replacing: asyncio.Task[None] | None = None
+        self._replacing_reason = ""
+        # Old producers still stopping after STOP_OLD_S (kept so close() can wait for them).
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._replacements_in_a_row = 0
         self._first_failure_at: float | None = None  # since the last success
         self._last_success_at: float | None = None
@@ -126,11 +130,16 @@ class Producer:
 
     async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[Any]:
         """Queue one record; raises when the producer refused it (nothing was queued)."""
-        producer = self.current
-        if producer is None or self._replacing is not None:
+        producer, pending = self.current, self._pending
+        if producer is None or self._replacing is not None or self._closed:
             raise ConnectionError("kafka producer being replaced")
+        # Race: aiokafka's send can wait (a full batch) while a replacement starts, so the
+        # producer and its pending dict are taken before the wait and checked after it.
         future: asyncio.Future[Any] = await producer.send(topic, value=value, key=key)
-        pending = self._pending
+        if producer is not self.current and not future.done():
+            # Queued on a producer being stopped, perhaps after its leftovers were failed.
+            future.set_exception(ProducerReplaced("kafka producer replaced"))
+            return future
         pending[future] = self._clock()
         future.add_done_callback(lambda done: pending.pop(done, None))
         return future
@@ -175,25 +184,33 @@ class Producer:
     # ---- health ------------------------------------------------------------------------
 
     def healthy(self) -> tuple[bool, str]:
-        """For /readyz, and starts a replacement that is due: not ready while one is under
-        way, nor when sends have failed or waited for FAILING_S without a success. A finished
+        """For /readyz, and starts a replacement that is due: not ready when sends have failed
+        or waited for FAILING_S without a success, nor while that replacement runs. A finished
         replacement resets the clock: a pod out of rotation gets no sends, so no success, and
         would never come back otherwise."""
-        if self.current is None:
-            return False, "kafka producer not started"
-        if self._replacing is not None:
-            return False, "kafka producer being replaced"
+        if self.current is None or self._closed:
+            return False, "kafka producer not running"
         sender = getattr(getattr(self.current, "_sender", None), "sender_task", None)
-        if sender is not None and sender.done():
+        if self._replacing is None and sender is not None and sender.done():
             # aiokafka's sender died (a fatal error): every later send would fail.
             self.replace(SENDER_STOPPED)
-            return False, "kafka producer being replaced"
+        if self._replacing is not None:
+            # Only a producer replaced for failing keeps the pod out of rotation. The others
+            # take seconds, and one partition's sequences strike every gateway at once after
+            # its leader comes back: they stay ready, refusing sends meanwhile.
+            if self._replacing_reason == PRODUCER_FAILING:
+                return False, "kafka producer being replaced"
+            return True, "ready"
         failing_for = self._failing_for(self._clock())
         if failing_for is not None:
             # Replaced from here too: a pod out of rotation gets no sends to trigger it.
             self.replace(PRODUCER_FAILING)
             return False, f"kafka sends failing for {failing_for:.0f} s"
         return True, "ready"
+
+    @property
+    def replacing(self) -> bool:
+        return self._replacing is not None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -216,11 +233,13 @@ class Producer:
         return False
 
     def replace(self, reason: str) -> None:
-        """Start replacing the producer (at most one replacement at a time)."""
-        if self._replacing is not None or self.current is None:
+        """Start replacing the producer (at most one replacement at a time; none once
+        closing: the sender a shutdown stops is not a failure)."""
+        if self._replacing is not None or self.current is None or self._closed:
             return
         log.warning("replacing the kafka producer: %s", reason)
         self._on_replaced(reason)
+        self._replacing_reason = reason
         self._replacing = asyncio.get_running_loop().create_task(self._replace())
 
     async def _replace(self) -> None:
@@ -238,27 +257,44 @@ class Producer:
                 try:
                     await producer.start()
                     break
-                except Exception as exc:
-                    log.warning("kafka producer not restarted yet: %r", exc)
+                except BaseException as exc:
+                    # Cancelled too (close() during a replacement): never leave one half-started.
                     with contextlib.suppress(Exception):
-                        await producer.stop()
+                        await asyncio.wait_for(producer.stop(), STOP_OLD_S)
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.warning("kafka producer not restarted yet: %r", exc)
                     await asyncio.sleep(backoff(self._replacements_in_a_row, cap=5.0))
             self.current = producer
             self._first_failure_at = None
         finally:
             self._replacing = None
 
-    @staticmethod
-    async def _stop(producer: Any, pending: dict[asyncio.Future[Any], float]) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), STOP_OLD_S)
+    async def _stop(self, producer: Any, pending: dict[asyncio.Future[Any], float]) -> None:
+        """Stop ``producer``, giving its queued batches STOP_OLD_S to settle. Not by
+        cancelling its stop() (aiokafka would then never close its sender and connections):
+        the batches left are failed, which ends its flush, and the stop goes on."""
+        stopping = asyncio.get_running_loop().create_task(self._quietly(producer.stop()))
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
+        await asyncio.wait({stopping}, timeout=STOP_OLD_S)
+        if not stopping.done():
+            accumulator = getattr(producer, "_message_accumulator", None)
+            if accumulator is not None:
+                accumulator.fail_all(ProducerReplaced("kafka producer replaced"))
         # Whatever is still open will never be settled by that producer; it may have been
         # sent, so its clients learn the outcome is unknown.
         for future in list(pending):
             if not future.done():
                 future.set_exception(ProducerReplaced("kafka producer replaced"))
 
+    @staticmethod
+    async def _quietly(stop: Any) -> None:
+        with contextlib.suppress(Exception):
+            await stop
+
     async def close(self) -> None:
+        self._closed = True
         if self._replacing is not None:
             self._replacing.cancel()
             with contextlib.suppress(BaseException):
@@ -266,6 +302,8 @@ class Producer:
         if self.current is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.current.stop(), 2)
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=2)
 
     async def cluster_answers(self, timeout_s: float) -> bool:
         """Whether any known broker answers a metadata request within ``timeout_s``, all asked
@@ -274,6 +312,8 @@ class Producer:
         although sends to the other broker's partitions worked."""
         from aiokafka.protocol.metadata import MetadataRequest
 
+        if self._replacing is not None:
+            raise ConnectionError("kafka producer being replaced")  # its client is closed
         client = self.current.client
         nodes = [broker.nodeId for broker in client.cluster.brokers()]
         if not nodes:  # nothing known yet: the bootstrap servers

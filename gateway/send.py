@@ -41,6 +41,8 @@ class _PendingSend(NamedTuple):
     accepted_at: int
     key: str
     started: float
+    # A resend of a claimed, unconfirmed send: an earlier attempt may be in Kafka already.
+    resend: bool
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -106,22 +108,29 @@ class Sender:
         try:
             future = await producer.send(self.config.kafka_topic, value=record, key=conv.encode())
         except Exception as exc:
-            # Never queued, so never written: a definite refusal.
+            # This attempt was never queued, so never written; an earlier one may have been.
             producer.refused()
-            self.metrics.messages_failed.labels("kafka").inc()
+            resend = previous is not None
+            self.metrics.messages_failed.labels("kafka_unknown" if resend else "kafka").inc()
+            if resend:
+                raise ProtocolError(
+                    ErrorCode.OUTCOME_UNKNOWN, "resend unchanged", frame.ref
+                ) from exc
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
         # No task per message: the ack is written from the delivery callback.
-        pending = _PendingSend(session, frame, conv, mid, accepted_at, key, started)
+        pending = _PendingSend(
+            session, frame, conv, mid, accepted_at, key, started, previous is not None
+        )
         future.add_done_callback(functools.partial(self._produced, pending))
 
     def _produced(self, pending: _PendingSend, future: asyncio.Future[Any]) -> None:
-        session, frame, conv, mid, accepted_at, key, started = pending
+        session, frame, conv, mid, accepted_at, key, started, resend = pending
         failure: BaseException | None = (
             asyncio.CancelledError() if future.cancelled() else future.exception()
         )
         self.backends.producer.settled(failure)
         if failure is not None:
-            self._failed(session, frame, failure)
+            self._failed(session, frame, failure, resend=resend)
             return
         self.metrics.kafka_produce_latency.observe(time.perf_counter() - started)
         self.metrics.messages_accepted.inc()
@@ -129,8 +138,10 @@ class Sender:
         self.dedup.mark_durable(key, state.encode_dedup(durable))
         self._ack(session, frame, conv, mid, accepted_at)
 
-    def _failed(self, session: Session, frame: Send, failure: BaseException) -> None:
-        if outcome(failure, queued=True) is Outcome.REFUSED:
+    def _failed(
+        self, session: Session, frame: Send, failure: BaseException, *, resend: bool
+    ) -> None:
+        if not resend and outcome(failure, queued=True) is Outcome.REFUSED:
             reason, code, text = "kafka", ErrorCode.UNAVAILABLE, "try again"
         else:
             # It may be in Kafka already, or get there: the client resends the same frame

@@ -215,14 +215,17 @@ class ImSession:
             else f"{self.clock.now_ms():.1f}|{padding}",
             **target,
         }
-        for _ in range(SEND_UNKNOWN_RESENDS + 1):
+        for attempt in range(SEND_UNKNOWN_RESENDS + 1):
             if self.request(frame, "SEND", name) is not None:
                 self.counters["sent_acked"] += 1
                 return True
             if self.last_error_code != "outcome_unknown":
                 return False
-            # Perhaps written (docs/protocol.md 5.2): resend it unchanged, as a client must.
+            # Perhaps written (docs/protocol.md 5.2): resend it unchanged, with backoff, as a
+            # client must. A real client never gives up; a load-test user moves on after a
+            # few tries (only acked sends are checked for loss).
             self.counters["sent_outcome_unknown"] += 1
+            gevent.sleep(0.5 * (attempt + 1))
         return False
 
     def create_group(self, group_id: str, members: list[str], attempts: int = 5) -> None:

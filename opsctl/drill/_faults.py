@@ -107,17 +107,17 @@ def leaderless_holding(ctx: DrillContext) -> None:
 
 
 def partition_led_again(ctx: DrillContext) -> None:
-    """Thaw the broker, move the partition back to the stack's broker, stop the extra one."""
-    broker = ctx.state.get("extra_broker")
+    """Thaw the broker, move the partition back to the stack's broker, stop the extra one.
+    Taken out of the state first: a restore called again after an error does nothing."""
+    broker = ctx.state.pop("extra_broker", None)
     if not isinstance(broker, ExtraBroker):
-        return  # inject failed before starting it
-    try:
-        broker.thaw()
-        if "leaderless_partition" in ctx.state:
-            partition = int(ctx.state["leaderless_partition"])
-            broker.reassign(ctx.stack.info.kafka_topic, {partition: [STACK_BROKER_ID]})
-    finally:
-        broker.stop()
+        return  # inject failed before starting it, or restored already
+    broker.thaw()
+    if "leaderless_partition" in ctx.state:
+        partition = int(ctx.state["leaderless_partition"])
+        # If this fails the broker keeps running: it may hold the partition's only replica.
+        broker.reassign(ctx.stack.info.kafka_topic, {partition: [STACK_BROKER_ID]})
+    broker.stop()
 
 
 def partition_was_leaderless(ctx: DrillContext) -> list[Check]:

@@ -113,6 +113,8 @@ class ExtraBroker:
             start_new_session=True,
         )
         log.close()
+        # Its own session, so a killed opsctl leaves it running: the pid says which to stop.
+        (self.work_dir / "broker.pid").write_text(f"{self.proc.pid}\n")
         deadline = time.monotonic() + timeout_s
         while self.node_id not in asyncio.run(self._registered()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -188,18 +190,20 @@ class ExtraBroker:
         )
         base = self._java(_REASSIGN_TOOL, "--bootstrap-server", self.bootstrap)
         base += ["--reassignment-json-file", str(plan)]
-        started = subprocess.run(
-            [*base, "--execute"], capture_output=True, text=True, timeout=120, check=False
-        )
+        started = self._run([*base, "--execute"])
+        output = started.stdout + started.stderr
+        if started.returncode != 0 and "existing partition assignment" in output:
+            # An earlier move of this partition is still running (an inject that timed out,
+            # then its restore): cancel it, then move.
+            self._run([*base, "--cancel"])
+            started = self._run([*base, "--execute"])
         if started.returncode != 0:
             raise ExtraBrokerFailed(
                 f"kafka reassignment: {(started.stdout + started.stderr)[-800:]}"
             )
         deadline = time.monotonic() + timeout_s
         while True:
-            verified = subprocess.run(
-                [*base, "--verify"], capture_output=True, text=True, timeout=120, check=False
-            )
+            verified = self._run([*base, "--verify"])
             lines = [
                 line
                 for line in verified.stdout.splitlines()
@@ -212,6 +216,10 @@ class ExtraBroker:
                     f"kafka reassignment not complete in {timeout_s:.0f} s: {lines}"
                 )
             time.sleep(1)
+
+    @staticmethod
+    def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
     async def leaders(self, topic: str) -> dict[int, int]:
         """Partition -> leader broker id (-1: none), as the cluster's metadata says now."""

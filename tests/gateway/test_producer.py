@@ -140,11 +140,12 @@ def run(scenario: Callable[[], Any]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fast_replacements(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("gateway.producer.backoff", lambda *a, **k: 0.0)
+    monkeypatch.setattr("gateway.producer.STOP_OLD_S", 0.05)
 
 
-def test_a_producer_state_error_replaces_the_producer_and_readiness_follows() -> None:
+def test_a_producer_state_error_replaces_the_producer_and_the_pod_stays_ready() -> None:
     async def scenario() -> None:
         h = Harness()
         supervisor = await h.start()
@@ -152,7 +153,9 @@ def test_a_producer_state_error_replaces_the_producer_and_readiness_follows() ->
         assert supervisor.healthy() == (True, "ready")
         supervisor.settled(errors.OutOfOrderSequenceNumber())
         assert h.replaced == [PRODUCER_STATE]
-        assert supervisor.healthy() == (False, "kafka producer being replaced")
+        # Seconds, and every gateway at once after a leader is back: no one leaves rotation.
+        assert supervisor.healthy() == (True, "ready")
+        assert supervisor.replacing
         with pytest.raises(ConnectionError):  # nothing is queued on the way out
             await supervisor.send("t", value=b"v", key=b"k")
         # More failures of the same kind while it is replaced start nothing more.
@@ -201,6 +204,7 @@ def test_a_send_waiting_for_the_window_counts_as_failing() -> None:
         h.now = 11.0
         assert supervisor.healthy() == (False, "kafka sends failing for 10 s")
         assert h.replaced == [PRODUCER_FAILING]
+        await h.replacement_done()
 
     run(scenario)
 
@@ -209,12 +213,18 @@ def test_a_success_in_between_keeps_a_partial_failure_ready() -> None:
     async def scenario() -> None:
         h = Harness()
         supervisor = await h.start()
-        for second in range(30):  # one partition leaderless, the others fine
+        # One partition leaderless: a send to it waits from 0 on, the others succeed.
+        await supervisor.send("t", value=b"v", key=b"k")
+        for second in range(1, 30):
             h.now = float(second)
             supervisor.settled(errors.LeaderNotAvailableError())
             supervisor.settled(None)
         assert supervisor.healthy() == (True, "ready")
         assert h.replaced == []
+        # The same waiting send with no success for FAILING_S: the producer is failing.
+        h.now = 39.0
+        assert supervisor.healthy() == (False, "kafka sends failing for 39 s")
+        await h.replacement_done()
 
     run(scenario)
 
@@ -224,8 +234,9 @@ def test_a_stopped_sender_is_noticed_by_the_health_check() -> None:
         h = Harness()
         supervisor = await h.start()
         h.made[0].sender_task.set_exception(errors.KafkaError("sender died"))
-        assert supervisor.healthy() == (False, "kafka producer being replaced")
+        assert supervisor.healthy() == (True, "ready")
         assert h.replaced == [SENDER_STOPPED]
+        assert supervisor.replacing
         await h.replacement_done()
         assert supervisor.healthy() == (True, "ready")
 
@@ -251,7 +262,9 @@ def test_sends_the_old_producer_never_settles_are_failed_as_replaced() -> None:
 # ---- what the client is told ---------------------------------------------------------------
 
 
-def _failure_frame(exc: BaseException) -> tuple[dict[str, Any], GatewayMetrics]:
+def _failure_frame(
+    exc: BaseException, *, resend: bool = False
+) -> tuple[dict[str, Any], GatewayMetrics]:
     async def scenario() -> tuple[dict[str, Any], GatewayMetrics]:
         h = Harness()
         await h.start()
@@ -269,7 +282,7 @@ def _failure_frame(exc: BaseException) -> tuple[dict[str, Any], GatewayMetrics]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_exception(exc)
         sender._produced(
-            (session, frame, "dm:alice:bob", "mid", 1, "key", 0.0),  # type: ignore[arg-type]
+            (session, frame, "dm:alice:bob", "mid", 1, "key", 0.0, resend),  # type: ignore[arg-type]
             future,
         )
         for _ in range(5):
@@ -292,3 +305,73 @@ def test_a_send_refused_before_any_append_is_answered_unavailable() -> None:
     frame, metrics = _failure_frame(errors.MessageSizeTooLargeError())
     assert (frame["code"], frame["ref"]) == (ErrorCode.UNAVAILABLE, "r1")
     assert metrics.messages_failed.labels("kafka")._value.get() == 1
+
+
+def test_a_resend_refused_outright_is_still_unknown() -> None:
+    # An earlier attempt of the same client_msg_id may be in Kafka: never "not written".
+    frame, metrics = _failure_frame(errors.MessageSizeTooLargeError(), resend=True)
+    assert frame["code"] == ErrorCode.OUTCOME_UNKNOWN
+    assert metrics.messages_failed.labels("kafka_unknown")._value.get() == 1
+
+
+def test_a_send_queued_while_a_replacement_starts_is_failed_as_replaced() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        supervisor = await h.start()
+        first = h.made[0]
+        release = asyncio.Event()
+        queued = first.send
+
+        async def slow_send(topic: str, *, value: bytes, key: bytes) -> asyncio.Future[Any]:
+            await release.wait()  # a full batch: aiokafka waits for room
+            return await queued(topic, value=value, key=key)
+
+        first.send = slow_send  # type: ignore[method-assign]
+        sending = asyncio.ensure_future(supervisor.send("t", value=b"v", key=b"k"))
+        await asyncio.sleep(0)
+        supervisor.settled(errors.OutOfOrderSequenceNumber())
+        await h.replacement_done()
+        release.set()
+        future = await sending
+        assert isinstance(future.exception(), ProducerReplaced)
+
+    run(scenario)
+
+
+def test_an_old_producer_that_will_not_stop_has_its_batches_failed_and_is_not_cancelled() -> None:
+    async def scenario() -> None:
+        h = Harness(settle_on_stop=False)
+        supervisor = await h.start()
+        first = h.made[0]
+        stopped = asyncio.Event()
+        failed: list[BaseException] = []
+
+        async def slow_stop() -> None:
+            await stopped.wait()  # its flush waits for a frozen leader
+
+        first.stop = slow_stop  # type: ignore[method-assign]
+        first._message_accumulator = type(  # type: ignore[attr-defined]
+            "Acc", (), {"fail_all": lambda _self, exc: (failed.append(exc), stopped.set())}
+        )()
+        supervisor.settled(errors.UnknownProducerId())
+        await h.replacement_done()
+        assert [type(e) for e in failed] == [ProducerReplaced]  # the flush was ended, not cut
+        await supervisor.close()
+        assert not supervisor._stopping
+
+    run(scenario)
+
+
+def test_no_replacement_once_closing() -> None:
+    async def scenario() -> None:
+        h = Harness()
+        supervisor = await h.start()
+        await supervisor.close()
+        h.made[0].sender_task.set_exception(errors.KafkaError("stopped by the shutdown"))
+        assert supervisor.healthy() == (False, "kafka producer not running")
+        supervisor.settled(errors.OutOfOrderSequenceNumber())
+        assert h.replaced == []
+        with pytest.raises(ConnectionError):
+            await supervisor.send("t", value=b"v", key=b"k")
+
+    run(scenario)

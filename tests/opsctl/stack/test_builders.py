@@ -119,8 +119,7 @@ def test_mirror_maker_pulls_every_other_region(stack: tuple[StackSpec, list[Regi
         assert {m["sourceCluster"] for m in mirror["spec"]["mirrors"]} == peers
         assert all(m["targetCluster"] == region.name for m in mirror["spec"]["mirrors"])
         assert all(
-            m["topicsPattern"] == r"im\.messages|im\.deliveries"
-            for m in mirror["spec"]["mirrors"]
+            m["topicsPattern"] == r"im\.messages|im\.deliveries" for m in mirror["spec"]["mirrors"]
         )
 
 
