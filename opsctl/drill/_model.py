@@ -93,6 +93,9 @@ class Drill:
     extra_checks: ExtraCheck | None = None
     unavailable: str | None = None
     max_recover_s: float = MAX_RECOVER_S
+    # From the fault in place until the expected alerts' condition holds (a frozen broker is
+    # fenced by the controller only after its session times out): added to the hold.
+    onset_s: float = 0.0
     min_acked: int = MIN_ACKED
     # Runs on the multi-region local stack (opsctl local up --stack staging) instead of the
     # one-region one, with its own timeline (opsctl/drill/_region.py).

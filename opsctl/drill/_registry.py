@@ -94,6 +94,9 @@ DRILLS: tuple[Drill, ...] = (
         restore=f.partition_led_again,
         extra_checks=f.partition_was_leaderless,
         max_recover_s=240.0,
+        # The controller fences the frozen broker after its 9 s session timeout, and the
+        # offline-partitions gauge is scraped after that.
+        onset_s=25.0,
     ),
     Drill(
         name="pubsub-disconnect",

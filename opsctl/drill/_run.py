@@ -239,8 +239,9 @@ class _Run(RunBase):
                 "Prometheus has no rule for"
             )
         expected = self.drill.expected_alerts
-        usual = hold_needed(expected, durations, typical=True)
-        longest = hold_needed(expected, durations)
+        onset = self.drill.onset_s
+        usual = onset + hold_needed(expected, durations, typical=True)
+        longest = onset + hold_needed(expected, durations)
         if self.drill.alerts_after_restore:  # the hold does not wait for them
             return self.duration_s, max(self.duration_s, longest)
         return max(self.duration_s, usual), max(self.duration_s, longest)
@@ -251,8 +252,11 @@ class _Run(RunBase):
         if drill.inject is None or drill.restore is None:
             raise UserInputError(f"drill '{drill.name}' has no fault on the local stack")
         self.progress(f"inject: {drill.fault}")
-        injected = self.mark("inject_s")
+        self.mark("inject_s")
         await asyncio.to_thread(drill.inject, ctx)
+        # The hold counts from the fault in place: an inject can take a while (moving a
+        # partition onto another broker), and the alerts' clocks start only now.
+        injected = self.mark("injected_s")
         wanted = ", ".join(a.describe(ctx.state) for a in drill.expected_alerts)
         waits = bool(wanted) and not drill.alerts_after_restore
         until = f", until {wanted} fired (at most {hold_max:.0f} s)" if waits else ""
