@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -39,8 +40,13 @@ LEAD_OF = {group: name for name, group in reversed(list(GROUP_OF.items()))}  # f
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, each worker takes stack ports from its own share of the range, so
-    two workers starting stacks at once never probe the same block."""
+    """Ctrl-C reaches the processes the tests start, and under pytest-xdist each worker takes
+    stack ports from its own share of the range, so two workers starting stacks at once never
+    probe the same block."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started as a background job (`.ci/run &`): SIGINT is ignored, and every child would
+        # inherit that, so the tests that press Ctrl-C on opsctl saw it ignored (exit 0).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker is None:
         return

@@ -102,6 +102,9 @@ def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM behaves as Ctrl-C while the operation runs (a stopped pod, ``kill``)."""
 
     def forward(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # A background job ignores SIGINT: forwarding would lose the SIGTERM.
+            raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGINT)
 
     try:
