@@ -9,6 +9,7 @@ operation after a crash, only does what is still left.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from opsctl.errors import CheckFailed
 # CAS_WRITE_UNKNOWN (protocol v5: "CAS operation result is unknown", a Paxos proposal
 # accepted by fewer than a quorum, seen on a loaded machine).
 _RETRIABLE_CODES = {0x1001, 0x1700}
+# A reconciliation pass that met a transient error is tried again this often, this far apart.
+RECONCILE_ATTEMPTS = 3
+RECONCILE_RETRY_S = 1.0
 
 
 def transient(exc: BaseException) -> bool:
@@ -149,15 +153,26 @@ class Shards:
             producer = await self._producer(home)
             await producer.send_and_wait(self.backends.topic, value=value, key=conv.encode())
 
-        try:
-            return await reconcile(self.control, lookup, produce, shards=shards)
-        except CheckFailed:
-            raise
-        except Exception as exc:  # Unavailable at ALL while a DC is down, Kafka errors
-            raise CheckFailed(
-                f"reconciliation did not finish: {type(exc).__name__}: {exc}",
-                hint="every region's Cassandra DC must be up (reads at ALL); re-run to continue",
-            ) from exc
+        attempt = 0
+        while True:
+            try:
+                return await reconcile(self.control, lookup, produce, shards=shards)
+            except CheckFailed:
+                raise
+            except Exception as exc:  # Unavailable at ALL while a DC is down, Kafka errors
+                # A pass is idempotent (it re-reads the holds), and a conditional write can end
+                # with its outcome unknown under contention ("CAS operation result is unknown",
+                # seen in CI): try the pass again before giving up.
+                attempt += 1
+                if transient(exc) and attempt < RECONCILE_ATTEMPTS:
+                    await asyncio.sleep(RECONCILE_RETRY_S * attempt)
+                    continue
+                error = exc
+                break
+        raise CheckFailed(
+            f"reconciliation did not finish: {type(error).__name__}: {error}",
+            hint="every region's Cassandra DC must be up (reads at ALL); re-run to continue",
+        ) from error
 
     async def _producer(self, region: str) -> Any:
         if region not in self._producers:
