@@ -33,6 +33,8 @@ Layout, from the bottom up:
   check, ``prepare`` step), the start and stop orders (``Phase`` and waves, ``StopGroup``)
   and the migrations run before the IM processes;
 - ``_stack``: ``LocalStack``, which starts, stops, records and inspects the components;
+- ``_extra_broker``: a second Kafka broker joined to a running one-region stack, for the faults
+  one broker cannot show (the ``kafka-partition-leaderless`` drill);
 - ``_progress``: progress output for the CLI; ``pytest_plugin``: the session-scoped stack
   fixture for tests.
 """
