@@ -154,15 +154,13 @@ class Producer:
             self._first_failure_at = None
             self._replacements_in_a_row = 0
             return
-        if self._first_failure_at is None:
-            self._first_failure_at = now
         if needs_new_producer(exc):
             self.replace(PRODUCER_STATE)
-        elif self._failing_for(now) is not None:
-            self.replace(PRODUCER_FAILING)
+        self.refused()  # the failure clock (a replacement under way makes it start none)
 
     def refused(self) -> None:
-        """A send the producer would not queue: counts towards ``failing`` like a failed one."""
+        """A send that failed or that the producer would not queue: counts towards
+        ``failing``."""
         now = self._clock()
         if self._first_failure_at is None:
             self._first_failure_at = now

@@ -110,13 +110,9 @@ class Sender:
         except Exception as exc:
             # This attempt was never queued, so never written; an earlier one may have been.
             producer.refused()
-            resend = previous is not None
-            self.metrics.messages_failed.labels("kafka_unknown" if resend else "kafka").inc()
-            if resend:
-                raise ProtocolError(
-                    ErrorCode.OUTCOME_UNKNOWN, "resend unchanged", frame.ref
-                ) from exc
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", frame.ref) from exc
+            reason, code, text = _answer(exc, queued=False, resend=previous is not None)
+            self.metrics.messages_failed.labels(reason).inc()
+            raise ProtocolError(code, text, frame.ref) from exc
         # No task per message: the ack is written from the delivery callback.
         pending = _PendingSend(
             session, frame, conv, mid, accepted_at, key, started, previous is not None
@@ -141,12 +137,7 @@ class Sender:
     def _failed(
         self, session: Session, frame: Send, failure: BaseException, *, resend: bool
     ) -> None:
-        if not resend and outcome(failure, queued=True) is Outcome.REFUSED:
-            reason, code, text = "kafka", ErrorCode.UNAVAILABLE, "try again"
-        else:
-            # It may be in Kafka already, or get there: the client resends the same frame
-            # and the dispatcher's message id -> seq keeps it one message.
-            reason, code, text = "kafka_unknown", ErrorCode.OUTCOME_UNKNOWN, "resend unchanged"
+        reason, code, text = _answer(failure, queued=True, resend=resend)
         self.metrics.messages_failed.labels(reason).inc()
         self.metrics.protocol_errors.labels(code).inc()
         self.outbox.push(session, error_frame(code, text, frame.ref), "error")
@@ -168,3 +159,12 @@ class Sender:
         except Exception as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "try again", ref) from exc
         return user in members
+
+
+def _answer(failure: BaseException, *, queued: bool, resend: bool) -> tuple[str, str, str]:
+    """The failure reason, error code and text for a send Kafka did not confirm. A resend of a
+    claimed send is never "not written": an earlier attempt may be in Kafka. Unknown: the
+    client resends the same frame, and the dispatcher's message id -> seq keeps it one."""
+    if not resend and outcome(failure, queued=queued) is Outcome.REFUSED:
+        return "kafka", ErrorCode.UNAVAILABLE, "try again"
+    return "kafka_unknown", ErrorCode.OUTCOME_UNKNOWN, "resend unchanged"
