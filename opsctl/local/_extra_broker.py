@@ -25,13 +25,14 @@ from opsctl.errors import CheckFailed
 from opsctl.local._config import HOST
 from opsctl.local._jvm import jar_dir, java_command
 from opsctl.local._procs import find_free_port_block
+from opsctl.local._render import KAFKA_NODE_ID
 
 if TYPE_CHECKING:
     from opsctl.local._stack import LocalStack
 
 EXTRA_BROKER_HEAP = "256m"
-# The stack's own broker (render_kafka_properties gives it node id 1).
-STACK_BROKER_ID = 1
+# The stack's own broker.
+STACK_BROKER_ID = KAFKA_NODE_ID
 # Broker-only: these belong to the stack's controller.
 _CONTROLLER_ONLY = ("process.roles", "node.id", "listeners", "advertised.listeners", "log.dirs")
 _REASSIGN_TOOL = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"

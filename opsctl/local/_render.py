@@ -93,14 +93,19 @@ def render_redis_conf(
     )
 
 
+# The stack's one Kafka node (broker and controller); an extra broker joins it
+# (opsctl/local/_extra_broker.py).
+KAFKA_NODE_ID = 1
+
+
 def render_kafka_properties(config: LocalConfig, data_dir: Path, ports: Ports | None = None) -> str:
     """One KRaft node on ``ports`` (default: the config's; a multi-region stack passes each
     region's block)."""
     ports = ports or config.ports
     lines = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{ports.kafka_controller}",
+        "node.id": str(KAFKA_NODE_ID),
+        "controller.quorum.voters": f"{KAFKA_NODE_ID}@{HOST}:{ports.kafka_controller}",
         "listeners": f"PLAINTEXT://{HOST}:{ports.kafka},CONTROLLER://{HOST}:{ports.kafka_controller}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{ports.kafka}",
         "controller.listener.names": "CONTROLLER",

@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.protocol import dm_conversation
 from opsctl.local import LocalStack
-from opsctl.local._extra_broker import ExtraBroker
+from opsctl.local._extra_broker import STACK_BROKER_ID, ExtraBroker
 from tests.gateway.conftest import Im
 from tests.gateway.support import extra_gateway
 from tests.support import wait_for
@@ -65,8 +65,9 @@ async def _create_topic(bootstrap: str, topic: str, extra_broker_id: int) -> Non
         while True:
             # Errors come back per topic, not raised (INVALID_REPLICA_ASSIGNMENT until the
             # extra broker has registered).
+            placement = {0: [STACK_BROKER_ID], 1: [extra_broker_id]}
             response = await admin.create_topics(
-                [NewTopic(topic, -1, -1, replica_assignments={0: [1], 1: [extra_broker_id]})]
+                [NewTopic(topic, -1, -1, replica_assignments=placement)]
             )
             errors = [error for _, error, *_ in response.topic_errors if error != 0]
             if not errors:
